@@ -1,0 +1,131 @@
+//! The seed's echo server: echoes everything each client sends.
+//!
+//! ```text
+//! cargo run --release --example echo_server -- --bind 127.0.0.1:0 --backend epoll --quiet
+//! ```
+//! Prints `listening on HOST:PORT` once ready. Reads up to 64 KiB per `recv` into the loop's
+//! one shared buffer, keeps only unsent bytes per client, sets `TCP_NODELAY`, stops reading
+//! from a client whose unsent output passes the soft limit, and after a half-close sends
+//! everything owed before closing. SIGINT/SIGTERM: stop accepting, flush (5 s), print totals,
+//! exit 0.
+
+use clap::Parser;
+use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket};
+use std::cell::Cell;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "asyncore's echo server on sockloop")]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Readiness backend: auto, select, poll or epoll.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Backend,
+    /// Do not print a line per connection.
+    #[arg(long)]
+    quiet: bool,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 1024)]
+    backlog: i32,
+    /// Close a client after this many seconds without traffic (default: never).
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// Stop reading from a client once this many echoed bytes are unsent.
+    #[arg(long, default_value_t = 1 << 20)]
+    soft_limit: usize,
+    /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
+    #[arg(long, default_value_t = 5.0)]
+    grace: f64,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::parse(s).ok_or_else(|| format!("unknown backend {s:?} (auto, select, poll, epoll)"))
+}
+
+#[derive(Default)]
+struct Stats {
+    connections: Cell<u64>,
+    bytes: Cell<u64>,
+}
+
+struct EchoHandler {
+    stats: Rc<Stats>,
+}
+
+impl Dispatcher for EchoHandler {
+    fn writable(&self) -> bool {
+        false // queued output alone makes the channel writable
+    }
+
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let n = cx.channel.recv(cx.scratch)?;
+        self.stats.bytes.set(self.stats.bytes.get() + n as u64);
+        cx.channel.send_all(&cx.scratch[..n])
+    }
+
+    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // A half-close still gets everything it is owed.
+        cx.close_when_done();
+        Ok(())
+    }
+}
+
+struct EchoServer {
+    quiet: bool,
+    soft_limit: usize,
+    idle: Option<Duration>,
+    stats: Rc<Stats>,
+}
+
+impl Dispatcher for EchoServer {
+    fn writable(&self) -> bool {
+        false
+    }
+
+    fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+        if !self.quiet {
+            match addr.as_socket() {
+                Some(a) => println!("Incoming connection from {a}"),
+                None => println!("Incoming connection from {addr:?}"),
+            }
+        }
+        sock.set_nodelay(true)?;
+        let mut ch = Channel::from(sock);
+        ch.set_output_limits(self.soft_limit, usize::MAX);
+        self.stats.connections.set(self.stats.connections.get() + 1);
+        let token = cx.add(ch, EchoHandler { stats: self.stats.clone() })?;
+        if self.idle.is_some() {
+            cx.set_idle_timeout_of(token, self.idle);
+        }
+        Ok(())
+    }
+}
+
+fn main() -> io::Result<()> {
+    let args = Args::parse();
+    let mut lp = Loop::with_backend(args.backend)?;
+    let listener = Channel::tcp_listener(args.bind, args.backlog)?;
+    let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
+    let stats = Rc::new(Stats::default());
+    let server = EchoServer {
+        quiet: args.quiet,
+        soft_limit: args.soft_limit,
+        idle: args.idle_timeout.map(Duration::from_secs_f64),
+        stats: stats.clone(),
+    };
+    lp.add(listener, server)?;
+    let grace = Duration::from_secs_f64(args.grace);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
+    }
+    println!("listening on {local}");
+    io::stdout().flush()?;
+    lp.run()?;
+    println!("served {} connections, echoed {} bytes", stats.connections.get(), stats.bytes.get());
+    Ok(())
+}

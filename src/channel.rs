@@ -1,0 +1,925 @@
+//! [`Channel`]: the socket half of an asyncore `dispatcher`.
+//!
+//! A channel owns a non-blocking descriptor (a socket, or a pipe or file for
+//! [`FileDispatcher`](crate::FileDispatcher)), the connection state flags asyncore kept on the
+//! dispatcher (`accepting`, `connected`, `connecting`), and the output that could not be sent yet.
+//! Its `send`/`recv`/`accept`/`connect` follow asyncore's rules: a call that would block is not an
+//! error, and a disconnect schedules `handle_close` instead of failing.
+
+use crate::errors::{is_disconnect, limit_error};
+use crate::poller::as_uninit;
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// Default soft limit on unsent output: past it the loop stops reading from the channel.
+pub const DEFAULT_SOFT_LIMIT: usize = 1 << 20;
+/// Default hard limit on unsent output: past it `send_all` fails and the channel is closed.
+pub const DEFAULT_HARD_LIMIT: usize = 64 << 20;
+
+/// A channel's idle timeout: `handle_timeout` runs when no event came for `timeout`.
+pub(crate) struct Idle {
+    pub timeout: std::time::Duration,
+    pub last: std::time::Instant,
+    pub timer: crate::TimerId,
+}
+
+/// What the channel reads and writes through.
+enum Io {
+    Socket(Socket),
+    File(File),
+}
+
+/// Output accepted by [`Channel::send_all`] but not yet taken by the kernel.
+#[derive(Default)]
+struct OutBuf {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl OutBuf {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
+            self.start = 0;
+            // An idle channel should not keep a large burst's buffer.
+            if self.bytes.capacity() > 64 * 1024 {
+                self.bytes = Vec::new();
+            }
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start >= self.bytes.len() / 2 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.extend_from_slice(data);
+    }
+}
+
+/// The socket half of an asyncore `dispatcher`: a non-blocking descriptor, its state flags and
+/// its unsent output.
+///
+/// Build one with a constructor ([`Channel::tcp_listener`], [`Channel::tcp_connect`],
+/// [`Channel::create_socket`] then [`bind`](Channel::bind)/[`listen`](Channel::listen)/
+/// [`connect`](Channel::connect)), or from an existing std or socket2 socket with `From`, then hand
+/// it to [`Loop::add`](crate::Loop::add) with the [`Dispatcher`](crate::Dispatcher) that handles
+/// its events.
+///
+/// ```
+/// use sockloop::Channel;
+/// let ch = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1024)?;
+/// assert!(ch.accepting() && !ch.connected());
+/// assert!(ch.local_addr()?.as_socket().unwrap().port() != 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Channel {
+    io: Io,
+    accepting: bool,
+    connected: bool,
+    connecting: bool,
+    /// asyncore's `addr`: the address connected or bound to.
+    addr: Option<SockAddr>,
+    out: OutBuf,
+    soft_limit: usize,
+    hard_limit: usize,
+    /// End of stream or a disconnect was seen: `handle_close` is due.
+    pub(crate) eof: bool,
+    /// A disconnect error was seen: nothing can be sent any more.
+    broken: bool,
+    /// `handle_close` was delivered for `eof` (it is delivered once).
+    pub(crate) close_reported: bool,
+    /// Reading paused by `Context::pause_reading` until a timer resumes it.
+    pub(crate) paused: bool,
+    /// The idle timeout, if set.
+    pub(crate) idle: Option<Idle>,
+    /// Close once the output is flushed (asynchat's `close_when_done`).
+    closing: bool,
+    /// `close()` was called: the loop drops the channel when the handler returns.
+    pub(crate) closed: bool,
+}
+
+impl Channel {
+    fn with_io(io: Io) -> Channel {
+        Channel {
+            io,
+            accepting: false,
+            connected: false,
+            connecting: false,
+            addr: None,
+            out: OutBuf::default(),
+            soft_limit: DEFAULT_SOFT_LIMIT,
+            hard_limit: DEFAULT_HARD_LIMIT,
+            eof: false,
+            broken: false,
+            close_reported: false,
+            paused: false,
+            idle: None,
+            closing: false,
+            closed: false,
+        }
+    }
+
+    /// asyncore `create_socket(family, type)`: a new non-blocking, close-on-exec socket.
+    ///
+    /// ```
+    /// use sockloop::{Channel, Domain, Type};
+    /// let ch = Channel::create_socket(Domain::IPV6, Type::STREAM)?;
+    /// assert!(!ch.connected() && !ch.accepting());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn create_socket(domain: Domain, ty: Type) -> io::Result<Channel> {
+        let sock = Socket::new(domain, ty, None)?;
+        sock.set_nonblocking(true)?;
+        Ok(Channel::with_io(Io::Socket(sock)))
+    }
+
+    /// A TCP listener: `create_socket`, `set_reuse_addr`, `bind` and `listen(backlog)` in one
+    /// call, the usual opening of an asyncore server.
+    ///
+    /// ```
+    /// let ch = sockloop::Channel::tcp_listener("[::1]:0".parse().unwrap(), 128)?;
+    /// assert!(ch.accepting());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<Channel> {
+        let mut ch = Channel::create_socket(Domain::for_address(addr), Type::STREAM)?;
+        ch.set_reuse_addr()?;
+        ch.bind(&addr.into())?;
+        ch.listen(backlog)?;
+        Ok(ch)
+    }
+
+    /// A TCP client whose non-blocking connect has started; `handle_connect` (or `handle_error`
+    /// with the OS error) reports how it ended.
+    ///
+    /// ```
+    /// let server = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let ch = sockloop::Channel::tcp_connect(server.local_addr()?)?;
+    /// assert!(ch.connecting());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp_connect(addr: SocketAddr) -> io::Result<Channel> {
+        let mut ch = Channel::create_socket(Domain::for_address(addr), Type::STREAM)?;
+        ch.connect(&addr.into())?;
+        Ok(ch)
+    }
+
+    /// A Unix stream listener on `path` (which must not exist yet).
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("sockloop-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("listener.sock");
+    /// let _ = std::fs::remove_file(&path);
+    /// let ch = sockloop::Channel::unix_listener(&path, 16)?;
+    /// assert!(ch.accepting());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn unix_listener(path: impl AsRef<Path>, backlog: i32) -> io::Result<Channel> {
+        let mut ch = Channel::create_socket(Domain::UNIX, Type::STREAM)?;
+        ch.bind(&SockAddr::unix(path)?)?;
+        ch.listen(backlog)?;
+        Ok(ch)
+    }
+
+    /// A Unix stream client connecting to `path`.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("sockloop-doc2-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("s.sock");
+    /// let _ = std::fs::remove_file(&path);
+    /// let _server = std::os::unix::net::UnixListener::bind(&path)?;
+    /// let ch = sockloop::Channel::unix_connect(&path)?;
+    /// assert!(ch.connecting());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn unix_connect(path: impl AsRef<Path>) -> io::Result<Channel> {
+        let mut ch = Channel::create_socket(Domain::UNIX, Type::STREAM)?;
+        ch.connect(&SockAddr::unix(path)?)?;
+        Ok(ch)
+    }
+
+    /// A channel over any descriptor (a pipe, a tty, a file): asyncore's `file_dispatcher`
+    /// socket half. The descriptor is made non-blocking; reads and writes use `read`/`write`.
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// let (reader, _writer) = std::io::pipe()?;
+    /// let ch = sockloop::Channel::from_fd(OwnedFd::from(reader))?;
+    /// assert!(ch.connected());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Channel> {
+        crate::poller::set_nonblocking(fd.as_fd(), true)?;
+        let mut ch = Channel::with_io(Io::File(File::from(fd)));
+        ch.connected = true;
+        Ok(ch)
+    }
+
+    /// asyncore `set_reuse_addr()`: sets `SO_REUSEADDR`.
+    ///
+    /// ```
+    /// let mut ch = sockloop::Channel::create_socket(sockloop::Domain::IPV4, sockloop::Type::STREAM)?;
+    /// ch.set_reuse_addr()?;
+    /// assert!(ch.socket().unwrap().reuse_address()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_reuse_addr(&mut self) -> io::Result<()> {
+        self.sock()?.set_reuse_address(true)
+    }
+
+    /// asyncore `bind(address)`. An address in use fails with the OS error (`AddrInUse`).
+    ///
+    /// ```
+    /// let mut ch = sockloop::Channel::create_socket(sockloop::Domain::IPV4, sockloop::Type::STREAM)?;
+    /// ch.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind(&mut self, addr: &SockAddr) -> io::Result<()> {
+        self.sock()?.bind(addr)?;
+        self.addr = Some(addr.clone());
+        Ok(())
+    }
+
+    /// asyncore `listen(backlog)`: the channel becomes `accepting`.
+    ///
+    /// ```
+    /// let mut ch = sockloop::Channel::create_socket(sockloop::Domain::IPV4, sockloop::Type::STREAM)?;
+    /// ch.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())?;
+    /// ch.listen(5)?;
+    /// assert!(ch.accepting());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn listen(&mut self, backlog: i32) -> io::Result<()> {
+        self.sock()?.listen(backlog)?;
+        self.accepting = true;
+        Ok(())
+    }
+
+    /// asyncore `connect(address)`: starts a non-blocking connect. The channel is `connecting`
+    /// until the loop sees it complete and calls `handle_connect`, or `handle_error` with the
+    /// OS error (connection refused, unreachable, ...). A connect that fails at once (a Unix
+    /// socket path with no listener) returns that error here.
+    ///
+    /// ```
+    /// let server = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let mut ch = sockloop::Channel::create_socket(sockloop::Domain::IPV4, sockloop::Type::STREAM)?;
+    /// ch.connect(&server.local_addr()?.into())?;
+    /// assert!(ch.connecting() && !ch.connected());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect(&mut self, addr: &SockAddr) -> io::Result<()> {
+        self.connected = false;
+        match self.sock()?.connect(addr) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        // Even an immediate success is reported through handle_connect on the first event.
+        self.connecting = true;
+        self.addr = Some(addr.clone());
+        Ok(())
+    }
+
+    /// asyncore `accept()`: the next pending connection as a non-blocking socket and its
+    /// address, or `None` when there was none after all (EWOULDBLOCK, ECONNABORTED). Other
+    /// errors (such as EMFILE when out of descriptors) are returned.
+    ///
+    /// ```
+    /// let mut ch = sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8)?;
+    /// assert!(ch.accept()?.is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn accept(&mut self) -> io::Result<Option<(Socket, SockAddr)>> {
+        loop {
+            match self.sock()?.accept() {
+                Ok((sock, addr)) => {
+                    sock.set_nonblocking(true)?;
+                    return Ok(Some((sock, addr)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// asyncore `send(data)`: sends what the kernel takes now and returns how much.
+    /// `Ok(0)` when it would block; a disconnect (reset, broken pipe) returns `Ok(0)` and
+    /// schedules `handle_close`. Never raises SIGPIPE.
+    ///
+    /// ```
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// assert_eq!(ch.send(b"hi")?, 2);
+    /// let mut got = [0u8; 2];
+    /// std::io::Read::read_exact(&mut b, &mut got)?;
+    /// assert_eq!(&got, b"hi");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        let res = loop {
+            let r = match &mut self.io {
+                Io::Socket(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
+                Io::File(f) => f.write(data),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match res {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if is_disconnect(&e) => {
+                self.mark_broken();
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// asyncore `recv(buffer_size)`: reads into `buf`. `Ok(0)` means the peer closed (or
+    /// disconnected) and `handle_close` is scheduled; `Err(WouldBlock)` after a spurious
+    /// readiness is not an error: returned from a handler with `?`, the loop ignores it.
+    ///
+    /// ```
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// std::io::Write::write_all(&mut b, b"ping")?;
+    /// let mut buf = [0u8; 16];
+    /// assert_eq!(ch.recv(&mut buf)?, 4);
+    /// drop(b);
+    /// assert_eq!(ch.recv(&mut buf)?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let res = loop {
+            let r = match &mut self.io {
+                Io::Socket(s) => s.read(buf),
+                Io::File(f) => f.read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match res {
+            Ok(0) if !buf.is_empty() => {
+                self.eof = true;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e) if is_disconnect(&e) => {
+                self.mark_broken();
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// asyncore's datagram `sendto`: `Ok(0)` when it would block.
+    ///
+    /// ```
+    /// use sockloop::{Channel, Domain, Type};
+    /// let peer = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let mut ch = Channel::create_socket(Domain::IPV4, Type::DGRAM)?;
+    /// assert_eq!(ch.send_to(b"x", &peer.local_addr()?.into())?, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_to(&mut self, data: &[u8], addr: &SockAddr) -> io::Result<usize> {
+        match self.sock()?.send_to_with_flags(data, addr, libc::MSG_NOSIGNAL) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
+        }
+    }
+
+    /// asyncore's datagram `recvfrom`: one datagram and its sender.
+    ///
+    /// ```
+    /// use sockloop::{Channel, Domain, Type};
+    /// let mut ch = Channel::create_socket(Domain::IPV4, Type::DGRAM)?;
+    /// ch.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())?;
+    /// let me = ch.local_addr()?.as_socket().unwrap();
+    /// std::net::UdpSocket::bind("127.0.0.1:0")?.send_to(b"dgram", me)?;
+    /// let mut buf = [0u8; 64];
+    /// let (n, _from) = loop {
+    ///     match ch.recv_from(&mut buf) {
+    ///         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+    ///         other => break other?,
+    ///     }
+    /// };
+    /// assert_eq!(&buf[..n], b"dgram");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+        self.sock()?.recv_from(as_uninit(buf))
+    }
+
+    /// Sends one byte of urgent (out-of-band) data, which the peer's loop reports to
+    /// `handle_expt`.
+    ///
+    /// ```
+    /// let (a, b) = std::net::TcpListener::bind("127.0.0.1:0").map(|l| {
+    ///     let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    ///     (c, l.accept().unwrap().0)
+    /// })?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// assert_eq!(ch.send_oob(b"!")?, 1);
+    /// # drop(b);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_oob(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.sock()?.send_out_of_band(data)
+    }
+
+    /// Reads urgent (out-of-band) data, typically from `handle_expt`.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// let mut byte = [0u8; 1];
+    /// assert!(ch.recv_oob(&mut byte).is_err()); // no urgent data on a Unix socket
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn recv_oob(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock()?.recv_out_of_band(as_uninit(buf))
+    }
+
+    /// Queues `data` behind any unsent output and sends what the kernel takes now:
+    /// asyncore's `dispatcher_with_send.send`. The loop sends the rest when the socket is
+    /// writable. Fails with [`ErrorKind::OutOfMemory`](io::ErrorKind::OutOfMemory) when the unsent
+    /// output would pass the hard limit (the loop then reports it to `handle_error`).
+    ///
+    /// ```
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// ch.send_all(b"hello")?;
+    /// assert_eq!(ch.pending_output(), 0);
+    /// let mut got = [0u8; 5];
+    /// std::io::Read::read_exact(&mut b, &mut got)?;
+    /// assert_eq!(&got, b"hello");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() || self.broken || self.closed {
+            return Ok(());
+        }
+        let mut rest = data;
+        if self.out.len() == 0 && !self.connecting {
+            let n = self.send(rest)?;
+            rest = &rest[n..];
+        }
+        if rest.is_empty() || self.broken {
+            return Ok(());
+        }
+        if self.out.len() + rest.len() > self.hard_limit {
+            return Err(limit_error(self.out.len() + rest.len(), self.hard_limit));
+        }
+        self.out.push(rest);
+        Ok(())
+    }
+
+    /// Sends queued output until it is empty or the kernel takes no more. The loop calls this
+    /// when the socket is writable; call it yourself to push output early.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// ch.flush()?; // nothing queued: nothing to do
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out.len() > 0 && !self.broken {
+            let res = match &mut self.io {
+                Io::Socket(s) => s.send_with_flags(self.out.pending(), libc::MSG_NOSIGNAL),
+                Io::File(f) => f.write(self.out.pending()),
+            };
+            let n = match res {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) if is_disconnect(&e) => {
+                    self.mark_broken();
+                    0
+                }
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break;
+            }
+            self.out.consume(n);
+        }
+        if self.closing && self.out.len() == 0 {
+            self.close();
+        }
+        Ok(())
+    }
+
+    /// Bytes accepted by [`send_all`](Channel::send_all) that the kernel has not taken yet
+    /// (asyncore's `len(out_buffer)`).
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert_eq!(sockloop::Channel::from(a).pending_output(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pending_output(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The unsent output itself (asyncore's `dispatcher_with_send.out_buffer`).
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(sockloop::Channel::from(a).out_buffer().is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn out_buffer(&self) -> &[u8] {
+        self.out.pending()
+    }
+
+    /// Sets the soft and hard limits on unsent output (defaults [`DEFAULT_SOFT_LIMIT`] and
+    /// [`DEFAULT_HARD_LIMIT`]). Over the soft limit the loop stops reading from this channel
+    /// (backpressure); past the hard limit `send_all` fails and the channel is closed.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// ch.set_output_limits(64 * 1024, 1 << 20);
+    /// assert_eq!(ch.output_limits(), (64 * 1024, 1 << 20));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_output_limits(&mut self, soft: usize, hard: usize) {
+        self.soft_limit = soft;
+        self.hard_limit = hard.max(soft);
+    }
+
+    /// The `(soft, hard)` limits on unsent output.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let ch = sockloop::Channel::from(a);
+    /// assert_eq!(ch.output_limits(), (sockloop::channel::DEFAULT_SOFT_LIMIT, sockloop::channel::DEFAULT_HARD_LIMIT));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output_limits(&self) -> (usize, usize) {
+        (self.soft_limit, self.hard_limit)
+    }
+
+    /// Whether unsent output is past the soft limit (the loop then stops reading).
+    pub(crate) fn over_soft_limit(&self) -> bool {
+        self.out.len() > self.soft_limit
+    }
+
+    /// asyncore `close()`: the loop removes the channel from its map and closes the descriptor
+    /// as soon as the running handler returns; it receives no further events.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// ch.close();
+    /// assert!(ch.is_closed() && !ch.connected());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.connected = false;
+        self.accepting = false;
+        self.connecting = false;
+    }
+
+    /// asynchat's `close_when_done()` at the socket level: stop reading, send everything
+    /// queued, then close.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// ch.close_when_done();
+    /// ch.flush()?;
+    /// assert!(ch.is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close_when_done(&mut self) {
+        self.closing = true;
+        if self.out.len() == 0 {
+            self.close();
+        }
+    }
+
+    /// Whether `close()` was called.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(!sockloop::Channel::from(a).is_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the channel is draining its output before closing (`close_when_done`).
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(!sockloop::Channel::from(a).is_closing());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether the peer closed or disconnected (`handle_close` is due or done).
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(!sockloop::Channel::from(a).peer_closed());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn peer_closed(&self) -> bool {
+        self.eof
+    }
+
+    /// asyncore's `accepting` flag: the channel is a listening socket.
+    ///
+    /// ```
+    /// assert!(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?.accepting());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// asyncore's `connected` flag.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(sockloop::Channel::from(a).connected());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// asyncore's `connecting` flag: a non-blocking connect is in progress.
+    ///
+    /// ```
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// assert!(sockloop::Channel::tcp_connect(l.local_addr()?)?.connecting());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connecting(&self) -> bool {
+        self.connecting
+    }
+
+    /// asyncore's `addr`: the address last bound or connected to, or the peer of an accepted
+    /// socket.
+    ///
+    /// ```
+    /// let ch = sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?;
+    /// assert!(ch.addr().is_some());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn addr(&self) -> Option<&SockAddr> {
+        self.addr.as_ref()
+    }
+
+    /// The local address of the socket (`getsockname`).
+    ///
+    /// ```
+    /// let ch = sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?;
+    /// assert_eq!(ch.local_addr()?.as_socket().unwrap().ip().to_string(), "127.0.0.1");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SockAddr> {
+        self.sock_ref()?.local_addr()
+    }
+
+    /// The peer address (`getpeername`).
+    ///
+    /// ```
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let c = std::net::TcpStream::connect(l.local_addr()?)?;
+    /// let ch = sockloop::Channel::from(c);
+    /// assert_eq!(ch.peer_addr()?.as_socket(), Some(l.local_addr()?));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn peer_addr(&self) -> io::Result<SockAddr> {
+        self.sock_ref()?.peer_addr()
+    }
+
+    /// asyncore `fileno()`: the descriptor number.
+    ///
+    /// ```
+    /// let ch = sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?;
+    /// assert!(ch.fileno() >= 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn fileno(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+
+    /// The socket, for options sockloop does not wrap (`None` for a file channel).
+    ///
+    /// ```
+    /// let ch = sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?;
+    /// assert!(ch.socket().unwrap().reuse_address()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn socket(&self) -> Option<&Socket> {
+        match &self.io {
+            Io::Socket(s) => Some(s),
+            Io::File(_) => None,
+        }
+    }
+
+    /// Shuts down one or both directions of the connection (`shutdown(2)`).
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// sockloop::Channel::from(a).shutdown(std::net::Shutdown::Write)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock_ref()?.shutdown(how)
+    }
+
+    /// Reads and clears the pending socket error (`SO_ERROR`).
+    pub(crate) fn take_error(&self) -> Option<io::Error> {
+        match &self.io {
+            Io::Socket(s) => s.take_error().ok().flatten(),
+            Io::File(_) => None,
+        }
+    }
+
+    /// Marks a pending connect as done.
+    pub(crate) fn set_connected(&mut self) {
+        self.connecting = false;
+        self.connected = true;
+    }
+
+    /// A disconnect error: no more I/O, `handle_close` is due.
+    pub(crate) fn mark_broken(&mut self) {
+        self.broken = true;
+        self.eof = true;
+    }
+
+    pub(crate) fn mark_connect_failed(&mut self) {
+        self.connecting = false;
+    }
+
+    /// What the loop should watch for, given the dispatcher's `readable()`/`writable()`.
+    pub(crate) fn interest(&self, readable: bool, writable: bool) -> crate::poller::Interest {
+        if self.closed {
+            return crate::poller::Interest::NONE;
+        }
+        if self.accepting {
+            return crate::poller::Interest { read: readable && !self.paused, write: false };
+        }
+        crate::poller::Interest {
+            read: readable && !self.eof && !self.closing && !self.paused && !self.over_soft_limit(),
+            write: !self.broken
+                && (self.connecting || self.out.len() > 0 || (writable && !self.closing && !self.eof)),
+        }
+    }
+
+    fn sock(&mut self) -> io::Result<&mut Socket> {
+        match &mut self.io {
+            Io::Socket(s) => Ok(s),
+            Io::File(_) => Err(not_a_socket()),
+        }
+    }
+
+    fn sock_ref(&self) -> io::Result<&Socket> {
+        self.socket().ok_or_else(not_a_socket)
+    }
+}
+
+fn not_a_socket() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "this channel wraps a file, not a socket")
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.io {
+            Io::Socket(s) => s.as_fd(),
+            Io::File(f) => f.as_fd(),
+        }
+    }
+}
+
+/// Wraps an existing socket, made non-blocking. A listening socket becomes `accepting`, a
+/// socket with a peer `connected`.
+///
+/// ```
+/// let l = socket2::Socket::from(std::net::TcpListener::bind("127.0.0.1:0")?);
+/// assert!(sockloop::Channel::from(l).accepting());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl From<Socket> for Channel {
+    fn from(sock: Socket) -> Channel {
+        // A failure here leaves the socket blocking; the first would-block then shows up as a
+        // stall, so say it loudly rather than lose it.
+        if let Err(e) = sock.set_nonblocking(true) {
+            log::error!("sockloop: cannot make descriptor {} non-blocking: {e}", sock.as_raw_fd());
+        }
+        let accepting = is_listener(&sock);
+        let peer = if accepting { None } else { sock.peer_addr().ok() };
+        let mut ch = Channel::with_io(Io::Socket(sock));
+        ch.accepting = accepting;
+        ch.connected = peer.is_some();
+        ch.addr = peer;
+        ch
+    }
+}
+
+fn is_listener(sock: &Socket) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "fuchsia"))]
+    {
+        sock.is_listener().unwrap_or(false)
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "fuchsia"
+    )))]
+    {
+        sock.peer_addr().is_err()
+            && sock.local_addr().is_ok_and(|a| a.as_socket().is_some_and(|s| s.port() != 0))
+    }
+}
+
+macro_rules! from_std {
+    ($($ty:ty),*) => {$(
+        /// Wraps an existing std socket (see `From<socket2::Socket>`).
+        impl From<$ty> for Channel {
+            fn from(sock: $ty) -> Channel {
+                Channel::from(Socket::from(sock))
+            }
+        }
+    )*};
+}
+from_std!(
+    std::net::TcpStream,
+    std::net::TcpListener,
+    std::net::UdpSocket,
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixListener,
+    std::os::unix::net::UnixDatagram
+);
+
+impl fmt::Debug for Channel {
+    /// Like asyncore's `repr`: the kind, state flags, descriptor and address.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.io {
+            Io::Socket(_) => "socket",
+            Io::File(_) => "file",
+        };
+        write!(f, "<Channel {kind} fd={}", self.fileno())?;
+        for (on, name) in [
+            (self.accepting, " listening"),
+            (self.connected, " connected"),
+            (self.connecting, " connecting"),
+            (self.closed, " closed"),
+        ] {
+            if on {
+                f.write_str(name)?;
+            }
+        }
+        if let Some(addr) = &self.addr {
+            match addr.as_socket() {
+                Some(a) => write!(f, " {a}")?,
+                None => match addr.as_pathname() {
+                    Some(p) => write!(f, " {}", p.display())?,
+                    None => f.write_str(" (unnamed)")?,
+                },
+            }
+        }
+        f.write_str(">")
+    }
+}

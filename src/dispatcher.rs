@@ -1,0 +1,176 @@
+//! The [`Dispatcher`] trait: asyncore's `dispatcher` handlers, with the seed's defaults.
+
+use crate::Context;
+use socket2::{SockAddr, Socket};
+use std::any::Any;
+use std::io;
+
+/// The handlers of an asyncore `dispatcher`: the user's state and what it does on each event.
+///
+/// The loop owns a [`Channel`](crate::Channel) (the socket) and a dispatcher per map entry and
+/// calls the handlers below with a [`Context`] that lends the channel (`cx.recv`, `cx.send_all`
+/// ...) and the rest of the loop (`cx.add`, `cx.get_mut`, `cx.call_later`, `cx.stop`).
+/// Every method has the seed's default, so a dispatcher overrides only what it needs.
+///
+/// A handler returning `Err` reaches [`handle_error`](Dispatcher::handle_error), except that
+/// `WouldBlock` is ignored (a spurious readiness, as the seed warns) and a disconnect error
+/// (reset, broken pipe) reaches [`handle_close`](Dispatcher::handle_close), as in asyncore's
+/// `readwrite`. A panicking handler is caught and reported to `handle_error` too.
+///
+/// `readable()` and `writable()` are asked after each of the channel's own handlers runs (and
+/// after `cx.get_mut` lent it to another channel), and the answer is kept with the OS until it
+/// changes. If an answer depends on anything else (the clock, shared state), make
+/// [`volatile`](Dispatcher::volatile) return true and it is asked every pass, as asyncore did.
+///
+/// ```no_run
+/// use sockloop::{Channel, Context, Dispatcher, Loop, WithSend};
+/// use std::io;
+///
+/// struct Echo;
+/// impl Dispatcher for Echo {
+///     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+///         let mut buf = [0u8; 8192];
+///         let n = cx.recv(&mut buf)?; // 0: the peer closed, handle_close follows
+///         cx.send_all(&buf[..n])
+///     }
+/// }
+///
+/// struct Server;
+/// impl Dispatcher for Server {
+///     fn handle_accepted(&mut self, sock: socket2::Socket, _addr: socket2::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+///         cx.add(Channel::from(sock), WithSend::new(Echo))?;
+///         Ok(())
+///     }
+/// }
+///
+/// let mut lp = Loop::new()?;
+/// lp.add(Channel::tcp_listener("127.0.0.1:8080".parse().unwrap(), 1024)?, Server)?;
+/// lp.run()
+/// # ;Ok::<(), io::Error>(())
+/// ```
+pub trait Dispatcher: Any {
+    /// asyncore `readable()`: whether the loop should watch for input. Default `true`.
+    fn readable(&self) -> bool {
+        true
+    }
+
+    /// asyncore `writable()`: whether the loop should watch for output room. Default `true`
+    /// (as in asyncore, which makes an idle plain dispatcher wake the loop on every pass; use
+    /// [`WithSend`](crate::WithSend) or answer honestly). Queued output from
+    /// [`send_all`](crate::Channel::send_all) and a pending connect are watched whatever this says.
+    fn writable(&self) -> bool {
+        true
+    }
+
+    /// Whether `readable()`/`writable()` depend on state outside this dispatcher, so the loop
+    /// must ask them every pass instead of after this channel's own events. Default `false`.
+    fn volatile(&self) -> bool {
+        false
+    }
+
+    /// asyncore `handle_read()`: the socket has data (or end of stream) to read.
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.log_info("unhandled read event", log::Level::Warn);
+        Ok(())
+    }
+
+    /// asyncore `handle_write()`: the socket can take output and `writable()` said yes.
+    /// Queued `send_all` output has already been flushed when this runs.
+    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.log_info("unhandled write event", log::Level::Warn);
+        Ok(())
+    }
+
+    /// asyncore `handle_expt()`: urgent (out-of-band) data arrived. The default logs a warning
+    /// and reads the urgent byte away, so a peer flooding urgent data cannot make the loop spin.
+    fn handle_expt(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.log_info("unhandled incoming priority event", log::Level::Warn);
+        let mut byte = [0u8; 1];
+        let _ = cx.recv_oob(&mut byte);
+        Ok(())
+    }
+
+    /// asyncore `handle_connect()`: the non-blocking connect completed.
+    fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.log_info("unhandled connect event", log::Level::Warn);
+        Ok(())
+    }
+
+    /// asyncore `handle_accept()`: a listening channel has a connection waiting. The default
+    /// accepts it and calls [`handle_accepted`](Dispatcher::handle_accepted). When the process is
+    /// out of descriptors (EMFILE/ENFILE) it pauses accepting for half a second instead of
+    /// failing or spinning; the waiting clients stay in the kernel's backlog.
+    fn handle_accept(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match cx.accept() {
+            Ok(Some((sock, addr))) => self.handle_accepted(sock, addr, cx),
+            Ok(None) => Ok(()),
+            Err(e) if crate::errors::is_fd_exhaustion(&e) => {
+                log::warn!("sockloop: accept: {e}; pausing accepts for 500 ms");
+                cx.pause_reading(std::time::Duration::from_millis(500));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// asyncore `handle_accepted(sock, addr)`: a connection was accepted. The default logs a
+    /// warning and closes it.
+    fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+        let _ = (sock, addr);
+        cx.log_info("unhandled accepted event", log::Level::Warn);
+        Ok(())
+    }
+
+    /// asyncore `handle_close()`: the peer closed or disconnected. The default closes the
+    /// channel.
+    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.close();
+        Ok(())
+    }
+
+    /// asyncore `handle_error()`: a handler failed or panicked with `err`. The default logs a
+    /// condensed report (dispatcher type, handler, channel, error) at error level and closes
+    /// the channel.
+    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
+        let report = crate::compact_report(
+            crate::dispatcher::short_type_name(std::any::type_name_of_val(self)),
+            cx.failed_handler(),
+            &format!("{:?}", cx.channel),
+            &err,
+        );
+        log::error!("{report}");
+        cx.close();
+    }
+
+    /// Called when a timer set with [`Context::set_timeout`] expires or the channel's idle
+    /// timeout ([`Context::set_idle_timeout`]) passes with no event. The default closes the
+    /// channel.
+    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.close();
+        Ok(())
+    }
+
+    /// For adapters such as [`WithSend`](crate::WithSend): the
+    /// dispatcher they wrap, so [`Context::get_mut`] can find a user type inside them.
+    /// Leave the default (`None`) in your own dispatchers.
+    fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> {
+        None
+    }
+}
+
+/// Finds a `T` in `d` or in the dispatchers it wraps.
+pub(crate) fn downcast_mut<T: Dispatcher>(d: &mut dyn Dispatcher) -> Option<&mut T> {
+    if (d as &mut dyn Any).is::<T>() {
+        return (d as &mut dyn Any).downcast_mut::<T>();
+    }
+    d.inner_mut().and_then(downcast_mut::<T>)
+}
+
+/// `my_crate::module::Type<Args>` -> `Type<Args>` for reports.
+pub(crate) fn short_type_name(full: &str) -> &str {
+    let head = full.split('<').next().unwrap_or(full);
+    match head.rfind("::") {
+        Some(i) => &full[i + 2..],
+        None => full,
+    }
+}
