@@ -80,7 +80,7 @@ mod dispatcher;
 mod errors;
 pub mod event_loop;
 mod file;
-mod poller;
+pub mod poller;
 mod with_send;
 
 pub use channel::Channel;

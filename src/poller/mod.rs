@@ -101,35 +101,160 @@ impl Backend {
     }
 }
 
-/// What a channel wants to hear about: the answers of `readable()` and `writable()`.
+/// What a descriptor is watched for: the answers of `readable()` and `writable()`.
 ///
 /// Read interest also covers urgent (out-of-band) data, as asyncore's poll flags did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub(crate) struct Interest {
+///
+/// ```
+/// use sockloop::poller::Interest;
+/// assert!(Interest::NONE.is_empty());
+/// assert!(!Interest { read: true, write: false }.is_empty());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct Interest {
+    /// Input (and urgent data) is wanted.
     pub read: bool,
+    /// Room for output is wanted.
     pub write: bool,
 }
 
 impl Interest {
+    /// Neither: the descriptor stays known but is not watched (no hang-up wake-ups either).
     pub const NONE: Interest = Interest { read: false, write: false };
 
+    /// Whether nothing is wanted.
+    ///
+    /// ```
+    /// assert!(sockloop::poller::Interest::default().is_empty());
+    /// ```
     pub fn is_empty(self) -> bool {
         !self.read && !self.write
     }
 }
 
 /// One descriptor's readiness, as the OS reported it in one wait.
+///
+/// ```
+/// let ev = sockloop::poller::Event::default();
+/// assert!(!ev.readable && !ev.hangup);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Event {
+pub struct Event {
+    /// The token given at registration.
     pub token: u64,
+    /// Input or end of stream can be read (`POLLIN`).
     pub readable: bool,
+    /// Output can be written (`POLLOUT`).
     pub writable: bool,
     /// Urgent data (`POLLPRI`, select's exceptional set).
     pub priority: bool,
+    /// The peer hung up (`POLLHUP`).
     pub hangup: bool,
+    /// An error is pending on the descriptor (`POLLERR`).
     pub error: bool,
     /// `POLLNVAL`: the descriptor was closed behind the loop's back.
     pub invalid: bool,
+}
+
+/// A readiness selector on one backend, for code that keeps its own map (the Python package
+/// does): register descriptors with a token and an [`Interest`], wait, read [`Event`]s.
+/// Level-triggered; interest stays registered until changed.
+///
+/// ```
+/// use sockloop::{poller::{Interest, Selector}, Backend};
+/// use std::os::fd::AsRawFd;
+/// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+/// let mut sel = Selector::new(Backend::Poll)?;
+/// sel.register(a.as_raw_fd(), 7, Interest { read: true, write: false })?;
+/// std::io::Write::write_all(&mut b, b"x")?;
+/// let mut events = Vec::new();
+/// sel.wait(&mut events, Some(std::time::Duration::from_secs(5)))?;
+/// assert_eq!(events[0].token, 7);
+/// assert!(events[0].readable);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Selector {
+    inner: Box<dyn Poller>,
+    backend: Backend,
+}
+
+impl Selector {
+    /// A selector on `backend` (`Auto` picks the best).
+    ///
+    /// ```
+    /// let s = sockloop::poller::Selector::new(sockloop::Backend::Auto)?;
+    /// assert_ne!(s.backend(), sockloop::Backend::Auto);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new(backend: Backend) -> io::Result<Selector> {
+        let backend = backend.resolve();
+        Ok(Selector { inner: new_poller(backend)?, backend })
+    }
+
+    /// The concrete backend.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::poller::Selector::new(sockloop::Backend::Select)?.backend(), sockloop::Backend::Select);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts watching `fd` (select refuses `fd >= FD_SETSIZE` with an error).
+    ///
+    /// ```
+    /// # use std::os::fd::AsRawFd;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut s = sockloop::poller::Selector::new(sockloop::Backend::Epoll)?;
+    /// s.register(a.as_raw_fd(), 1, sockloop::poller::Interest::NONE)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.inner.register(fd, token, interest)
+    }
+
+    /// Changes what `fd` is watched for (one syscall at most, none on select and poll).
+    ///
+    /// ```
+    /// # use std::os::fd::AsRawFd;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut s = sockloop::poller::Selector::new(sockloop::Backend::Epoll)?;
+    /// s.register(a.as_raw_fd(), 1, sockloop::poller::Interest::NONE)?;
+    /// s.reregister(a.as_raw_fd(), 1, sockloop::poller::Interest { read: true, write: true })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reregister(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.inner.reregister(fd, token, interest)
+    }
+
+    /// Stops watching `fd`; call it before closing the descriptor.
+    ///
+    /// ```
+    /// # use std::os::fd::AsRawFd;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut s = sockloop::poller::Selector::new(sockloop::Backend::Poll)?;
+    /// s.register(a.as_raw_fd(), 1, sockloop::poller::Interest { read: true, write: false })?;
+    /// s.deregister(a.as_raw_fd())?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
+        self.inner.deregister(fd)
+    }
+
+    /// Waits up to `timeout` (`None`: no limit) and appends readiness to `events`. A signal
+    /// interrupting the wait makes it return early with what it has.
+    ///
+    /// ```
+    /// let mut s = sockloop::poller::Selector::new(sockloop::Backend::Auto)?;
+    /// let mut ev = Vec::new();
+    /// s.wait(&mut ev, Some(std::time::Duration::ZERO))?;
+    /// assert!(ev.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.wait(events, timeout)
+    }
 }
 
 /// The small interface every backend implements.
@@ -141,8 +266,7 @@ pub(crate) trait Poller {
     /// Forgets `fd`. Must be called before the descriptor is closed.
     fn deregister(&mut self, fd: RawFd) -> io::Result<()>;
     /// Waits up to `timeout` (forever when `None`) and appends what became ready to `events`.
-    /// Returns early with no events when a signal interrupts the wait, so the loop can look at
-    /// its timers and flags.
+    /// A signal interrupting the wait restarts it with the time that is left.
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()>;
     /// Watches the waker's descriptor. Returns whether the loop must drain it after it fired
     /// (level-triggered backends) or may leave it alone (epoll, edge-triggered).
