@@ -540,6 +540,19 @@ impl Channel {
         Ok(())
     }
 
+    /// Drops output queued by [`send_all`](Channel::send_all) that was not sent yet.
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// ch.discard_output();
+    /// assert_eq!(ch.pending_output(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn discard_output(&mut self) {
+        self.out = OutBuf::default();
+    }
+
     /// Bytes accepted by [`send_all`](Channel::send_all) that the kernel has not taken yet
     /// (asyncore's `len(out_buffer)`).
     ///

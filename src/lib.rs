@@ -75,6 +75,7 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod chat;
 mod context;
 mod dispatcher;
 mod errors;

@@ -1,0 +1,643 @@
+//! asynchat in Rust: [`AsyncChat`] splits a byte stream into records at a [`Terminator`] and
+//! hands them to a [`ChatHandler`], and queues output as bytes or [`Producer`]s.
+//!
+//! A line echo server:
+//!
+//! ```no_run
+//! use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
+//! use sockloop::{Channel, Context, Dispatcher, Loop};
+//! use std::io;
+//!
+//! #[derive(Default)]
+//! struct Lines { line: Vec<u8> }
+//! impl ChatHandler for Lines {
+//!     fn collect_incoming_data(&mut self, data: &[u8]) { self.line.extend_from_slice(data) }
+//!     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+//!         let line = std::mem::take(&mut self.line);
+//!         chat.push(&line)?;
+//!         chat.push(b"\r\n")
+//!     }
+//! }
+//!
+//! struct Server;
+//! impl Dispatcher for Server {
+//!     fn handle_accepted(&mut self, s: sockloop::Socket, _: sockloop::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+//!         let mut chat = AsyncChat::new(Lines::default());
+//!         chat.set_terminator("\r\n");
+//!         cx.add(Channel::from(s), chat)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let mut lp = Loop::new()?;
+//! lp.add(Channel::tcp_listener("127.0.0.1:7000".parse().unwrap(), 1024)?, Server)?;
+//! lp.run()
+//! # ;Ok::<(), io::Error>(())
+//! ```
+
+mod producer;
+mod terminator;
+
+pub use producer::{Producer, SimpleProducer};
+pub use terminator::{find_prefix_at_end, Terminator};
+
+use crate::{Channel, Context, Dispatcher};
+use producer::Fifo;
+use std::io;
+use std::ops::{Deref, DerefMut};
+
+/// asynchat's `ac_in_buffer_size` and `ac_out_buffer_size` default.
+pub const DEFAULT_BUFFER_SIZE: usize = 65536;
+
+/// Default bound on the bytes collected while a string terminator is awaited (1 MiB).
+pub const DEFAULT_MAX_RECORD: usize = 1 << 20;
+
+/// The error a channel fails with when more than its record limit arrives without the
+/// terminator (a line that never ends). `handle_error` receives it as
+/// [`ErrorKind::InvalidData`](io::ErrorKind::InvalidData); [`InputLimit::is`] tells it apart.
+///
+/// ```
+/// use sockloop::chat::InputLimit;
+/// let e = InputLimit::error(4096);
+/// assert!(InputLimit::is(&e));
+/// assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+/// ```
+#[derive(Debug)]
+pub struct InputLimit {
+    /// The limit that was passed.
+    pub limit: usize,
+}
+
+impl InputLimit {
+    /// The `io::Error` carrying an `InputLimit`.
+    ///
+    /// ```
+    /// assert!(sockloop::chat::InputLimit::error(1).to_string().contains("terminator"));
+    /// ```
+    pub fn error(limit: usize) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, InputLimit { limit })
+    }
+
+    /// Whether `err` is an input-limit error.
+    ///
+    /// ```
+    /// assert!(!sockloop::chat::InputLimit::is(&std::io::Error::other("x")));
+    /// ```
+    pub fn is(err: &io::Error) -> bool {
+        err.get_ref().is_some_and(|e| e.is::<InputLimit>())
+    }
+}
+
+impl std::fmt::Display for InputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "more than {} bytes arrived without the terminator", self.limit)
+    }
+}
+
+impl std::error::Error for InputLimit {}
+
+/// What a conversational protocol implements: asynchat's `collect_incoming_data` and
+/// `found_terminator`, plus the dispatcher handlers it may want. Everything but the first two
+/// has a default.
+///
+/// ```
+/// use sockloop::chat::{ChatContext, ChatHandler};
+/// struct Records(Vec<Vec<u8>>, Vec<u8>);
+/// impl ChatHandler for Records {
+///     fn collect_incoming_data(&mut self, data: &[u8]) { self.1.extend_from_slice(data) }
+///     fn found_terminator(&mut self, _chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+///         self.0.push(std::mem::take(&mut self.1));
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait ChatHandler: 'static {
+    /// asynchat `collect_incoming_data(data)`: bytes of the current record (or of the stream,
+    /// with no terminator). Buffer them.
+    fn collect_incoming_data(&mut self, data: &[u8]);
+
+    /// asynchat `found_terminator()`: the current record is complete. May push output, set a
+    /// new terminator (it applies at once to bytes already received), or close.
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()>;
+
+    /// Whether to read from the peer (asyncore `readable()`). Default `true`.
+    fn readable(&self) -> bool {
+        true
+    }
+
+    /// asyncore `handle_connect()` for a chat client whose connect completed.
+    fn handle_connect(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        let _ = chat;
+        Ok(())
+    }
+
+    /// asyncore `handle_close()`: the peer closed. Default: close.
+    fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        chat.close();
+        Ok(())
+    }
+
+    /// asyncore `handle_error()`. Default: log a condensed report and close.
+    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+        let report = crate::compact_report(
+            crate::dispatcher::short_type_name(std::any::type_name_of_val(self)),
+            chat.failed_handler(),
+            &format!("{:?}", chat.channel),
+            &err,
+        );
+        log::error!("{report}");
+        chat.close();
+    }
+
+    /// A timer or idle timeout of the channel expired. Default: close.
+    fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        chat.close();
+        Ok(())
+    }
+}
+
+/// The chat state asynchat kept on the channel: terminator, input remainder, producer fifo.
+struct ChatState {
+    terminator: Terminator,
+    /// Trailing bytes that may begin a split terminator.
+    pending: Vec<u8>,
+    fifo: Fifo,
+    in_buffer_size: usize,
+    out_buffer_size: usize,
+    max_record: usize,
+    /// Bytes collected since the last terminator (for `max_record`).
+    collected: usize,
+    close_when_done: bool,
+}
+
+impl Default for ChatState {
+    fn default() -> Self {
+        ChatState {
+            terminator: Terminator::None,
+            pending: Vec::new(),
+            fifo: Fifo::default(),
+            in_buffer_size: DEFAULT_BUFFER_SIZE,
+            out_buffer_size: DEFAULT_BUFFER_SIZE,
+            max_record: DEFAULT_MAX_RECORD,
+            collected: 0,
+            close_when_done: false,
+        }
+    }
+}
+
+impl ChatState {
+    fn set_terminator(&mut self, t: Terminator) {
+        self.terminator = t;
+        self.collected = 0;
+    }
+
+    /// asynchat `push(data)`: behind queued producers if any, else straight to the channel.
+    fn push(&mut self, channel: &mut Channel, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.fifo.is_empty() {
+            channel.send_all(data)
+        } else {
+            self.fifo.push(Box::new(data.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn push_with_producer(&mut self, channel: &mut Channel, p: Box<dyn Producer>) -> io::Result<()> {
+        self.fifo.push(p);
+        self.refill(channel)
+    }
+
+    /// asynchat `initiate_send`: moves producer output to the channel while it has room.
+    fn refill(&mut self, channel: &mut Channel) -> io::Result<()> {
+        while channel.pending_output() < self.out_buffer_size && !channel.is_closed() {
+            match self.fifo.next_chunk() {
+                Some(chunk) => channel.send_all(&chunk)?,
+                None => break,
+            }
+        }
+        if self.close_when_done && self.fifo.is_empty() {
+            channel.close_when_done();
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self, channel: &mut Channel) {
+        self.pending.clear();
+        self.fifo.clear();
+        self.collected = 0;
+        channel.discard_output();
+    }
+}
+
+/// asynchat's `async_chat`: a [`Dispatcher`] that reads records delimited by a [`Terminator`]
+/// into a [`ChatHandler`] and sends queued output, bytes or producers, in order.
+///
+/// Reads take up to `ac_in_buffer_size` bytes into the loop's shared buffer and are scanned
+/// there (a terminator split across reads is found; several records in one read are delivered in
+/// order; a terminator changed in `found_terminator` applies to the rest at once). Only the few
+/// trailing bytes that may begin a split terminator are kept between reads. Writable only while
+/// producers are queued; queued bytes are the channel's ([`Channel::send_all`]).
+///
+/// ```
+/// use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, Terminator};
+/// struct Nop;
+/// impl ChatHandler for Nop {
+///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+/// }
+/// let mut chat = AsyncChat::new(Nop);
+/// chat.set_terminator(b"\r\n.\r\n");
+/// assert_eq!(chat.get_terminator(), &Terminator::Bytes(b"\r\n.\r\n".to_vec()));
+/// ```
+pub struct AsyncChat<H> {
+    /// The protocol handler.
+    pub handler: H,
+    state: ChatState,
+}
+
+impl<H: ChatHandler> AsyncChat<H> {
+    /// Wraps `handler`, with no terminator set (like asynchat, set one before data arrives).
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, Terminator};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// assert_eq!(AsyncChat::new(Nop).get_terminator(), &Terminator::None);
+    /// ```
+    pub fn new(handler: H) -> AsyncChat<H> {
+        AsyncChat { handler, state: ChatState::default() }
+    }
+
+    /// asynchat `set_terminator(term)`: a byte string, a count or `Terminator::None`.
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, Terminator};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// let mut chat = AsyncChat::new(Nop);
+    /// chat.set_terminator(512usize);
+    /// assert_eq!(chat.get_terminator(), &Terminator::Count(512));
+    /// ```
+    pub fn set_terminator(&mut self, t: impl Into<Terminator>) {
+        self.state.set_terminator(t.into());
+    }
+
+    /// asynchat `get_terminator()`; a count shows what is left of it.
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, Terminator};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// assert!(!AsyncChat::new(Nop).get_terminator().is_active());
+    /// ```
+    pub fn get_terminator(&self) -> &Terminator {
+        &self.state.terminator
+    }
+
+    /// Sets `ac_in_buffer_size` (bytes per read) and `ac_out_buffer_size` (how much producer
+    /// output is moved to the channel at a time). Both default to 65536.
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// let mut chat = AsyncChat::new(Nop);
+    /// chat.set_buffer_sizes(4096, 4096);
+    /// assert_eq!(chat.buffer_sizes(), (4096, 4096));
+    /// ```
+    pub fn set_buffer_sizes(&mut self, in_size: usize, out_size: usize) {
+        self.state.in_buffer_size = in_size.max(1);
+        self.state.out_buffer_size = out_size.max(1);
+    }
+
+    /// `(ac_in_buffer_size, ac_out_buffer_size)`.
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// assert_eq!(AsyncChat::new(Nop).buffer_sizes(), (65536, 65536));
+    /// ```
+    pub fn buffer_sizes(&self) -> (usize, usize) {
+        (self.state.in_buffer_size, self.state.out_buffer_size)
+    }
+
+    /// Sets the most bytes collected while a string terminator is awaited (default
+    /// [`DEFAULT_MAX_RECORD`]); more fails the channel with [`InputLimit`]. Counts and
+    /// `Terminator::None` are not limited: the protocol chose their size.
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// let mut chat = AsyncChat::new(Nop);
+    /// chat.set_max_record(4096);
+    /// assert_eq!(chat.max_record(), 4096);
+    /// ```
+    pub fn set_max_record(&mut self, limit: usize) {
+        self.state.max_record = limit;
+    }
+
+    /// The current record limit.
+    ///
+    /// ```
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// assert_eq!(AsyncChat::new(Nop).max_record(), sockloop::chat::DEFAULT_MAX_RECORD);
+    /// ```
+    pub fn max_record(&self) -> usize {
+        self.state.max_record
+    }
+
+    /// asynchat `push(data)` from outside the channel's handlers (a broadcast reaching it
+    /// through [`Context::get_mut`]): pass the channel `get_mut` returned with it.
+    ///
+    /// ```no_run
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
+    /// # use sockloop::{Context, Token};
+    /// # struct Member;
+    /// # impl ChatHandler for Member {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// fn tell(cx: &mut Context<'_>, to: Token, line: &[u8]) -> std::io::Result<()> {
+    ///     match cx.get_mut::<AsyncChat<Member>>(to) {
+    ///         Some((chat, channel)) => chat.push(channel, line),
+    ///         None => Ok(()),
+    ///     }
+    /// }
+    /// ```
+    pub fn push(&mut self, channel: &mut Channel, data: &[u8]) -> io::Result<()> {
+        self.state.push(channel, data)
+    }
+
+    /// asynchat `push_with_producer(producer)` from outside the channel's handlers.
+    ///
+    /// ```no_run
+    /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, SimpleProducer};
+    /// # struct Nop;
+    /// # impl ChatHandler for Nop {
+    /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// fn send_file(chat: &mut AsyncChat<Nop>, ch: &mut sockloop::Channel, body: Vec<u8>) -> std::io::Result<()> {
+    ///     chat.push_with_producer(ch, SimpleProducer::new(body))
+    /// }
+    /// ```
+    pub fn push_with_producer(&mut self, channel: &mut Channel, p: impl Producer) -> io::Result<()> {
+        self.state.push_with_producer(channel, Box::new(p))
+    }
+
+    fn with_chat<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut H, &mut ChatContext<'_, '_>) -> R,
+    ) -> R {
+        let mut chat = ChatContext { state: &mut self.state, cx };
+        f(&mut self.handler, &mut chat)
+    }
+
+    /// asynchat's `handle_read` loop over `data`: records to the handler, the terminator
+    /// re-read after each one, a possible split terminator kept for the next read.
+    fn scan(&mut self, mut data: &[u8], cx: &mut Context<'_>) -> io::Result<()> {
+        while !data.is_empty() && !cx.channel.is_closed() {
+            match &mut self.state.terminator {
+                Terminator::None | Terminator::Count(0) => {
+                    self.handler.collect_incoming_data(data);
+                    return Ok(());
+                }
+                Terminator::Count(n) => {
+                    if data.len() < *n {
+                        *n -= data.len();
+                        self.handler.collect_incoming_data(data);
+                        return Ok(());
+                    }
+                    let (record, rest) = data.split_at(*n);
+                    *n = 0;
+                    self.handler.collect_incoming_data(record);
+                    data = rest;
+                }
+                Terminator::Bytes(t) => match terminator::find(data, t) {
+                    Some(i) => {
+                        let after = i + t.len();
+                        self.collect_counted(&data[..i])?;
+                        data = &data[after..];
+                    }
+                    None => {
+                        let keep = find_prefix_at_end(data, t);
+                        let (head, tail) = data.split_at(data.len() - keep);
+                        self.collect_counted(head)?;
+                        self.state.pending.extend_from_slice(tail);
+                        return Ok(());
+                    }
+                },
+            }
+            self.state.collected = 0;
+            self.with_chat(cx, |h, chat| h.found_terminator(chat))?;
+        }
+        Ok(())
+    }
+
+    /// Collects part of a string-terminated record, enforcing the record limit.
+    fn collect_counted(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.state.collected += data.len();
+        if self.state.collected > self.state.max_record {
+            return Err(InputLimit::error(self.state.max_record));
+        }
+        self.handler.collect_incoming_data(data);
+        Ok(())
+    }
+
+    /// Feeds received bytes, joining them to a kept partial terminator first.
+    fn feed(&mut self, data: &[u8], cx: &mut Context<'_>) -> io::Result<()> {
+        if self.state.pending.is_empty() {
+            return self.scan(data, cx);
+        }
+        let mut joined = std::mem::take(&mut self.state.pending);
+        joined.extend_from_slice(data);
+        self.scan(&joined, cx)
+    }
+}
+
+impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
+    fn readable(&self) -> bool {
+        self.handler.readable()
+    }
+
+    fn writable(&self) -> bool {
+        !self.state.fifo.is_empty()
+    }
+
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        // Borrow the loop's buffer away from the context so handlers can use the context
+        // while the received bytes are scanned in place.
+        let scratch = std::mem::take(&mut cx.scratch);
+        let limit = self.state.in_buffer_size.min(scratch.len());
+        let result = match cx.channel.recv(&mut scratch[..limit]) {
+            Ok(0) => Ok(()),
+            Ok(n) => self.feed(&scratch[..n], cx),
+            Err(e) => Err(e),
+        };
+        cx.scratch = scratch;
+        result
+    }
+
+    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.state.refill(cx.channel)
+    }
+
+    fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.with_chat(cx, |h, chat| h.handle_connect(chat))
+    }
+
+    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.with_chat(cx, |h, chat| h.handle_close(chat))
+    }
+
+    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
+        self.with_chat(cx, |h, chat| h.handle_error(err, chat))
+    }
+
+    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.with_chat(cx, |h, chat| h.handle_timeout(chat))
+    }
+}
+
+/// What [`ChatHandler`] methods get: the chat's output and terminator controls, and (through
+/// `Deref`) the loop [`Context`] with the channel.
+///
+/// ```
+/// use sockloop::chat::{ChatContext, ChatHandler};
+/// struct Quit;
+/// impl ChatHandler for Quit {
+///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+///     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+///         chat.push(b"221 bye\r\n")?;
+///         chat.close_when_done();
+///         Ok(())
+///     }
+/// }
+/// ```
+pub struct ChatContext<'s, 'a> {
+    state: &'s mut ChatState,
+    /// The loop context of the channel.
+    pub cx: &'s mut Context<'a>,
+}
+
+impl ChatContext<'_, '_> {
+    /// asynchat `push(data)`: queues bytes for sending, in order with producers.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn greet(chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> { chat.push(b"hello\r\n") }
+    /// ```
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        self.state.push(self.cx.channel, data)
+    }
+
+    /// asynchat `push_with_producer(producer)`.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, SimpleProducer};
+    /// fn body(chat: &mut ChatContext<'_, '_>, data: Vec<u8>) -> std::io::Result<()> {
+    ///     chat.push_with_producer(SimpleProducer::with_buffer_size(data, 8))
+    /// }
+    /// ```
+    pub fn push_with_producer(&mut self, p: impl Producer) -> io::Result<()> {
+        self.state.push_with_producer(self.cx.channel, Box::new(p))
+    }
+
+    /// asynchat `set_terminator(term)`; applies at once to bytes already received.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn expect_body(chat: &mut ChatContext<'_, '_>, len: usize) { chat.set_terminator(len) }
+    /// ```
+    pub fn set_terminator(&mut self, t: impl Into<Terminator>) {
+        self.state.set_terminator(t.into());
+    }
+
+    /// asynchat `get_terminator()`.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn in_body(chat: &ChatContext<'_, '_>) -> bool { matches!(chat.get_terminator(), sockloop::chat::Terminator::Count(_)) }
+    /// ```
+    pub fn get_terminator(&self) -> &Terminator {
+        &self.state.terminator
+    }
+
+    /// Sets the record limit for string terminators (see [`AsyncChat::set_max_record`]);
+    /// protocols set it per phase (command lines small, message bodies large).
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn command_phase(chat: &mut ChatContext<'_, '_>) { chat.set_max_record(4096) }
+    /// ```
+    pub fn set_max_record(&mut self, limit: usize) {
+        self.state.max_record = limit;
+    }
+
+    /// asynchat `close_when_done()`: close once everything queued so far is sent.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn bye(chat: &mut ChatContext<'_, '_>) { chat.close_when_done() }
+    /// ```
+    pub fn close_when_done(&mut self) {
+        self.state.close_when_done = true;
+        if self.state.fifo.is_empty() {
+            self.cx.channel.close_when_done();
+        }
+    }
+
+    /// asynchat `discard_buffers()`: drops unprocessed input and all queued output.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn reset(chat: &mut ChatContext<'_, '_>) { chat.discard_buffers() }
+    /// ```
+    pub fn discard_buffers(&mut self) {
+        self.state.discard(self.cx.channel);
+    }
+}
+
+impl<'a> Deref for ChatContext<'_, 'a> {
+    type Target = Context<'a>;
+    fn deref(&self) -> &Context<'a> {
+        self.cx
+    }
+}
+
+impl<'a> DerefMut for ChatContext<'_, 'a> {
+    fn deref_mut(&mut self) -> &mut Context<'a> {
+        self.cx
+    }
+}

@@ -1,0 +1,121 @@
+//! Producers: output generated a chunk at a time (asynchat's `simple_producer` and the
+//! producer fifo).
+
+use std::collections::VecDeque;
+
+/// asynchat's producer protocol: `more()` returns the next chunk of output, and an empty
+/// chunk once exhausted.
+///
+/// ```
+/// use sockloop::chat::Producer;
+/// struct Countdown(u8);
+/// impl Producer for Countdown {
+///     fn more(&mut self) -> Vec<u8> {
+///         if self.0 == 0 { return Vec::new() }
+///         self.0 -= 1;
+///         format!("{}\n", self.0).into_bytes()
+///     }
+/// }
+/// let mut p = Countdown(2);
+/// assert_eq!(p.more(), b"1\n");
+/// assert_eq!(p.more(), b"0\n");
+/// assert!(p.more().is_empty());
+/// ```
+pub trait Producer: 'static {
+    /// The next chunk; empty when there is no more.
+    fn more(&mut self) -> Vec<u8>;
+}
+
+/// A byte string is a producer that yields itself once (asynchat accepts plain bytes as a
+/// producer).
+///
+/// ```
+/// use sockloop::chat::Producer;
+/// let mut p = b"abc".to_vec();
+/// assert_eq!(p.more(), b"abc");
+/// assert!(p.more().is_empty());
+/// ```
+impl Producer for Vec<u8> {
+    fn more(&mut self) -> Vec<u8> {
+        std::mem::take(self)
+    }
+}
+
+/// asynchat's `simple_producer(data, buffer_size=512)`: `data` in chunks of `buffer_size`.
+///
+/// ```
+/// use sockloop::chat::{Producer, SimpleProducer};
+/// let mut p = SimpleProducer::with_buffer_size(b"hello world".to_vec(), 8);
+/// assert_eq!(p.more(), b"hello wo");
+/// assert_eq!(p.more(), b"rld");
+/// assert!(p.more().is_empty());
+/// ```
+#[derive(Clone, Debug)]
+pub struct SimpleProducer {
+    data: Vec<u8>,
+    pos: usize,
+    buffer_size: usize,
+}
+
+impl SimpleProducer {
+    /// `data` in chunks of 512 bytes, asynchat's default.
+    ///
+    /// ```
+    /// use sockloop::chat::{Producer, SimpleProducer};
+    /// assert_eq!(SimpleProducer::new(vec![0; 600]).more().len(), 512);
+    /// ```
+    pub fn new(data: Vec<u8>) -> SimpleProducer {
+        SimpleProducer::with_buffer_size(data, 512)
+    }
+
+    /// `data` in chunks of `buffer_size` (at least 1).
+    ///
+    /// ```
+    /// use sockloop::chat::{Producer, SimpleProducer};
+    /// assert_eq!(SimpleProducer::with_buffer_size(b"abc".to_vec(), 1).more(), b"a");
+    /// ```
+    pub fn with_buffer_size(data: Vec<u8>, buffer_size: usize) -> SimpleProducer {
+        SimpleProducer { data, pos: 0, buffer_size: buffer_size.max(1) }
+    }
+}
+
+impl Producer for SimpleProducer {
+    fn more(&mut self) -> Vec<u8> {
+        let end = (self.pos + self.buffer_size).min(self.data.len());
+        let chunk = self.data[self.pos..end].to_vec();
+        self.pos = end;
+        chunk
+    }
+}
+
+/// The producer fifo: producers drained in order, each until exhausted.
+#[derive(Default)]
+pub(crate) struct Fifo {
+    queue: VecDeque<Box<dyn Producer>>,
+}
+
+impl Fifo {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn push(&mut self, p: Box<dyn Producer>) {
+        self.queue.push_back(p);
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    /// The next non-empty chunk, dropping exhausted producers; `None` when all are done.
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        while let Some(front) = self.queue.front_mut() {
+            let chunk = front.more();
+            if !chunk.is_empty() {
+                return Some(chunk);
+            }
+            self.queue.pop_front();
+        }
+        None
+    }
+}
