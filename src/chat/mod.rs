@@ -641,3 +641,6 @@ impl<'a> DerefMut for ChatContext<'_, 'a> {
         self.cx
     }
 }
+
+#[cfg(test)]
+mod tests;

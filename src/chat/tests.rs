@@ -1,0 +1,183 @@
+//! Property tests: whatever the split points of the input, `AsyncChat` delivers the records a
+//! simple reference parser finds, for string, numeric and no terminators, and for terminators
+//! changed mid-stream (a line announcing the length of the record that follows, as HTTP does).
+
+use super::*;
+use crate::event_loop::Token;
+use crate::Loop;
+use proptest::prelude::*;
+
+/// What the handler does after each record.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Keep the same terminator.
+    Fixed,
+    /// A line of digits switches to a count of that many bytes, then back to the line
+    /// terminator.
+    LengthPrefixed,
+}
+
+struct Collector {
+    script: Script,
+    line: Terminator,
+    current: Vec<u8>,
+    records: Vec<Vec<u8>>,
+}
+
+impl ChatHandler for Collector {
+    fn collect_incoming_data(&mut self, data: &[u8]) {
+        self.current.extend_from_slice(data);
+    }
+
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        let record = std::mem::take(&mut self.current);
+        if let Script::LengthPrefixed = self.script {
+            match (chat.get_terminator(), std::str::from_utf8(&record).ok().and_then(|s| s.parse().ok())) {
+                (Terminator::Bytes(_), Some(n)) => chat.set_terminator(Terminator::Count(n)),
+                _ => chat.set_terminator(self.line.clone()),
+            }
+        }
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+/// The reference: a straightforward sequential parser over the whole stream.
+fn reference(stream: &[u8], start: &Terminator, script: Script) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let mut records = Vec::new();
+    let mut term = start.clone();
+    let mut i = 0;
+    loop {
+        let (record, next) = match &term {
+            Terminator::Bytes(t) if !t.is_empty() => {
+                match stream[i..].windows(t.len()).position(|w| w == &t[..]) {
+                    Some(p) => (stream[i..i + p].to_vec(), i + p + t.len()),
+                    None => return (records, stream[i..].to_vec()),
+                }
+            }
+            Terminator::Count(n) if *n > 0 && stream.len() - i >= *n => (stream[i..i + n].to_vec(), i + n),
+            _ => return (records, stream[i..].to_vec()),
+        };
+        term = match script {
+            // A count is used up by its record (asynchat leaves it at 0).
+            Script::Fixed if matches!(term, Terminator::Count(_)) => Terminator::Count(0),
+            Script::Fixed => term,
+            Script::LengthPrefixed => {
+                match (&term, std::str::from_utf8(&record).ok().and_then(|s| s.parse().ok())) {
+                    (Terminator::Bytes(_), Some(n)) => Terminator::Count(n),
+                    _ => start.clone(),
+                }
+            }
+        };
+        records.push(record);
+        i = next;
+    }
+}
+
+/// Feeds `stream` to an `AsyncChat` in the given pieces and returns what it delivered:
+/// the records and the bytes collected after the last one.
+fn run_chat(stream: &[u8], cuts: &[usize], start: &Terminator, script: Script) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let mut lp = Loop::new().unwrap();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut channel = Channel::from(a);
+    let mut scratch = vec![0u8; 16];
+    let mut chat =
+        AsyncChat::new(Collector { script, line: start.clone(), current: Vec::new(), records: Vec::new() });
+    chat.set_terminator(start.clone());
+    chat.set_max_record(usize::MAX);
+    let mut pos = 0;
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    bounds.push(stream.len());
+    bounds.sort_unstable();
+    for end in bounds {
+        let mut cx = Context::new(&mut channel, &mut scratch, &mut lp.core, Token::new(0, 0), "handle_read");
+        chat.feed(&stream[pos..end], &mut cx).unwrap();
+        pos = end;
+    }
+    let mut tail = chat.handler.current.clone();
+    tail.extend_from_slice(&chat.state.pending);
+    (chat.handler.records, tail)
+}
+
+fn terminator() -> impl Strategy<Value = Terminator> {
+    prop_oneof![
+        Just(Terminator::from("\n")),
+        Just(Terminator::from("\r\n")),
+        Just(Terminator::from("qqq")),
+        Just(Terminator::from("\r\n.\r\n")),
+        Just(Terminator::from("abab")),
+        (1usize..20).prop_map(Terminator::Count),
+        Just(Terminator::None),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn records_match_the_reference_whatever_the_splits(
+        // A small alphabet makes terminator fragments (and near misses) common.
+        stream in proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'q'), Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'x')], 0..300),
+        cuts in proptest::collection::vec(0usize..400, 0..40),
+        start in terminator(),
+    ) {
+        let (records, tail) = run_chat(&stream, &cuts, &start, Script::Fixed);
+        let (want, want_tail) = reference(&stream, &start, Script::Fixed);
+        if start.is_active() {
+            prop_assert_eq!(records, want);
+            prop_assert_eq!(tail, want_tail);
+        } else {
+            prop_assert!(records.is_empty());
+            prop_assert_eq!(tail, stream);
+        }
+    }
+
+    #[test]
+    fn terminators_changed_mid_stream_apply_at_once(
+        parts in proptest::collection::vec(
+            (proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'\n'), Just(b'\r'), Just(b'7')], 0..30), any::<bool>()),
+            0..12),
+        cuts in proptest::collection::vec(0usize..600, 0..40),
+        crlf in any::<bool>(),
+    ) {
+        let line: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+        // Build "len<line><body>" frames mixed with plain lines.
+        let mut stream = Vec::new();
+        for (body, framed) in &parts {
+            if *framed {
+                stream.extend_from_slice(body.len().to_string().as_bytes());
+                stream.extend_from_slice(line);
+                stream.extend_from_slice(body);
+            } else {
+                stream.extend(body.iter().filter(|b| !line.contains(b)));
+                stream.extend_from_slice(line);
+            }
+        }
+        let start = Terminator::from(line);
+        let (records, tail) = run_chat(&stream, &cuts, &start, Script::LengthPrefixed);
+        let (want, want_tail) = reference(&stream, &start, Script::LengthPrefixed);
+        prop_assert_eq!(records, want);
+        prop_assert_eq!(tail, want_tail);
+    }
+}
+
+#[test]
+fn a_line_over_the_record_limit_fails_with_input_limit() {
+    let mut lp = Loop::new().unwrap();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut channel = Channel::from(a);
+    let mut scratch = vec![0u8; 16];
+    let mut chat = AsyncChat::new(Collector {
+        script: Script::Fixed,
+        line: Terminator::from("\n"),
+        current: Vec::new(),
+        records: Vec::new(),
+    });
+    chat.set_terminator("\n");
+    chat.set_max_record(10);
+    let mut cx = Context::new(&mut channel, &mut scratch, &mut lp.core, Token::new(0, 0), "handle_read");
+    chat.feed(b"0123456789\n", &mut cx).unwrap();
+    let err = chat.feed(b"0123456789A", &mut cx).unwrap_err();
+    assert!(InputLimit::is(&err), "{err}");
+    assert_eq!(chat.handler.records, vec![b"0123456789".to_vec()]);
+}
