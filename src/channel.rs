@@ -795,6 +795,11 @@ impl Channel {
         self.connected = true;
     }
 
+    /// Whether an end of stream or disconnect was seen and `handle_close` not yet delivered.
+    pub(crate) fn close_due(&self) -> bool {
+        self.eof && !self.close_reported && !self.closed
+    }
+
     /// A disconnect error: no more I/O, `handle_close` is due.
     pub(crate) fn mark_broken(&mut self) {
         self.broken = true;

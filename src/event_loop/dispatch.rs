@@ -149,8 +149,18 @@ impl Loop {
         body.channel.close();
     }
 
+    /// Delivers `handle_close` to channels that saw their end outside their own handlers.
+    pub(super) fn deliver_due_closes(&mut self) {
+        while let Some(token) = self.core.due_close.pop() {
+            if let Some(mut body) = self.core.lend(token) {
+                self.after(token, &mut body);
+                self.core.settle(token, body);
+            }
+        }
+    }
+
     fn after(&mut self, token: Token, body: &mut Body) {
-        if body.channel.eof && !body.channel.closed && !body.channel.close_reported {
+        if body.channel.close_due() {
             body.channel.close_reported = true;
             self.call(token, body, "handle_close", &mut |h, cx| h.handle_close(cx));
         }

@@ -37,6 +37,9 @@ pub(crate) struct Core {
     volatile: Vec<Token>,
     /// Channels lent through `get_mut`/`channel_mut`: re-ask their interest after the pass.
     dirty: Vec<Token>,
+    /// Channels that saw an end of stream or disconnect outside their own handlers (before
+    /// they were added, or while lent to another channel): their `handle_close` is due.
+    pub due_close: Vec<Token>,
     pub timers: Timers,
     pub stop: bool,
     pub catch_panics: bool,
@@ -55,6 +58,7 @@ impl Core {
             next_gen: 0,
             volatile: Vec::new(),
             dirty: Vec::new(),
+            due_close: Vec::new(),
             timers: Timers::default(),
             stop: false,
             catch_panics: true,
@@ -90,6 +94,9 @@ impl Core {
         let vacant = self.entries.vacant_entry();
         let token = Token::new(vacant.key(), gen);
         self.poller.register(fd, token.raw(), interest)?;
+        if channel.close_due() {
+            self.due_close.push(token);
+        }
         vacant.insert(Entry { gen, fd, interest, body: Some(Body { channel, handler }) });
         if volatile {
             self.volatile.push(token);
@@ -111,6 +118,9 @@ impl Core {
             return;
         }
         let want = body.channel.interest(body.handler.readable(), body.handler.writable());
+        if body.channel.close_due() {
+            self.due_close.push(token);
+        }
         let Some(entry) = self.entries.get_mut(token.index()) else { return };
         if want != entry.interest {
             if let Err(e) = self.poller.reregister(entry.fd, token.raw(), want) {
@@ -203,8 +213,12 @@ impl Core {
         }
     }
 
-    /// How long the next wait may last: the run timeout, shortened by the next timer.
+    /// How long the next wait may last: the run timeout, shortened by the next timer, zero
+    /// when a `handle_close` is due.
     pub fn wait_time(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.due_close.is_empty() {
+            return Some(Duration::ZERO);
+        }
         match self.timers.next_deadline() {
             None => timeout,
             Some(d) => {

@@ -534,6 +534,7 @@ impl Loop {
             self.fire_timers();
         }
         self.core.refresh_dirty();
+        self.deliver_due_closes();
         Ok(())
     }
 }
