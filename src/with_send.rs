@@ -81,8 +81,9 @@ impl<D: Dispatcher> Dispatcher for WithSend<D> {
     }
 }
 
-/// A dispatcher that does nothing and is never writable: for listeners and channels driven
-/// from elsewhere, and for tests. Reads are left in the socket; a peer's close closes it.
+/// A dispatcher that is neither readable nor writable, so its channel never wakes the loop:
+/// a placeholder for channels driven from elsewhere (through [`Loop::channel_mut`](crate::Loop::channel_mut)),
+/// and for tests. Queued output is still sent.
 ///
 /// ```
 /// use sockloop::Dispatcher;
