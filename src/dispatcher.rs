@@ -132,14 +132,7 @@ pub trait Dispatcher: Any {
     /// condensed report (dispatcher type, handler, channel, error) at error level and closes
     /// the channel.
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        let report = crate::compact_report(
-            crate::dispatcher::short_type_name(std::any::type_name_of_val(self)),
-            cx.failed_handler(),
-            &format!("{:?}", cx.channel),
-            &err,
-        );
-        log::error!("{report}");
-        cx.close();
+        report_and_close(std::any::type_name_of_val(self), &err, cx);
     }
 
     /// Called when a timer set with [`Context::set_timeout`] expires or the channel's idle
@@ -164,6 +157,13 @@ pub(crate) fn downcast_mut<T: Dispatcher>(d: &mut dyn Dispatcher) -> Option<&mut
         return (d as &mut dyn Any).downcast_mut::<T>();
     }
     d.inner_mut().and_then(downcast_mut::<T>)
+}
+
+/// The default `handle_error`: log the condensed report at error level, close the channel.
+pub(crate) fn report_and_close(type_name: &str, err: &io::Error, cx: &mut Context<'_>) {
+    let channel = format!("{:?}", cx.channel);
+    log::error!("{}", crate::compact_report(short_type_name(type_name), cx.failed_handler(), &channel, err));
+    cx.close();
 }
 
 /// `my_crate::module::Type<Args>` -> `Type<Args>` for reports.

@@ -139,14 +139,7 @@ pub trait ChatHandler: 'static {
 
     /// asyncore `handle_error()`. Default: log a condensed report and close.
     fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
-        let report = crate::compact_report(
-            crate::dispatcher::short_type_name(std::any::type_name_of_val(self)),
-            chat.failed_handler(),
-            &format!("{:?}", chat.channel),
-            &err,
-        );
-        log::error!("{report}");
-        chat.close();
+        crate::dispatcher::report_and_close(std::any::type_name_of_val(self), &err, chat.cx);
     }
 
     /// A timer or idle timeout of the channel expired. Default: close.
