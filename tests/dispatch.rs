@@ -147,8 +147,11 @@ fn readwrite_read_and_write_flags() {
 #[test]
 fn readwriteexc() {
     each_case(&Family::ALL, |backend, family| {
-        let paths: &[Fail] =
-            if family.is_inet() { &[Fail::Read, Fail::Write, Fail::Expt] } else { &[Fail::Read, Fail::Write] };
+        let paths: &[Fail] = if family.is_inet() {
+            &[Fail::Read, Fail::Write, Fail::Expt]
+        } else {
+            &[Fail::Read, Fail::Write]
+        };
         for &fail in paths {
             let mut lp = new_loop(backend);
             let (ours, peer) = connected_pair(family);
@@ -401,13 +404,15 @@ fn compact_traceback() {
             let t = lp.add(Channel::from(ours), Failing(what)).unwrap();
             write_all(&peer, b"x");
             drive(&mut lp, "the default handle_error to close", |lp| !lp.contains(t));
-            let head = format!("uncaptured error in Failing::handle_read on <Channel socket fd={fd} connected");
+            let head =
+                format!("uncaptured error in Failing::handle_read on <Channel socket fd={fd} connected");
             let logs = my_logs();
             let line = logs
                 .iter()
                 .find(|(l, _, m)| *l == log::Level::Error && m.starts_with(&head))
                 .unwrap_or_else(|| panic!("no report starting {head:?} in {logs:?}"));
-            let expected_tail = if what == "panic" { "handler panicked: Failing panicked: panic" } else { what };
+            let expected_tail =
+                if what == "panic" { "handler panicked: Failing panicked: panic" } else { what };
             assert!(line.2.ends_with(expected_tail), "{:?}", line.2);
         }
     });
