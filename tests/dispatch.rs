@@ -11,7 +11,9 @@ mod common;
 
 use common::*;
 use sockloop::{default_map, Backend, Channel, Context, Dispatcher, Domain, HandlerPanic, RunOptions, Type};
+use std::cell::RefCell;
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// One pass with a 10 ms cap, several times: enough for already-queued readiness.
@@ -738,5 +740,67 @@ fn datagram_channel_reads() {
         std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"dgram", me).unwrap();
         drive(&mut lp, "the datagram", |_| c.data.borrow().len() == 5);
         assert_eq!(&*c.data.borrow(), b"dgram");
+    });
+}
+
+/// Whichever of the two runs first closes the other and adds a new channel (which may get the
+/// closed one's descriptor number) whose peer has already written.
+struct Closer {
+    me: usize,
+    tokens: Rc<RefCell<[Option<sockloop::Token>; 2]>>,
+    ran: Rc<Counts>,
+    z: Rc<Counts>,
+    z_peer: Rc<RefCell<Option<std::os::unix::net::UnixStream>>>,
+}
+
+impl Dispatcher for Closer {
+    fn writable(&self) -> bool {
+        false
+    }
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.ran.read.set(self.ran.read.get() + 1);
+        let _ = cx.channel.recv(cx.scratch)?;
+        if self.z_peer.borrow().is_some() {
+            return Ok(());
+        }
+        let other = self.tokens.borrow()[1 - self.me].unwrap();
+        assert!(cx.close_channel(other));
+        let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+        io::Write::write_all(&mut b, b"for z")?;
+        *self.z_peer.borrow_mut() = Some(b);
+        cx.add(Channel::from(a), Probe::new(&self.z))?;
+        Ok(())
+    }
+}
+
+// Issue 2: channels created during service are serviced from the next pass, and a channel
+// closed during a pass gets no further events in it, even when a new channel reuses its
+// descriptor at once (DESIGN, "stale events"; CPython issue 75114).
+#[test]
+fn stale_events_and_new_channels() {
+    each_backend(|backend| {
+        let mut lp = new_loop(backend);
+        let tokens = Rc::new(RefCell::new([None, None]));
+        let ran = Counts::new();
+        let z = Counts::new();
+        let z_peer = Rc::new(RefCell::new(None));
+        let mut peers = Vec::new();
+        for me in 0..2 {
+            let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let d =
+                Closer { me, tokens: tokens.clone(), ran: ran.clone(), z: z.clone(), z_peer: z_peer.clone() };
+            tokens.borrow_mut()[me] = Some(lp.add(Channel::from(ours), d).unwrap());
+            peers.push(peer);
+        }
+        for p in &mut peers {
+            io::Write::write_all(p, b"go").unwrap(); // both ready in the same pass
+        }
+        lp.poll(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(ran.read.get(), 1, "the closed channel got no event after its close");
+        assert_eq!(z.read.get(), 0, "the new channel waits for the next pass");
+        assert_eq!(lp.len(), 2);
+        drive(&mut lp, "the new channel's data", |_| z.data.borrow().len() == 5);
+        assert_eq!(z.read.get(), 1);
+        assert_eq!(ran.read.get(), 1);
     });
 }
