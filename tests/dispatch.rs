@@ -121,6 +121,23 @@ fn readwrite_error_flag() {
     });
 }
 
+// CPython test_readwrite (POLLHUP|POLLERR from a peer's reset, which also reports POLLIN): the
+// read path runs first and meets the reset, then handle_close, once; never handle_error.
+#[test]
+fn readwrite_peer_reset() {
+    each_case(&Family::INET, |backend, family| {
+        let mut lp = new_loop(backend);
+        let (ours, peer) = connected_pair(family);
+        let c = Counts::new();
+        let t = lp.add(Channel::from(ours), Probe::rw(&c, true, false)).unwrap();
+        reset(peer);
+        drive(&mut lp, "the channel to end", |lp| !lp.contains(t));
+        passes(&mut lp, 2);
+        assert_eq!(c.all(), [1, 0, 0, 0, 0, 1, 0], "[read, write, expt, connect, accept, close, error]");
+        assert!(c.data.borrow().is_empty());
+    });
+}
+
 // CPython test_readwrite: read and write readiness in one event call both paths, once each.
 #[test]
 fn readwrite_read_and_write_flags() {
