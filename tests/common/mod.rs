@@ -600,8 +600,31 @@ pub fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps/<test>");
     let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        // `cargo test` builds the examples; `cargo test --tests` or `--test x` may not have.
+        build_examples(profile_dir);
+    }
     assert!(path.exists(), "example {name} not built at {} (cargo test builds examples)", path.display());
     path
+}
+
+/// Builds the examples for the profile whose output directory is `profile_dir`, once.
+fn build_examples(profile_dir: &std::path::Path) {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--examples", "--all-features", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build --examples");
+    assert!(status.success(), "cargo build --examples failed");
+    *built = true;
 }
 
 /// Reads one line from `r` within `deadline` (on a helper thread), returning the line and the
