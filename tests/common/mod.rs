@@ -420,7 +420,7 @@ pub struct EchoStats {
     pub bytes: Cell<u64>,
 }
 
-/// One echo connection. `fail_on` makes it fail (`Err`) or panic when a read contains the word.
+/// One echo connection; a read containing `boom` makes it fail (`Err`), `panic` makes it panic.
 pub struct EchoConn {
     pub stats: Rc<EchoStats>,
 }
