@@ -98,7 +98,15 @@ impl Dispatcher for EchoServer {
         let mut ch = Channel::from(sock);
         ch.set_output_limits(self.soft_limit, usize::MAX);
         self.stats.connections.set(self.stats.connections.get() + 1);
-        let token = cx.add(ch, EchoHandler { stats: self.stats.clone() })?;
+        // A channel the backend cannot watch (select past FD_SETSIZE) is refused alone: the
+        // listener stays up for the others.
+        let token = match cx.add(ch, EchoHandler { stats: self.stats.clone() }) {
+            Ok(token) => token,
+            Err(e) => {
+                eprintln!("echo_server: cannot serve {addr:?}: {e}");
+                return Ok(());
+            }
+        };
         if self.idle.is_some() {
             cx.set_idle_timeout_of(token, self.idle);
         }

@@ -1,6 +1,9 @@
 //! Faults the loop must survive (issue 5), over every backend: stale events after descriptor
 //! reuse, SIGPIPE, backpressure and the output limits, descriptor exhaustion on accept.
 
+mod common;
+
+use common::{cpu_ticks, example_path};
 use sockloop::{Backend, Channel, Context, Dispatcher, Loop, RunOptions, Token};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -252,23 +255,11 @@ impl Drop for Server {
     }
 }
 
-fn example(name: &str) -> std::path::PathBuf {
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the whole suite (cargo test builds the examples)",
-        path.display()
-    );
-    path
-}
-
 fn start_limited_echo(nofile: u32, backend: Backend) -> Server {
     use std::io::BufRead;
     let mut child = std::process::Command::new("prlimit")
         .arg(format!("--nofile={nofile}:{nofile}"))
-        .arg(example("echo_server"))
+        .arg(example_path("echo_server"))
         .args(["--bind", "127.0.0.1:0", "--quiet", "--backend", backend.name()])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -278,14 +269,6 @@ fn start_limited_echo(nofile: u32, backend: Backend) -> Server {
     let addr =
         line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).parse().unwrap();
     Server { child, addr }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 fn echo_once(s: &mut std::net::TcpStream, msg: &[u8]) -> io::Result<()> {

@@ -6,6 +6,8 @@
 //! one address's ephemeral ports), sends 64 bytes, half-closes, and reads the echo until the
 //! server closes: the server closes first, after sending everything it owed.
 
+mod common;
+
 use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
@@ -23,10 +25,7 @@ impl Drop for Server {
 }
 
 fn start_echo() -> Server {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples/echo_server");
-    assert!(path.exists(), "{} is not built: run the whole suite", path.display());
-    let mut child = std::process::Command::new(path)
+    let mut child = std::process::Command::new(common::example_path("echo_server"))
         .args(["--bind", "127.0.0.1:0", "--quiet"])
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -20,7 +20,7 @@ use crate::errors::{compact_report, is_disconnect, panic_error};
 use crate::poller::Event;
 use crate::{Context, Dispatcher};
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 type Handler<'f> = &'f mut dyn FnMut(&mut dyn Dispatcher, &mut Context<'_>) -> io::Result<()>;
@@ -102,7 +102,17 @@ impl Loop {
         let Body { channel, handler } = body;
         let mut cx = Context::new(channel, &mut self.scratch, &mut self.core, token, name);
         if !catch {
-            return f(&mut **handler, &mut cx);
+            let res = catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx)));
+            return match res {
+                Ok(result) => result,
+                Err(payload) => {
+                    // The panic goes on to the caller and drops the lent channel on its way:
+                    // take its entry out of the map and the poller first, so no stale entry
+                    // (select: EBADF on every wait; poll: POLLNVAL forever) is left behind.
+                    self.core.forget(token, channel);
+                    resume_unwind(payload)
+                }
+            };
         }
         match catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx))) {
             Ok(result) => result,

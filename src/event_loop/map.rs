@@ -145,6 +145,19 @@ impl Core {
         // Dropping the body closes the descriptor, after the poller forgot it.
     }
 
+    /// Drops the entry of a channel that is lent out and will not come back (a handler's panic
+    /// is propagating): the poller forgets its descriptor before the channel closes it.
+    pub fn forget(&mut self, token: Token, channel: &mut Channel) {
+        if let Some(fd) = self.entry(token).map(|e| e.fd) {
+            let _ = self.poller.deregister(fd);
+            self.entries.remove(token.index());
+        }
+        if let Some(id) = channel.idle.take().map(|i| i.timer) {
+            self.timers.cancel(id);
+        }
+        channel.close();
+    }
+
     pub fn close_token(&mut self, token: Token) -> bool {
         match self.lend(token) {
             Some(mut body) => {

@@ -1,0 +1,285 @@
+//! The seed's two examples end to end, as processes (issue 2, "Tests that must show it"):
+//! echo_server under 200 concurrent real client sockets on every backend, its SIGTERM
+//! shutdown, and http_client against Python's http.server.
+
+mod common;
+
+use common::*;
+use sockloop::Backend;
+use std::io::{BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+
+/// Starts echo_server on `backend` with a free port; returns the guard, its address and its
+/// stdout (after the `listening on` line).
+fn start_echo_server(
+    backend: Backend,
+    extra: &[&str],
+) -> (ChildGuard, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut cmd = Command::new(example_path("echo_server"));
+    cmd.args(["--bind", "127.0.0.1:0", "--quiet", "--backend", backend.name()]).args(extra);
+    let mut guard =
+        ChildGuard(Some(cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("spawn echo_server")));
+    let stdout = BufReader::new(guard.child().stdout.take().unwrap());
+    let (line, stdout) = read_line_within(stdout, DEADLINE);
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|a| a.trim_end().parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("first line should be `listening on HOST:PORT`, got {line:?}"));
+    assert_eq!(line, format!("listening on {addr}\n"), "exactly that line");
+    assert_ne!(addr.port(), 0, "the real port, not 0");
+    (guard, addr, stdout)
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to echo_server");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+fn terminate(guard: &mut ChildGuard) {
+    let pid = rustix::process::Pid::from_child(guard.child());
+    rustix::process::kill_process(pid, rustix::process::Signal::Term).expect("SIGTERM");
+}
+
+/// Message sizes for 200 clients, 1 B to 1 MiB (log-uniform, both ends included), at most
+/// 40 MiB in all.
+fn message_sizes(seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = Rng(seed);
+    let mut sizes: Vec<Vec<usize>> = (0..200)
+        .map(|_| {
+            (0..3)
+                .map(|_| {
+                    let bits = rng.range(0, 20);
+                    rng.range(1, 1 << bits) as usize
+                })
+                .collect()
+        })
+        .collect();
+    sizes[0][0] = 1;
+    sizes[1][0] = 1 << 20;
+    let budget = 40 << 20;
+    let mut total: usize = sizes.iter().flatten().sum();
+    'trim: for client in sizes.iter_mut().skip(2) {
+        for s in client.iter_mut() {
+            if total <= budget {
+                break 'trim;
+            }
+            let cut = (*s / 2).max(1);
+            total -= *s - cut;
+            *s = cut;
+        }
+    }
+    sizes
+}
+
+// echo_server with 200 concurrent real clients sending random-sized messages (1 B to 1 MiB),
+// every byte echoed in order, on every backend; then SIGTERM: exit status 0 and the totals.
+#[test]
+fn echo_server_200_concurrent_clients() {
+    let sizes = message_sizes(0xec40);
+    let total: usize = sizes.iter().flatten().sum();
+    assert!(sizes.iter().flatten().any(|&s| s == 1) && sizes.iter().flatten().any(|&s| s == 1 << 20));
+    for &backend in Backend::all() {
+        let t0 = std::time::Instant::now();
+        let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
+        let barrier = Arc::new(Barrier::new(sizes.len()));
+        let handles: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, msgs)| {
+                let msgs = msgs.clone();
+                let barrier = barrier.clone();
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        let s = client(addr);
+                        barrier.wait(); // all 200 connected at once
+                        let mut rng = Rng(i as u64 * 7919 + 1);
+                        let data: Vec<Vec<u8>> = msgs.iter().map(|&n| rng.bytes(n)).collect();
+                        let expected = data.concat();
+                        let w = s.try_clone().unwrap();
+                        let writer = std::thread::Builder::new()
+                            .stack_size(128 * 1024)
+                            .spawn(move || {
+                                for m in &data {
+                                    std::io::Write::write_all(&mut &w, m).expect("send");
+                                }
+                            })
+                            .unwrap();
+                        let mut got = vec![0u8; expected.len()];
+                        (&s).read_exact(&mut got).unwrap_or_else(|e| panic!("client {i}: {e}"));
+                        writer.join().unwrap();
+                        assert!(got == expected, "client {i}: the echo differs");
+                        drop(s);
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap_or_else(|_| panic!("{backend:?}: a client failed"));
+        }
+        terminate(&mut server);
+        let status = server.wait_exit(DEADLINE);
+        assert!(status.success(), "{backend:?}: exit status {status:?}");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, format!("served 200 connections, echoed {total} bytes\n"), "{backend:?}");
+        eprintln!("{backend:?}: 200 clients echoed {total} bytes in {:?}", t0.elapsed());
+    }
+}
+
+// SIGTERM with a client still connected and output queued: the server stops accepting,
+// flushes what it owes, prints what it served and exits 0 without waiting for the peer.
+#[test]
+fn echo_server_sigterm_flushes_and_exits_zero() {
+    for &backend in Backend::all() {
+        let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
+        let s = client(addr);
+        std::io::Write::write_all(&mut &s, b"hello").unwrap();
+        let mut got = [0u8; 5];
+        (&s).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        // 4 MiB more, not read yet: the tail waits in the server's output.
+        let big = Rng(5).bytes(4 << 20);
+        let w = s.try_clone().unwrap();
+        let sent = big.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut &w, &sent);
+        });
+        let mut echoed = vec![0u8; 1 << 20];
+        (&s).read_exact(&mut echoed).unwrap();
+        terminate(&mut server);
+        // The server closes after flushing; with our unread input still in its buffer that
+        // close may be a reset, which comes after the data it flushed.
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match (&s).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => tail.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{backend:?}: reading the tail: {e}"),
+            }
+        }
+        writer.join().unwrap();
+        echoed.extend_from_slice(&tail);
+        assert!(big.starts_with(&echoed), "{backend:?}: what was echoed is a prefix of what was sent");
+        let status = server.wait_exit(DEADLINE);
+        assert!(status.success(), "{backend:?}: {status:?}");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        assert!(
+            rest.starts_with("served 1 connections, echoed ") && rest.ends_with(" bytes\n"),
+            "{backend:?}: {rest:?}"
+        );
+        // It stopped listening.
+        assert!(TcpStream::connect(addr).is_err(), "{backend:?}: still accepting after SIGTERM");
+    }
+}
+
+fn require_python() {
+    let ok = Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "python3 is required for this test (scripts/ensure-test-deps installs it)");
+}
+
+/// Runs a command to completion within [`DEADLINE`]; returns (status, stdout, stderr).
+fn run(cmd: &mut Command) -> (std::process::ExitStatus, Vec<u8>, String) {
+    let mut guard = ChildGuard(Some(
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn"),
+    ));
+    let mut out = guard.child().stdout.take().unwrap();
+    let mut err = guard.child().stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = String::new();
+        err.read_to_string(&mut v).unwrap();
+        v
+    });
+    let status = guard.wait_exit(DEADLINE);
+    (status, o.join().unwrap(), e.join().unwrap())
+}
+
+// http_client against Python's http.server serving a binary file: exit 0, stdout is the raw
+// response and ends with the exact file bytes; on every backend.
+#[test]
+fn http_client_fetches_binary_file() {
+    require_python();
+    let dir = TempDir::new("http");
+    let mut content: Vec<u8> = (0..=255u8).collect();
+    content.extend(Rng(42).bytes(300_000));
+    content.extend_from_slice(b"\r\n\r\n\0end");
+    std::fs::write(dir.path("blob.bin"), &content).unwrap();
+    let mut server = ChildGuard(Some(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
+            .arg(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn python3 -m http.server"),
+    ));
+    let stdout = BufReader::new(server.child().stdout.take().unwrap());
+    let (line, _stdout) = read_line_within(stdout, DEADLINE);
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let port: u16 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("cannot find the port in {line:?}"));
+    for &backend in Backend::all() {
+        let url = format!("http://127.0.0.1:{port}/blob.bin");
+        let (status, out, err) =
+            run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
+        assert!(status.success(), "{backend:?}: {status:?} {err}");
+        assert!(
+            out.starts_with(b"HTTP/1.0 200"),
+            "{backend:?}: {:?}",
+            String::from_utf8_lossy(&out[..40.min(out.len())])
+        );
+        assert!(out.ends_with(&content), "{backend:?}: stdout ends with the exact file bytes");
+        let head_len = out.len() - content.len();
+        let head = String::from_utf8_lossy(&out[..head_len]).to_lowercase();
+        assert!(head.contains(&format!("content-length: {}", content.len())), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "headers, then exactly the body: {head:?}");
+    }
+}
+
+// http_client exits nonzero with one line on stderr when it cannot connect.
+#[test]
+fn http_client_cannot_connect() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed now: connections are refused
+    for &backend in Backend::all() {
+        let url = format!("http://127.0.0.1:{port}/x");
+        let (status, out, err) =
+            run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
+        assert!(!status.success(), "{backend:?}");
+        assert!(out.is_empty(), "{backend:?}: nothing on stdout");
+        assert_eq!(err.lines().count(), 1, "{backend:?}: exactly one line: {err:?}");
+        assert!(err.ends_with('\n') && err.to_lowercase().contains("refused"), "{backend:?}: {err:?}");
+    }
+}
+
+// echo_server --help and http_client --help work (clap), and a bad flag is refused.
+#[test]
+fn examples_help() {
+    for name in ["echo_server", "http_client"] {
+        let (status, out, _) = run(Command::new(example_path(name)).arg("--help"));
+        assert!(status.success(), "{name} --help");
+        assert!(String::from_utf8_lossy(&out).contains("Usage"), "{name}");
+    }
+    let (status, _, err) = run(Command::new(example_path("echo_server")).args(["--backend", "kqueue9"]));
+    assert!(!status.success() && err.contains("unknown backend"), "{err}");
+}
