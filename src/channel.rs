@@ -17,8 +17,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// Default soft limit on unsent output: past it the loop stops reading from the channel.
+///
+/// ```
+/// assert_eq!(sockloop::channel::DEFAULT_SOFT_LIMIT, 1 << 20);
+/// ```
 pub const DEFAULT_SOFT_LIMIT: usize = 1 << 20;
 /// Default hard limit on unsent output: past it `send_all` fails and the channel is closed.
+///
+/// ```
+/// assert_eq!(sockloop::channel::DEFAULT_HARD_LIMIT, 64 << 20);
+/// ```
 pub const DEFAULT_HARD_LIMIT: usize = 64 << 20;
 
 /// A channel's idle timeout: `handle_timeout` runs when no event came for `timeout`.

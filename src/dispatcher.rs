@@ -50,6 +50,14 @@ use std::io;
 /// ```
 pub trait Dispatcher: Any {
     /// asyncore `readable()`: whether the loop should watch for input. Default `true`.
+    ///
+    /// ```
+    /// struct Paused { paused: bool }
+    /// impl sockloop::Dispatcher for Paused {
+    ///     fn readable(&self) -> bool { !self.paused }
+    /// }
+    /// assert!(!sockloop::Dispatcher::readable(&Paused { paused: true }));
+    /// ```
     fn readable(&self) -> bool {
         true
     }
@@ -58,17 +66,44 @@ pub trait Dispatcher: Any {
     /// (as in asyncore, which makes an idle plain dispatcher wake the loop on every pass; use
     /// [`WithSend`](crate::WithSend) or answer honestly). Queued output from
     /// [`send_all`](crate::Channel::send_all) and a pending connect are watched whatever this says.
+    ///
+    /// ```
+    /// struct Quiet;
+    /// impl sockloop::Dispatcher for Quiet {
+    ///     fn writable(&self) -> bool { false } // only queued output wakes it
+    /// }
+    /// assert!(!sockloop::Dispatcher::writable(&Quiet));
+    /// ```
     fn writable(&self) -> bool {
         true
     }
 
     /// Whether `readable()`/`writable()` depend on state outside this dispatcher, so the loop
     /// must ask them every pass instead of after this channel's own events. Default `false`.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// struct Gated { open: Rc<Cell<bool>> } // the gate changes outside the handlers
+    /// impl sockloop::Dispatcher for Gated {
+    ///     fn readable(&self) -> bool { self.open.get() }
+    ///     fn volatile(&self) -> bool { true }
+    /// }
+    /// ```
     fn volatile(&self) -> bool {
         false
     }
 
     /// asyncore `handle_read()`: the socket has data (or end of stream) to read.
+    ///
+    /// ```
+    /// struct Sink { bytes: usize }
+    /// impl sockloop::Dispatcher for Sink {
+    ///     fn handle_read(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         self.bytes += cx.channel.recv(cx.scratch)?; // 0 at end of stream
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.log_info("unhandled read event", log::Level::Warn);
         Ok(())
@@ -76,6 +111,18 @@ pub trait Dispatcher: Any {
 
     /// asyncore `handle_write()`: the socket can take output and `writable()` said yes.
     /// Queued `send_all` output has already been flushed when this runs.
+    ///
+    /// ```
+    /// struct Counter { next: u64, until: u64 }
+    /// impl sockloop::Dispatcher for Counter {
+    ///     fn writable(&self) -> bool { self.next < self.until }
+    ///     fn handle_write(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         cx.send_all(format!("{}\n", self.next).as_bytes())?;
+    ///         self.next += 1;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.log_info("unhandled write event", log::Level::Warn);
         Ok(())
@@ -83,6 +130,18 @@ pub trait Dispatcher: Any {
 
     /// asyncore `handle_expt()`: urgent (out-of-band) data arrived. The default logs a warning
     /// and reads the urgent byte away, so a peer flooding urgent data cannot make the loop spin.
+    ///
+    /// ```
+    /// struct Urgent { flags: Vec<u8> }
+    /// impl sockloop::Dispatcher for Urgent {
+    ///     fn handle_expt(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         let mut byte = [0u8; 1];
+    ///         let n = cx.recv_oob(&mut byte)?;
+    ///         self.flags.extend_from_slice(&byte[..n]);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_expt(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.log_info("unhandled incoming priority event", log::Level::Warn);
         let mut byte = [0u8; 1];
@@ -91,6 +150,16 @@ pub trait Dispatcher: Any {
     }
 
     /// asyncore `handle_connect()`: the non-blocking connect completed.
+    ///
+    /// ```
+    /// struct Hello;
+    /// impl sockloop::Dispatcher for Hello {
+    ///     fn writable(&self) -> bool { false }
+    ///     fn handle_connect(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         cx.send_all(b"HELLO\r\n")
+    ///     }
+    /// }
+    /// ```
     fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.log_info("unhandled connect event", log::Level::Warn);
         Ok(())
@@ -100,6 +169,19 @@ pub trait Dispatcher: Any {
     /// accepts it and calls [`handle_accepted`](Dispatcher::handle_accepted). When the process is
     /// out of descriptors (EMFILE/ENFILE) it pauses accepting for half a second instead of
     /// failing or spinning; the waiting clients stay in the kernel's backlog.
+    ///
+    /// ```
+    /// struct CountingListener { accepted: u32 }
+    /// impl sockloop::Dispatcher for CountingListener {
+    ///     fn handle_accept(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         if let Some((sock, _addr)) = cx.accept()? {
+    ///             self.accepted += 1;
+    ///             drop(sock); // refuse politely
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_accept(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         match cx.accept() {
             Ok(Some((sock, addr))) => self.handle_accepted(sock, addr, cx),
@@ -115,6 +197,18 @@ pub trait Dispatcher: Any {
 
     /// asyncore `handle_accepted(sock, addr)`: a connection was accepted. The default logs a
     /// warning and closes it.
+    ///
+    /// ```
+    /// use sockloop::{Channel, Context, Dispatcher, Ignore, SockAddr, Socket};
+    /// struct Server;
+    /// impl Dispatcher for Server {
+    ///     fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> std::io::Result<()> {
+    ///         println!("Incoming connection from {:?}", addr.as_socket());
+    ///         cx.add(Channel::from(sock), Ignore)?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
         let _ = (sock, addr);
         cx.log_info("unhandled accepted event", log::Level::Warn);
@@ -123,6 +217,16 @@ pub trait Dispatcher: Any {
 
     /// asyncore `handle_close()`: the peer closed or disconnected. The default closes the
     /// channel.
+    ///
+    /// ```
+    /// struct Polite;
+    /// impl sockloop::Dispatcher for Polite {
+    ///     fn handle_close(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         cx.close_when_done(); // a half-closed peer still gets what it is owed
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.close();
         Ok(())
@@ -131,6 +235,19 @@ pub trait Dispatcher: Any {
     /// asyncore `handle_error()`: a handler failed or panicked with `err`. The default logs a
     /// condensed report (dispatcher type, handler, channel, error) at error level and closes
     /// the channel.
+    ///
+    /// ```
+    /// struct Tolerant;
+    /// impl sockloop::Dispatcher for Tolerant {
+    ///     fn handle_error(&mut self, err: std::io::Error, cx: &mut sockloop::Context<'_>) {
+    ///         if sockloop::HandlerPanic::is(&err) {
+    ///             cx.close(); // state may be broken after a panic
+    ///         } else {
+    ///             eprintln!("{} failed: {err}; keeping the channel", cx.failed_handler());
+    ///         }
+    ///     }
+    /// }
+    /// ```
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
         report_and_close(std::any::type_name_of_val(self), &err, cx);
     }
@@ -138,6 +255,17 @@ pub trait Dispatcher: Any {
     /// Called when a timer set with [`Context::set_timeout`] expires or the channel's idle
     /// timeout ([`Context::set_idle_timeout`]) passes with no event. The default closes the
     /// channel.
+    ///
+    /// ```
+    /// struct Session;
+    /// impl sockloop::Dispatcher for Session {
+    ///     fn handle_timeout(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         cx.send_all(b"421 idle too long\r\n")?;
+    ///         cx.close_when_done();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.close();
         Ok(())
@@ -146,6 +274,14 @@ pub trait Dispatcher: Any {
     /// For adapters such as [`WithSend`](crate::WithSend): the
     /// dispatcher they wrap, so [`Context::get_mut`] can find a user type inside them.
     /// Leave the default (`None`) in your own dispatchers.
+    ///
+    /// ```
+    /// use sockloop::Dispatcher;
+    /// struct Logged<D>(D);
+    /// impl<D: Dispatcher> Dispatcher for Logged<D> {
+    ///     fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> { Some(&mut self.0) }
+    /// }
+    /// ```
     fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> {
         None
     }

@@ -47,9 +47,17 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 
 /// asynchat's `ac_in_buffer_size` and `ac_out_buffer_size` default.
+///
+/// ```
+/// assert_eq!(sockloop::chat::DEFAULT_BUFFER_SIZE, 65536);
+/// ```
 pub const DEFAULT_BUFFER_SIZE: usize = 65536;
 
 /// Default bound on the bytes collected while a string terminator is awaited (1 MiB).
+///
+/// ```
+/// assert_eq!(sockloop::chat::DEFAULT_MAX_RECORD, 1 << 20);
+/// ```
 pub const DEFAULT_MAX_RECORD: usize = 1 << 20;
 
 /// The error a channel fails with when more than its record limit arrives without the
@@ -114,35 +122,122 @@ impl std::error::Error for InputLimit {}
 pub trait ChatHandler: 'static {
     /// asynchat `collect_incoming_data(data)`: bytes of the current record (or of the stream,
     /// with no terminator). Buffer them.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Line(Vec<u8>);
+    /// impl ChatHandler for Line {
+    ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.0.extend_from_slice(data) }
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { self.0.clear(); Ok(()) }
+    /// }
+    /// ```
     fn collect_incoming_data(&mut self, data: &[u8]);
 
     /// asynchat `found_terminator()`: the current record is complete. May push output, set a
     /// new terminator (it applies at once to bytes already received), or close.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Upper(Vec<u8>);
+    /// impl ChatHandler for Upper {
+    ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.0.extend_from_slice(data) }
+    ///     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         let line = std::mem::take(&mut self.0).to_ascii_uppercase();
+    ///         chat.push(&line)?;
+    ///         chat.push(b"\n")
+    ///     }
+    /// }
+    /// ```
     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()>;
 
     /// Whether to read from the peer (asyncore `readable()`). Default `true`.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Gate { open: bool }
+    /// impl ChatHandler for Gate {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn readable(&self) -> bool { self.open }
+    /// }
+    /// ```
     fn readable(&self) -> bool {
         true
     }
 
     /// asyncore `handle_connect()` for a chat client whose connect completed.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Client;
+    /// impl ChatHandler for Client {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_connect(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         chat.push(b"EHLO client\r\n")
+    ///     }
+    /// }
+    /// ```
     fn handle_connect(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         let _ = chat;
         Ok(())
     }
 
     /// asyncore `handle_close()`: the peer closed. Default: close.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Member { nick: String }
+    /// impl ChatHandler for Member {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         eprintln!("{} left", self.nick);
+    ///         chat.close();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         chat.close();
         Ok(())
     }
 
     /// asyncore `handle_error()`. Default: log a condensed report and close.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler, InputLimit};
+    /// struct Smtp;
+    /// impl ChatHandler for Smtp {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_error(&mut self, err: std::io::Error, chat: &mut ChatContext<'_, '_>) {
+    ///         if InputLimit::is(&err) {
+    ///             let _ = chat.push(b"500 line too long\r\n");
+    ///         }
+    ///         chat.close_when_done();
+    ///     }
+    /// }
+    /// ```
     fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
         crate::dispatcher::report_and_close(std::any::type_name_of_val(self), &err, chat.cx);
     }
 
     /// A timer or idle timeout of the channel expired. Default: close.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Idle;
+    /// impl ChatHandler for Idle {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         chat.push(b"421 timeout\r\n")?;
+    ///         chat.close_when_done();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         chat.close();
         Ok(())

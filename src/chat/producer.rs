@@ -23,6 +23,12 @@ use std::collections::VecDeque;
 /// ```
 pub trait Producer: 'static {
     /// The next chunk; empty when there is no more.
+    ///
+    /// ```
+    /// use sockloop::chat::Producer;
+    /// let mut once = b"hi".to_vec();
+    /// assert_eq!(once.more(), b"hi");
+    /// ```
     fn more(&mut self) -> Vec<u8>;
 }
 

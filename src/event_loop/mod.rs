@@ -26,6 +26,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// Size of the receive buffer the loop lends to handlers as [`Context::scratch`](crate::Context).
+///
+/// ```
+/// assert_eq!(sockloop::event_loop::SCRATCH_SIZE, 64 * 1024);
+/// ```
 pub const SCRATCH_SIZE: usize = 64 * 1024;
 
 /// Names one channel of a [`Loop`]: its slab index and a generation, so a token kept after its

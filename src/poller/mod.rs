@@ -120,6 +120,10 @@ pub struct Interest {
 
 impl Interest {
     /// Neither: the descriptor stays known but is not watched (no hang-up wake-ups either).
+    ///
+    /// ```
+    /// assert!(sockloop::poller::Interest::NONE.is_empty());
+    /// ```
     pub const NONE: Interest = Interest { read: false, write: false };
 
     /// Whether nothing is wanted.
