@@ -17,7 +17,7 @@
 
 use clap::Parser;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit};
-use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket, Token};
+use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket};
 use std::cell::Cell;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -81,12 +81,18 @@ struct Member {
 type Chat = AsyncChat<Member>;
 
 /// Sends `msg` to every joined member but the running one. Members whose output would pass
-/// their hard limit are closed and their departures announced in turn.
-fn broadcast(cx: &mut Context<'_>, msg: Vec<u8>, stats: &Stats, quiet: bool) {
+/// their hard limit are closed and their departures announced in turn, to the running member
+/// too when `me_joined`.
+fn broadcast(chat: &mut ChatContext<'_, '_>, msg: Vec<u8>, me_joined: bool, stats: &Stats, quiet: bool) {
     let mut queue = vec![msg];
+    let mut first = true;
     while let Some(msg) = queue.pop() {
-        let mut dropped: Vec<(Token, String)> = Vec::new();
-        cx.for_each_mut::<Chat>(|token, chat, channel| {
+        if !first && me_joined {
+            let _ = chat.push(&msg);
+        }
+        first = false;
+        let mut dropped: Vec<String> = Vec::new();
+        chat.for_each_mut::<Chat>(|token, chat, channel| {
             if chat.handler.nick.is_none() || chat.handler.gone || channel.is_closed() || channel.is_closing()
             {
                 return;
@@ -94,13 +100,13 @@ fn broadcast(cx: &mut Context<'_>, msg: Vec<u8>, stats: &Stats, quiet: bool) {
             if let Err(e) = chat.push(channel, &msg) {
                 let nick = chat.handler.nick.clone().unwrap_or_default();
                 eprintln!("closing {nick} ({token:?}): {e}");
-                dropped.push((token, nick));
+                dropped.push(nick);
                 chat.handler.gone = true;
                 channel.discard_output();
                 channel.close();
             }
         });
-        for (_, nick) in dropped {
+        for nick in dropped {
             bump(&stats.dropped_slow);
             if !quiet {
                 println!("{nick} dropped: too much unread output");
@@ -121,7 +127,7 @@ impl Member {
                 println!("{nick} left");
             }
             let stats = self.stats.clone();
-            broadcast(chat, format!("* {nick} left\r\n").into_bytes(), &stats, self.quiet);
+            broadcast(chat, format!("* {nick} left\r\n").into_bytes(), false, &stats, self.quiet);
         }
     }
 }
@@ -148,7 +154,7 @@ impl ChatHandler for Member {
                 self.nick = Some(nick.clone());
                 chat.push(format!("* welcome, {nick}\r\n").as_bytes())?;
                 let stats = self.stats.clone();
-                broadcast(chat, format!("* {nick} joined\r\n").into_bytes(), &stats, self.quiet);
+                broadcast(chat, format!("* {nick} joined\r\n").into_bytes(), true, &stats, self.quiet);
             }
             Some(nick) => {
                 let mut msg = Vec::with_capacity(nick.len() + line.len() + 4);
@@ -158,7 +164,7 @@ impl ChatHandler for Member {
                 msg.extend_from_slice(b"\r\n");
                 bump(&self.stats.lines);
                 let stats = self.stats.clone();
-                broadcast(chat, msg, &stats, self.quiet);
+                broadcast(chat, msg, true, &stats, self.quiet);
             }
         }
         Ok(())
