@@ -129,6 +129,7 @@ fn protocol_errors_and_order() {
     assert_eq!(code(&cmd(&mut c, "RSET")), "250");
     assert_eq!(code(&cmd(&mut c, "RSET now")), "501");
     assert!(files(&dir).is_empty(), "an oversized message was written");
+    assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty());
     // Pipelined: MAIL, RCPT, DATA in one write, then an empty message (".": the first line).
     c.send(b"MAIL FROM:<p@q>\r\nRCPT TO:<r@s>\r\nDATA\r\n");
     assert_eq!(code(&reply(&mut c)), "250");
@@ -222,6 +223,8 @@ fn flood(in_data: bool) {
     let rss = server.rss_kib();
     assert!(rss < 64 * 1024, "server RSS {rss} KiB after an 8 MiB flood");
     assert_eq!(files(&dir).len(), 1);
+    // The refused message left nothing behind in the temporary directory either.
+    assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty());
     assert_eq!(code(&cmd(&mut good, "QUIT")), "221");
     let (status, _) = server.stop();
     assert!(status.success());
@@ -248,6 +251,45 @@ fn idle_timeout_answers_421() {
     assert_eq!(code(&reply(&mut c)), "421");
     let mut s = c.r.into_inner();
     read_to_close(&mut s);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_big_message_is_streamed_to_disk() {
+    let tmp = TempDir::new("smtp");
+    let dir = mail_dir(&tmp);
+    let server = Server::start("smtp_sink", &["--dir", &dir, "--no-headers"]);
+    let mut c = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut c)), "220");
+    c.send(b"EHLO x\r\nMAIL FROM:<a@b> SIZE=16777216\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+    for want in ["250", "250", "250", "354"] {
+        assert_eq!(code(&reply(&mut c)), want);
+    }
+    // 16 MiB in 1 KiB lines, every 10th starting with a (stuffed) dot.
+    let mut expect = Vec::with_capacity(16 << 20);
+    let mut w = c.r.get_ref().try_clone().unwrap();
+    let mut wire = Vec::with_capacity(1 << 20);
+    for i in 0..16 * 1024 {
+        let line = format!("{}{i:08} {}\r\n", if i % 10 == 0 { "." } else { "" }, "m".repeat(1013));
+        expect.extend_from_slice(line.as_bytes());
+        if i % 10 == 0 {
+            wire.push(b'.');
+        }
+        wire.extend_from_slice(line.as_bytes());
+        if wire.len() >= 1 << 20 {
+            w.write_all(&wire).unwrap();
+            wire.clear();
+        }
+    }
+    wire.extend_from_slice(b".\r\n");
+    w.write_all(&wire).unwrap();
+    assert_eq!(code(&reply(&mut c)), "250");
+    let names = files(&dir);
+    assert_eq!(names.len(), 1);
+    assert!(std::fs::read(&names[0]).unwrap() == expect, "the stored message differs");
+    let rss = server.rss_kib();
+    assert!(rss < 32 * 1024, "server RSS {rss} KiB after a 16 MiB message");
     let (status, _) = server.stop();
     assert!(status.success());
 }

@@ -11,10 +11,12 @@
 //! `--max-size` (32 MiB) 552 at `MAIL ... SIZE=n` or after its DATA, a command line over 4 KiB
 //! 500 at once (and the connection closed), `--idle-timeout` (300 s) of silence 421.
 //!
-//! Each accepted message becomes exactly one file in DIR, written under a temporary name in a
-//! directory beside DIR (`--tmp-dir`) and renamed in, so DIR holds one complete file per
-//! message and nothing else: two header lines (`X-Sink-Mail-From:` and `X-Sink-Rcpt-To:`,
-//! left out with `--no-headers`), then the exact message after dot-unstuffing.
+//! Each accepted message becomes exactly one file in DIR. DATA is streamed, dot-unstuffed, to
+//! a file under a temporary name in a directory beside DIR (`--tmp-dir`; a session holds a
+//! 64 KiB buffer whatever the message size) and renamed in once the message is complete and
+//! accepted, so DIR holds one complete file per message and nothing else: two header lines
+//! (`X-Sink-Mail-From:` and `X-Sink-Rcpt-To:`, left out with `--no-headers`), then the exact
+//! message after dot-unstuffing. A refused or abandoned message leaves no file anywhere.
 //! SIGINT/SIGTERM: stop accepting, flush (`--grace`, 5 s), print totals, exit 0.
 
 mod command;
@@ -24,8 +26,8 @@ use command::Command;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit};
 use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket};
 use std::cell::Cell;
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -94,33 +96,59 @@ struct Sink {
 }
 
 impl Sink {
-    /// Writes one message as one file in DIR; returns its name.
-    fn deliver(&self, from: &str, rcpts: &[String], message: &[u8]) -> io::Result<String> {
+    /// Starts a message: a new file under a temporary name, with the header lines.
+    fn spool(&self, from: &str, rcpts: &[String]) -> io::Result<Spool> {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let name = format!("{}.{:06}.{}.{seq}.eml", now.as_secs(), now.subsec_micros(), std::process::id());
         let tmp = self.tmp_dir.join(&name);
-        let result = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            if self.headers {
-                let to: Vec<String> = rcpts.iter().map(|r| format!("<{r}>")).collect();
-                write!(f, "X-Sink-Mail-From: <{from}>\r\nX-Sink-Rcpt-To: {}\r\n", to.join(", "))?;
-            }
-            f.write_all(message)?;
-            if self.fsync {
-                f.sync_data()?;
-            }
-            drop(f);
-            fs::rename(&tmp, self.dir.join(&name))
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut spool = Spool { file: Some(BufWriter::with_capacity(64 * 1024, file)), tmp, name, len: 0 };
+        if self.headers {
+            let to: Vec<String> = rcpts.iter().map(|r| format!("<{r}>")).collect();
+            let head = format!("X-Sink-Mail-From: <{from}>\r\nX-Sink-Rcpt-To: {}\r\n", to.join(", "));
+            spool.file.as_mut().expect("just opened").write_all(head.as_bytes())?;
+        }
+        Ok(spool)
+    }
+
+    /// Finishes a message: flushed (and synced with `--fsync`), then renamed into DIR in one
+    /// step, so DIR only ever holds complete messages. Returns the file's name.
+    fn commit(&self, mut spool: Spool) -> io::Result<String> {
+        let file = spool.file.take().expect("an open spool");
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        if self.fsync {
+            file.sync_data()?;
+        }
+        drop(file);
+        let renamed = fs::rename(&spool.tmp, self.dir.join(&spool.name));
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(&spool.tmp);
             return Err(e);
         }
         self.messages.set(self.messages.get() + 1);
-        self.bytes.set(self.bytes.get() + message.len() as u64);
-        Ok(name)
+        self.bytes.set(self.bytes.get() + spool.len);
+        Ok(std::mem::take(&mut spool.name))
+    }
+}
+
+/// A message being received, written straight to its temporary file (so a session holds a
+/// 64 KiB buffer whatever the message size). Dropped unfinished, the file is removed.
+struct Spool {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    name: String,
+    /// Message bytes written so far.
+    len: u64,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some(f) = self.file.take() {
+            drop(f.into_parts().0);
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -140,17 +168,25 @@ struct Session {
     greeted: bool,
     from: Option<String>,
     rcpts: Vec<String>,
-    body: Vec<u8>,
-    /// The message being received passed the size limit: its bytes are dropped.
+    /// The message being received (DATA), unless it was dropped.
+    spool: Option<Spool>,
+    /// The message passed the size limit: its bytes are dropped (552 at its end).
     oversized: bool,
+    /// Writing the message failed (451 at its end).
+    write_error: Option<io::Error>,
+    /// Bytes of the current DATA line, and whether it began with a dot (already removed).
+    line_len: usize,
+    line_dot: bool,
 }
 
 impl Session {
     fn reset(&mut self) {
         self.from = None;
         self.rcpts.clear();
-        self.body = Vec::new();
+        self.spool = None;
         self.oversized = false;
+        self.write_error = None;
+        self.line_len = 0;
     }
 
     fn command(&mut self, line: &[u8], chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
@@ -201,15 +237,27 @@ impl Session {
                 } else if self.rcpts.is_empty() {
                     "503 5.5.1 Error: need RCPT command\r\n".into()
                 } else {
-                    self.phase = Phase::Data;
-                    self.body = Vec::new();
-                    self.oversized = false;
-                    // Lines up to the size limit (a longer one is an oversized message).
-                    chat.set_terminator(b"\r\n");
-                    chat.set_max_record(
-                        usize::try_from(sink.max_size).unwrap_or(usize::MAX).saturating_add(1),
-                    );
-                    "354 End data with <CR><LF>.<CR><LF>\r\n".into()
+                    let from = self.from.clone().unwrap_or_default();
+                    match sink.spool(&from, &self.rcpts) {
+                        Ok(spool) => {
+                            self.phase = Phase::Data;
+                            self.spool = Some(spool);
+                            self.oversized = false;
+                            self.write_error = None;
+                            self.line_len = 0;
+                            // Lines are streamed to the file as they come; one longer than the
+                            // size limit is an oversized message.
+                            chat.set_terminator(b"\r\n");
+                            chat.set_max_record(
+                                usize::try_from(sink.max_size).unwrap_or(usize::MAX).saturating_add(1),
+                            );
+                            "354 End data with <CR><LF>.<CR><LF>\r\n".into()
+                        }
+                        Err(e) => {
+                            eprintln!("cannot create a message file in {}: {e}", sink.tmp_dir.display());
+                            "451 4.3.0 Local error in processing\r\n".into()
+                        }
+                    }
                 }
             }
             Command::Rset => {
@@ -234,22 +282,46 @@ impl Session {
         chat.push(reply.as_bytes())
     }
 
-    /// One line of DATA (without its CRLF).
-    fn data_line(&mut self, line: &[u8], chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-        if line == b"." {
+    /// Message bytes (dot-unstuffed), to the spool unless the message was already refused.
+    fn write(&mut self, data: &[u8]) {
+        if data.is_empty() || self.oversized || self.write_error.is_some() {
+            return;
+        }
+        let Some(spool) = self.spool.as_mut() else { return };
+        spool.len += data.len() as u64;
+        if spool.len > self.sink.max_size {
+            self.oversized = true;
+            self.spool = None; // removes the file
+            return;
+        }
+        if let Err(e) = spool.file.as_mut().expect("an open spool").write_all(data) {
+            self.write_error = Some(e);
+            self.spool = None;
+        }
+    }
+
+    /// A piece of a DATA line: a leading dot is removed (RFC 5321 section 4.5.2).
+    fn data_piece(&mut self, data: &[u8]) {
+        let mut piece = data;
+        if self.line_len == 0 {
+            self.line_dot = piece.first() == Some(&b'.');
+            if self.line_dot {
+                piece = &piece[1..];
+            }
+        }
+        self.line_len += data.len();
+        self.write(piece);
+    }
+
+    /// The end of a DATA line: a lone dot ends the message.
+    fn data_line_end(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        let lone_dot = self.line_dot && self.line_len == 1;
+        self.line_len = 0;
+        self.line_dot = false;
+        if lone_dot {
             return self.end_of_data(chat);
         }
-        if self.oversized {
-            return Ok(());
-        }
-        let line = line.strip_prefix(b".").unwrap_or(line);
-        if (self.body.len() + line.len() + 2) as u64 > self.sink.max_size {
-            self.oversized = true;
-            self.body = Vec::new();
-            return Ok(());
-        }
-        self.body.extend_from_slice(line);
-        self.body.extend_from_slice(b"\r\n");
+        self.write(b"\r\n");
         Ok(())
     }
 
@@ -259,14 +331,17 @@ impl Session {
         chat.set_max_record(MAX_COMMAND);
         let reply = if self.oversized {
             "552 5.3.4 Message size exceeds fixed maximum message size\r\n".to_string()
+        } else if let Some(e) = self.write_error.take() {
+            eprintln!("cannot write a message into {}: {e}", self.sink.tmp_dir.display());
+            "451 4.3.0 Local error in processing\r\n".to_string()
         } else {
-            let from = self.from.clone().unwrap_or_default();
-            match self.sink.deliver(&from, &self.rcpts, &self.body) {
-                Ok(name) => format!("250 2.0.0 Ok: queued as {name}\r\n"),
-                Err(e) => {
+            match self.spool.take().map(|spool| self.sink.commit(spool)) {
+                Some(Ok(name)) => format!("250 2.0.0 Ok: queued as {name}\r\n"),
+                Some(Err(e)) => {
                     eprintln!("cannot write a message into {}: {e}", self.sink.dir.display());
                     "451 4.3.0 Local error in processing\r\n".to_string()
                 }
+                None => "451 4.3.0 Local error in processing\r\n".to_string(),
             }
         };
         self.reset();
@@ -276,29 +351,26 @@ impl Session {
 
 impl ChatHandler for Session {
     fn collect_incoming_data(&mut self, data: &[u8]) {
-        if self.phase != Phase::Done {
-            self.line.extend_from_slice(data);
+        match self.phase {
+            Phase::Command => self.line.extend_from_slice(data),
+            Phase::Data => self.data_piece(data),
+            Phase::Done => {}
         }
     }
 
     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-        let mut line = std::mem::take(&mut self.line);
         match self.phase {
             Phase::Done => Ok(()),
-            Phase::Data => {
-                let r = self.data_line(&line, chat);
-                // Keep the allocation for the next line unless it was a huge one.
-                line.clear();
-                if line.capacity() <= 64 * 1024 {
-                    self.line = line;
-                }
-                r
-            }
+            Phase::Data => self.data_line_end(chat),
             Phase::Command => {
+                let mut line = std::mem::take(&mut self.line);
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                self.command(&line, chat)
+                let r = self.command(&line, chat);
+                line.clear();
+                self.line = line; // at most MAX_COMMAND bytes: keep the allocation
+                r
             }
         }
     }
@@ -312,7 +384,7 @@ impl ChatHandler for Session {
             };
             self.phase = Phase::Done;
             self.line = Vec::new();
-            self.body = Vec::new();
+            self.spool = None;
             let _ = chat.push(reply);
             chat.close_when_done();
             return;
@@ -351,8 +423,11 @@ impl Dispatcher for Server {
             greeted: false,
             from: None,
             rcpts: Vec::new(),
-            body: Vec::new(),
+            spool: None,
             oversized: false,
+            write_error: None,
+            line_len: 0,
+            line_dot: false,
         };
         let mut chat = AsyncChat::new(session);
         chat.set_terminator(b"\n");
