@@ -154,6 +154,28 @@ pub trait ChatHandler: 'static {
         chat.close();
         Ok(())
     }
+
+    /// The loop is shutting down ([`Loop::shutdown`](crate::Loop::shutdown)). Default:
+    /// [`close_when_done`](ChatContext::close_when_done), so everything queued, producers
+    /// included, is sent before the channel closes. A protocol may push a goodbye first.
+    ///
+    /// ```
+    /// use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Smtp;
+    /// impl ChatHandler for Smtp {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         chat.push(b"421 service shutting down\r\n")?;
+    ///         chat.close_when_done();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        chat.close_when_done();
+        Ok(())
+    }
 }
 
 /// The chat state asynchat kept on the channel: terminator, input remainder, producer fifo.
@@ -527,8 +549,9 @@ impl<H: ChatHandler> AsyncChat<H> {
 }
 
 impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
+    /// The handler's answer, and no more reading once `close_when_done` was called.
     fn readable(&self) -> bool {
-        self.handler.readable()
+        !self.state.close_when_done && self.handler.readable()
     }
 
     fn writable(&self) -> bool {
@@ -567,6 +590,40 @@ impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
 
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.with_chat(cx, |h, chat| h.handle_timeout(chat))
+    }
+
+    /// [`ChatHandler::handle_shutdown`]: by default the producers still queued are sent
+    /// before the channel closes (a plain channel would close once its own buffer is empty).
+    ///
+    /// ```
+    /// use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, SimpleProducer};
+    /// use sockloop::{Channel, Loop};
+    /// use std::io::Read;
+    ///
+    /// struct Quiet;
+    /// impl ChatHandler for Quiet {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// }
+    ///
+    /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut got = Vec::new();
+    ///     peer.read_to_end(&mut got).map(|_| got.len())
+    /// });
+    /// let mut lp = Loop::new()?;
+    /// lp.add(Channel::from(ours), AsyncChat::new(Quiet))?;
+    /// lp.for_each_mut::<AsyncChat<Quiet>>(|_, chat, channel| {
+    ///     let data = SimpleProducer::with_buffer_size(vec![7; 4 << 20], 65536);
+    ///     chat.push_with_producer(channel, data).unwrap();
+    /// });
+    /// lp.shutdown(std::time::Duration::from_secs(30));
+    /// lp.run()?;
+    /// assert_eq!(reader.join().unwrap()?, 4 << 20); // every byte, then the close
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.with_chat(cx, |h, chat| h.handle_shutdown(chat))
     }
 }
 
