@@ -189,6 +189,13 @@ impl ChatHandler for Member {
         chat.close();
     }
 
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        self.gone = true; // no departures announced to a room that is closing
+        chat.push(b"* server shutting down; bye\r\n")?;
+        chat.close_when_done();
+        Ok(())
+    }
+
     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         let _ = chat.push(b"! idle timeout; bye\r\n");
         self.depart(chat);

@@ -390,3 +390,28 @@ fn header_and_idle_timeouts() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn sigterm_flushes_a_response_in_progress() {
+    let tmp = site();
+    let root = root_of(&tmp);
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(Path::new(&root).join("huge.bin"), &big).unwrap();
+    let server = Server::start("http_server", &["--root", &root, "--grace", "20"]);
+    let mut s = server.connect();
+    s.write_all(&get("/huge.bin")).unwrap();
+    let mut r = BufReader::new(s);
+    // The head has arrived: the response is under way (most of it still queued).
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"));
+    server.terminate();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    let body_at = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("the end of the head") + 4;
+    assert_eq!(rest.len() - body_at, big.len(), "the response was cut short by the shutdown");
+    assert!(rest[body_at..] == big[..]);
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains("served 1 connections"), "{out}");
+}

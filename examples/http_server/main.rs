@@ -459,6 +459,13 @@ impl ChatHandler for Http {
         self.queued.get() < MAX_QUEUED
     }
 
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        // Finish the responses under way (file producers included), answer nothing new.
+        self.phase = Phase::Done;
+        chat.close_when_done();
+        Ok(())
+    }
+
     fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         // A half-close still gets the responses it is owed.
         self.phase = Phase::Done;
@@ -545,6 +552,10 @@ impl Dispatcher for HttpConn {
 
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.chat.handle_timeout(cx)
+    }
+
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_shutdown(cx)
     }
 }
 

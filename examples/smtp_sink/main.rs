@@ -393,6 +393,20 @@ impl ChatHandler for Session {
         chat.close();
     }
 
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        // RFC 5321 section 3.8: a server shutting down answers 421 and closes; a message being
+        // received is dropped (its spool file removed).
+        if self.phase != Phase::Done {
+            self.phase = Phase::Done;
+            self.spool = None;
+            let reply =
+                format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.sink.hostname);
+            chat.push(reply.as_bytes())?;
+        }
+        chat.close_when_done();
+        Ok(())
+    }
+
     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         if self.phase != Phase::Done {
             self.phase = Phase::Done;

@@ -169,11 +169,17 @@ impl Server {
         s
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::Term).expect("SIGTERM");
+    }
+
     /// SIGTERM, then the exit status and everything printed on stdout.
     pub fn stop(mut self) -> (ExitStatus, String) {
+        self.terminate();
         let mut child = self.child.take().expect("running");
         let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::Term).expect("SIGTERM");
         let (tx, rx) = mpsc::channel();
         let waiter = thread::spawn(move || {
             let status = child.wait();
