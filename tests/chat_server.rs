@@ -213,3 +213,16 @@ fn idle_clients_are_closed() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn sigterm_says_goodbye_and_exits() {
+    let server = Server::start("chat_server", &["--quiet"]);
+    let a = join(&server, "a");
+    server.terminate();
+    let mut s = a.r.into_inner();
+    let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+    assert!(got.contains("* server shutting down"), "{got:?}");
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains("served 1 connections"), "{out}");
+}

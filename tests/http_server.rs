@@ -415,3 +415,29 @@ fn sigterm_flushes_a_response_in_progress() {
     assert!(status.success());
     assert!(out.contains("served 1 connections"), "{out}");
 }
+
+#[test]
+fn slowloris_heads_time_out_while_others_are_served() {
+    let tmp = site();
+    let server = Server::start("http_server", &["--root", &root_of(&tmp), "--header-timeout", "1"]);
+    // 200 connections, each with a request head begun and never finished.
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = server.connect();
+            s.write_all(format!("GET /small.txt?{i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // Served meanwhile, promptly.
+    let t0 = std::time::Instant::now();
+    let (resp, _) = ask(&server, &get("/medium.dat"));
+    assert_eq!(resp.status, 200);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "a normal client waited {:?}", t0.elapsed());
+    // Every slow one gets 408 and is closed.
+    for s in &mut slow {
+        let got = read_to_close(s);
+        assert!(got.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&got));
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

@@ -293,3 +293,32 @@ fn a_big_message_is_streamed_to_disk() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn sigterm_answers_421_and_drops_a_message_in_progress() {
+    let tmp = TempDir::new("smtp");
+    let dir = mail_dir(&tmp);
+    let server = Server::start("smtp_sink", &["--dir", &dir]);
+    let mut idle = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut idle)), "220");
+    let mut busy = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut busy)), "220");
+    busy.send(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf a message\r\n");
+    for want in ["250", "250", "250", "354"] {
+        assert_eq!(code(&reply(&mut busy)), want);
+    }
+    // The message's first line came in the same write as DATA: the server has spooled it by
+    // the time 354 arrives.
+    assert_eq!(code(&cmd(&mut idle, "NOOP")), "250");
+    server.terminate();
+    for c in [idle, busy] {
+        let mut s = c.r.into_inner();
+        let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+        assert!(got.starts_with("421 "), "{got:?}");
+    }
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains("accepted 0 messages"), "{out}");
+    assert!(files(&dir).is_empty());
+    assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty(), "a spool file was left");
+}
