@@ -488,14 +488,24 @@ impl ChatHandler for Http {
     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
         let now = Instant::now();
         let header_due = self.header_timer.is_some_and(|(_, due)| due <= now);
-        if header_due || (self.phase == Phase::Head && self.head_started.is_some()) {
+        if header_due {
             self.header_timer = None;
-            if self.phase != Phase::Done {
-                return self.fail(chat, 408);
-            }
         }
-        // Idle: nothing owed, nothing coming.
-        chat.close();
+        let head_pending = self.phase == Phase::Head && self.head_started.is_some();
+        if head_pending {
+            if self.queued.get() >= MAX_QUEUED {
+                // Reading is paused until queued responses drain: the client is not late.
+                let timeout = self.cfg.header_timeout;
+                self.head_started = Some(now);
+                self.header_timer = Some((chat.set_timeout(timeout), now + timeout));
+                return Ok(());
+            }
+            return self.fail(chat, 408);
+        }
+        if !header_due {
+            // The idle timeout: nothing happened at all for that long.
+            chat.close();
+        }
         Ok(())
     }
 }
