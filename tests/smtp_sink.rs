@@ -322,3 +322,23 @@ fn sigterm_answers_421_and_drops_a_message_in_progress() {
     assert!(files(&dir).is_empty());
     assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty(), "a spool file was left");
 }
+
+#[test]
+fn a_command_line_dribbled_too_slowly_gets_421() {
+    let tmp = TempDir::new("smtp");
+    let server = Server::start("smtp_sink", &["--dir", &mail_dir(&tmp), "--command-timeout", "1"]);
+    let mut slow = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut slow)), "220");
+    slow.send(b"HELO x\r\nNOO"); // a command begun and never finished
+    assert_eq!(code(&reply(&mut slow)), "250");
+    // Complete commands are not timed: this client idles between them without harm.
+    let mut ok = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut ok)), "220");
+    let got = reply(&mut slow); // the read timeout (30 s) is the deadline
+    assert!(got.starts_with("421 ") && got.contains("command line timeout"), "{got:?}");
+    let mut s = slow.r.into_inner();
+    read_to_close(&mut s);
+    assert_eq!(code(&cmd(&mut ok, "NOOP")), "250");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}

@@ -9,7 +9,9 @@
 //! `RSET`, `NOOP`, `VRFY` (252), `HELP`, `QUIT` (221). Unknown verb 500, bad arguments 501,
 //! unknown ESMTP parameter 555, wrong order 503 (MAIL before HELO/EHLO too), a message over
 //! `--max-size` (32 MiB) 552 at `MAIL ... SIZE=n` or after its DATA, a command line over 4 KiB
-//! 500 at once (and the connection closed), `--idle-timeout` (300 s) of silence 421.
+//! 500 at once (and the connection closed), `--idle-timeout` (300 s) of silence 421, and a
+//! command line not finished within `--command-timeout` (300 s) once begun 421 (a client
+//! sending a byte now and then is not idle, but may not hold a session forever).
 //!
 //! Each accepted message becomes exactly one file in DIR. DATA is streamed, dot-unstuffed, to
 //! a file under a temporary name in a directory beside DIR (`--tmp-dir`; a session holds a
@@ -24,14 +26,14 @@ mod command;
 use clap::Parser;
 use command::Command;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit};
-use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket};
+use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket, TimerId};
 use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Parser)]
 #[command(about = "A receive-only SMTP server on sockloop's asynchat: one file per message in DIR")]
@@ -52,6 +54,10 @@ struct Args {
     /// Seconds of silence before a client gets 421 and is closed.
     #[arg(long, default_value_t = 300.0)]
     idle_timeout: f64,
+    /// Seconds a client has to finish a command line once it has begun (then 421): a client
+    /// sending one byte at a time is not idle, but is not let to hold a session forever.
+    #[arg(long, default_value_t = 300.0)]
+    command_timeout: f64,
     /// Host name in the greeting and the EHLO reply.
     #[arg(long, default_value = "localhost")]
     hostname: String,
@@ -89,6 +95,7 @@ struct Sink {
     fsync: bool,
     max_size: u64,
     hostname: String,
+    command_timeout: Duration,
     seq: Cell<u64>,
     connections: Cell<u64>,
     messages: Cell<u64>,
@@ -165,6 +172,9 @@ struct Session {
     sink: Rc<Sink>,
     phase: Phase,
     line: Vec<u8>,
+    /// When the first byte of the command line being collected arrived, and the timer for it.
+    line_started: Option<Instant>,
+    command_timer: Option<(TimerId, Instant)>,
     greeted: bool,
     from: Option<String>,
     rcpts: Vec<String>,
@@ -352,7 +362,12 @@ impl Session {
 impl ChatHandler for Session {
     fn collect_incoming_data(&mut self, data: &[u8]) {
         match self.phase {
-            Phase::Command => self.line.extend_from_slice(data),
+            Phase::Command => {
+                if self.line_started.is_none() {
+                    self.line_started = Some(Instant::now());
+                }
+                self.line.extend_from_slice(data)
+            }
             Phase::Data => self.data_piece(data),
             Phase::Done => {}
         }
@@ -363,6 +378,10 @@ impl ChatHandler for Session {
             Phase::Done => Ok(()),
             Phase::Data => self.data_line_end(chat),
             Phase::Command => {
+                self.line_started = None;
+                if let Some((id, _)) = self.command_timer.take() {
+                    chat.cancel(id);
+                }
                 let mut line = std::mem::take(&mut self.line);
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -408,13 +427,68 @@ impl ChatHandler for Session {
     }
 
     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        let now = Instant::now();
+        let command_due = self.command_timer.is_some_and(|(_, due)| due <= now);
+        if command_due {
+            self.command_timer = None;
+            if self.phase != Phase::Command || self.line_started.is_none() {
+                return Ok(()); // the line was finished meanwhile
+            }
+        }
         if self.phase != Phase::Done {
             self.phase = Phase::Done;
-            let reply = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.sink.hostname);
+            self.spool = None;
+            let what = if command_due { "command line" } else { "idle" };
+            let reply = format!("421 4.4.2 {} Error: {what} timeout exceeded\r\n", self.sink.hostname);
             chat.push(reply.as_bytes())?;
         }
         chat.close_when_done();
         Ok(())
+    }
+}
+
+/// The chat plus what it cannot see: it arms the command-line timer once a line has begun.
+struct SmtpConn {
+    chat: AsyncChat<Session>,
+}
+
+impl Dispatcher for SmtpConn {
+    fn readable(&self) -> bool {
+        self.chat.readable()
+    }
+
+    fn writable(&self) -> bool {
+        self.chat.writable()
+    }
+
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let r = self.chat.handle_read(cx);
+        let s = &mut self.chat.handler;
+        if s.phase == Phase::Command && s.line_started.is_some() && s.command_timer.is_none() {
+            let timeout = s.sink.command_timeout;
+            s.command_timer = Some((cx.set_timeout(timeout), Instant::now() + timeout));
+        }
+        r
+    }
+
+    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_write(cx)
+    }
+
+    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_close(cx)
+    }
+
+    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
+        self.chat.handle_error(err, cx)
+    }
+
+    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_timeout(cx)
+    }
+
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_shutdown(cx)
     }
 }
 
@@ -434,6 +508,8 @@ impl Dispatcher for Server {
             sink: self.sink.clone(),
             phase: Phase::Command,
             line: Vec::new(),
+            line_started: None,
+            command_timer: None,
             greeted: false,
             from: None,
             rcpts: Vec::new(),
@@ -446,12 +522,12 @@ impl Dispatcher for Server {
         let mut chat = AsyncChat::new(session);
         chat.set_terminator(b"\n");
         chat.set_max_record(MAX_COMMAND);
-        let token = cx.add(Channel::from(sock), chat)?;
+        let token = cx.add(Channel::from(sock), SmtpConn { chat })?;
         cx.set_idle_timeout_of(token, Some(self.idle));
         self.sink.connections.set(self.sink.connections.get() + 1);
         let greeting = format!("220 {} ESMTP sockloop smtp_sink\r\n", self.sink.hostname);
-        if let Some((chat, channel)) = cx.get_mut::<AsyncChat<Session>>(token) {
-            chat.push(channel, greeting.as_bytes())?;
+        if let Some((conn, channel)) = cx.get_mut::<SmtpConn>(token) {
+            conn.chat.push(channel, greeting.as_bytes())?;
         }
         Ok(())
     }
@@ -476,6 +552,7 @@ fn main() -> io::Result<()> {
         fsync: args.fsync,
         max_size: args.max_size,
         hostname: args.hostname,
+        command_timeout: Duration::from_secs_f64(args.command_timeout),
         seq: Cell::new(0),
         connections: Cell::new(0),
         messages: Cell::new(0),
