@@ -441,3 +441,33 @@ fn slowloris_heads_time_out_while_others_are_served() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+#[test]
+fn more_than_1000_pipelined_requests_on_one_connection() {
+    let tmp = site();
+    let server = Server::start("http_server", &["--root", &root_of(&tmp)]);
+    const N: usize = 1500;
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    // Written at once by a thread while the responses are read here (the server pauses reading
+    // while 32 responses are queued, so the writer may block for a while).
+    let writer = thread::spawn(move || {
+        let mut all = Vec::new();
+        for i in 0..N {
+            let path = if i % 100 == 99 { "/medium.dat" } else { "/small.txt" };
+            all.extend_from_slice(&get(path));
+        }
+        w.write_all(&all).unwrap();
+    });
+    let mut r = BufReader::new(s);
+    for i in 0..N {
+        let resp = response(&mut r, false);
+        assert_eq!(resp.status, 200, "response {i}");
+        let want = if i % 100 == 99 { 70 * 1024 + 3 } else { 13 };
+        assert_eq!(resp.body.len(), want, "response {i}");
+    }
+    writer.join().unwrap();
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains(&format!("served 1 connections, {N} requests")), "{out}");
+}
