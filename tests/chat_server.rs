@@ -104,9 +104,8 @@ fn joins_and_departures_are_announced() {
     assert!(status.success());
 }
 
-#[test]
-fn a_client_that_never_reads_is_dropped_and_the_others_go_on() {
-    let server = Server::start("chat_server", &["--quiet", "--output-limit", "65536"]);
+fn a_client_that_never_reads_is_dropped_and_the_others_go_on(backend: &str) {
+    let server = Server::start("chat_server", &["--backend", backend, "--quiet", "--output-limit", "65536"]);
     let slow = join(&server, "slow"); // never reads again
     let mut sender = join(&server, "sender");
     let mut receiver = join(&server, "receiver");
@@ -168,9 +167,8 @@ fn a_client_that_never_reads_is_dropped_and_the_others_go_on() {
     assert!(out.contains("dropped 1 slow readers"), "{out}");
 }
 
-#[test]
-fn an_endless_line_closes_only_its_sender() {
-    let server = Server::start("chat_server", &["--quiet", "--max-line", "4096"]);
+fn an_endless_line_closes_only_its_sender(backend: &str) {
+    let server = Server::start("chat_server", &["--backend", backend, "--quiet", "--max-line", "4096"]);
     let mut a = join(&server, "a");
     let mut b = join(&server, "b");
     assert_eq!(a.line(), "* b joined");
@@ -203,9 +201,8 @@ fn an_endless_line_closes_only_its_sender() {
     assert!(status.success());
 }
 
-#[test]
-fn idle_clients_are_closed() {
-    let server = Server::start("chat_server", &["--quiet", "--idle-timeout", "1"]);
+fn idle_clients_are_closed(backend: &str) {
+    let server = Server::start("chat_server", &["--backend", backend, "--quiet", "--idle-timeout", "1"]);
     let c = join(&server, "sleepy");
     let mut s = c.r.into_inner();
     let got = read_to_close(&mut s); // the read timeout (30 s) is the deadline
@@ -214,9 +211,8 @@ fn idle_clients_are_closed() {
     assert!(status.success());
 }
 
-#[test]
-fn sigterm_says_goodbye_and_exits() {
-    let server = Server::start("chat_server", &["--quiet"]);
+fn sigterm_says_goodbye_and_exits(backend: &str) {
+    let server = Server::start("chat_server", &["--backend", backend, "--quiet"]);
     let a = join(&server, "a");
     server.terminate();
     let mut s = a.r.into_inner();
@@ -226,3 +222,10 @@ fn sigterm_says_goodbye_and_exits() {
     assert!(status.success());
     assert!(out.contains("served 1 connections"), "{out}");
 }
+
+over_backends!(
+    a_client_that_never_reads_is_dropped_and_the_others_go_on,
+    an_endless_line_closes_only_its_sender,
+    idle_clients_are_closed,
+    sigterm_says_goodbye_and_exits
+);

@@ -342,10 +342,9 @@ fn curl_agrees() {
     assert!(status.success());
 }
 
-#[test]
-fn a_head_that_never_ends_closes_only_its_connection() {
+fn a_head_that_never_ends_closes_only_its_connection(backend: &str) {
     let tmp = site();
-    let server = Server::start("http_server", &["--root", &root_of(&tmp)]);
+    let server = Server::start("http_server", &["--backend", backend, "--root", &root_of(&tmp)]);
     let s = server.connect();
     let mut w = s.try_clone().unwrap();
     let writer = thread::spawn(move || {
@@ -371,12 +370,11 @@ fn a_head_that_never_ends_closes_only_its_connection() {
     assert!(status.success());
 }
 
-#[test]
-fn header_and_idle_timeouts() {
+fn header_and_idle_timeouts(backend: &str) {
     let tmp = site();
     let server = Server::start(
         "http_server",
-        &["--root", &root_of(&tmp), "--header-timeout", "1", "--idle-timeout", "2"],
+        &["--backend", backend, "--root", &root_of(&tmp), "--header-timeout", "1", "--idle-timeout", "2"],
     );
     // A head begun and never finished: 408 after the header timeout, then closed.
     let mut slow = server.connect();
@@ -391,13 +389,12 @@ fn header_and_idle_timeouts() {
     assert!(status.success());
 }
 
-#[test]
-fn sigterm_flushes_a_response_in_progress() {
+fn sigterm_flushes_a_response_in_progress(backend: &str) {
     let tmp = site();
     let root = root_of(&tmp);
     let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(Path::new(&root).join("huge.bin"), &big).unwrap();
-    let server = Server::start("http_server", &["--root", &root, "--grace", "20"]);
+    let server = Server::start("http_server", &["--backend", backend, "--root", &root, "--grace", "20"]);
     let mut s = server.connect();
     s.write_all(&get("/huge.bin")).unwrap();
     let mut r = BufReader::new(s);
@@ -416,10 +413,12 @@ fn sigterm_flushes_a_response_in_progress() {
     assert!(out.contains("served 1 connections"), "{out}");
 }
 
-#[test]
-fn slowloris_heads_time_out_while_others_are_served() {
+fn slowloris_heads_time_out_while_others_are_served(backend: &str) {
     let tmp = site();
-    let server = Server::start("http_server", &["--root", &root_of(&tmp), "--header-timeout", "1"]);
+    let server = Server::start(
+        "http_server",
+        &["--backend", backend, "--root", &root_of(&tmp), "--header-timeout", "1"],
+    );
     // 200 connections, each with a request head begun and never finished.
     let mut slow: Vec<TcpStream> = (0..200)
         .map(|i| {
@@ -442,10 +441,9 @@ fn slowloris_heads_time_out_while_others_are_served() {
     assert!(status.success());
 }
 
-#[test]
-fn more_than_1000_pipelined_requests_on_one_connection() {
+fn more_than_1000_pipelined_requests_on_one_connection(backend: &str) {
     let tmp = site();
-    let server = Server::start("http_server", &["--root", &root_of(&tmp)]);
+    let server = Server::start("http_server", &["--backend", backend, "--root", &root_of(&tmp)]);
     const N: usize = 1500;
     let s = server.connect();
     let mut w = s.try_clone().unwrap();
@@ -471,3 +469,11 @@ fn more_than_1000_pipelined_requests_on_one_connection() {
     assert!(status.success());
     assert!(out.contains(&format!("served 1 connections, {N} requests")), "{out}");
 }
+
+over_backends!(
+    a_head_that_never_ends_closes_only_its_connection,
+    header_and_idle_timeouts,
+    slowloris_heads_time_out_while_others_are_served,
+    sigterm_flushes_a_response_in_progress,
+    more_than_1000_pipelined_requests_on_one_connection
+);

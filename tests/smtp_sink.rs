@@ -184,10 +184,10 @@ fn a_command_line_over_4_kib_gets_500_at_once() {
 
 /// Floods one connection with 8 MiB and no line end (in the command phase, or inside DATA with
 /// a 1 MiB limit) while another client completes a transaction.
-fn flood(in_data: bool) {
+fn flood(in_data: bool, backend: &str) {
     let tmp = TempDir::new("smtp");
     let dir = mail_dir(&tmp);
-    let server = Server::start("smtp_sink", &["--dir", &dir, "--max-size", "1048576"]);
+    let server = Server::start("smtp_sink", &["--backend", backend, "--dir", &dir, "--max-size", "1048576"]);
     let mut bad = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut bad)), "220");
     if in_data {
@@ -230,20 +230,18 @@ fn flood(in_data: bool) {
     assert!(status.success());
 }
 
-#[test]
-fn an_endless_command_line_closes_only_its_connection() {
-    flood(false);
+fn an_endless_command_line_closes_only_its_connection(backend: &str) {
+    flood(false, backend);
 }
 
-#[test]
-fn an_endless_data_line_closes_only_its_connection() {
-    flood(true);
+fn an_endless_data_line_closes_only_its_connection(backend: &str) {
+    flood(true, backend);
 }
 
-#[test]
-fn idle_timeout_answers_421() {
+fn idle_timeout_answers_421(backend: &str) {
     let tmp = TempDir::new("smtp");
-    let server = Server::start("smtp_sink", &["--dir", &mail_dir(&tmp), "--idle-timeout", "1"]);
+    let server =
+        Server::start("smtp_sink", &["--backend", backend, "--dir", &mail_dir(&tmp), "--idle-timeout", "1"]);
     let mut c = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut c)), "220");
     assert_eq!(code(&cmd(&mut c, "HELO x")), "250");
@@ -294,11 +292,10 @@ fn a_big_message_is_streamed_to_disk() {
     assert!(status.success());
 }
 
-#[test]
-fn sigterm_answers_421_and_drops_a_message_in_progress() {
+fn sigterm_answers_421_and_drops_a_message_in_progress(backend: &str) {
     let tmp = TempDir::new("smtp");
     let dir = mail_dir(&tmp);
-    let server = Server::start("smtp_sink", &["--dir", &dir]);
+    let server = Server::start("smtp_sink", &["--backend", backend, "--dir", &dir]);
     let mut idle = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut idle)), "220");
     let mut busy = Lines::new(server.connect());
@@ -323,10 +320,12 @@ fn sigterm_answers_421_and_drops_a_message_in_progress() {
     assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty(), "a spool file was left");
 }
 
-#[test]
-fn a_command_line_dribbled_too_slowly_gets_421() {
+fn a_command_line_dribbled_too_slowly_gets_421(backend: &str) {
     let tmp = TempDir::new("smtp");
-    let server = Server::start("smtp_sink", &["--dir", &mail_dir(&tmp), "--command-timeout", "1"]);
+    let server = Server::start(
+        "smtp_sink",
+        &["--backend", backend, "--dir", &mail_dir(&tmp), "--command-timeout", "1"],
+    );
     let mut slow = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut slow)), "220");
     slow.send(b"HELO x\r\nNOO"); // a command begun and never finished
@@ -342,3 +341,11 @@ fn a_command_line_dribbled_too_slowly_gets_421() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+over_backends!(
+    an_endless_command_line_closes_only_its_connection,
+    an_endless_data_line_closes_only_its_connection,
+    idle_timeout_answers_421,
+    a_command_line_dribbled_too_slowly_gets_421,
+    sigterm_answers_421_and_drops_a_message_in_progress
+);

@@ -257,3 +257,27 @@ pub fn read_to_close(s: &mut impl Read) -> Vec<u8> {
         }
     }
 }
+
+/// Runs each named `fn NAME(backend: &str)` as three tests, `NAME::select`, `NAME::poll` and
+/// `NAME::epoll`: every behaviour over every backend.
+#[macro_export]
+macro_rules! over_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn select() {
+                    super::$name("select")
+                }
+                #[test]
+                fn poll() {
+                    super::$name("poll")
+                }
+                #[test]
+                fn epoll() {
+                    super::$name("epoll")
+                }
+            }
+        )*
+    };
+}
