@@ -271,6 +271,28 @@ pub trait Dispatcher: Any {
         Ok(())
     }
 
+    /// The loop is shutting down gracefully ([`Loop::shutdown`](crate::Loop::shutdown)): stop
+    /// reading, send what is owed, then close, before the grace period ends (the loop closes
+    /// whatever is left then). The default calls [`close_when_done`](crate::Channel::close_when_done)
+    /// on the channel; override it to say goodbye first, or to finish output the channel does
+    /// not hold yet (asynchat's producers do).
+    ///
+    /// ```
+    /// use sockloop::{Context, Dispatcher};
+    /// struct Session;
+    /// impl Dispatcher for Session {
+    ///     fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+    ///         cx.send_all(b"421 shutting down\r\n")?;
+    ///         cx.close_when_done();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        cx.close_when_done();
+        Ok(())
+    }
+
     /// For adapters such as [`WithSend`](crate::WithSend): the
     /// dispatcher they wrap, so [`Context::get_mut`] can find a user type inside them.
     /// Leave the default (`None`) in your own dispatchers.

@@ -76,6 +76,9 @@ impl<D: Dispatcher> Dispatcher for WithSend<D> {
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.inner.handle_timeout(cx)
     }
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.inner.handle_shutdown(cx)
+    }
     fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> {
         Some(&mut self.inner)
     }

@@ -242,6 +242,28 @@ pub trait ChatHandler: 'static {
         chat.close();
         Ok(())
     }
+
+    /// The loop is shutting down ([`Loop::shutdown`](crate::Loop::shutdown)). Default:
+    /// [`close_when_done`](ChatContext::close_when_done), so everything queued, producers
+    /// included, is sent before the channel closes. A protocol may push a goodbye first.
+    ///
+    /// ```
+    /// use sockloop::chat::{ChatContext, ChatHandler};
+    /// struct Smtp;
+    /// impl ChatHandler for Smtp {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         chat.push(b"421 service shutting down\r\n")?;
+    ///         chat.close_when_done();
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        chat.close_when_done();
+        Ok(())
+    }
 }
 
 /// The chat state asynchat kept on the channel: terminator, input remainder, producer fifo.
@@ -431,6 +453,40 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// [`DEFAULT_MAX_RECORD`]); more fails the channel with [`InputLimit`]. Counts and
     /// `Terminator::None` are not limited: the protocol chose their size.
     ///
+    /// Before the failure reaches `handle_error`, `collect_incoming_data` receives the
+    /// record's bytes up to exactly the limit (never more), so the handler can tell what was
+    /// too long: an HTTP server answers 414 when the request line itself did not end within
+    /// the limit and 431 when the headers after it did not.
+    ///
+    /// ```
+    /// use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit};
+    /// use sockloop::{Channel, Loop};
+    /// use std::io::Write;
+    ///
+    /// struct Head { got: Vec<u8>, verdict: std::rc::Rc<std::cell::Cell<u16>> }
+    /// impl ChatHandler for Head {
+    ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.got.extend_from_slice(data) }
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_error(&mut self, err: std::io::Error, chat: &mut ChatContext<'_, '_>) {
+    ///         assert!(InputLimit::is(&err) && self.got.len() == 16); // exactly the limit
+    ///         self.verdict.set(if self.got.contains(&b'\n') { 431 } else { 414 });
+    ///         chat.close();
+    ///     }
+    /// }
+    ///
+    /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
+    /// peer.write_all(b"GET /a HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaa")?; // no blank line within 16
+    /// let verdict = std::rc::Rc::new(std::cell::Cell::new(0));
+    /// let mut chat = AsyncChat::new(Head { got: Vec::new(), verdict: verdict.clone() });
+    /// chat.set_terminator(b"\r\n\r\n");
+    /// chat.set_max_record(16);
+    /// let mut lp = Loop::new()?;
+    /// lp.add(Channel::from(ours), chat)?;
+    /// lp.run()?; // the channel closes itself
+    /// assert_eq!(verdict.get(), 414); // the request line did not end within 16 bytes
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// ```
     /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
     /// # struct Nop;
@@ -550,15 +606,21 @@ impl<H: ChatHandler> AsyncChat<H> {
         Ok(())
     }
 
-    /// Collects part of a string-terminated record, enforcing the record limit.
+    /// Collects part of a string-terminated record, enforcing the record limit: the bytes
+    /// that fit under it are delivered, then the channel fails with [`InputLimit`].
     fn collect_counted(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        self.state.collected += data.len();
-        if self.state.collected > self.state.max_record {
+        let room = self.state.max_record.saturating_sub(self.state.collected);
+        if data.len() > room {
+            if room > 0 {
+                self.handler.collect_incoming_data(&data[..room]);
+            }
+            self.state.collected = self.state.max_record.saturating_add(1);
             return Err(InputLimit::error(self.state.max_record));
         }
+        self.state.collected += data.len();
         self.handler.collect_incoming_data(data);
         Ok(())
     }
@@ -575,8 +637,9 @@ impl<H: ChatHandler> AsyncChat<H> {
 }
 
 impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
+    /// The handler's answer, and no more reading once `close_when_done` was called.
     fn readable(&self) -> bool {
-        self.handler.readable()
+        !self.state.close_when_done && self.handler.readable()
     }
 
     fn writable(&self) -> bool {
@@ -615,6 +678,40 @@ impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
 
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.with_chat(cx, |h, chat| h.handle_timeout(chat))
+    }
+
+    /// [`ChatHandler::handle_shutdown`]: by default the producers still queued are sent
+    /// before the channel closes (a plain channel would close once its own buffer is empty).
+    ///
+    /// ```
+    /// use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, SimpleProducer};
+    /// use sockloop::{Channel, Loop};
+    /// use std::io::Read;
+    ///
+    /// struct Quiet;
+    /// impl ChatHandler for Quiet {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// }
+    ///
+    /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut got = Vec::new();
+    ///     peer.read_to_end(&mut got).map(|_| got.len())
+    /// });
+    /// let mut lp = Loop::new()?;
+    /// lp.add(Channel::from(ours), AsyncChat::new(Quiet))?;
+    /// lp.for_each_mut::<AsyncChat<Quiet>>(|_, chat, channel| {
+    ///     let data = SimpleProducer::with_buffer_size(vec![7; 4 << 20], 65536);
+    ///     chat.push_with_producer(channel, data).unwrap();
+    /// });
+    /// lp.shutdown(std::time::Duration::from_secs(30));
+    /// lp.run()?;
+    /// assert_eq!(reader.join().unwrap()?, 4 << 20); // every byte, then the close
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.with_chat(cx, |h, chat| h.handle_shutdown(chat))
     }
 }
 

@@ -170,8 +170,7 @@ impl Core {
     }
 
     pub fn close_all(&mut self) {
-        let tokens: Vec<Token> = self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect();
-        for t in tokens {
+        for t in self.tokens() {
             self.close_token(t);
         }
     }
@@ -290,20 +289,9 @@ impl Core {
         true
     }
 
-    /// Closes listeners, asks every other channel to close once its output is sent.
-    pub fn shutdown(&mut self, deadline: Instant) {
-        self.shutdown_deadline = Some(deadline);
-        let tokens: Vec<Token> = self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect();
-        for t in tokens {
-            if let Some(mut body) = self.lend(t) {
-                if body.channel.accepting() {
-                    body.channel.close();
-                } else {
-                    body.channel.close_when_done();
-                }
-                self.settle(t, body);
-            }
-        }
+    /// The tokens of every channel in the map.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect()
     }
 }
 

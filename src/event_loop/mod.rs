@@ -439,9 +439,11 @@ impl Loop {
         self.core.on_signal(signal, Box::new(f))
     }
 
-    /// Graceful shutdown: closes every listening channel at once, lets the others send what
-    /// they have queued (they stop reading), and closes whatever is left after `grace`.
-    /// [`run`](Loop::run) returns when the map is empty or the deadline passes.
+    /// Graceful shutdown: closes every listening channel at once, calls every other channel's
+    /// [`handle_shutdown`](Dispatcher::handle_shutdown) (by default: stop reading, send what is
+    /// queued, then close; [`AsyncChat`](crate::chat::AsyncChat) also drains its producers),
+    /// and closes whatever is left after `grace`. [`run`](Loop::run) returns when the map is
+    /// empty or the deadline passes.
     ///
     /// ```
     /// let mut lp = sockloop::Loop::new()?;
@@ -452,7 +454,16 @@ impl Loop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown(&mut self, grace: Duration) {
-        self.core.shutdown(Instant::now() + grace);
+        self.core.shutdown_deadline = Some(Instant::now() + grace);
+        for token in self.core.tokens() {
+            let Some(mut body) = self.core.lend(token) else { continue };
+            if body.channel.accepting() {
+                body.channel.close();
+            } else if !body.channel.is_closed() {
+                self.call(token, &mut body, "handle_shutdown", &mut |h, cx| h.handle_shutdown(cx));
+            }
+            self.core.settle(token, body);
+        }
     }
 
     /// Whether [`shutdown`](Loop::shutdown) was called.

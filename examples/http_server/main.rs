@@ -1,0 +1,633 @@
+//! A static HTTP/1.1 file server on asynchat: GET and HEAD of the files under `--root`.
+//!
+//! ```text
+//! cargo run --release --example http_server -- --bind 127.0.0.1:0 --root ./public
+//! ```
+//! Prints `listening on HOST:PORT` once ready. Without `--root` it serves a built-in page at
+//! `/`. Keep-alive (HTTP/1.1 by default, HTTP/1.0 with `Connection: keep-alive`), pipelined
+//! requests answered in order, `Connection: close` honoured. Request heads end at the blank
+//! line (`\r\n\r\n` terminator, at most 8 KiB: 431, or 414 when the request line alone is too
+//! long); request bodies are read with a numeric terminator from `Content-Length` and
+//! dropped; a `Transfer-Encoding` body is refused with 501. Malformed request line, version or
+//! headers: 400 (never 505). Methods other than GET and HEAD: 405 with `Allow`. Every file
+//! response carries `Content-Length` and a `Content-Type` from the extension; files are sent
+//! through a producer in 64 KiB reads, so a big file is never held in memory. Responses are
+//! produced lazily in order, so a pipelined burst costs a few bytes per queued request, and
+//! reading from a client stops while 32 responses are queued for it.
+//!
+//! No path resolves outside the root: the target is percent-decoded per segment, `..`, an
+//! encoded `/` or `\` or NUL is refused (400), and the resolved path is canonicalized (symlinks
+//! followed) and must stay under the canonical root (403).
+//!
+//! Per-connection timeouts: `--header-timeout` (a request head must arrive within it once
+//! begun: 408) and `--idle-timeout` (no traffic at all: closed). No cap on requests per
+//! connection or on connections. SIGINT/SIGTERM: stop accepting, flush (`--grace`, 5 s),
+//! print totals, exit 0.
+
+mod request;
+
+use clap::Parser;
+use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit, Producer};
+use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket, TimerId};
+use std::cell::{Cell, RefCell};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Parser)]
+#[command(about = "A static HTTP/1.1 file server on sockloop's asynchat")]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    bind: SocketAddr,
+    /// Directory to serve (default: a built-in page at /).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Seconds a client has to send a whole request head once it has begun (then 408).
+    #[arg(long, default_value_t = 20.0)]
+    header_timeout: f64,
+    /// Seconds without any traffic before a connection is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Largest request body (read and dropped) before answering 413 and closing.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: u64,
+    /// Readiness backend: auto, select, poll or epoll.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Backend,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 1024)]
+    backlog: i32,
+    /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
+    #[arg(long, default_value_t = 5.0)]
+    grace: f64,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::parse(s).ok_or_else(|| format!("unknown backend {s:?} (auto, select, poll, epoll)"))
+}
+
+/// Largest request head (request line and headers), in bytes.
+const MAX_HEAD: usize = 8192;
+/// Responses queued for one client before reading from it pauses.
+const MAX_QUEUED: usize = 32;
+/// Bytes read from a file per producer chunk; files up to this size go out with their head.
+const CHUNK: usize = 64 * 1024;
+
+const BUILTIN_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>sockloop http_server</title></head>\n\
+<body><h1>It works</h1><p>Served by sockloop's http_server example (asyncore and asynchat in Rust). \
+Start it with <code>--root DIR</code> to serve files.</p></body></html>\n";
+
+struct Config {
+    root: Option<PathBuf>,
+    header_timeout: Duration,
+    max_body: u64,
+    date: RefCell<(u64, String)>,
+    connections: Cell<u64>,
+    requests: Cell<u64>,
+}
+
+impl Config {
+    /// The Date header value, formatted once per second.
+    fn date(&self) -> String {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let mut cached = self.date.borrow_mut();
+        if cached.0 != now || cached.1.is_empty() {
+            *cached = (now, http_date(now));
+        }
+        cached.1.clone()
+    }
+}
+
+/// RFC 9110 IMF-fixdate for `secs` since the epoch.
+fn http_date(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        _ => "Unknown",
+    }
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let ext = path.extension().and_then(OsStr::to_str).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "txt" | "text" | "md" => "text/plain; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "pdf" => "application/pdf",
+        "wasm" => "application/wasm",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A response head with Content-Length.
+fn response_head(cfg: &Config, status: u16, keep_alive: bool, ctype: &str, len: u64, extra: &str) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    format!(
+        "HTTP/1.1 {status} {}\r\nServer: sockloop\r\nDate: {}\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\n\
+         Connection: {connection}\r\n{extra}\r\n",
+        reason(status),
+        cfg.date()
+    )
+    .into_bytes()
+}
+
+/// A complete error (or built-in) response.
+fn simple_response(cfg: &Config, status: u16, keep_alive: bool, head_only: bool, extra: &str) -> Vec<u8> {
+    let body = format!("{status} {}\n", reason(status));
+    let mut out =
+        response_head(cfg, status, keep_alive, "text/plain; charset=utf-8", body.len() as u64, extra);
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// What a queued response will send; worked out when the fifo reaches it, so queued
+/// requests cost little and files are opened one at a time, in order.
+enum Job {
+    Bytes(Vec<u8>),
+    Serve { segments: Vec<Vec<u8>>, head_only: bool, keep_alive: bool },
+}
+
+/// One response as an asynchat producer.
+struct Reply {
+    cfg: Rc<Config>,
+    job: Option<Job>,
+    file: Option<(File, u64)>,
+    queued: Rc<Cell<usize>>,
+    aborted: Rc<Cell<bool>>,
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.queued.set(self.queued.get() - 1);
+    }
+}
+
+impl Reply {
+    /// Resolves a path under the root, or the status to answer with.
+    fn resolve(root: &Path, segments: &[Vec<u8>]) -> Result<PathBuf, u16> {
+        let mut path = root.to_path_buf();
+        for s in segments {
+            path.push(OsStr::from_bytes(s));
+        }
+        let status_of = |e: io::Error| -> u16 {
+            match e.kind() {
+                io::ErrorKind::PermissionDenied => 403,
+                _ => 404,
+            }
+        };
+        let mut real = std::fs::canonicalize(&path).map_err(status_of)?;
+        if !real.starts_with(root) {
+            return Err(403);
+        }
+        if real.is_dir() {
+            real = std::fs::canonicalize(real.join("index.html")).map_err(status_of)?;
+            if !real.starts_with(root) {
+                return Err(403);
+            }
+        }
+        Ok(real)
+    }
+
+    /// The response to a GET or HEAD: its head, and the body or the file to stream.
+    fn serve(&mut self, segments: &[Vec<u8>], head_only: bool, keep_alive: bool) -> Vec<u8> {
+        let cfg = self.cfg.clone();
+        let Some(root) = cfg.root.as_deref() else {
+            if segments.is_empty() || (segments.len() == 1 && segments[0] == b"index.html") {
+                let mut out = response_head(
+                    &cfg,
+                    200,
+                    keep_alive,
+                    "text/html; charset=utf-8",
+                    BUILTIN_PAGE.len() as u64,
+                    "",
+                );
+                if !head_only {
+                    out.extend_from_slice(BUILTIN_PAGE.as_bytes());
+                }
+                return out;
+            }
+            return simple_response(&cfg, 404, keep_alive, head_only, "");
+        };
+        let path = match Self::resolve(root, segments) {
+            Ok(p) => p,
+            Err(status) => return simple_response(&cfg, status, keep_alive, head_only, ""),
+        };
+        // O_NONBLOCK: a FIFO swapped in after the checks must not block the loop.
+        let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path);
+        let (file, len) = match file.and_then(|f| f.metadata().map(|m| (f, m))) {
+            Ok((f, m)) if m.is_file() => (f, m.len()),
+            Ok(_) => return simple_response(&cfg, 403, keep_alive, head_only, ""),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return simple_response(&cfg, 403, keep_alive, head_only, "")
+            }
+            Err(_) => return simple_response(&cfg, 404, keep_alive, head_only, ""),
+        };
+        let mut out = response_head(&cfg, 200, keep_alive, content_type(&path), len, "");
+        if head_only || len == 0 {
+            return out;
+        }
+        self.file = Some((file, len));
+        if len as usize <= CHUNK {
+            let body = self.next_file_chunk();
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// The next piece of the file; an early end of file aborts the connection (its
+    /// Content-Length can no longer be honoured).
+    fn next_file_chunk(&mut self) -> Vec<u8> {
+        let Some((file, remaining)) = self.file.as_mut() else { return Vec::new() };
+        let want = (*remaining).min(CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            match file.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if got < want {
+            eprintln!("http_server: a file shrank or failed while being sent; closing the connection");
+            self.aborted.set(true);
+            self.file = None;
+            buf.truncate(got);
+            return buf;
+        }
+        *remaining -= got as u64;
+        if *remaining == 0 {
+            self.file = None;
+        }
+        buf
+    }
+}
+
+impl Producer for Reply {
+    fn more(&mut self) -> Vec<u8> {
+        if self.aborted.get() {
+            return Vec::new();
+        }
+        match self.job.take() {
+            Some(Job::Bytes(b)) => b,
+            Some(Job::Serve { segments, head_only, keep_alive }) => {
+                self.serve(&segments, head_only, keep_alive)
+            }
+            None => self.next_file_chunk(),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Head,
+    /// Dropping a request body (a numeric terminator counts it).
+    Body,
+    /// The connection closes once its queued responses are sent.
+    Done,
+}
+
+/// One HTTP connection's protocol state.
+struct Http {
+    cfg: Rc<Config>,
+    phase: Phase,
+    head: Vec<u8>,
+    /// When the first byte of the request head being collected arrived.
+    head_started: Option<Instant>,
+    header_timer: Option<(TimerId, Instant)>,
+    queued: Rc<Cell<usize>>,
+    aborted: Rc<Cell<bool>>,
+}
+
+impl Http {
+    fn queue(&mut self, chat: &mut ChatContext<'_, '_>, job: Job) -> io::Result<()> {
+        self.queued.set(self.queued.get() + 1);
+        chat.push_with_producer(Reply {
+            cfg: self.cfg.clone(),
+            job: Some(job),
+            file: None,
+            queued: self.queued.clone(),
+            aborted: self.aborted.clone(),
+        })
+    }
+
+    /// Answers with an error and closes once it is sent.
+    fn fail(&mut self, chat: &mut ChatContext<'_, '_>, status: u16) -> io::Result<()> {
+        self.phase = Phase::Done;
+        self.head = Vec::new();
+        let reply = simple_response(&self.cfg, status, false, false, "");
+        self.queue(chat, Job::Bytes(reply))?;
+        chat.close_when_done();
+        Ok(())
+    }
+
+    fn request(&mut self, head: &[u8], chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        self.cfg.requests.set(self.cfg.requests.get() + 1);
+        let req = match request::parse_head(head) {
+            Ok(req) => req,
+            Err(refusal) => return self.fail(chat, refusal.status),
+        };
+        if req.content_length > self.cfg.max_body {
+            return self.fail(chat, 413);
+        }
+        let head_only = req.method == "HEAD";
+        let keep_alive = req.keep_alive;
+        let job = match req.method.as_str() {
+            "GET" | "HEAD" => match request::path_segments(&req.target) {
+                Ok(segments) => Job::Serve { segments, head_only, keep_alive },
+                Err(refusal) => {
+                    Job::Bytes(simple_response(&self.cfg, refusal.status, keep_alive, head_only, ""))
+                }
+            },
+            "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" | "TRACE" | "CONNECT" => {
+                Job::Bytes(simple_response(&self.cfg, 405, keep_alive, false, "Allow: GET, HEAD\r\n"))
+            }
+            _ => Job::Bytes(simple_response(&self.cfg, 501, keep_alive, false, "")),
+        };
+        self.queue(chat, job)?;
+        if !keep_alive {
+            self.phase = Phase::Done;
+            chat.close_when_done();
+        } else if req.content_length > 0 {
+            self.phase = Phase::Body;
+            chat.set_terminator(req.content_length as usize);
+        }
+        Ok(())
+    }
+}
+
+impl ChatHandler for Http {
+    fn collect_incoming_data(&mut self, data: &[u8]) {
+        if self.phase == Phase::Head {
+            if self.head_started.is_none() {
+                self.head_started = Some(Instant::now());
+            }
+            self.head.extend_from_slice(data);
+        }
+    }
+
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        match self.phase {
+            Phase::Done => Ok(()),
+            Phase::Body => {
+                self.phase = Phase::Head;
+                chat.set_terminator(b"\r\n\r\n");
+                chat.set_max_record(MAX_HEAD);
+                Ok(())
+            }
+            Phase::Head => {
+                let mut head = std::mem::take(&mut self.head);
+                self.head_started = None;
+                if let Some((id, _)) = self.header_timer.take() {
+                    chat.cancel(id);
+                }
+                if head.iter().all(|&b| b == b'\r' || b == b'\n') {
+                    return Ok(()); // blank lines between requests
+                }
+                let r = self.request(&head, chat);
+                head.clear();
+                if self.head.is_empty() && head.capacity() <= MAX_HEAD * 2 {
+                    self.head = head;
+                }
+                r
+            }
+        }
+    }
+
+    fn readable(&self) -> bool {
+        self.queued.get() < MAX_QUEUED
+    }
+
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        // Finish the responses under way (file producers included), answer nothing new.
+        self.phase = Phase::Done;
+        chat.close_when_done();
+        Ok(())
+    }
+
+    fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        // A half-close still gets the responses it is owed.
+        self.phase = Phase::Done;
+        chat.close_when_done();
+        Ok(())
+    }
+
+    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+        if InputLimit::is(&err) && self.phase == Phase::Head {
+            let body = self.head.strip_prefix(b"\r\n").unwrap_or(&self.head);
+            let status = if body.contains(&b'\n') { 431 } else { 414 };
+            if self.fail(chat, status).is_ok() {
+                return;
+            }
+        }
+        eprintln!("http_server: closing a connection: {err}");
+        chat.close();
+    }
+
+    fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        let now = Instant::now();
+        let header_due = self.header_timer.is_some_and(|(_, due)| due <= now);
+        if header_due {
+            self.header_timer = None;
+        }
+        let head_pending = self.phase == Phase::Head && self.head_started.is_some();
+        if head_pending {
+            if self.queued.get() >= MAX_QUEUED {
+                // Reading is paused until queued responses drain: the client is not late.
+                let timeout = self.cfg.header_timeout;
+                self.head_started = Some(now);
+                self.header_timer = Some((chat.set_timeout(timeout), now + timeout));
+                return Ok(());
+            }
+            return self.fail(chat, 408);
+        }
+        if !header_due {
+            // The idle timeout: nothing happened at all for that long.
+            chat.close();
+        }
+        Ok(())
+    }
+}
+
+/// The chat plus what it cannot see: it arms the header timer once a request head has begun,
+/// and closes a connection whose file response broke.
+struct HttpConn {
+    chat: AsyncChat<Http>,
+}
+
+impl HttpConn {
+    fn after(&mut self, cx: &mut Context<'_>) {
+        let h = &mut self.chat.handler;
+        if h.aborted.get() {
+            cx.discard_output();
+            cx.close();
+            return;
+        }
+        if h.phase == Phase::Head && h.head_started.is_some() && h.header_timer.is_none() {
+            let timeout = h.cfg.header_timeout;
+            h.header_timer = Some((cx.set_timeout(timeout), Instant::now() + timeout));
+        }
+    }
+}
+
+impl Dispatcher for HttpConn {
+    fn readable(&self) -> bool {
+        self.chat.readable()
+    }
+
+    fn writable(&self) -> bool {
+        self.chat.writable()
+    }
+
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let r = self.chat.handle_read(cx);
+        self.after(cx);
+        r
+    }
+
+    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let r = self.chat.handle_write(cx);
+        self.after(cx);
+        r
+    }
+
+    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_close(cx)
+    }
+
+    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
+        self.chat.handle_error(err, cx)
+    }
+
+    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_timeout(cx)
+    }
+
+    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.chat.handle_shutdown(cx)
+    }
+}
+
+struct Server {
+    cfg: Rc<Config>,
+    idle: Duration,
+}
+
+impl Dispatcher for Server {
+    fn writable(&self) -> bool {
+        false
+    }
+
+    fn handle_accepted(&mut self, sock: Socket, _addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+        sock.set_nodelay(true)?;
+        let http = Http {
+            cfg: self.cfg.clone(),
+            phase: Phase::Head,
+            head: Vec::new(),
+            head_started: None,
+            header_timer: None,
+            queued: Rc::new(Cell::new(0)),
+            aborted: Rc::new(Cell::new(false)),
+        };
+        let mut chat = AsyncChat::new(http);
+        chat.set_terminator(b"\r\n\r\n");
+        chat.set_max_record(MAX_HEAD);
+        let token = cx.add(Channel::from(sock), HttpConn { chat })?;
+        cx.set_idle_timeout_of(token, Some(self.idle));
+        self.cfg.connections.set(self.cfg.connections.get() + 1);
+        Ok(())
+    }
+}
+
+fn main() -> io::Result<()> {
+    let args = Args::parse();
+    let root = match &args.root {
+        Some(r) => Some(
+            std::fs::canonicalize(r)
+                .map_err(|e| io::Error::new(e.kind(), format!("--root {}: {e}", r.display())))?,
+        ),
+        None => None,
+    };
+    let cfg = Rc::new(Config {
+        root,
+        header_timeout: Duration::from_secs_f64(args.header_timeout),
+        max_body: args.max_body,
+        date: RefCell::new((0, String::new())),
+        connections: Cell::new(0),
+        requests: Cell::new(0),
+    });
+    let mut lp = Loop::with_backend(args.backend)?;
+    let listener = Channel::tcp_listener(args.bind, args.backlog)?;
+    let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
+    lp.add(listener, Server { cfg: cfg.clone(), idle: Duration::from_secs_f64(args.idle_timeout) })?;
+    let grace = Duration::from_secs_f64(args.grace);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
+    }
+    println!("listening on {local}");
+    io::stdout().flush()?;
+    lp.run()?;
+    println!("served {} connections, {} requests", cfg.connections.get(), cfg.requests.get());
+    Ok(())
+}
