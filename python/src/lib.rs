@@ -1,0 +1,489 @@
+//! `sockloop._core`: the part of the Python package's asyncore that runs in Rust.
+//!
+//! A [`Poller`] serves one Python map (the plain `dict` of `fd -> dispatcher` that asyncore users
+//! pass around). Each pass it
+//! 1. asks every channel in the map `readable()` / `writable()` (as CPython does: a method a
+//!    user overrides is called every pass) and keeps each channel's interest registered in the
+//!    kernel through [`sockloop::poller::Selector`], changing it only when an answer changes;
+//! 2. waits with the GIL released, in slices of at most a second so that signal handlers
+//!    (Ctrl-C) run;
+//! 3. dispatches the events to `handle_read_event` / `handle_write_event` / `handle_expt_event`
+//!    / `handle_close` following asyncore's `readwrite` (poll, epoll) or `read`/`write`/
+//!    `_exception` (select), with `ExitNow`, `KeyboardInterrupt` and `SystemExit` propagating
+//!    and any other exception going to the channel's `handle_error` (called from inside an
+//!    `except` block, so `compact_traceback()` and a bare `raise` see the exception).
+//!
+//! The map may change while a pass runs (handlers add and close channels, users replace
+//! entries): an event is delivered only if the map still holds, at that moment, the very object
+//! whose interest produced it, so a descriptor reused within a pass never gets an event meant for
+//! its previous owner. Descriptors closed behind the loop's back get `handle_close` (as
+//! `POLLNVAL` does) on every backend, never an exception out of the wait.
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use sockloop::poller::{Event, Interest, Selector};
+use sockloop::Backend;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// The longest single wait with the GIL released: signal handlers run between slices.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// Errors that mean "the peer went away" (asyncore's `_DISCONNECTED`).
+fn is_disconnect(errno: i32) -> bool {
+    [
+        libc_errno::ECONNRESET,
+        libc_errno::ENOTCONN,
+        libc_errno::ESHUTDOWN,
+        libc_errno::ECONNABORTED,
+        libc_errno::EPIPE,
+        libc_errno::EBADF,
+    ]
+    .contains(&errno)
+}
+
+/// The few errno values this module needs (Linux numbering).
+mod libc_errno {
+    pub const EBADF: i32 = 9;
+    pub const EPIPE: i32 = 32;
+    pub const ENOTCONN: i32 = 107;
+    pub const ESHUTDOWN: i32 = 108;
+    pub const ECONNABORTED: i32 = 103;
+    pub const ECONNRESET: i32 = 104;
+}
+
+/// One channel as registered: the object whose answers made the interest.
+struct Entry {
+    obj: Py<PyAny>,
+    interest: Interest,
+    token: u64,
+    seen: u64,
+}
+
+/// What a channel's `readable()`/`writable()` methods are, decided once per Python type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Anything else: call the methods.
+    Python,
+    /// `dispatcher.readable` and `dispatcher.writable` (both always true).
+    Plain,
+    /// `dispatcher.readable` and `dispatcher_with_send.writable`.
+    WithSend,
+}
+
+/// Readiness and dispatch for one asyncore map.
+#[pyclass(module = "sockloop._core")]
+struct Poller {
+    sel: Selector,
+    entries: HashMap<RawFd, Entry>,
+    events: Vec<Event>,
+    generation: u32,
+    pass_no: u64,
+    /// `(ExitNow, KeyboardInterrupt, SystemExit)`.
+    reraised: Py<PyTuple>,
+    /// `handle_error_in_except(obj, exc)`: calls `obj.handle_error()` with `exc` being handled.
+    on_error: Py<PyAny>,
+    /// `(dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)` as found on
+    /// the classes, to recognise channels whose answers need no Python call.
+    builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+    /// Per type (kept alive here, so its address is not reused by another type).
+    kinds: HashMap<usize, (Py<PyType>, Kind)>,
+    /// `os.fstat`, to find descriptors closed behind the loop's back when select refuses a set.
+    fstat: Py<PyAny>,
+}
+
+fn to_py_err(e: io::Error) -> PyErr {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        PyValueError::new_err(e.to_string())
+    } else {
+        PyErr::from(e)
+    }
+}
+
+fn token_fd(token: u64) -> RawFd {
+    token as u32 as RawFd
+}
+
+#[pymethods]
+impl Poller {
+    /// `Poller(backend, reraised, on_error, builtins=None)`.
+    #[new]
+    #[pyo3(signature = (backend, reraised, on_error, builtins=None))]
+    fn new(
+        py: Python<'_>,
+        backend: &str,
+        reraised: Py<PyTuple>,
+        on_error: Py<PyAny>,
+        builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+    ) -> PyResult<Poller> {
+        let backend = Backend::parse(backend).ok_or_else(|| {
+            PyValueError::new_err(format!("unknown backend {backend:?}: auto, select, poll or epoll"))
+        })?;
+        let sel = Selector::new(backend).map_err(to_py_err)?;
+        let fstat = py.import("os")?.getattr("fstat")?.unbind();
+        Ok(Poller {
+            sel,
+            entries: HashMap::new(),
+            events: Vec::with_capacity(256),
+            generation: 0,
+            pass_no: 0,
+            reraised,
+            on_error,
+            builtins,
+            kinds: HashMap::new(),
+            fstat,
+        })
+    }
+
+    /// The concrete backend: `select`, `poll` or `epoll`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.sel.backend().name()
+    }
+
+    /// How many descriptors are registered (for tests).
+    fn __len__(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Forgets every registration (and the objects it holds).
+    fn clear(&mut self) {
+        for (fd, _) in self.entries.drain() {
+            let _ = self.sel.deregister(fd);
+        }
+    }
+
+    /// One pass over `map`: asyncore's `poll(timeout, map)` / `poll2(timeout, map)`.
+    /// `timeout` in seconds; `None` waits without limit.
+    #[pyo3(signature = (map, timeout=None))]
+    fn poll(&mut self, py: Python<'_>, map: &Bound<'_, PyDict>, timeout: Option<f64>) -> PyResult<()> {
+        self.pass(py, map, timeout)
+    }
+
+    /// asyncore's `loop`: passes until `map` is empty, or `count` passes.
+    #[pyo3(signature = (map, timeout=None, count=None))]
+    fn run(
+        &mut self,
+        py: Python<'_>,
+        map: &Bound<'_, PyDict>,
+        timeout: Option<f64>,
+        count: Option<i64>,
+    ) -> PyResult<()> {
+        match count {
+            None => {
+                while !map.is_empty() {
+                    self.pass(py, map, timeout)?;
+                }
+            }
+            Some(mut n) => {
+                while !map.is_empty() && n > 0 {
+                    self.pass(py, map, timeout)?;
+                    n -= 1;
+                }
+            }
+        }
+        if map.is_empty() {
+            self.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Poller {
+    fn kind(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<Kind> {
+        let ty = obj.get_type();
+        let key = ty.as_ptr() as usize;
+        if let Some((_, k)) = self.kinds.get(&key) {
+            return Ok(*k);
+        }
+        let py = obj.py();
+        let kind = match &self.builtins {
+            None => Kind::Python,
+            Some((readable, writable, ws_writable)) => {
+                let r = ty.getattr("readable").ok();
+                let w = ty.getattr("writable").ok();
+                let is = |a: &Option<Bound<'_, PyAny>>, b: &Py<PyAny>| {
+                    a.as_ref().is_some_and(|a| a.is(b.bind(py)))
+                };
+                if !is(&r, readable) {
+                    Kind::Python
+                } else if is(&w, writable) {
+                    Kind::Plain
+                } else if is(&w, ws_writable) {
+                    Kind::WithSend
+                } else {
+                    Kind::Python
+                }
+            }
+        };
+        // The cache holds the type, so no other type can take its address while it is here.
+        self.kinds.insert(key, (ty.clone().unbind(), kind));
+        Ok(kind)
+    }
+
+    /// The channel's interest, as asyncore computes it (`writable()` only counts while the
+    /// channel is not accepting).
+    fn interest(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<Interest> {
+        let kind = self.kind(obj)?;
+        // An instance attribute can shadow the class's method: then ask Python.
+        let shadowed = kind != Kind::Python
+            && obj.getattr("__dict__").ok().and_then(|d| d.downcast_into::<PyDict>().ok()).is_some_and(|d| {
+                d.contains("readable").unwrap_or(false) || d.contains("writable").unwrap_or(false)
+            });
+        let (read, write) = match (kind, shadowed) {
+            (Kind::Plain, false) => (true, true),
+            (Kind::WithSend, false) => {
+                let connected = obj.getattr("connected")?.is_truthy()?;
+                (true, !connected || obj.getattr("out_buffer")?.len()? > 0)
+            }
+            _ => {
+                let r = obj.call_method0("readable")?.is_truthy()?;
+                let w = obj.call_method0("writable")?.is_truthy()?;
+                (r, w)
+            }
+        };
+        let write = write && !obj.getattr("accepting")?.is_truthy()?;
+        Ok(Interest { read, write })
+    }
+
+    fn register(
+        &mut self,
+        fd: RawFd,
+        obj: &Bound<'_, PyAny>,
+        interest: Interest,
+        invalid: &mut Vec<u64>,
+    ) -> PyResult<()> {
+        if let Some(old) = self.entries.remove(&fd) {
+            drop(old);
+            let _ = self.sel.deregister(fd);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        let token = (u64::from(self.generation) << 32) | u64::from(fd as u32);
+        let entry = Entry { obj: obj.clone().unbind(), interest, token, seen: self.pass_no };
+        self.entries.insert(fd, entry);
+        match self.sel.register(fd, token, interest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc_errno::EBADF) || fd < 0 => {
+                // Closed behind the loop's back: it gets handle_close, as POLLNVAL would say.
+                self.entries.get_mut(&fd).expect("just inserted").interest = Interest::NONE;
+                invalid.push(token);
+                Ok(())
+            }
+            Err(e) => {
+                self.entries.remove(&fd);
+                Err(to_py_err(e))
+            }
+        }
+    }
+
+    fn pass(&mut self, py: Python<'_>, map: &Bound<'_, PyDict>, timeout: Option<f64>) -> PyResult<()> {
+        self.pass_no += 1;
+        let pass = self.pass_no;
+        // A snapshot: readable()/writable() may change the map.
+        let items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = map.iter().collect();
+        let mut invalid: Vec<u64> = Vec::new();
+        for (key, obj) in &items {
+            let fd: RawFd = key.extract()?;
+            let interest = self.interest(obj)?;
+            match self.entries.get_mut(&fd) {
+                Some(e) if e.obj.is(obj) => {
+                    e.seen = pass;
+                    if e.interest != interest {
+                        let token = e.token;
+                        e.interest = interest;
+                        if self.sel.reregister(fd, token, interest).is_err() {
+                            // The descriptor was closed and reopened under the same object:
+                            // start over.
+                            self.register(fd, obj, interest, &mut invalid)?;
+                        }
+                    }
+                }
+                _ => self.register(fd, obj, interest, &mut invalid)?,
+            }
+        }
+        drop(items);
+        // Channels that left the map.
+        let gone: Vec<RawFd> =
+            self.entries.iter().filter(|(_, e)| e.seen != pass).map(|(fd, _)| *fd).collect();
+        for fd in gone {
+            self.entries.remove(&fd);
+            let _ = self.sel.deregister(fd);
+        }
+
+        self.events.clear();
+        for token in invalid {
+            self.events.push(Event { token, invalid: true, ..Event::default() });
+        }
+        if self.events.is_empty() {
+            self.wait(py, timeout)?;
+        }
+        let events = std::mem::take(&mut self.events);
+        let result = if self.sel.backend() == Backend::Select {
+            self.dispatch_select(py, map, &events)
+        } else {
+            self.dispatch_readwrite(py, map, &events)
+        };
+        self.events = events;
+        self.events.clear();
+        result
+    }
+
+    fn wait(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let deadline = timeout.map(|t| {
+            Instant::now() + Duration::from_secs_f64(if t.is_finite() && t > 0.0 { t.min(1e9) } else { 0.0 })
+        });
+        loop {
+            let slice = match deadline {
+                None => SLICE,
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+            };
+            let (sel, events) = (&mut self.sel, &mut self.events);
+            let r = py.allow_threads(|| sel.wait(events, Some(slice)));
+            match r {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc_errno::EBADF) => {
+                    // select(2) refuses the whole set when one descriptor was closed behind
+                    // the loop's back: find it and report it as POLLNVAL would.
+                    self.find_closed(py)?;
+                    return Ok(());
+                }
+                Err(e) => return Err(to_py_err(e)),
+            }
+            if !self.events.is_empty() {
+                return Ok(());
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn find_closed(&mut self, py: Python<'_>) -> PyResult<()> {
+        let fstat = self.fstat.bind(py);
+        let mut bad = Vec::new();
+        for (fd, e) in &self.entries {
+            if let Err(err) = fstat.call1((*fd,)) {
+                if err.is_instance_of::<PyOSError>(py) {
+                    bad.push((*fd, e.token));
+                } else {
+                    return Err(err);
+                }
+            }
+        }
+        for (fd, token) in bad {
+            let _ = self.sel.deregister(fd);
+            if let Some(e) = self.entries.get_mut(&fd) {
+                e.interest = Interest::NONE;
+            }
+            self.events.push(Event { token, invalid: true, ..Event::default() });
+        }
+        Ok(())
+    }
+
+    /// The object to dispatch `token`'s event to: the map's current value for the descriptor,
+    /// provided it is still the object the registration was made for.
+    fn target<'py>(&self, map: &Bound<'py, PyDict>, token: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let fd = token_fd(token);
+        let Some(entry) = self.entries.get(&fd) else { return Ok(None) };
+        if entry.token != token {
+            return Ok(None);
+        }
+        match map.get_item(fd)? {
+            Some(obj) if obj.is(&entry.obj) => Ok(Some(obj)),
+            _ => Ok(None),
+        }
+    }
+
+    /// An exception out of a handler: re-raise `ExitNow`, `KeyboardInterrupt`, `SystemExit`;
+    /// give anything else to `handle_error` (from inside an `except` block). With `readwrite`'s
+    /// rules (`disconnect_closes`), an `OSError` that means the peer left calls `handle_close`.
+    fn handle_exception(
+        &self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        err: PyErr,
+        disconnect_closes: bool,
+    ) -> PyResult<()> {
+        if err.is_instance(py, self.reraised.bind(py)) {
+            return Err(err);
+        }
+        if disconnect_closes && err.is_instance_of::<PyOSError>(py) {
+            let errno = err.value(py).getattr("errno").ok().and_then(|v| v.extract::<i32>().ok());
+            if errno.is_some_and(is_disconnect) {
+                obj.call_method0("handle_close")?;
+                return Ok(());
+            }
+        }
+        self.on_error.bind(py).call1((obj, err.into_value(py)))?;
+        Ok(())
+    }
+
+    /// poll and epoll: asyncore's `readwrite(obj, flags)` per event.
+    fn dispatch_readwrite(&self, py: Python<'_>, map: &Bound<'_, PyDict>, events: &[Event]) -> PyResult<()> {
+        for ev in events {
+            let Some(obj) = self.target(map, ev.token)? else { continue };
+            let run = || -> PyResult<()> {
+                if ev.readable {
+                    obj.call_method0("handle_read_event")?;
+                }
+                if ev.writable {
+                    obj.call_method0("handle_write_event")?;
+                }
+                if ev.priority {
+                    obj.call_method0("handle_expt_event")?;
+                }
+                if ev.hangup || ev.error || ev.invalid {
+                    obj.call_method0("handle_close")?;
+                }
+                Ok(())
+            };
+            if let Err(err) = run() {
+                self.handle_exception(py, &obj, err, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// select: asyncore's `read`, then `write`, then `_exception` over the ready lists, each
+    /// looking the descriptor up in the map again (a handler may have closed it meanwhile).
+    fn dispatch_select(&self, py: Python<'_>, map: &Bound<'_, PyDict>, events: &[Event]) -> PyResult<()> {
+        for ev in events.iter().filter(|e| e.invalid) {
+            let Some(obj) = self.target(map, ev.token)? else { continue };
+            if let Err(err) = obj.call_method0("handle_close") {
+                self.handle_exception(py, &obj, err, true)?;
+            }
+        }
+        type Pick = fn(&Event) -> bool;
+        let phases: [(Pick, &str); 3] = [
+            (|e| e.readable, "handle_read_event"),
+            (|e| e.writable, "handle_write_event"),
+            (|e| e.priority, "handle_expt_event"),
+        ];
+        for (pick, method) in phases {
+            for ev in events.iter().filter(|e| pick(e)) {
+                let Some(obj) = self.target(map, ev.token)? else { continue };
+                if let Err(err) = obj.call_method0(method) {
+                    self.handle_exception(py, &obj, err, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The concrete backend `auto` stands for on this platform.
+#[pyfunction]
+fn default_backend() -> &'static str {
+    Backend::Auto.resolve().name()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Poller>()?;
+    m.add_function(wrap_pyfunction!(default_backend, m)?)?;
+    Ok(())
+}
