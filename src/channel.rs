@@ -1,7 +1,7 @@
 //! [`Channel`]: the socket half of an asyncore `dispatcher`.
 //!
 //! A channel owns a non-blocking descriptor (a socket, or a pipe or file for
-//! [`FileDispatcher`](crate::FileDispatcher)), the connection state flags asyncore kept on the
+//! [`file_dispatcher`](crate::file_dispatcher)), the connection state flags asyncore kept on the
 //! dispatcher (`accepting`, `connected`, `connecting`), and the output that could not be sent yet.
 //! Its `send`/`recv`/`accept`/`connect` follow asyncore's rules: a call that would block is not an
 //! error, and a disconnect schedules `handle_close` instead of failing.

@@ -91,8 +91,10 @@ struct Poller {
     builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
     /// Per type (kept alive here, so its address is not reused by another type).
     kinds: HashMap<usize, (Py<PyType>, Kind)>,
-    /// `os.fstat`, to find descriptors closed behind the loop's back when select refuses a set.
+    /// `os.fstat`, to find descriptors closed behind the loop's back (select refuses the set;
+    /// epoll silently forgets a closed descriptor, so it is checked every [`SLICE`]).
     fstat: Py<PyAny>,
+    last_sweep: Instant,
 }
 
 fn to_py_err(e: io::Error) -> PyErr {
@@ -135,6 +137,7 @@ impl Poller {
             builtins,
             kinds: HashMap::new(),
             fstat,
+            last_sweep: Instant::now(),
         })
     }
 
@@ -340,6 +343,15 @@ impl Poller {
                 None => SLICE,
                 Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
             };
+            if self.sel.backend() == Backend::Epoll && self.last_sweep.elapsed() >= SLICE {
+                // epoll drops a descriptor closed behind the loop's back without a word:
+                // look for such descriptors once per second of waiting.
+                self.last_sweep = Instant::now();
+                self.find_closed(py)?;
+                if !self.events.is_empty() {
+                    return Ok(());
+                }
+            }
             let (sel, events) = (&mut self.sel, &mut self.events);
             let r = py.allow_threads(|| sel.wait(events, Some(slice)));
             match r {
@@ -366,6 +378,9 @@ impl Poller {
         let fstat = self.fstat.bind(py);
         let mut bad = Vec::new();
         for (fd, e) in &self.entries {
+            if e.interest.is_empty() {
+                continue;
+            }
             if let Err(err) = fstat.call1((*fd,)) {
                 if err.is_instance_of::<PyOSError>(py) {
                     bad.push((*fd, e.token));
