@@ -1,0 +1,261 @@
+"""sockloop's own behaviour beyond CPython's suites: backends, sockets closed behind the loop's
+back, exceptions, the GIL released while waiting, descriptors past select's 1024, maps whose
+entries are replaced, and no growth in memory over many connections. Every test runs over
+every backend."""
+import gc
+import os
+import resource
+import socket
+import sys
+import threading
+import time
+import tracemalloc
+import unittest
+
+import sockloop
+from sockloop import asyncore, asynchat
+
+BACKENDS = ["select", "poll", "epoll"] if sockloop._core.default_backend() == "epoll" else ["select", "poll"]
+
+
+class Reader(asyncore.dispatcher):
+    def __init__(self, sock, map):
+        asyncore.dispatcher.__init__(self, sock, map=map)
+        self.data = b""
+        self.closed_by_loop = False
+        self.errors = []
+
+    def writable(self):
+        return False
+
+    def handle_read(self):
+        self.data += self.recv(100)
+
+    def handle_close(self):
+        self.closed_by_loop = True
+        self.close()
+
+    def handle_error(self):
+        self.errors.append(sys.exc_info()[1])
+        self.close()
+
+
+class CoreTests(unittest.TestCase):
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def test_backend_argument(self):
+        self.assertEqual(sockloop.backends()[0], "auto")
+        with self.assertRaises(ValueError):
+            asyncore.loop(map={1: object()}, backend="kqueue9", count=1)
+        for backend in BACKENDS + ["auto"]:
+            a, b = self.pair()
+            m = {}
+            r = Reader(a, m)
+            b.send(b"x")
+            asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+            self.assertEqual(r.data, b"x", backend)
+            r.close()
+
+    def test_socket_closed_behind_the_loops_back_gets_handle_close(self):
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                a, b = self.pair()
+                m = {}
+                r = Reader(a, m)
+                asyncore.loop(timeout=0, map=m, count=1, backend=backend)  # registered
+                r.socket.close()  # behind the loop's back: the map still has the fd
+                asyncore.loop(timeout=5, map=m, count=3, backend=backend)
+                self.assertTrue(r.closed_by_loop)
+                self.assertEqual(m, {})
+                self.assertEqual(r.errors, [])
+
+    def test_handler_exception_reaches_handle_error_with_traceback(self):
+        seen = []
+
+        class Crash(Reader):
+            def handle_read(self):
+                raise ZeroDivisionError("boom")
+
+            def handle_error(self):
+                nil, t, v, tbinfo = asyncore.compact_traceback()
+                seen.append((t, tbinfo))
+                self.close()
+
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                seen.clear()
+                a, b = self.pair()
+                m = {}
+                Crash(a, m)
+                b.send(b"x")
+                asyncore.loop(timeout=5, map=m, count=2, backend=backend)
+                self.assertEqual(len(seen), 1)
+                self.assertIs(seen[0][0], ZeroDivisionError)
+                self.assertIn("test_core.py|handle_read|", seen[0][1])
+                self.assertEqual(m, {})
+
+    def test_exit_now_keyboard_interrupt_system_exit_propagate(self):
+        for exc in (asyncore.ExitNow, KeyboardInterrupt, SystemExit):
+            class Stop(Reader):
+                def handle_read(self):
+                    raise exc("stop")
+
+            for backend in BACKENDS:
+                with self.subTest(exc=exc, backend=backend):
+                    a, b = self.pair()
+                    m = {}
+                    s = Stop(a, m)
+                    b.send(b"x")
+                    with self.assertRaises(exc):
+                        asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                    self.assertEqual(s.errors, [])
+                    s.close()
+
+    def test_gil_is_released_while_waiting(self):
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                a, b = self.pair()
+                m = {}
+                r = Reader(a, m)
+
+                def other():
+                    # Needs the GIL; then wakes the loop. Without the GIL released, the loop's
+                    # pass would run out its 20 s timeout first.
+                    sum(range(200_000))
+                    b.send(b"y")
+
+                t = threading.Thread(target=other)
+                start = time.monotonic()
+                t.start()
+                asyncore.loop(timeout=20, map=m, count=1, backend=backend)
+                t.join()
+                self.assertEqual(r.data, b"y")
+                self.assertLess(time.monotonic() - start, 10)
+                r.close()
+
+    def test_descriptors_past_1024(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1200:
+            if hard != resource.RLIM_INFINITY and hard < 1200:
+                self.skipTest("RLIMIT_NOFILE hard limit below 1200")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        a, b = self.pair()
+        filler = []
+        try:
+            while len(filler) < 1100 and (not filler or filler[-1] < 1030):
+                filler.append(os.dup(b.fileno()))
+            high = socket.socket(fileno=os.dup(a.fileno()))
+            self.assertGreaterEqual(high.fileno(), 1024)
+            for backend in ["auto"] + BACKENDS:
+                with self.subTest(backend=backend):
+                    m = {}
+                    r = Reader(high.dup(), m)
+                    b.send(b"z")
+                    if backend == "select":
+                        with self.assertRaises(ValueError):
+                            asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                        a.recv(10)
+                    else:
+                        asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                        self.assertEqual(r.data, b"z")
+                    r.close()
+            high.close()
+        finally:
+            for fd in filler:
+                os.close(fd)
+
+    def test_replaced_map_entry_gets_the_events(self):
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                a, b = self.pair()
+                m = {}
+                first = Reader(a, m)
+                asyncore.loop(timeout=0, map=m, count=1, backend=backend)
+                second = Reader.__new__(Reader)
+                Reader.__init__(second, a, m)  # same socket, new object in the map
+                self.assertIs(m[a.fileno()], second)
+                b.send(b"q")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual((first.data, second.data), (b"", b"q"))
+                # An entry that stops wanting anything, then wants again.
+                second.readable = lambda: False
+                b.send(b"r")
+                asyncore.loop(timeout=0.05, map=m, count=1, backend=backend)
+                self.assertEqual(second.data, b"q")
+                del second.readable
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual(second.data, b"qr")
+                second.del_channel(m)
+
+    def test_no_growth_over_many_connections(self):
+        # Each connection: accept, echo a line through asynchat, close. Memory after a warm-up
+        # must not grow with the number of connections.
+        class Session(asynchat.async_chat):
+            def __init__(self, sock, map):
+                asynchat.async_chat.__init__(self, sock, map=map)
+                self.set_terminator(b"\n")
+                self.buf = []
+
+            def collect_incoming_data(self, data):
+                self.buf.append(data)
+
+            def found_terminator(self):
+                self.push(b"".join(self.buf) + b"\n")
+                self.close_when_done()
+
+        class Server(asyncore.dispatcher):
+            def __init__(self, map):
+                asyncore.dispatcher.__init__(self, map=map)
+                self.create_socket()
+                self.bind(("127.0.0.1", 0))
+                self.listen(64)
+                self.m = map
+
+            def handle_accepted(self, sock, addr):
+                Session(sock, self.m)
+
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                m = {}
+                server = Server(m)
+                port = server.socket.getsockname()[1]
+
+                def serve(n):
+                    for i in range(n):
+                        c = socket.create_connection(("127.0.0.1", port))
+                        c.setblocking(False)
+                        c.send(b"hello %d\n" % i)
+                        got = b""
+                        for _ in range(100):
+                            asyncore.loop(timeout=1, map=m, count=1, backend=backend)
+                            try:
+                                chunk = c.recv(100)
+                            except BlockingIOError:
+                                continue
+                            got += chunk
+                            if not chunk or got.endswith(b"\n"):
+                                break
+                        self.assertEqual(got, b"hello %d\n" % i)
+                        c.close()
+                    while len(m) > 1:
+                        asyncore.loop(timeout=1, map=m, count=1, backend=backend)
+
+                serve(200)
+                gc.collect()
+                tracemalloc.start()
+                before = tracemalloc.get_traced_memory()[0]
+                serve(1000)
+                gc.collect()
+                after = tracemalloc.get_traced_memory()[0]
+                tracemalloc.stop()
+                server.close()
+                self.assertLess(after - before, 64 * 1024, (before, after))
+
+
+if __name__ == "__main__":
+    unittest.main()
