@@ -20,8 +20,9 @@
 //! `POLLNVAL` does) on every backend, never an exception out of the wait.
 
 use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use sockloop::poller::{Event, Interest, Selector};
 use sockloop::Backend;
 use std::collections::HashMap;
@@ -230,25 +231,41 @@ impl Poller {
     /// The channel's interest, as asyncore computes it (`writable()` only counts while the
     /// channel is not accepting).
     fn interest(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<Interest> {
+        let py = obj.py();
         let kind = self.kind(obj)?;
-        // An instance attribute can shadow the class's method: then ask Python.
-        let shadowed = kind != Kind::Python
-            && obj.getattr("__dict__").ok().and_then(|d| d.downcast_into::<PyDict>().ok()).is_some_and(|d| {
-                d.contains("readable").unwrap_or(false) || d.contains("writable").unwrap_or(false)
-            });
-        let (read, write) = match (kind, shadowed) {
-            (Kind::Plain, false) => (true, true),
-            (Kind::WithSend, false) => {
-                let connected = obj.getattr("connected")?.is_truthy()?;
-                (true, !connected || obj.getattr("out_buffer")?.len()? > 0)
+        // The package's own methods, not shadowed by an instance attribute, are answered here
+        // from the instance's state; anything else is asked in Python, as CPython does.
+        let fast = match kind {
+            Kind::Python => None,
+            _ => obj
+                .getattr(intern!(py, "__dict__"))
+                .ok()
+                .and_then(|d| d.downcast_into::<PyDict>().ok())
+                .filter(|d| {
+                    !d.contains(intern!(py, "readable")).unwrap_or(true)
+                        && !d.contains(intern!(py, "writable")).unwrap_or(true)
+                }),
+        };
+        let (read, write) = match (kind, fast) {
+            (Kind::Plain, Some(_)) => (true, true),
+            (Kind::WithSend, Some(d)) => {
+                let connected = match d.get_item(intern!(py, "connected"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "connected"))?.is_truthy()?,
+                };
+                let pending = match d.get_item(intern!(py, "out_buffer"))? {
+                    Some(v) => v.len()? > 0,
+                    None => obj.getattr(intern!(py, "out_buffer"))?.len()? > 0,
+                };
+                (true, !connected || pending)
             }
             _ => {
-                let r = obj.call_method0("readable")?.is_truthy()?;
-                let w = obj.call_method0("writable")?.is_truthy()?;
+                let r = obj.call_method0(intern!(py, "readable"))?.is_truthy()?;
+                let w = obj.call_method0(intern!(py, "writable"))?.is_truthy()?;
                 (r, w)
             }
         };
-        let write = write && !obj.getattr("accepting")?.is_truthy()?;
+        let write = write && !obj.getattr(intern!(py, "accepting"))?.is_truthy()?;
         Ok(Interest { read, write })
     }
 
@@ -427,9 +444,10 @@ impl Poller {
             return Err(err);
         }
         if disconnect_closes && err.is_instance_of::<PyOSError>(py) {
-            let errno = err.value(py).getattr("errno").ok().and_then(|v| v.extract::<i32>().ok());
+            let errno =
+                err.value(py).getattr(intern!(py, "errno")).ok().and_then(|v| v.extract::<i32>().ok());
             if errno.is_some_and(is_disconnect) {
-                obj.call_method0("handle_close")?;
+                obj.call_method0(intern!(py, "handle_close"))?;
                 return Ok(());
             }
         }
@@ -443,16 +461,16 @@ impl Poller {
             let Some(obj) = self.target(map, ev.token)? else { continue };
             let run = || -> PyResult<()> {
                 if ev.readable {
-                    obj.call_method0("handle_read_event")?;
+                    obj.call_method0(intern!(py, "handle_read_event"))?;
                 }
                 if ev.writable {
-                    obj.call_method0("handle_write_event")?;
+                    obj.call_method0(intern!(py, "handle_write_event"))?;
                 }
                 if ev.priority {
-                    obj.call_method0("handle_expt_event")?;
+                    obj.call_method0(intern!(py, "handle_expt_event"))?;
                 }
                 if ev.hangup || ev.error || ev.invalid {
-                    obj.call_method0("handle_close")?;
+                    obj.call_method0(intern!(py, "handle_close"))?;
                 }
                 Ok(())
             };
@@ -468,15 +486,15 @@ impl Poller {
     fn dispatch_select(&self, py: Python<'_>, map: &Bound<'_, PyDict>, events: &[Event]) -> PyResult<()> {
         for ev in events.iter().filter(|e| e.invalid) {
             let Some(obj) = self.target(map, ev.token)? else { continue };
-            if let Err(err) = obj.call_method0("handle_close") {
+            if let Err(err) = obj.call_method0(intern!(py, "handle_close")) {
                 self.handle_exception(py, &obj, err, true)?;
             }
         }
         type Pick = fn(&Event) -> bool;
-        let phases: [(Pick, &str); 3] = [
-            (|e| e.readable, "handle_read_event"),
-            (|e| e.writable, "handle_write_event"),
-            (|e| e.priority, "handle_expt_event"),
+        let phases: [(Pick, &Bound<'_, PyString>); 3] = [
+            (|e| e.readable, intern!(py, "handle_read_event")),
+            (|e| e.writable, intern!(py, "handle_write_event")),
+            (|e| e.priority, intern!(py, "handle_expt_event")),
         ];
         for (pick, method) in phases {
             for ev in events.iter().filter(|e| pick(e)) {
