@@ -22,10 +22,10 @@
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use sockloop::poller::{Event, Interest, Selector};
 use sockloop::Backend;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -96,7 +96,25 @@ struct Poller {
     /// epoll silently forgets a closed descriptor, so it is checked every [`SLICE`]).
     fstat: Py<PyAny>,
     last_sweep: Instant,
+    /// `asyncore.SocketMap`: maps of exactly this type log their changes, so a pass looks only
+    /// at what changed (see [`Poller::pass`]).
+    tracked_type: Option<Py<PyType>>,
+    /// The map's `_sockloop_epoch` at the last full scan (`None`: no scan yet).
+    epoch: Option<i64>,
+    /// How much of the map's `_sockloop_log` has been read.
+    cursor: usize,
+    last_full: Instant,
+    /// Channels whose answers come from Python methods: asked every pass.
+    volatile: HashSet<RawFd>,
+    /// Channels dispatched to in the last pass: their state may have changed.
+    touched: Vec<RawFd>,
 }
+
+/// A tracked map is still scanned whole this often, for state changed behind the package's
+/// back (an attribute assigned directly from outside the channel's own handlers).
+const FULL_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// The change log is emptied once it is this long.
+const LOG_LIMIT: usize = 4096;
 
 fn to_py_err(e: io::Error) -> PyErr {
     if e.kind() == io::ErrorKind::InvalidInput {
@@ -114,13 +132,14 @@ fn token_fd(token: u64) -> RawFd {
 impl Poller {
     /// `Poller(backend, reraised, on_error, builtins=None)`.
     #[new]
-    #[pyo3(signature = (backend, reraised, on_error, builtins=None))]
+    #[pyo3(signature = (backend, reraised, on_error, builtins=None, tracked_type=None))]
     fn new(
         py: Python<'_>,
         backend: &str,
         reraised: Py<PyTuple>,
         on_error: Py<PyAny>,
         builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+        tracked_type: Option<Py<PyType>>,
     ) -> PyResult<Poller> {
         let backend = Backend::parse(backend).ok_or_else(|| {
             PyValueError::new_err(format!("unknown backend {backend:?}: auto, select, poll or epoll"))
@@ -139,6 +158,12 @@ impl Poller {
             kinds: HashMap::new(),
             fstat,
             last_sweep: Instant::now(),
+            tracked_type,
+            epoch: None,
+            cursor: 0,
+            last_full: Instant::now(),
+            volatile: HashSet::new(),
+            touched: Vec::new(),
         })
     }
 
@@ -158,6 +183,9 @@ impl Poller {
         for (fd, _) in self.entries.drain() {
             let _ = self.sel.deregister(fd);
         }
+        self.volatile.clear();
+        self.touched.clear();
+        self.epoch = None;
     }
 
     /// One pass over `map`: asyncore's `poll(timeout, map)` / `poll2(timeout, map)`.
@@ -230,7 +258,8 @@ impl Poller {
 
     /// The channel's interest, as asyncore computes it (`writable()` only counts while the
     /// channel is not accepting).
-    fn interest(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<Interest> {
+    /// The interest, and whether it came from Python methods (then it is asked every pass).
+    fn interest(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<(Interest, bool)> {
         let py = obj.py();
         let kind = self.kind(obj)?;
         // The package's own methods, not shadowed by an instance attribute, are answered here
@@ -246,6 +275,7 @@ impl Poller {
                         && !d.contains(intern!(py, "writable")).unwrap_or(true)
                 }),
         };
+        let volatile = fast.is_none();
         let (read, write) = match (kind, fast) {
             (Kind::Plain, Some(_)) => (true, true),
             (Kind::WithSend, Some(d)) => {
@@ -266,7 +296,7 @@ impl Poller {
             }
         };
         let write = write && !obj.getattr(intern!(py, "accepting"))?.is_truthy()?;
-        Ok(Interest { read, write })
+        Ok((Interest { read, write }, volatile))
     }
 
     fn register(
@@ -299,38 +329,117 @@ impl Poller {
         }
     }
 
-    fn pass(&mut self, py: Python<'_>, map: &Bound<'_, PyDict>, timeout: Option<f64>) -> PyResult<()> {
-        self.pass_no += 1;
+    /// Brings one channel's registration up to date with its current answers.
+    fn reconcile(&mut self, fd: RawFd, obj: &Bound<'_, PyAny>, invalid: &mut Vec<u64>) -> PyResult<()> {
+        let pass = self.pass_no;
+        let (interest, volatile) = self.interest(obj)?;
+        if volatile {
+            self.volatile.insert(fd);
+        } else {
+            self.volatile.remove(&fd);
+        }
+        match self.entries.get_mut(&fd) {
+            Some(e) if e.obj.is(obj) => {
+                e.seen = pass;
+                if e.interest != interest {
+                    let token = e.token;
+                    e.interest = interest;
+                    if self.sel.reregister(fd, token, interest).is_err() {
+                        // The descriptor was closed and reopened under the same object:
+                        // start over.
+                        self.register(fd, obj, interest, invalid)?;
+                    }
+                }
+            }
+            _ => self.register(fd, obj, interest, invalid)?,
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, fd: RawFd) {
+        if self.entries.remove(&fd).is_some() {
+            let _ = self.sel.deregister(fd);
+        }
+        self.volatile.remove(&fd);
+    }
+
+    /// Every channel of the map, as CPython's asyncore does each pass.
+    fn full_scan(&mut self, map: &Bound<'_, PyDict>, invalid: &mut Vec<u64>) -> PyResult<()> {
         let pass = self.pass_no;
         // A snapshot: readable()/writable() may change the map.
         let items: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = map.iter().collect();
-        let mut invalid: Vec<u64> = Vec::new();
         for (key, obj) in &items {
             let fd: RawFd = key.extract()?;
-            let interest = self.interest(obj)?;
-            match self.entries.get_mut(&fd) {
-                Some(e) if e.obj.is(obj) => {
-                    e.seen = pass;
-                    if e.interest != interest {
-                        let token = e.token;
-                        e.interest = interest;
-                        if self.sel.reregister(fd, token, interest).is_err() {
-                            // The descriptor was closed and reopened under the same object:
-                            // start over.
-                            self.register(fd, obj, interest, &mut invalid)?;
-                        }
-                    }
-                }
-                _ => self.register(fd, obj, interest, &mut invalid)?,
-            }
+            self.reconcile(fd, obj, invalid)?;
         }
         drop(items);
         // Channels that left the map.
         let gone: Vec<RawFd> =
             self.entries.iter().filter(|(_, e)| e.seen != pass).map(|(fd, _)| *fd).collect();
         for fd in gone {
-            self.entries.remove(&fd);
-            let _ = self.sel.deregister(fd);
+            self.forget(fd);
+        }
+        self.touched.clear();
+        self.last_full = Instant::now();
+        Ok(())
+    }
+
+    /// A tracked map (`SocketMap`): only the channels that changed since the last pass, those
+    /// dispatched to in it, and those whose answers come from Python. Returns false when a full
+    /// scan is needed instead.
+    fn changed_scan(&mut self, map: &Bound<'_, PyDict>, invalid: &mut Vec<u64>) -> PyResult<bool> {
+        let py = map.py();
+        let epoch: i64 = map.getattr(intern!(py, "_sockloop_epoch"))?.extract()?;
+        let log = map.getattr(intern!(py, "_sockloop_log"))?.downcast_into::<PyList>()?;
+        let len = log.len();
+        let fresh =
+            self.epoch == Some(epoch) && self.cursor <= len && self.last_full.elapsed() < FULL_SCAN_EVERY;
+        let mut fds: Vec<RawFd> = Vec::new();
+        if fresh {
+            fds.append(&mut self.touched);
+            fds.extend(self.volatile.iter().copied());
+            for i in self.cursor..len {
+                if let Ok(fd) = log.get_item(i)?.extract::<RawFd>() {
+                    fds.push(fd);
+                }
+            }
+        }
+        // Read up to here; empty a long log (other pollers of this map then scan it whole).
+        let epoch = if len > LOG_LIMIT {
+            log.call_method0(intern!(py, "clear"))?;
+            map.setattr(intern!(py, "_sockloop_epoch"), epoch + 1)?;
+            self.cursor = 0;
+            epoch + 1
+        } else {
+            self.cursor = len;
+            epoch
+        };
+        self.epoch = Some(epoch);
+        if !fresh {
+            return Ok(false);
+        }
+        fds.sort_unstable();
+        fds.dedup();
+        for fd in fds {
+            match map.get_item(fd)? {
+                Some(obj) => {
+                    if let Some(e) = self.entries.get_mut(&fd) {
+                        e.seen = self.pass_no;
+                    }
+                    self.reconcile(fd, &obj, invalid)?
+                }
+                None => self.forget(fd),
+            }
+        }
+        Ok(true)
+    }
+
+    fn pass(&mut self, py: Python<'_>, map: &Bound<'_, PyDict>, timeout: Option<f64>) -> PyResult<()> {
+        self.pass_no += 1;
+        let mut invalid: Vec<u64> = Vec::new();
+        let tracked = self.tracked_type.as_ref().is_some_and(|t| map.get_type().is(t.bind(py)));
+        if !(tracked && self.changed_scan(map, &mut invalid)?) {
+            self.full_scan(map, &mut invalid)?;
         }
 
         self.events.clear();
@@ -341,6 +450,8 @@ impl Poller {
             self.wait(py, timeout)?;
         }
         let events = std::mem::take(&mut self.events);
+        // Whatever got an event may have changed its answers: look at it next pass.
+        self.touched.extend(events.iter().map(|e| token_fd(e.token)));
         let result = if self.sel.backend() == Backend::Select {
             self.dispatch_select(py, map, &events)
         } else {

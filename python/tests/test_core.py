@@ -170,10 +170,10 @@ class CoreTests(unittest.TestCase):
                 os.close(fd)
 
     def test_replaced_map_entry_gets_the_events(self):
-        for backend in BACKENDS:
-            with self.subTest(backend=backend):
+        for backend, maptype in [(b, t) for b in BACKENDS for t in (dict, asyncore.SocketMap)]:
+            with self.subTest(backend=backend, map=maptype.__name__):
                 a, b = self.pair()
-                m = {}
+                m = maptype()
                 first = Reader(a, m)
                 asyncore.loop(timeout=0, map=m, count=1, backend=backend)
                 second = Reader.__new__(Reader)
@@ -190,7 +190,67 @@ class CoreTests(unittest.TestCase):
                 del second.readable
                 asyncore.loop(timeout=5, map=m, count=1, backend=backend)
                 self.assertEqual(second.data, b"qr")
-                second.del_channel(m)
+                # Replaced through the dict itself, then removed.
+                third = Reader.__new__(Reader)
+                third.__dict__.update(second.__dict__, data=b"")
+                m[a.fileno()] = third
+                b.send(b"s")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual((second.data, third.data), (b"qr", b"s"))
+                del m[a.fileno()]
+                b.send(b"t")
+                asyncore.loop(timeout=0.05, map=m, count=1, backend=backend)
+                self.assertEqual(third.data, b"s")
+
+    def test_send_from_outside_a_handler_is_flushed(self):
+        # A dispatcher_with_send's interest is computed natively; data handed to send() from
+        # outside its handlers (here, between passes) must still make it writable.
+        for backend, maptype in [(b, t) for b in BACKENDS for t in (dict, asyncore.SocketMap)]:
+            with self.subTest(backend=backend, map=maptype.__name__):
+                a, b = self.pair()
+                m = maptype()
+                w = asyncore.dispatcher_with_send(a, map=m)
+                w.handle_read = lambda: None
+                asyncore.loop(timeout=0, map=m, count=2, backend=backend)
+                payload = os.urandom(4 << 20)  # far more than the socket buffers hold
+                got = bytearray()
+
+                def drain():
+                    while len(got) < len(payload):
+                        chunk = b.recv(1 << 20)
+                        if not chunk:
+                            break
+                        got.extend(chunk)
+
+                t = threading.Thread(target=drain)
+                t.start()
+                start = time.monotonic()
+                w.send(payload)
+                self.assertTrue(w.out_buffer)
+                # Each pass may wait 5 s: only a write interest registered at once (the send
+                # told the loop) keeps this well under that.
+                for _ in range(100_000):
+                    if not w.out_buffer:
+                        break
+                    asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                t.join(timeout=30)
+                self.assertLess(time.monotonic() - start, 4)
+                self.assertEqual(bytes(got), payload)
+                self.assertEqual(w.out_buffer, b"")
+                w.close()
+
+    def test_socket_map_is_a_dict(self):
+        m = asyncore.SocketMap({1: "a"})
+        m[2] = "b"
+        m.update({3: "c"})
+        m |= {4: "d"}
+        self.assertEqual(m.pop(1), "a")
+        self.assertEqual(m.setdefault(5, "e"), "e")
+        self.assertIsInstance(m, dict)
+        self.assertEqual(dict(m), {2: "b", 3: "c", 4: "d", 5: "e"})
+        self.assertIsInstance(asyncore.socket_map, asyncore.SocketMap)
+        m.clear()
+        self.assertEqual(m, {})
 
     def test_no_growth_over_many_connections(self):
         # Each connection: accept, echo a line through asynchat, close. Memory after a warm-up

@@ -71,7 +71,7 @@ from . import _core
 __all__ = [
     "ExitNow", "close_all", "compact_traceback", "dispatcher", "dispatcher_with_send",
     "file_dispatcher", "file_wrapper", "loop", "poll", "poll2", "poll3", "read", "readwrite",
-    "socket_map", "write",
+    "socket_map", "write", "SocketMap",
 ]
 
 # sockloop addition: the backend `loop`, `poll` and `poll2` use when none is given.  'auto' is
@@ -86,10 +86,80 @@ if default_backend not in ("auto", "select", "poll", "epoll"):
 _DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE,
                            EBADF})
 
+class SocketMap(dict):
+    """A dict (fd -> channel) that tells sockloop's loop which entries changed.
+
+    A sockloop addition: `socket_map` is one, and any map may be.  With a plain dict the loop
+    looks at every channel on every pass, as CPython's asyncore does; with a SocketMap it looks
+    only at the channels that changed (added, removed, replaced, dispatched to, sent to, set
+    listening or connecting), at those whose readable()/writable() are overridden in Python
+    (asked every pass, as in CPython), and at all of them at least every 0.1 s, so a pass costs
+    O(active channels) rather than O(all channels).  It is a dict in every other respect."""
+
+    __slots__ = ("_sockloop_log", "_sockloop_epoch")
+
+    def __init__(self, *args, **kwargs):
+        dict.__init__(self, *args, **kwargs)
+        self._sockloop_log = []
+        self._sockloop_epoch = 0
+
+    def _sockloop_reset(self):
+        # Changes the loop cannot follow one by one: every channel is looked at next pass.
+        self._sockloop_epoch += 1
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, value)
+        self._sockloop_log.append(key)
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self._sockloop_log.append(key)
+
+    def pop(self, key, *default):
+        self._sockloop_log.append(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self):
+        key, value = dict.popitem(self)
+        self._sockloop_log.append(key)
+        return key, value
+
+    def setdefault(self, key, default=None):
+        self._sockloop_log.append(key)
+        return dict.setdefault(self, key, default)
+
+    def clear(self):
+        dict.clear(self)
+        self._sockloop_reset()
+
+    def update(self, *args, **kwargs):
+        dict.update(self, *args, **kwargs)
+        self._sockloop_reset()
+
+    def __ior__(self, other):
+        dict.update(self, other)
+        self._sockloop_reset()
+        return self
+
+    def copy(self):
+        return SocketMap(self)
+
+    def __reduce__(self):
+        return (SocketMap, (dict(self),))
+
+
+def _touch(obj):
+    # A channel's interest may have changed outside its own dispatch (sockloop addition).
+    m = obj.__dict__.get("_map")
+    if type(m) is SocketMap:
+        fd = obj.__dict__.get("_fileno")
+        if fd is not None:
+            m._sockloop_log.append(fd)
+
 try:
     socket_map
 except NameError:
-    socket_map = {}
+    socket_map = SocketMap()
 
 def _strerror(err):
     try:
@@ -180,7 +250,8 @@ def _acquire(map, backend):
     if hit is not None and hit[0] is map:
         return hit[1]
     builtins = (dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)
-    return _core.Poller(backend, _reraised_exceptions, _handle_error_in_except, builtins)
+    return _core.Poller(backend, _reraised_exceptions, _handle_error_in_except, builtins,
+                        SocketMap)
 
 def _release(map, backend, poller):
     # While a poller is in use it is out of the cache, so a nested loop() on the same map
@@ -346,6 +417,7 @@ class dispatcher:
 
     def listen(self, num):
         self.accepting = True
+        _touch(self)
         if os.name == 'nt' and num > 5:
             num = 5
         return self.socket.listen(num)
@@ -357,6 +429,7 @@ class dispatcher:
     def connect(self, address):
         self.connected = False
         self.connecting = True
+        _touch(self)
         err = self.socket.connect_ex(address)
         if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) \
         or err == EINVAL and os.name == 'nt':
@@ -542,6 +615,7 @@ class dispatcher_with_send(dispatcher):
         num_sent = 0
         num_sent = dispatcher.send(self, self.out_buffer[:65536])
         self.out_buffer = self.out_buffer[num_sent:]
+        _touch(self)
 
     def handle_write(self):
         self.initiate_send()
@@ -553,6 +627,7 @@ class dispatcher_with_send(dispatcher):
         if self.debug:
             self.log_info('sending %s' % repr(data))
         self.out_buffer = self.out_buffer + data
+        _touch(self)
         self.initiate_send()
 
 # ---------------------------------------------------------------------------
