@@ -27,7 +27,9 @@ use sockloop::poller::{Event, Interest, Selector};
 use sockloop::Backend;
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::io::{Read, Write};
 use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 /// The longest single wait with the GIL released: signal handlers run between slices.
@@ -108,6 +110,34 @@ struct Poller {
     volatile: HashSet<RawFd>,
     /// Channels dispatched to in the last pass: their state may have changed.
     touched: Vec<RawFd>,
+    /// Read end of the wake pair (a sockloop addition): a byte written to the other end, by
+    /// [`Waker::wake`] from any thread, ends the current wait.
+    wake_rx: Option<UnixStream>,
+    waker: Py<Waker>,
+    /// `_run_timers(map)` (Python): runs the due `call_later` callbacks of a `SocketMap`.
+    run_timers: Option<Py<PyAny>>,
+    /// `time.monotonic`, the clock of the timers' deadlines.
+    monotonic: Py<PyAny>,
+}
+
+/// The token of the wake pair's read end.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// Wakes a [`Poller`]'s wait from any thread (sockloop addition): `asyncore.wake(map)` uses it.
+#[pyclass(module = "sockloop._core", frozen)]
+struct Waker {
+    tx: Option<UnixStream>,
+}
+
+#[pymethods]
+impl Waker {
+    /// Ends the poller's current (or next) wait. Never blocks; safe from any thread.
+    fn wake(&self) {
+        if let Some(tx) = &self.tx {
+            // A full pipe already holds a wake-up: nothing to add.
+            let _ = (&*tx).write(&[1]);
+        }
+    }
 }
 
 /// A tracked map is still scanned whole this often, for state changed behind the package's
@@ -132,7 +162,8 @@ fn token_fd(token: u64) -> RawFd {
 impl Poller {
     /// `Poller(backend, reraised, on_error, builtins=None)`.
     #[new]
-    #[pyo3(signature = (backend, reraised, on_error, builtins=None, tracked_type=None))]
+    #[pyo3(signature = (backend, reraised, on_error, builtins=None, tracked_type=None, run_timers=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         backend: &str,
@@ -140,11 +171,31 @@ impl Poller {
         on_error: Py<PyAny>,
         builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
         tracked_type: Option<Py<PyType>>,
+        run_timers: Option<Py<PyAny>>,
     ) -> PyResult<Poller> {
         let backend = Backend::parse(backend).ok_or_else(|| {
             PyValueError::new_err(format!("unknown backend {backend:?}: auto, select, poll or epoll"))
         })?;
-        let sel = Selector::new(backend).map_err(to_py_err)?;
+        let mut sel = Selector::new(backend).map_err(to_py_err)?;
+        // The wake pair. select cannot watch a descriptor past 1023: then there is no waking.
+        let (wake_rx, wake_tx) = match UnixStream::pair() {
+            Ok((rx, tx)) => {
+                use std::os::fd::AsRawFd;
+                let ok = rx.set_nonblocking(true).is_ok()
+                    && tx.set_nonblocking(true).is_ok()
+                    && sel
+                        .register(rx.as_raw_fd(), WAKE_TOKEN, Interest { read: true, write: false })
+                        .is_ok();
+                if ok {
+                    (Some(rx), Some(tx))
+                } else {
+                    (None, None)
+                }
+            }
+            Err(_) => (None, None),
+        };
+        let waker = Py::new(py, Waker { tx: wake_tx })?;
+        let monotonic = py.import("time")?.getattr("monotonic")?.unbind();
         let fstat = py.import("os")?.getattr("fstat")?.unbind();
         Ok(Poller {
             sel,
@@ -164,6 +215,10 @@ impl Poller {
             last_full: Instant::now(),
             volatile: HashSet::new(),
             touched: Vec::new(),
+            wake_rx,
+            waker,
+            run_timers,
+            monotonic,
         })
     }
 
@@ -171,6 +226,12 @@ impl Poller {
     #[getter]
     fn backend(&self) -> &'static str {
         self.sel.backend().name()
+    }
+
+    /// The [`Waker`] of this poller.
+    #[getter]
+    fn waker(&self, py: Python<'_>) -> Py<Waker> {
+        self.waker.clone_ref(py)
     }
 
     /// How many descriptors are registered (for tests).
@@ -446,8 +507,29 @@ impl Poller {
         for token in invalid {
             self.events.push(Event { token, invalid: true, ..Event::default() });
         }
+        // Timers (SocketMap only): the wait ends at the first deadline.
+        let timers = if tracked && self.run_timers.is_some() {
+            let list = map.getattr(intern!(py, "_sockloop_timers"))?.downcast_into::<PyList>()?;
+            (!list.is_empty()).then_some(list)
+        } else {
+            None
+        };
+        let mut timeout = timeout;
+        if let Some(list) = &timers {
+            let first: f64 = list.get_item(0)?.get_item(0)?.extract()?;
+            let now: f64 = self.monotonic.bind(py).call0()?.extract()?;
+            let left = (first - now).max(0.0);
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
         if self.events.is_empty() {
             self.wait(py, timeout)?;
+        }
+        if self.events.iter().any(|e| e.token == WAKE_TOKEN) {
+            self.events.retain(|e| e.token != WAKE_TOKEN);
+            if let Some(rx) = &self.wake_rx {
+                let mut buf = [0u8; 256];
+                while matches!((&*rx).read(&mut buf), Ok(n) if n > 0) {}
+            }
         }
         let events = std::mem::take(&mut self.events);
         // Whatever got an event may have changed its answers: look at it next pass.
@@ -459,7 +541,18 @@ impl Poller {
         };
         self.events = events;
         self.events.clear();
-        result
+        result?;
+        // Due timers run after the pass's events (a timer added by a handler or another
+        // thread is seen here too).
+        if tracked {
+            if let Some(run) = &self.run_timers {
+                let list = map.getattr(intern!(py, "_sockloop_timers"))?.downcast_into::<PyList>()?;
+                if !list.is_empty() {
+                    run.bind(py).call1((map,))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn wait(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {

@@ -2,6 +2,7 @@
 back, exceptions, the GIL released while waiting, descriptors past select's 1024, maps whose
 entries are replaced, and no growth in memory over many connections. Every test runs over
 every backend."""
+import fcntl
 import gc
 import os
 import resource
@@ -145,29 +146,22 @@ class CoreTests(unittest.TestCase):
             resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
             self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
         a, b = self.pair()
-        filler = []
-        try:
-            while len(filler) < 1100 and (not filler or filler[-1] < 1030):
-                filler.append(os.dup(b.fileno()))
-            high = socket.socket(fileno=os.dup(a.fileno()))
-            self.assertGreaterEqual(high.fileno(), 1024)
-            for backend in ["auto"] + BACKENDS:
-                with self.subTest(backend=backend):
-                    m = {}
-                    r = Reader(high.dup(), m)
-                    b.send(b"z")
-                    if backend == "select":
-                        with self.assertRaises(ValueError):
-                            asyncore.loop(timeout=5, map=m, count=1, backend=backend)
-                        a.recv(10)
-                    else:
+        for backend in ["auto"] + BACKENDS:
+            with self.subTest(backend=backend):
+                # A descriptor numbered 1100 or more for the channel, whatever else is open.
+                high = socket.socket(fileno=fcntl.fcntl(a.fileno(), fcntl.F_DUPFD_CLOEXEC, 1100))
+                self.assertGreaterEqual(high.fileno(), 1100)
+                m = {}
+                r = Reader(high, m)
+                b.send(b"z")
+                if backend == "select":
+                    with self.assertRaises(ValueError):
                         asyncore.loop(timeout=5, map=m, count=1, backend=backend)
-                        self.assertEqual(r.data, b"z")
-                    r.close()
-            high.close()
-        finally:
-            for fd in filler:
-                os.close(fd)
+                    a.recv(10)
+                else:
+                    asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                    self.assertEqual(r.data, b"z")
+                r.close()
 
     def test_replaced_map_entry_gets_the_events(self):
         for backend, maptype in [(b, t) for b in BACKENDS for t in (dict, asyncore.SocketMap)]:
@@ -238,6 +232,39 @@ class CoreTests(unittest.TestCase):
                 self.assertEqual(bytes(got), payload)
                 self.assertEqual(w.out_buffer, b"")
                 w.close()
+
+    def test_call_later_runs_in_order_and_cancel_works(self):
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                a, b = self.pair()
+                m = asyncore.SocketMap()
+                r = Reader(a, m)
+                fired = []
+                start = time.monotonic()
+                asyncore.call_later(0.06, fired.append, "second", map=m)
+                asyncore.call_later(0.03, fired.append, "first", map=m)
+                asyncore.call_later(0.04, fired.append, "cancelled", map=m).cancel()
+                asyncore.call_later(0.09, r.close, map=m)
+                asyncore.loop(timeout=30, map=m, backend=backend)  # ends when r closes
+                self.assertEqual(fired, ["first", "second"])
+                self.assertGreaterEqual(time.monotonic() - start, 0.09)
+                self.assertLess(time.monotonic() - start, 10)
+                with self.assertRaises(TypeError):
+                    asyncore.call_later(1, print, map={})
+
+    def test_wake_and_call_later_from_another_thread(self):
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                a, b = self.pair()
+                m = asyncore.SocketMap()
+                r = Reader(a, m)
+                t = threading.Thread(target=lambda: asyncore.call_later(0, r.close, map=m))
+                start = time.monotonic()
+                t.start()
+                asyncore.loop(timeout=30, map=m, backend=backend)  # woken, runs the close
+                t.join()
+                self.assertLess(time.monotonic() - start, 10)
+                self.assertEqual(m, {})
 
     def test_socket_map_is_a_dict(self):
         m = asyncore.SocketMap({1: "a"})

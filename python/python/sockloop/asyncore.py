@@ -64,6 +64,7 @@ from errno import EALREADY, EINPROGRESS, EWOULDBLOCK, ECONNRESET, EINVAL, \
      ENOTCONN, ESHUTDOWN, EISCONN, EBADF, ECONNABORTED, EPIPE, EAGAIN, \
      errorcode
 
+import heapq
 import threading
 
 from . import _core
@@ -71,7 +72,7 @@ from . import _core
 __all__ = [
     "ExitNow", "close_all", "compact_traceback", "dispatcher", "dispatcher_with_send",
     "file_dispatcher", "file_wrapper", "loop", "poll", "poll2", "poll3", "read", "readwrite",
-    "socket_map", "write", "SocketMap",
+    "socket_map", "write", "SocketMap", "call_later", "wake", "TimerHandle",
 ]
 
 # sockloop addition: the backend `loop`, `poll` and `poll2` use when none is given.  'auto' is
@@ -96,12 +97,13 @@ class SocketMap(dict):
     (asked every pass, as in CPython), and at all of them at least every 0.1 s, so a pass costs
     O(active channels) rather than O(all channels).  It is a dict in every other respect."""
 
-    __slots__ = ("_sockloop_log", "_sockloop_epoch")
+    __slots__ = ("_sockloop_log", "_sockloop_epoch", "_sockloop_timers")
 
     def __init__(self, *args, **kwargs):
         dict.__init__(self, *args, **kwargs)
         self._sockloop_log = []
         self._sockloop_epoch = 0
+        self._sockloop_timers = []   # heap of TimerHandle (call_later)
 
     def _sockloop_reset(self):
         # Changes the loop cannot follow one by one: every channel is looked at next pass.
@@ -147,6 +149,87 @@ class SocketMap(dict):
     def __reduce__(self):
         return (SocketMap, (dict(self),))
 
+
+class TimerHandle:
+    """What call_later() returns (sockloop addition): `cancel()` it, read `when`."""
+
+    __slots__ = ("when", "_seq", "_callback", "_args", "cancelled")
+
+    def __init__(self, when, seq, callback, args):
+        self.when = when
+        self._seq = seq
+        self._callback = callback
+        self._args = args
+        self.cancelled = False
+
+    def __lt__(self, other):
+        return (self.when, self._seq) < (other.when, other._seq)
+
+    def __getitem__(self, i):
+        # The Rust core reads the first deadline as timers[0][0].
+        if i == 0:
+            return self.when
+        raise IndexError(i)
+
+    def cancel(self):
+        """The callback will not run (O(1); the entry leaves the heap when it comes due)."""
+        self.cancelled = True
+        self._callback = self._args = None
+
+    def __repr__(self):
+        return "<TimerHandle when=%r%s>" % (self.when, " cancelled" if self.cancelled else "")
+
+
+_timer_lock = threading.Lock()
+_timer_seq = 0
+
+def call_later(delay, callback, *args, map=None):
+    """Runs `callback(*args)` once, `delay` seconds from now, from the loop serving `map`
+    (default: socket_map), after that pass's events.  A sockloop addition: CPython's asyncore
+    has no timers.  `map` must be a SocketMap (socket_map is one).  Safe from any thread (the
+    loop is woken to take the new deadline into account).  An exception raised by the
+    callback propagates out of loop(), as ExitNow does.  Returns a TimerHandle."""
+    global _timer_seq
+    if map is None:
+        map = socket_map
+    if not isinstance(map, SocketMap):
+        raise TypeError("call_later needs a SocketMap (asyncore.socket_map is one), not %s"
+                        % type(map).__name__)
+    with _timer_lock:
+        _timer_seq += 1
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), _timer_seq, callback, args)
+        heapq.heappush(map._sockloop_timers, handle)
+    wake(map)
+    return handle
+
+def _run_timers(map):
+    # Called by the Rust core after a pass when map has timers: runs those that are due.
+    heap = map._sockloop_timers
+    now = time.monotonic()
+    while True:
+        with _timer_lock:
+            if not heap or heap[0].when > now:
+                return
+            handle = heapq.heappop(heap)
+        if not handle.cancelled:
+            callback, args = handle._callback, handle._args
+            handle.cancel()
+            callback(*args)
+
+# The wakers of the pollers serving each map right now (id(map) -> {waker: count}).
+_wakers = {}
+_wakers_lock = threading.Lock()
+
+def wake(map=None):
+    """Ends the wait of every loop()/poll() currently serving `map` (default: socket_map), from
+    any thread, so that it asks readable()/writable() again and runs due timers.  A sockloop
+    addition (CPython's asyncore cannot be woken)."""
+    if map is None:
+        map = socket_map
+    with _wakers_lock:
+        wakers = list(_wakers.get(id(map), ()))
+    for w in wakers:
+        w.wake()
 
 def _touch(obj):
     # A channel's interest may have changed outside its own dispatch (sockloop addition).
@@ -248,14 +331,31 @@ def _acquire(map, backend):
         cache = _local.pollers = {}
     hit = cache.pop((id(map), backend), None)
     if hit is not None and hit[0] is map:
-        return hit[1]
-    builtins = (dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)
-    return _core.Poller(backend, _reraised_exceptions, _handle_error_in_except, builtins,
-                        SocketMap)
+        poller = hit[1]
+    else:
+        builtins = (dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)
+        poller = _core.Poller(backend, _reraised_exceptions, _handle_error_in_except, builtins,
+                              SocketMap, _run_timers)
+    waker = poller.waker
+    with _wakers_lock:
+        ws = _wakers.setdefault(id(map), {})
+        ws[waker] = ws.get(waker, 0) + 1
+    return poller
 
 def _release(map, backend, poller):
     # While a poller is in use it is out of the cache, so a nested loop() on the same map
     # (from a handler) gets a poller of its own.
+    waker = poller.waker
+    with _wakers_lock:
+        ws = _wakers.get(id(map))
+        if ws is not None:
+            n = ws.get(waker, 0) - 1
+            if n > 0:
+                ws[waker] = n
+            else:
+                ws.pop(waker, None)
+                if not ws:
+                    del _wakers[id(map)]
     cache = _local.pollers
     cache[(id(map), backend)] = (map, poller)
     while len(cache) > _CACHED_POLLERS:
