@@ -715,7 +715,6 @@ class dispatcher_with_send(dispatcher):
         num_sent = 0
         num_sent = dispatcher.send(self, self.out_buffer[:65536])
         self.out_buffer = self.out_buffer[num_sent:]
-        _touch(self)
 
     def handle_write(self):
         self.initiate_send()
@@ -727,7 +726,10 @@ class dispatcher_with_send(dispatcher):
         if self.debug:
             self.log_info('sending %s' % repr(data))
         self.out_buffer = self.out_buffer + data
-        _touch(self)
+        # sockloop: the loop must look at this channel's writable() again (inlined _touch).
+        m = self._map
+        if type(m) is SocketMap:
+            m._sockloop_log.append(self._fileno)
         self.initiate_send()
 
 # ---------------------------------------------------------------------------
