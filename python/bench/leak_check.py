@@ -2,7 +2,7 @@
 N connections one after another (connect, send a line, read it back, close), on sockloop's
 loop. Prints tracemalloc's traced memory and the object count at checkpoints.
 
-    python leak_check.py [N=100000] [backend=auto]"""
+    python leak_check.py [N=100000] [backend=auto] [dict|SocketMap]"""
 import gc
 import socket
 import sys
@@ -13,6 +13,7 @@ from sockloop import asynchat, asyncore
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 BACKEND = sys.argv[2] if len(sys.argv) > 2 else "auto"
+MAPTYPE = asyncore.SocketMap if sys.argv[3:] == ["SocketMap"] else dict
 
 
 class Session(asynchat.async_chat):
@@ -50,7 +51,7 @@ def rss_kib():
 
 
 def main():
-    m = {}
+    m = MAPTYPE()
     server = Server(m)
     port = server.socket.getsockname()[1]
     checkpoints = {1_000, N // 10, N // 2, N}

@@ -278,6 +278,10 @@ class CoreTests(unittest.TestCase):
         self.assertIsInstance(asyncore.socket_map, asyncore.SocketMap)
         m.clear()
         self.assertEqual(m, {})
+        # The change log stays bounded when no sockloop loop reads it.
+        for i in range(200_000):
+            m[i % 10] = i
+        self.assertLessEqual(len(m._sockloop_log), 65_537)
 
     def test_no_growth_over_many_connections(self):
         # Each connection: accept, echo a line through asynchat, close. Memory after a warm-up

@@ -87,6 +87,8 @@ if default_backend not in ("auto", "select", "poll", "epoll"):
 _DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE,
                            EBADF})
 
+_LOG_LIMIT = 65536  # a SocketMap's change log never holds more entries than this
+
 class SocketMap(dict):
     """A dict (fd -> channel) that tells sockloop's loop which entries changed.
 
@@ -107,27 +109,39 @@ class SocketMap(dict):
 
     def _sockloop_reset(self):
         # Changes the loop cannot follow one by one: every channel is looked at next pass.
+        # Also bounds the log when no sockloop loop reads it (a program with its own loop).
         self._sockloop_epoch += 1
+        self._sockloop_log.clear()
 
     def __setitem__(self, key, value):
         dict.__setitem__(self, key, value)
         self._sockloop_log.append(key)
+        if len(self._sockloop_log) > _LOG_LIMIT:
+            self._sockloop_reset()
 
     def __delitem__(self, key):
         dict.__delitem__(self, key)
         self._sockloop_log.append(key)
+        if len(self._sockloop_log) > _LOG_LIMIT:
+            self._sockloop_reset()
 
     def pop(self, key, *default):
         self._sockloop_log.append(key)
+        if len(self._sockloop_log) > _LOG_LIMIT:
+            self._sockloop_reset()
         return dict.pop(self, key, *default)
 
     def popitem(self):
         key, value = dict.popitem(self)
         self._sockloop_log.append(key)
+        if len(self._sockloop_log) > _LOG_LIMIT:
+            self._sockloop_reset()
         return key, value
 
     def setdefault(self, key, default=None):
         self._sockloop_log.append(key)
+        if len(self._sockloop_log) > _LOG_LIMIT:
+            self._sockloop_reset()
         return dict.setdefault(self, key, default)
 
     def clear(self):
@@ -238,6 +252,8 @@ def _touch(obj):
         fd = obj.__dict__.get("_fileno")
         if fd is not None:
             m._sockloop_log.append(fd)
+            if len(m._sockloop_log) > _LOG_LIMIT:
+                m._sockloop_reset()
 
 try:
     socket_map
@@ -729,7 +745,10 @@ class dispatcher_with_send(dispatcher):
         # sockloop: the loop must look at this channel's writable() again (inlined _touch).
         m = self._map
         if type(m) is SocketMap:
-            m._sockloop_log.append(self._fileno)
+            log = m._sockloop_log
+            log.append(self._fileno)
+            if len(log) > _LOG_LIMIT:
+                m._sockloop_reset()
         self.initiate_send()
 
 # ---------------------------------------------------------------------------
