@@ -2,16 +2,22 @@
 //!
 //! A [`Poller`] serves one Python map (the plain `dict` of `fd -> dispatcher` that asyncore users
 //! pass around). Each pass it
-//! 1. asks every channel in the map `readable()` / `writable()` (as CPython does: a method a
-//!    user overrides is called every pass) and keeps each channel's interest registered in the
-//!    kernel through [`sockloop::poller::Selector`], changing it only when an answer changes;
+//! 1. asks the channels in the map `readable()` / `writable()` (a method a user overrides is
+//!    called every pass, as CPython does; the package's own are answered here from the
+//!    instance's state) and keeps each channel's interest registered in the kernel through
+//!    [`sockloop::poller::Selector`], changing it only when an answer changes. A plain `dict`
+//!    is scanned whole every pass; an `asyncore.SocketMap` logs its changes, so only the
+//!    channels that changed, got an event or answer from Python are looked at (and all of them
+//!    every [`FULL_SCAN_EVERY`]);
 //! 2. waits with the GIL released, in slices of at most a second so that signal handlers
 //!    (Ctrl-C) run;
 //! 3. dispatches the events to `handle_read_event` / `handle_write_event` / `handle_expt_event`
 //!    / `handle_close` following asyncore's `readwrite` (poll, epoll) or `read`/`write`/
 //!    `_exception` (select), with `ExitNow`, `KeyboardInterrupt` and `SystemExit` propagating
 //!    and any other exception going to the channel's `handle_error` (called from inside an
-//!    `except` block, so `compact_traceback()` and a bare `raise` see the exception).
+//!    `except` block, so `compact_traceback()` and a bare `raise` see the exception);
+//! 4. runs the map's due `call_later` timers (a `SocketMap` addition). A [`Waker`] ends the wait
+//!    from any thread.
 //!
 //! The map may change while a pass runs (handlers add and close channels, users replace
 //! entries): an event is delivered only if the map still holds, at that moment, the very object
@@ -48,14 +54,14 @@ fn is_disconnect(errno: i32) -> bool {
     .contains(&errno)
 }
 
-/// The few errno values this module needs (Linux numbering).
+/// The few errno values this module needs.
 mod libc_errno {
-    pub const EBADF: i32 = 9;
-    pub const EPIPE: i32 = 32;
-    pub const ENOTCONN: i32 = 107;
-    pub const ESHUTDOWN: i32 = 108;
-    pub const ECONNABORTED: i32 = 103;
-    pub const ECONNRESET: i32 = 104;
+    pub const EBADF: i32 = libc::EBADF;
+    pub const EPIPE: i32 = libc::EPIPE;
+    pub const ENOTCONN: i32 = libc::ENOTCONN;
+    pub const ESHUTDOWN: i32 = libc::ESHUTDOWN;
+    pub const ECONNABORTED: i32 = libc::ECONNABORTED;
+    pub const ECONNRESET: i32 = libc::ECONNRESET;
 }
 
 /// One channel as registered: the object whose answers made the interest.
