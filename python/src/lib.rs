@@ -1,6 +1,6 @@
 //! `sockloop._core`: the part of the Python package's asyncore that runs in Rust.
 //!
-//! A [`Poller`] serves one Python map (the plain `dict` of `fd -> dispatcher` that asyncore users
+//! A `Poller` serves one Python map (the plain `dict` of `fd -> dispatcher` that asyncore users
 //! pass around). Each pass it
 //! 1. asks the channels in the map `readable()` / `writable()` (a method a user overrides is
 //!    called every pass, as CPython does; the package's own are answered here from the
@@ -8,7 +8,7 @@
 //!    [`sockloop::poller::Selector`], changing it only when an answer changes. A plain `dict`
 //!    is scanned whole every pass; an `asyncore.SocketMap` logs its changes, so only the
 //!    channels that changed, got an event or answer from Python are looked at (and all of them
-//!    every [`FULL_SCAN_EVERY`]);
+//!    every `FULL_SCAN_EVERY`);
 //! 2. waits with the GIL released, in slices of at most a second so that signal handlers
 //!    (Ctrl-C) run;
 //! 3. dispatches the events to `handle_read_event` / `handle_write_event` / `handle_expt_event`
@@ -16,7 +16,7 @@
 //!    `_exception` (select), with `ExitNow`, `KeyboardInterrupt` and `SystemExit` propagating
 //!    and any other exception going to the channel's `handle_error` (called from inside an
 //!    `except` block, so `compact_traceback()` and a bare `raise` see the exception);
-//! 4. runs the map's due `call_later` timers (a `SocketMap` addition). A [`Waker`] ends the wait
+//! 4. runs the map's due `call_later` timers (a `SocketMap` addition). A `Waker` ends the wait
 //!    from any thread.
 //!
 //! The map may change while a pass runs (handlers add and close channels, users replace
