@@ -6,7 +6,9 @@ import fcntl
 import gc
 import os
 import resource
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -265,6 +267,35 @@ class CoreTests(unittest.TestCase):
                 t.join()
                 self.assertLess(time.monotonic() - start, 10)
                 self.assertEqual(m, {})
+
+    def test_ctrl_c_interrupts_a_long_wait(self):
+        # The wait runs with the GIL released in slices of at most a second; SIGINT's handler
+        # runs between them and KeyboardInterrupt leaves loop().
+        code = (
+            "import socket, sys\n"
+            "from sockloop import asyncore\n"
+            "a, b = socket.socketpair()\n"
+            "class R(asyncore.dispatcher):\n"
+            "    def writable(self): return False\n"
+            "R(a)\n"
+            "print('ready', flush=True)\n"
+            "try:\n"
+            "    asyncore.loop(timeout=60)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n"
+        )
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                env = dict(os.environ, SOCKLOOP_BACKEND=backend)
+                p = subprocess.Popen([sys.executable, "-c", code], env=env,
+                                     stdout=subprocess.PIPE, text=True)
+                with p.stdout:
+                    self.assertEqual(p.stdout.readline().strip(), "ready")
+                    start = time.monotonic()
+                    p.send_signal(signal.SIGINT)
+                    self.assertEqual(p.stdout.readline().strip(), "interrupted")
+                self.assertEqual(p.wait(timeout=30), 0)
+                self.assertLess(time.monotonic() - start, 10)
 
     def test_socket_map_is_a_dict(self):
         m = asyncore.SocketMap({1: "a"})
