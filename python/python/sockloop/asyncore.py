@@ -69,11 +69,7 @@ import threading
 
 from . import _core
 
-__all__ = [
-    "ExitNow", "close_all", "compact_traceback", "dispatcher", "dispatcher_with_send",
-    "file_dispatcher", "file_wrapper", "loop", "poll", "poll2", "poll3", "read", "readwrite",
-    "socket_map", "write", "SocketMap", "call_later", "wake", "TimerHandle",
-]
+# No __all__, as in CPython: `from asyncore import *` gives every public name.
 
 # sockloop addition: the backend `loop`, `poll` and `poll2` use when none is given.  'auto' is
 # epoll on Linux (poll elsewhere) whatever `use_poll` says; the environment variable
