@@ -278,8 +278,8 @@ class CoreTests(unittest.TestCase):
             "class R(asyncore.dispatcher):\n"
             "    def writable(self): return False\n"
             "R(a)\n"
-            "print('ready', flush=True)\n"
             "try:\n"
+            "    print('ready', flush=True)\n"  # inside the try: SIGINT may come at once
             "    asyncore.loop(timeout=60)\n"
             "except KeyboardInterrupt:\n"
             "    print('interrupted', flush=True)\n"
