@@ -164,6 +164,18 @@ pub struct Event {
 /// does): register descriptors with a token and an [`Interest`], wait, read [`Event`]s.
 /// Level-triggered; interest stays registered until changed.
 ///
+/// A `Selector` is [`Send`] and [`Sync`]: it may be built on one thread and waited on from
+/// another (the Python package waits with the GIL released, which needs exactly that, and PyO3
+/// classes must be `Sync`). Every method that changes it takes `&mut self`.
+///
+/// ```
+/// fn assert_send_sync<T: Send + Sync>(_: &T) {}
+/// let sel = sockloop::poller::Selector::new(sockloop::Backend::Auto)?;
+/// assert_send_sync(&sel);
+/// std::thread::spawn(move || drop(sel)).join().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
 /// ```
 /// use sockloop::{poller::{Interest, Selector}, Backend};
 /// use std::os::fd::AsRawFd;
@@ -261,8 +273,9 @@ impl Selector {
     }
 }
 
-/// The small interface every backend implements.
-pub(crate) trait Poller {
+/// The small interface every backend implements. `Send + Sync` (plain data and descriptors),
+/// so a [`Selector`] can change threads.
+pub(crate) trait Poller: Send + Sync {
     /// Starts watching `fd`. An empty interest is allowed: the fd is then known but not watched.
     fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
     /// Changes what is watched for an already registered `fd`.
