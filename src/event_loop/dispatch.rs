@@ -98,26 +98,20 @@ impl Loop {
         name: &'static str,
         f: Handler<'_>,
     ) -> io::Result<()> {
-        let catch = self.core.catch_panics;
         let Body { channel, handler } = body;
         let mut cx = Context::new(channel, &mut self.scratch, &mut self.core, token, name);
-        if !catch {
-            let res = catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx)));
-            return match res {
-                Ok(result) => result,
-                Err(payload) => {
-                    // The panic goes on to the caller and drops the lent channel on its way:
-                    // take its entry out of the map and the poller first, so no stale entry
-                    // (select: EBADF on every wait; poll: POLLNVAL forever) is left behind.
-                    self.core.forget(token, channel);
-                    resume_unwind(payload)
-                }
-            };
+        let payload = match catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx))) {
+            Ok(result) => return result,
+            Err(payload) => payload,
+        };
+        if self.core.catch_panics {
+            return Err(panic_error(payload));
         }
-        match catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx))) {
-            Ok(result) => result,
-            Err(payload) => Err(panic_error(payload)),
-        }
+        // The panic goes on to the caller and drops the lent channel on its way: take its
+        // entry out of the map and the poller first, so no stale entry (select: EBADF on every
+        // wait; poll: POLLNVAL forever) is left behind.
+        self.core.forget(token, channel);
+        resume_unwind(payload)
     }
 
     /// asyncore `readwrite`'s except clauses: would-block is nothing, a disconnect means
