@@ -109,7 +109,11 @@ impl Client {
             for _ in 0..k {
                 let mut stream = TcpStream::connect(self.addr)?;
                 let idx = self.conns.len();
-                self.poll.registry().register(&mut stream, Token(idx), Interest::READABLE | Interest::WRITABLE)?;
+                self.poll.registry().register(
+                    &mut stream,
+                    Token(idx),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
                 let mut pattern = vec![0u8; size + 251];
                 for chunk in pattern.chunks_mut(8) {
                     let r = self.next_rand().to_le_bytes();
@@ -212,7 +216,10 @@ impl Client {
             }
             let n = match c.stream.read(&mut self.buf[..want]) {
                 Ok(0) => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"))
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ))
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -150,10 +150,8 @@ pub fn summarize(
             let ok: Vec<&Sample> = mine.iter().copied().filter(|s| s.error.is_none()).collect();
             let col = |f: &dyn Fn(&Sample) -> f64| ok.iter().map(|s| f(s)).collect::<Vec<f64>>();
             let ratio = |f: &dyn Fn(&Sample) -> f64| {
-                let r: Vec<f64> = ok
-                    .iter()
-                    .filter_map(|s| base_by_round.get(&s.round).map(|b| f(s) / f(b)))
-                    .collect();
+                let r: Vec<f64> =
+                    ok.iter().filter_map(|s| base_by_round.get(&s.round).map(|b| f(s) / f(b))).collect();
                 Stat::of(&r).map(|s| s.median)
             };
             let sys = Stat::of(&ok.iter().filter_map(|s| s.syscalls_per_rt).collect::<Vec<_>>());
@@ -187,7 +185,9 @@ pub fn summarize(
                     &ok.iter().filter_map(|s| s.strace_syscalls_per_rt).collect::<Vec<_>>(),
                 ),
                 client_cpu_us_per_rt: Stat::of(&col(&|s| s.client_cpu_us_per_rt)).map(|s| s.median),
-                idle_bytes_per_conn: Stat::of(&ok.iter().filter_map(|s| s.idle_bytes_per_conn).collect::<Vec<_>>()),
+                idle_bytes_per_conn: Stat::of(
+                    &ok.iter().filter_map(|s| s.idle_bytes_per_conn).collect::<Vec<_>>(),
+                ),
             });
         }
     }
@@ -223,7 +223,11 @@ fn ratio(x: Option<f64>) -> String {
 }
 
 /// One table per scenario.
-pub fn scenario_tables(sums: &[Summary], scenarios: &[(String, String)], base_of: impl Fn(&str) -> &'static str) -> String {
+pub fn scenario_tables(
+    sums: &[Summary],
+    scenarios: &[(String, String)],
+    base_of: impl Fn(&str) -> &'static str,
+) -> String {
     let mut md = String::new();
     for (scn, title) in scenarios {
         let rows: Vec<&Summary> = sums.iter().filter(|s| s.scenario == *scn).collect();
@@ -309,7 +313,11 @@ pub fn idle_table(sums: &[Summary], busy: &str, idle: &str, n_idle: usize) -> St
 /// The timer table.
 pub fn timer_table(t: &TimerRates) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "\n### Timers: {} pending (sockloop `Loop::call_later` / `cancel` / `run_with`)\n", t.timers);
+    let _ = writeln!(
+        md,
+        "\n### Timers: {} pending (sockloop `Loop::call_later` / `cancel` / `run_with`)\n",
+        t.timers
+    );
     let _ = writeln!(md, "| operation | per second | ns each |");
     let _ = writeln!(md, "|---|---:|---:|");
     for (name, r) in [

@@ -79,7 +79,11 @@ pub fn start(spec: &ServerSpec, cpu: usize) -> io::Result<Running> {
             let _ = child.kill();
             let _ = child.wait();
             let err = stderr.lock().map(|s| s.clone()).unwrap_or_default();
-            return Err(io::Error::other(format!("{} did not print `listening on`: {}", spec.name, last_line(&err))));
+            return Err(io::Error::other(format!(
+                "{} did not print `listening on`: {}",
+                spec.name,
+                last_line(&err)
+            )));
         }
     };
     let addr: SocketAddr = addr
@@ -179,7 +183,7 @@ pub fn parse_strace_summary(text: &str) -> (u64, Vec<(String, u64)>) {
             calls.push((name, n));
         }
     }
-    calls.sort_by(|a, b| b.1.cmp(&a.1));
+    calls.sort_by_key(|c| std::cmp::Reverse(c.1));
     if total == 0 {
         total = calls.iter().map(|c| c.1).sum();
     }
@@ -265,7 +269,7 @@ impl PerfStat {
         if total > listed {
             calls.push(("other".into(), total - listed));
         }
-        calls.sort_by(|a, b| b.1.cmp(&a.1));
+        calls.sort_by_key(|c| std::cmp::Reverse(c.1));
         Ok((total, calls))
     }
 }

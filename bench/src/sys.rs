@@ -37,6 +37,7 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
             return Err(io::Error::last_os_error());
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
     Ok(lim.rlim_cur as u64)
 }
 

@@ -80,5 +80,11 @@ pub fn run(n: usize) -> io::Result<TimerRates> {
     }
     let fire = n as f64 / t.elapsed().as_secs_f64();
     assert_eq!(fired.get(), n, "every timer fires once");
-    Ok(TimerRates { timers: n, schedule_per_s: schedule, cancel_per_s: cancel, fire_per_s: fire, fire_passes: passes })
+    Ok(TimerRates {
+        timers: n,
+        schedule_per_s: schedule,
+        cancel_per_s: cancel,
+        fire_per_s: fire,
+        fire_passes: passes,
+    })
 }

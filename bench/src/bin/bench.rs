@@ -174,8 +174,16 @@ fn http_servers(bin: &Path) -> (Vec<ServerSpec>, Option<String>) {
         why.push(format!("{} does not exist yet (issue 3)", http.display()));
     }
     let specs = vec![
-        ServerSpec { name: "sockloop-http".into(), argv: vec![http.to_string_lossy().into_owned()], unavailable: None },
-        ServerSpec { name: "hyper".into(), argv: vec![hyper.to_string_lossy().into_owned()], unavailable: None },
+        ServerSpec {
+            name: "sockloop-http".into(),
+            argv: vec![http.to_string_lossy().into_owned()],
+            unavailable: None,
+        },
+        ServerSpec {
+            name: "hyper".into(),
+            argv: vec![hyper.to_string_lossy().into_owned()],
+            unavailable: None,
+        },
     ];
     (specs, if why.is_empty() { None } else { Some(why.join("; ")) })
 }
@@ -352,7 +360,9 @@ fn measure_http(spec: &ServerSpec, t: &Timing, round: usize) -> Sample {
 fn targets(sums: &[Summary]) -> String {
     let get = |scn: &str, srv: &str| sums.iter().find(|s| s.scenario == scn && s.server == srv);
     let ep = "sockloop-epoll";
-    let mut md = String::from("\n### Issue 4's targets for sockloop-epoll\n\n| target | measured | met |\n|---|---:|:---:|\n");
+    let mut md = String::from(
+        "\n### Issue 4's targets for sockloop-epoll\n\n| target | measured | met |\n|---|---:|:---:|\n",
+    );
     let mut row = |name: &str, v: Option<f64>, show: &dyn Fn(f64) -> String, ok: &dyn Fn(f64) -> bool| {
         let (m, y) = match v {
             Some(v) => (show(v), if ok(v) { "yes" } else { "**no**" }),
@@ -387,7 +397,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let quick = args.quick;
     let rounds = if quick { 1 } else { args.rounds.max(1) };
-    let secs = |v: Option<f64>, full: f64, q: f64| Duration::from_secs_f64(v.unwrap_or(if quick { q } else { full }));
+    let secs = |v: Option<f64>, full: f64, q: f64| {
+        Duration::from_secs_f64(v.unwrap_or(if quick { q } else { full }))
+    };
     let timing = Timing {
         window: secs(args.window, 3.0, 1.0),
         warmup: secs(args.warmup, 0.5, 0.2),
@@ -421,6 +433,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             notes.push(format!("HTTP scenario skipped: {why}"));
         }
     }
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    notes.push(format!("load average before: {}", loadavg()));
     let mut samples: Vec<Sample> = Vec::new();
     let started = Instant::now();
     for round in 0..rounds {
@@ -466,6 +480,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scn_only: Vec<String> = scn_names.iter().map(|s| s.0.clone()).collect();
     let sums = report::summarize(&samples, &scn_only, &names, base_of);
 
+    notes.push(format!("load average after the echo and HTTP runs: {}", loadavg()));
     let timer_rates = if args.timers > 0 {
         eprintln!("timer benchmark: {} timers", args.timers);
         Some(timers::run(args.timers)?)
@@ -476,7 +491,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let machine = format!("{cpu}, {} CPUs, Linux {}", sh("nproc", &["--all"]), sh("uname", &["-r"]));
     let settings = format!(
@@ -485,13 +504,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         timing.warmup.as_secs_f64(),
         timing.strace.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or("off".into())
     );
-    let mut md = format!("## Results\n\n- date: {date}\n- machine: {machine}\n- command: `{command}`\n- {settings}\n");
+    let mut md =
+        format!("## Results\n\n- date: {date}\n- machine: {machine}\n- command: `{command}`\n- {settings}\n");
     for n in &notes {
         md.push_str(&format!("- note: {n}\n"));
     }
-    md.push_str(&format!(
-        "\nMedians over rounds, (min-max) when there are several; `x mio` is the median of per-round ratios to mio (to hyper for HTTP); latency is the load generator's round-trip time. CPU is the server's user+system time over the window.\n"
-    ));
+    md.push_str(
+        "\nMedians over rounds, (min-max) when there are several; `x mio` is the median of per-round \
+         ratios to mio from the same round (to hyper for HTTP). Latency is the load generator's \
+         round-trip time. CPU is the server's user+system time (/proc/PID/stat) over the window. \
+         Syscalls per round trip come from two separate short runs: `perf stat` on the syscall \
+         tracepoints (does not slow the server; the figure used for the targets) and `strace -c -f` \
+         (stops the server at every call, so the next message is often already there when a \
+         read-until-EAGAIN server reads again: it under-counts those EAGAIN reads).\n",
+    );
     md.push_str(&report::scenario_tables(&sums, &scn_names, base_of));
     if scns.iter().any(|s| s.idle > 0) {
         md.push_str(&report::idle_table(&sums, "50x64B", "50x64B+5000idle", 5000));
@@ -508,7 +534,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&args.markdown, &md)?;
-    let rep = Report { date, command, machine, settings, notes, samples, summaries: sums, timers: timer_rates };
+    let rep =
+        Report { date, command, machine, settings, notes, samples, summaries: sums, timers: timer_rates };
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }
