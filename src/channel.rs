@@ -129,8 +129,9 @@ pub struct Channel {
     pub(crate) close_reported: bool,
     /// Reading paused by `Context::pause_reading` until a timer resumes it.
     pub(crate) paused: bool,
-    /// The idle timeout, if set.
-    pub(crate) idle: Option<Idle>,
+    /// The idle timeout, if set (boxed: most channels have none, and it would be 40 bytes of
+    /// every channel).
+    pub(crate) idle: Option<Box<Idle>>,
     /// Close once the output is flushed (asynchat's `close_when_done`).
     closing: bool,
     /// `close()` was called: the loop drops the channel when the handler returns.
