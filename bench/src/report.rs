@@ -351,12 +351,12 @@ pub fn draw_cpu_chart(
             .and_then(|x| x.cpu_us_per_rt)
             .map(|x| x.median)
     };
-    let ymax = sums.iter().filter_map(|x| x.cpu_us_per_rt).map(|x| x.max).fold(1.0f64, f64::max) * 1.5;
+    let ymax = sums.iter().filter_map(|x| x.cpu_us_per_rt).map(|x| x.max).fold(1.0f64, f64::max) * 6.0;
     let ymin = 0.3f64;
     let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("server CPU per round trip (µs, log scale; lower is better)", ("sans-serif", 20))
+        .caption("server CPU µs per round trip, median (log scale; lower is better)", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -397,13 +397,13 @@ pub fn draw_cpu_chart(
             .label(srv.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
-    for (i, (_, title)) in scns.iter().enumerate() {
+    for (i, (name, _)) in scns.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(i as f64 + 0.1, ymin));
-        root.draw(&Text::new(title.clone(), (px, py + 8), ("sans-serif", 14).into_font()))?;
+        root.draw(&Text::new(name.clone(), (px, py + 8), ("sans-serif", 14).into_font()))?;
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperMiddle)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
