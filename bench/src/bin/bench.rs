@@ -329,7 +329,8 @@ fn measure_http(spec: &ServerSpec, t: &Timing, round: usize) -> Sample {
         sample.rts_per_s = w.rps;
         sample.p50_us = w.p50_us;
         sample.p99_us = w.p99_us;
-        sample.p999_us = f64::NAN;
+        sample.p999_us = f64::NAN; // wrk --latency stops at p99
+        sample.client_cpu_us_per_rt = f64::NAN; // wrk is not this process
         let used = c1.saturating_sub(c0) as f64;
         sample.cpu_us_per_rt = used / w.requests.max(1) as f64;
         sample.server_cpu_util = used / (secs as f64 * 1e6);
