@@ -36,6 +36,28 @@ pub(crate) struct Idle {
     pub timer: crate::TimerId,
 }
 
+/// asyncore's `addr`, stored compactly: an IP address in 32 bytes instead of a 136-byte
+/// `sockaddr_storage` (most channels are TCP), anything else (Unix paths) boxed. It is
+/// captured exactly when asyncore captures it; [`Channel::addr`] builds the `SockAddr` view
+/// from it on first use and keeps it.
+#[derive(Clone, Debug, Default)]
+enum Addr {
+    #[default]
+    None,
+    Ip(std::net::SocketAddr),
+    Other(Box<SockAddr>),
+}
+
+impl Addr {
+    fn of(addr: &SockAddr) -> Addr {
+        match addr.as_socket() {
+            // A round trip through SocketAddr keeps family, address, port, flow info and scope.
+            Some(a) if SockAddr::from(a) == *addr => Addr::Ip(a),
+            _ => Addr::Other(Box::new(addr.clone())),
+        }
+    }
+}
+
 /// What the channel reads and writes through.
 enum Io {
     Socket(Socket),
@@ -101,7 +123,9 @@ pub struct Channel {
     connected: bool,
     connecting: bool,
     /// asyncore's `addr`: the address connected or bound to.
-    addr: Option<SockAddr>,
+    addr: Addr,
+    /// `addr` as a `SockAddr`, built by [`Channel::addr`] when first asked for.
+    addr_view: std::cell::OnceCell<Box<SockAddr>>,
     out: OutBuf,
     soft_limit: usize,
     hard_limit: usize,
@@ -113,8 +137,9 @@ pub struct Channel {
     pub(crate) close_reported: bool,
     /// Reading paused by `Context::pause_reading` until a timer resumes it.
     pub(crate) paused: bool,
-    /// The idle timeout, if set.
-    pub(crate) idle: Option<Idle>,
+    /// The idle timeout, if set (boxed: most channels have none, and it would be 40 bytes of
+    /// every channel).
+    pub(crate) idle: Option<Box<Idle>>,
     /// Close once the output is flushed (asynchat's `close_when_done`).
     closing: bool,
     /// `close()` was called: the loop drops the channel when the handler returns.
@@ -128,7 +153,8 @@ impl Channel {
             accepting: false,
             connected: false,
             connecting: false,
-            addr: None,
+            addr: Addr::None,
+            addr_view: std::cell::OnceCell::new(),
             out: OutBuf::default(),
             soft_limit: DEFAULT_SOFT_LIMIT,
             hard_limit: DEFAULT_HARD_LIMIT,
@@ -263,7 +289,7 @@ impl Channel {
     /// ```
     pub fn bind(&mut self, addr: &SockAddr) -> io::Result<()> {
         self.sock()?.bind(addr)?;
-        self.addr = Some(addr.clone());
+        self.set_addr(Some(addr));
         Ok(())
     }
 
@@ -304,7 +330,7 @@ impl Channel {
         }
         // Even an immediate success is reported through handle_connect on the first event.
         self.connecting = true;
-        self.addr = Some(addr.clone());
+        self.set_addr(Some(addr));
         Ok(())
     }
 
@@ -726,7 +752,16 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn addr(&self) -> Option<&SockAddr> {
-        self.addr.as_ref()
+        match &self.addr {
+            Addr::None => None,
+            Addr::Other(a) => Some(a),
+            Addr::Ip(a) => Some(self.addr_view.get_or_init(|| Box::new(SockAddr::from(*a)))),
+        }
+    }
+
+    fn set_addr(&mut self, addr: Option<&SockAddr>) {
+        self.addr = addr.map(Addr::of).unwrap_or_default();
+        self.addr_view = std::cell::OnceCell::new();
     }
 
     /// The local address of the socket (`getsockname`).
@@ -878,7 +913,7 @@ impl From<Socket> for Channel {
         let mut ch = Channel::with_io(Io::Socket(sock));
         ch.accepting = accepting;
         ch.connected = peer.is_some();
-        ch.addr = peer;
+        ch.set_addr(peer.as_ref());
         ch
     }
 }
@@ -937,15 +972,51 @@ impl fmt::Debug for Channel {
                 f.write_str(name)?;
             }
         }
-        if let Some(addr) = &self.addr {
-            match addr.as_socket() {
-                Some(a) => write!(f, " {a}")?,
-                None => match addr.as_pathname() {
-                    Some(p) => write!(f, " {}", p.display())?,
-                    None => f.write_str(" (unnamed)")?,
-                },
-            }
+        match &self.addr {
+            Addr::None => {}
+            Addr::Ip(a) => write!(f, " {a}")?,
+            Addr::Other(addr) => match (addr.as_socket(), addr.as_pathname()) {
+                (Some(a), _) => write!(f, " {a}")?,
+                (None, Some(p)) => write!(f, " {}", p.display())?,
+                (None, None) => f.write_str(" (unnamed)")?,
+            },
         }
         f.write_str(">")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, SocketAddrV6};
+
+    #[test]
+    fn addr_is_kept_exactly_in_its_compact_form() {
+        let v6 = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 8080, 7, 3));
+        for a in [SockAddr::from("127.0.0.1:9".parse::<SocketAddr>().unwrap()), SockAddr::from(v6)] {
+            let mut ch = Channel::create_socket(Domain::IPV4, Type::STREAM).unwrap();
+            ch.set_addr(Some(&a));
+            assert!(matches!(ch.addr, Addr::Ip(_)));
+            assert_eq!(ch.addr(), Some(&a));
+            assert_eq!(ch.addr().and_then(|x| x.as_socket()), a.as_socket());
+            ch.set_addr(None);
+            assert!(ch.addr().is_none());
+        }
+        let unix = SockAddr::unix("/tmp/sockloop-addr-test.sock").unwrap();
+        let mut ch = Channel::create_socket(Domain::UNIX, Type::STREAM).unwrap();
+        ch.set_addr(Some(&unix));
+        assert!(matches!(ch.addr, Addr::Other(_)));
+        assert_eq!(ch.addr(), Some(&unix));
+        assert!(format!("{ch:?}").contains("/tmp/sockloop-addr-test.sock"));
+    }
+
+    #[test]
+    fn accepted_channel_knows_its_peer() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let ch = Channel::from(Socket::from(s));
+        assert_eq!(ch.addr().and_then(|a| a.as_socket()), Some(c.local_addr().unwrap()));
+        assert!(format!("{ch:?}").contains(&c.local_addr().unwrap().to_string()));
     }
 }

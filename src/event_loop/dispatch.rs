@@ -230,7 +230,8 @@ impl Loop {
             // Still open and nobody changed the timeout: keep watching.
             if !body.channel.closed && body.channel.idle.is_none() {
                 let timer = self.core.timers.schedule(Instant::now() + timeout, Action::Idle(token));
-                body.channel.idle = Some(crate::channel::Idle { timeout, last: Instant::now(), timer });
+                body.channel.idle =
+                    Some(Box::new(crate::channel::Idle { timeout, last: Instant::now(), timer }));
             }
         } else {
             self.call(token, &mut body, "handle_timeout", &mut |h, cx| h.handle_timeout(cx));

@@ -277,7 +277,7 @@ impl Core {
         if let Some(timeout) = timeout {
             let now = Instant::now();
             let timer = self.timers.schedule(now + timeout, Action::Idle(token));
-            channel.idle = Some(crate::channel::Idle { timeout, last: now, timer });
+            channel.idle = Some(Box::new(crate::channel::Idle { timeout, last: now, timer }));
         }
     }
 
