@@ -162,7 +162,7 @@ fn servers(bin: &Path, python: &Path) -> Vec<ServerSpec> {
     v
 }
 
-fn http_servers(bin: &Path) -> (Vec<ServerSpec>, Option<String>) {
+fn http_servers(bin: &Path, python: &Path) -> (Vec<ServerSpec>, Option<String>) {
     let http = bin.join("examples/http_server");
     let hyper = bin.join("hyper_hello");
     let wrk = Command::new("wrk").arg("--version").output().is_ok();
@@ -183,6 +183,17 @@ fn http_servers(bin: &Path) -> (Vec<ServerSpec>, Option<String>) {
             name: "hyper".into(),
             argv: vec![hyper.to_string_lossy().into_owned()],
             unavailable: None,
+        },
+        ServerSpec {
+            name: "python-asynchat-http".into(),
+            argv: vec![
+                python.to_string_lossy().into_owned(),
+                "-W".into(),
+                "ignore".into(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/py/asynchat_http.py").into(),
+                "--use-poll".into(),
+            ],
+            unavailable: has_asyncore(python).err(),
         },
     ];
     (specs, if why.is_empty() { None } else { Some(why.join("; ")) })
@@ -427,7 +438,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let scns: Vec<&Scenario> = SCENARIOS.iter().filter(|s| want(s.name, &args.scenarios)).collect();
-    let (http_specs, http_skip) = http_servers(&bin);
+    let (all_http, http_skip) = http_servers(&bin, &python);
+    let mut http_specs = Vec::new();
+    for s in all_http {
+        match &s.unavailable {
+            Some(why) => notes.push(format!("{}: skipped: {why}", s.name)),
+            None => http_specs.push(s),
+        }
+    }
     let run_http = want("http", &args.scenarios) || want(HTTP, &args.scenarios);
     if run_http {
         if let Some(why) = &http_skip {
