@@ -20,7 +20,7 @@
 //! followed) and must stay under the canonical root (403).
 //!
 //! Per-connection timeouts: `--header-timeout` (a request head must arrive within it once
-//! begun: 408) and `--idle-timeout` (no traffic at all: closed). No cap on requests per
+//! begun: 408) and `--idle-timeout SECS` (off by default; no traffic at all: closed). No cap on requests per
 //! connection or on connections. SIGINT/SIGTERM: stop accepting, flush (`--grace`, 5 s),
 //! print totals, exit 0.
 
@@ -53,8 +53,9 @@ struct Args {
     #[arg(long, default_value_t = 20.0)]
     header_timeout: f64,
     /// Seconds without any traffic before a connection is closed.
-    #[arg(long, default_value_t = 60.0)]
-    idle_timeout: f64,
+    /// (Default: none; the DESIGN contract closes nothing for idleness unless asked.)
+    #[arg(long)]
+    idle_timeout: Option<f64>,
     /// Largest request body (read and dropped) before answering 413 and closing.
     #[arg(long, default_value_t = 16 << 20)]
     max_body: u64,
@@ -571,7 +572,7 @@ impl Dispatcher for HttpConn {
 
 struct Server {
     cfg: Rc<Config>,
-    idle: Duration,
+    idle: Option<Duration>,
 }
 
 impl Dispatcher for Server {
@@ -594,7 +595,7 @@ impl Dispatcher for Server {
         chat.set_terminator(b"\r\n\r\n");
         chat.set_max_record(MAX_HEAD);
         let token = cx.add(Channel::from(sock), HttpConn { chat })?;
-        cx.set_idle_timeout_of(token, Some(self.idle));
+        cx.set_idle_timeout_of(token, self.idle);
         self.cfg.connections.set(self.cfg.connections.get() + 1);
         Ok(())
     }
@@ -620,7 +621,7 @@ fn main() -> io::Result<()> {
     let mut lp = Loop::with_backend(args.backend)?;
     let listener = Channel::tcp_listener(args.bind, args.backlog)?;
     let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
-    lp.add(listener, Server { cfg: cfg.clone(), idle: Duration::from_secs_f64(args.idle_timeout) })?;
+    lp.add(listener, Server { cfg: cfg.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) })?;
     let grace = Duration::from_secs_f64(args.grace);
     for sig in [libc::SIGINT, libc::SIGTERM] {
         lp.on_signal(sig, move |lp| lp.shutdown(grace))?;

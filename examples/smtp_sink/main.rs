@@ -9,7 +9,7 @@
 //! `RSET`, `NOOP`, `VRFY` (252), `HELP`, `QUIT` (221). Unknown verb 500, bad arguments 501,
 //! unknown ESMTP parameter 555, wrong order 503 (MAIL before HELO/EHLO too), a message over
 //! `--max-size` (32 MiB) 552 at `MAIL ... SIZE=n` or after its DATA, a command line over 4 KiB
-//! 500 at once (and the connection closed), `--idle-timeout` (300 s) of silence 421, and a
+//! 500 at once (and the connection closed), `--idle-timeout SECS` (off by default) of silence 421, and a
 //! command line not finished within `--command-timeout` (300 s) once begun 421 (a client
 //! sending a byte now and then is not idle, but may not hold a session forever).
 //!
@@ -52,8 +52,9 @@ struct Args {
     #[arg(long, default_value_t = 32 << 20)]
     max_size: u64,
     /// Seconds of silence before a client gets 421 and is closed.
-    #[arg(long, default_value_t = 300.0)]
-    idle_timeout: f64,
+    /// (Default: none; the DESIGN contract closes nothing for idleness unless asked.)
+    #[arg(long)]
+    idle_timeout: Option<f64>,
     /// Seconds a client has to finish a command line once it has begun (then 421): a client
     /// sending one byte at a time is not idle, but is not let to hold a session forever.
     #[arg(long, default_value_t = 300.0)]
@@ -494,7 +495,7 @@ impl Dispatcher for SmtpConn {
 
 struct Server {
     sink: Rc<Sink>,
-    idle: Duration,
+    idle: Option<Duration>,
 }
 
 impl Dispatcher for Server {
@@ -523,7 +524,7 @@ impl Dispatcher for Server {
         chat.set_terminator(b"\n");
         chat.set_max_record(MAX_COMMAND);
         let token = cx.add(Channel::from(sock), SmtpConn { chat })?;
-        cx.set_idle_timeout_of(token, Some(self.idle));
+        cx.set_idle_timeout_of(token, self.idle);
         self.sink.connections.set(self.sink.connections.get() + 1);
         let greeting = format!("220 {} ESMTP sockloop smtp_sink\r\n", self.sink.hostname);
         if let Some((conn, channel)) = cx.get_mut::<SmtpConn>(token) {
@@ -561,7 +562,7 @@ fn main() -> io::Result<()> {
     let mut lp = Loop::with_backend(args.backend)?;
     let listener = Channel::tcp_listener(args.bind, args.backlog)?;
     let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
-    lp.add(listener, Server { sink: sink.clone(), idle: Duration::from_secs_f64(args.idle_timeout) })?;
+    lp.add(listener, Server { sink: sink.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) })?;
     let grace = Duration::from_secs_f64(args.grace);
     for sig in [libc::SIGINT, libc::SIGTERM] {
         lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
