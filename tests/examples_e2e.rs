@@ -283,3 +283,29 @@ fn examples_help() {
     let (status, _, err) = run(Command::new(example_path("echo_server")).args(["--backend", "kqueue9"]));
     assert!(!status.success() && err.contains("unknown backend"), "{err}");
 }
+
+// Issue 6: `--idle-timeout SECS` closes a silent client, not one that keeps talking, and
+// nothing is closed for idleness without it.
+#[test]
+fn echo_server_idle_timeout() {
+    for &backend in Backend::all() {
+        let (_guard, addr, _stdout) = start_echo_server(backend, &["--idle-timeout", "1"]);
+        let mut silent = client(addr);
+        let mut talker = client(addr);
+        let start = std::time::Instant::now();
+        // The talker speaks every 100 ms for 1.5 s, well past the silent client's timeout.
+        while start.elapsed() < std::time::Duration::from_millis(1500) {
+            std::io::Write::write_all(&mut talker, b"hi").unwrap();
+            let mut got = [0u8; 2];
+            talker.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"hi", "{backend:?}");
+            // Pacing the client, not synchronisation: the assertions wait on the server.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // The silent one was closed by the server: end of stream, within the deadline.
+        let mut rest = Vec::new();
+        silent.read_to_end(&mut rest).expect("the server closes the silent client");
+        assert!(rest.is_empty());
+        assert!(start.elapsed() >= std::time::Duration::from_secs(1), "{backend:?}: closed early");
+    }
+}
