@@ -15,11 +15,14 @@
 //! departure announced, while everyone else goes on. SIGINT/SIGTERM: stop accepting, flush
 //! (`--grace`, 5 s), print totals, exit 0.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use clap::Parser;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit};
-use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket};
+use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket};
 use std::cell::Cell;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -31,7 +34,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7000")]
     bind: SocketAddr,
     /// Readiness backend: auto, select, poll or epoll.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// listen(2) backlog.
     #[arg(long, default_value_t = 1024)]
@@ -51,10 +54,6 @@ struct Args {
     /// Do not print a line per join and departure.
     #[arg(long)]
     quiet: bool,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    Backend::parse(s).ok_or_else(|| format!("unknown backend {s:?} (auto, select, poll, epoll)"))
 }
 
 #[derive(Default)]
@@ -247,12 +246,12 @@ impl Dispatcher for Server {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let mut lp = Loop::with_backend(args.backend)?;
-    let listener = Channel::tcp_listener(args.bind, args.backlog)?;
-    let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
     let stats = Rc::new(Stats::default());
-    lp.add(
-        listener,
+    common::serve(
+        args.backend,
+        args.bind,
+        args.backlog,
+        args.grace,
         Server {
             max_line: args.max_line,
             output_limit: args.output_limit,
@@ -261,13 +260,6 @@ fn main() -> io::Result<()> {
             stats: stats.clone(),
         },
     )?;
-    let grace = Duration::from_secs_f64(args.grace);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
-    }
-    println!("listening on {local}");
-    io::stdout().flush()?;
-    lp.run()?;
     println!(
         "served {} connections, relayed {} lines, dropped {} slow readers",
         stats.connections.get(),

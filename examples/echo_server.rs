@@ -9,10 +9,13 @@
 //! everything owed before closing. SIGINT/SIGTERM: stop accepting, flush (5 s), print totals,
 //! exit 0.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use clap::Parser;
-use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket};
+use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket};
 use std::cell::Cell;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,7 +27,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
     /// Readiness backend: auto, select, poll or epoll.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// Do not print a line per connection.
     #[arg(long)]
@@ -41,10 +44,6 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    Backend::parse(s).ok_or_else(|| format!("unknown backend {s:?} (auto, select, poll, epoll)"))
 }
 
 #[derive(Default)]
@@ -116,9 +115,6 @@ impl Dispatcher for EchoServer {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let mut lp = Loop::with_backend(args.backend)?;
-    let listener = Channel::tcp_listener(args.bind, args.backlog)?;
-    let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
     let stats = Rc::new(Stats::default());
     let server = EchoServer {
         quiet: args.quiet,
@@ -126,14 +122,7 @@ fn main() -> io::Result<()> {
         idle: args.idle_timeout.map(Duration::from_secs_f64),
         stats: stats.clone(),
     };
-    lp.add(listener, server)?;
-    let grace = Duration::from_secs_f64(args.grace);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
-    }
-    println!("listening on {local}");
-    io::stdout().flush()?;
-    lp.run()?;
+    common::serve(args.backend, args.bind, args.backlog, args.grace, server)?;
     println!("served {} connections, echoed {} bytes", stats.connections.get(), stats.bytes.get());
     Ok(())
 }

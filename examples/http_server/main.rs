@@ -26,13 +26,16 @@
 
 mod request;
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use clap::Parser;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit, Producer};
-use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket, TimerId};
+use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket, TimerId};
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -60,7 +63,7 @@ struct Args {
     #[arg(long, default_value_t = 16 << 20)]
     max_body: u64,
     /// Readiness backend: auto, select, poll or epoll.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// listen(2) backlog.
     #[arg(long, default_value_t = 1024)]
@@ -68,10 +71,6 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    Backend::parse(s).ok_or_else(|| format!("unknown backend {s:?} (auto, select, poll, epoll)"))
 }
 
 /// Largest request head (request line and headers), in bytes.
@@ -618,17 +617,13 @@ fn main() -> io::Result<()> {
         connections: Cell::new(0),
         requests: Cell::new(0),
     });
-    let mut lp = Loop::with_backend(args.backend)?;
-    let listener = Channel::tcp_listener(args.bind, args.backlog)?;
-    let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
-    lp.add(listener, Server { cfg: cfg.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) })?;
-    let grace = Duration::from_secs_f64(args.grace);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
-    }
-    println!("listening on {local}");
-    io::stdout().flush()?;
-    lp.run()?;
+    common::serve(
+        args.backend,
+        args.bind,
+        args.backlog,
+        args.grace,
+        Server { cfg: cfg.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) },
+    )?;
     println!("served {} connections, {} requests", cfg.connections.get(), cfg.requests.get());
     Ok(())
 }

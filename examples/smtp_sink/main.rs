@@ -23,10 +23,13 @@
 
 mod command;
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use clap::Parser;
 use command::Command;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit};
-use sockloop::{Backend, Channel, Context, Dispatcher, Loop, SockAddr, Socket, TimerId};
+use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket, TimerId};
 use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -69,7 +72,7 @@ struct Args {
     #[arg(long)]
     fsync: bool,
     /// Readiness backend: auto, select, poll or epoll.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// listen(2) backlog.
     #[arg(long, default_value_t = 1024)]
@@ -77,10 +80,6 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    Backend::parse(s).ok_or_else(|| format!("unknown backend {s:?} (auto, select, poll, epoll)"))
 }
 
 /// Longest command line, in bytes.
@@ -559,17 +558,13 @@ fn main() -> io::Result<()> {
         messages: Cell::new(0),
         bytes: Cell::new(0),
     });
-    let mut lp = Loop::with_backend(args.backend)?;
-    let listener = Channel::tcp_listener(args.bind, args.backlog)?;
-    let local = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
-    lp.add(listener, Server { sink: sink.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) })?;
-    let grace = Duration::from_secs_f64(args.grace);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        lp.on_signal(sig, move |lp| lp.shutdown(grace))?;
-    }
-    println!("listening on {local}");
-    io::stdout().flush()?;
-    lp.run()?;
+    common::serve(
+        args.backend,
+        args.bind,
+        args.backlog,
+        args.grace,
+        Server { sink: sink.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) },
+    )?;
     println!(
         "served {} connections, accepted {} messages ({} bytes)",
         sink.connections.get(),
