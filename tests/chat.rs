@@ -405,3 +405,70 @@ fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel() {
         assert_eq!(&reply, b"ok\n");
     }
 }
+
+#[test]
+fn a_failing_producer_reaches_handle_error_and_closes_the_channel() {
+    // asynchat: an exception raised by a producer's more() went to handle_error.
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    struct Flaky(u32);
+    impl sockloop::chat::Producer for Flaky {
+        fn more(&mut self) -> io::Result<Vec<u8>> {
+            self.0 += 1;
+            match self.0 {
+                1 => Ok(b"first chunk\n".to_vec()),
+                _ => Err(io::Error::other("the disk went away")),
+            }
+        }
+    }
+    struct Sender {
+        errors: Rc<RefCell<Vec<String>>>,
+    }
+    impl ChatHandler for Sender {
+        fn collect_incoming_data(&mut self, _: &[u8]) {}
+        fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> io::Result<()> {
+            Ok(())
+        }
+        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+            self.errors.borrow_mut().push(err.to_string());
+            chat.close();
+        }
+    }
+    for &backend in Backend::all() {
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        let mut lp = Loop::with_backend(backend).unwrap();
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut channel = Channel::from(a);
+        let mut chat = AsyncChat::new(Sender { errors: errors.clone() });
+        // The first chunk goes out at once; the failure comes on the next refill.
+        assert!(chat.push_with_producer(&mut channel, Flaky(0)).is_err());
+        let t = lp.add(channel, chat).unwrap();
+        assert!(lp.contains(t));
+        lp.close_channel(t);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"first chunk\n", "{backend:?}");
+        // Queued behind other output, the failure reaches handle_error from handle_write.
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut channel = Channel::from(a);
+        channel.set_output_limits(usize::MAX, usize::MAX);
+        let mut chat = AsyncChat::new(Sender { errors: errors.clone() });
+        chat.set_buffer_sizes(65536, 1);
+        chat.push(&mut channel, &vec![b'x'; 4 << 20]).unwrap(); // fills the socket
+        chat.push_with_producer(&mut channel, Flaky(0)).unwrap(); // waits behind it
+        let t = lp.add(channel, chat).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lp.contains(t) && Instant::now() < deadline {
+            lp.poll(Some(Duration::from_millis(50))).unwrap();
+        }
+        assert!(!lp.contains(t), "{backend:?}");
+        assert_eq!(reader.join().unwrap(), (4 << 20) + b"first chunk\n".len(), "{backend:?}");
+        assert_eq!(*errors.borrow(), vec!["the disk went away".to_string()], "{backend:?}");
+        errors.borrow_mut().clear();
+    }
+}

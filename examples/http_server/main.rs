@@ -213,7 +213,6 @@ struct Reply {
     job: Option<Job>,
     file: Option<(File, u64)>,
     queued: Rc<Cell<usize>>,
-    aborted: Rc<Cell<bool>>,
 }
 
 impl Drop for Reply {
@@ -249,7 +248,7 @@ impl Reply {
     }
 
     /// The response to a GET or HEAD: its head, and the body or the file to stream.
-    fn serve(&mut self, segments: &[Vec<u8>], head_only: bool, keep_alive: bool) -> Vec<u8> {
+    fn serve(&mut self, segments: &[Vec<u8>], head_only: bool, keep_alive: bool) -> io::Result<Vec<u8>> {
         let cfg = self.cfg.clone();
         let Some(root) = cfg.root.as_deref() else {
             if segments.is_empty() || (segments.len() == 1 && segments[0] == b"index.html") {
@@ -264,40 +263,40 @@ impl Reply {
                 if !head_only {
                     out.extend_from_slice(BUILTIN_PAGE.as_bytes());
                 }
-                return out;
+                return Ok(out);
             }
-            return simple_response(&cfg, 404, keep_alive, head_only, "");
+            return Ok(simple_response(&cfg, 404, keep_alive, head_only, ""));
         };
         let path = match Self::resolve(root, segments) {
             Ok(p) => p,
-            Err(status) => return simple_response(&cfg, status, keep_alive, head_only, ""),
+            Err(status) => return Ok(simple_response(&cfg, status, keep_alive, head_only, "")),
         };
         // O_NONBLOCK: a FIFO swapped in after the checks must not block the loop.
         let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path);
         let (file, len) = match file.and_then(|f| f.metadata().map(|m| (f, m))) {
             Ok((f, m)) if m.is_file() => (f, m.len()),
-            Ok(_) => return simple_response(&cfg, 403, keep_alive, head_only, ""),
+            Ok(_) => return Ok(simple_response(&cfg, 403, keep_alive, head_only, "")),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return simple_response(&cfg, 403, keep_alive, head_only, "")
+                return Ok(simple_response(&cfg, 403, keep_alive, head_only, ""))
             }
-            Err(_) => return simple_response(&cfg, 404, keep_alive, head_only, ""),
+            Err(_) => return Ok(simple_response(&cfg, 404, keep_alive, head_only, "")),
         };
         let mut out = response_head(&cfg, 200, keep_alive, content_type(&path), len, "");
         if head_only || len == 0 {
-            return out;
+            return Ok(out);
         }
         self.file = Some((file, len));
         if len as usize <= CHUNK {
-            let body = self.next_file_chunk();
+            let body = self.next_file_chunk()?;
             out.extend_from_slice(&body);
         }
-        out
+        Ok(out)
     }
 
-    /// The next piece of the file; an early end of file aborts the connection (its
-    /// Content-Length can no longer be honoured).
-    fn next_file_chunk(&mut self) -> Vec<u8> {
-        let Some((file, remaining)) = self.file.as_mut() else { return Vec::new() };
+    /// The next piece of the file; an early end of file fails the producer, which closes the
+    /// connection (its Content-Length can no longer be honoured).
+    fn next_file_chunk(&mut self) -> io::Result<Vec<u8>> {
+        let Some((file, remaining)) = self.file.as_mut() else { return Ok(Vec::new()) };
         let want = (*remaining).min(CHUNK as u64) as usize;
         let mut buf = vec![0u8; want];
         let mut got = 0;
@@ -310,27 +309,24 @@ impl Reply {
             }
         }
         if got < want {
-            eprintln!("http_server: a file shrank or failed while being sent; closing the connection");
-            self.aborted.set(true);
             self.file = None;
-            buf.truncate(got);
-            return buf;
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a file shrank or failed while being sent",
+            ));
         }
         *remaining -= got as u64;
         if *remaining == 0 {
             self.file = None;
         }
-        buf
+        Ok(buf)
     }
 }
 
 impl Producer for Reply {
-    fn more(&mut self) -> Vec<u8> {
-        if self.aborted.get() {
-            return Vec::new();
-        }
+    fn more(&mut self) -> io::Result<Vec<u8>> {
         match self.job.take() {
-            Some(Job::Bytes(b)) => b,
+            Some(Job::Bytes(b)) => Ok(b),
             Some(Job::Serve { segments, head_only, keep_alive }) => {
                 self.serve(&segments, head_only, keep_alive)
             }
@@ -357,7 +353,6 @@ struct Http {
     head_started: Option<Instant>,
     header_timer: Option<(TimerId, Instant)>,
     queued: Rc<Cell<usize>>,
-    aborted: Rc<Cell<bool>>,
 }
 
 impl Http {
@@ -368,7 +363,6 @@ impl Http {
             job: Some(job),
             file: None,
             queued: self.queued.clone(),
-            aborted: self.aborted.clone(),
         })
     }
 
@@ -418,6 +412,16 @@ impl Http {
 }
 
 impl ChatHandler for Http {
+    /// Arms the header timer once a request head has begun (collect_incoming_data has no
+    /// context).
+    fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        if self.phase == Phase::Head && self.head_started.is_some() && self.header_timer.is_none() {
+            let timeout = self.cfg.header_timeout;
+            self.header_timer = Some((chat.set_timeout(timeout), Instant::now() + timeout));
+        }
+        Ok(())
+    }
+
     fn collect_incoming_data(&mut self, data: &[u8]) {
         if self.phase == Phase::Head {
             if self.head_started.is_none() {
@@ -510,65 +514,6 @@ impl ChatHandler for Http {
     }
 }
 
-/// The chat plus what it cannot see: it arms the header timer once a request head has begun,
-/// and closes a connection whose file response broke.
-struct HttpConn {
-    chat: AsyncChat<Http>,
-}
-
-impl HttpConn {
-    fn after(&mut self, cx: &mut Context<'_>) {
-        let h = &mut self.chat.handler;
-        if h.aborted.get() {
-            cx.discard_output();
-            cx.close();
-            return;
-        }
-        if h.phase == Phase::Head && h.head_started.is_some() && h.header_timer.is_none() {
-            let timeout = h.cfg.header_timeout;
-            h.header_timer = Some((cx.set_timeout(timeout), Instant::now() + timeout));
-        }
-    }
-}
-
-impl Dispatcher for HttpConn {
-    fn readable(&self) -> bool {
-        self.chat.readable()
-    }
-
-    fn writable(&self) -> bool {
-        self.chat.writable()
-    }
-
-    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let r = self.chat.handle_read(cx);
-        self.after(cx);
-        r
-    }
-
-    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let r = self.chat.handle_write(cx);
-        self.after(cx);
-        r
-    }
-
-    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_close(cx)
-    }
-
-    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        self.chat.handle_error(err, cx)
-    }
-
-    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_timeout(cx)
-    }
-
-    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_shutdown(cx)
-    }
-}
-
 struct Server {
     cfg: Rc<Config>,
     idle: Option<Duration>,
@@ -588,12 +533,11 @@ impl Dispatcher for Server {
             head_started: None,
             header_timer: None,
             queued: Rc::new(Cell::new(0)),
-            aborted: Rc::new(Cell::new(false)),
         };
         let mut chat = AsyncChat::new(http);
         chat.set_terminator(b"\r\n\r\n");
         chat.set_max_record(MAX_HEAD);
-        let token = cx.add(Channel::from(sock), HttpConn { chat })?;
+        let token = cx.add(Channel::from(sock), chat)?;
         cx.set_idle_timeout_of(token, self.idle);
         self.cfg.connections.set(self.cfg.connections.get() + 1);
         Ok(())

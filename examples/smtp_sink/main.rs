@@ -360,6 +360,15 @@ impl Session {
 }
 
 impl ChatHandler for Session {
+    /// Arms the command-line timer once a line has begun (collect_incoming_data has no context).
+    fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        if self.phase == Phase::Command && self.line_started.is_some() && self.command_timer.is_none() {
+            let timeout = self.sink.command_timeout;
+            self.command_timer = Some((chat.set_timeout(timeout), Instant::now() + timeout));
+        }
+        Ok(())
+    }
+
     fn collect_incoming_data(&mut self, data: &[u8]) {
         match self.phase {
             Phase::Command => {
@@ -447,51 +456,6 @@ impl ChatHandler for Session {
     }
 }
 
-/// The chat plus what it cannot see: it arms the command-line timer once a line has begun.
-struct SmtpConn {
-    chat: AsyncChat<Session>,
-}
-
-impl Dispatcher for SmtpConn {
-    fn readable(&self) -> bool {
-        self.chat.readable()
-    }
-
-    fn writable(&self) -> bool {
-        self.chat.writable()
-    }
-
-    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let r = self.chat.handle_read(cx);
-        let s = &mut self.chat.handler;
-        if s.phase == Phase::Command && s.line_started.is_some() && s.command_timer.is_none() {
-            let timeout = s.sink.command_timeout;
-            s.command_timer = Some((cx.set_timeout(timeout), Instant::now() + timeout));
-        }
-        r
-    }
-
-    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_write(cx)
-    }
-
-    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_close(cx)
-    }
-
-    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        self.chat.handle_error(err, cx)
-    }
-
-    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_timeout(cx)
-    }
-
-    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.chat.handle_shutdown(cx)
-    }
-}
-
 struct Server {
     sink: Rc<Sink>,
     idle: Option<Duration>,
@@ -522,13 +486,12 @@ impl Dispatcher for Server {
         let mut chat = AsyncChat::new(session);
         chat.set_terminator(b"\n");
         chat.set_max_record(MAX_COMMAND);
-        let token = cx.add(Channel::from(sock), SmtpConn { chat })?;
+        let mut channel = Channel::from(sock);
+        let greeting = format!("220 {} ESMTP sockloop smtp_sink\r\n", self.sink.hostname);
+        chat.push(&mut channel, greeting.as_bytes())?;
+        let token = cx.add(channel, chat)?;
         cx.set_idle_timeout_of(token, self.idle);
         self.sink.connections.set(self.sink.connections.get() + 1);
-        let greeting = format!("220 {} ESMTP sockloop smtp_sink\r\n", self.sink.hostname);
-        if let Some((conn, channel)) = cx.get_mut::<SmtpConn>(token) {
-            conn.chat.push(channel, greeting.as_bytes())?;
-        }
         Ok(())
     }
 }

@@ -150,6 +150,34 @@ pub trait ChatHandler: 'static {
     /// ```
     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()>;
 
+    /// Called after each read, once its bytes went to `collect_incoming_data` and
+    /// `found_terminator`: for what those cannot do without the context, such as arming a timer
+    /// once a record has begun (a slowloris guard). Not in asynchat. Default: nothing.
+    ///
+    /// ```
+    /// # use sockloop::chat::{ChatContext, ChatHandler};
+    /// # use std::time::Duration;
+    /// struct Lines { partial: bool, timer: Option<sockloop::TimerId> }
+    /// impl ChatHandler for Lines {
+    ///     fn collect_incoming_data(&mut self, _: &[u8]) { self.partial = true }
+    ///     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         self.partial = false;
+    ///         if let Some(t) = self.timer.take() { chat.cancel(t); }
+    ///         Ok(())
+    ///     }
+    ///     fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///         if self.partial && self.timer.is_none() {
+    ///             self.timer = Some(chat.set_timeout(Duration::from_secs(20)));
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        let _ = chat;
+        Ok(())
+    }
+
     /// Whether to read from the peer (asyncore `readable()`). Default `true`.
     ///
     /// ```
@@ -322,7 +350,7 @@ impl ChatState {
     /// asynchat `initiate_send`: moves producer output to the channel while it has room.
     fn refill(&mut self, channel: &mut Channel) -> io::Result<()> {
         while channel.pending_output() < self.out_buffer_size && !channel.is_closed() {
-            match self.fifo.next_chunk() {
+            match self.fifo.next_chunk()? {
                 Some(chunk) => channel.send_all(&chunk)?,
                 None => break,
             }
@@ -657,7 +685,11 @@ impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
             Err(e) => Err(e),
         };
         cx.scratch = scratch;
-        result
+        result?;
+        if cx.channel.is_closed() {
+            return Ok(());
+        }
+        self.with_chat(cx, |h, chat| h.after_input(chat))
     }
 
     fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {

@@ -2,24 +2,27 @@
 //! producer fifo).
 
 use std::collections::VecDeque;
+use std::io;
 
 /// asynchat's producer protocol: `more()` returns the next chunk of output, and an empty
-/// chunk once exhausted.
+/// chunk once exhausted. An error (a file that failed while being sent) reaches the channel's
+/// `handle_error`, as an exception raised by `more()` did in asynchat.
 ///
 /// ```
 /// use sockloop::chat::Producer;
 /// struct Countdown(u8);
 /// impl Producer for Countdown {
-///     fn more(&mut self) -> Vec<u8> {
-///         if self.0 == 0 { return Vec::new() }
+///     fn more(&mut self) -> std::io::Result<Vec<u8>> {
+///         if self.0 == 0 { return Ok(Vec::new()) }
 ///         self.0 -= 1;
-///         format!("{}\n", self.0).into_bytes()
+///         Ok(format!("{}\n", self.0).into_bytes())
 ///     }
 /// }
 /// let mut p = Countdown(2);
-/// assert_eq!(p.more(), b"1\n");
-/// assert_eq!(p.more(), b"0\n");
-/// assert!(p.more().is_empty());
+/// assert_eq!(p.more()?, b"1\n");
+/// assert_eq!(p.more()?, b"0\n");
+/// assert!(p.more()?.is_empty());
+/// # Ok::<(), std::io::Error>(())
 /// ```
 pub trait Producer: 'static {
     /// The next chunk; empty when there is no more.
@@ -27,9 +30,10 @@ pub trait Producer: 'static {
     /// ```
     /// use sockloop::chat::Producer;
     /// let mut once = b"hi".to_vec();
-    /// assert_eq!(once.more(), b"hi");
+    /// assert_eq!(once.more()?, b"hi");
+    /// # Ok::<(), std::io::Error>(())
     /// ```
-    fn more(&mut self) -> Vec<u8>;
+    fn more(&mut self) -> io::Result<Vec<u8>>;
 }
 
 /// A byte string is a producer that yields itself once (asynchat accepts plain bytes as a
@@ -38,12 +42,13 @@ pub trait Producer: 'static {
 /// ```
 /// use sockloop::chat::Producer;
 /// let mut p = b"abc".to_vec();
-/// assert_eq!(p.more(), b"abc");
-/// assert!(p.more().is_empty());
+/// assert_eq!(p.more()?, b"abc");
+/// assert!(p.more()?.is_empty());
+/// # Ok::<(), std::io::Error>(())
 /// ```
 impl Producer for Vec<u8> {
-    fn more(&mut self) -> Vec<u8> {
-        std::mem::take(self)
+    fn more(&mut self) -> io::Result<Vec<u8>> {
+        Ok(std::mem::take(self))
     }
 }
 
@@ -52,9 +57,10 @@ impl Producer for Vec<u8> {
 /// ```
 /// use sockloop::chat::{Producer, SimpleProducer};
 /// let mut p = SimpleProducer::with_buffer_size(b"hello world".to_vec(), 8);
-/// assert_eq!(p.more(), b"hello wo");
-/// assert_eq!(p.more(), b"rld");
-/// assert!(p.more().is_empty());
+/// assert_eq!(p.more()?, b"hello wo");
+/// assert_eq!(p.more()?, b"rld");
+/// assert!(p.more()?.is_empty());
+/// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct SimpleProducer {
@@ -68,7 +74,8 @@ impl SimpleProducer {
     ///
     /// ```
     /// use sockloop::chat::{Producer, SimpleProducer};
-    /// assert_eq!(SimpleProducer::new(vec![0; 600]).more().len(), 512);
+    /// assert_eq!(SimpleProducer::new(vec![0; 600]).more()?.len(), 512);
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn new(data: Vec<u8>) -> SimpleProducer {
         SimpleProducer::with_buffer_size(data, 512)
@@ -78,7 +85,8 @@ impl SimpleProducer {
     ///
     /// ```
     /// use sockloop::chat::{Producer, SimpleProducer};
-    /// assert_eq!(SimpleProducer::with_buffer_size(b"abc".to_vec(), 1).more(), b"a");
+    /// assert_eq!(SimpleProducer::with_buffer_size(b"abc".to_vec(), 1).more()?, b"a");
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_buffer_size(data: Vec<u8>, buffer_size: usize) -> SimpleProducer {
         SimpleProducer { data, pos: 0, buffer_size: buffer_size.max(1) }
@@ -86,11 +94,11 @@ impl SimpleProducer {
 }
 
 impl Producer for SimpleProducer {
-    fn more(&mut self) -> Vec<u8> {
+    fn more(&mut self) -> io::Result<Vec<u8>> {
         let end = (self.pos + self.buffer_size).min(self.data.len());
         let chunk = self.data[self.pos..end].to_vec();
         self.pos = end;
-        chunk
+        Ok(chunk)
     }
 }
 
@@ -113,15 +121,20 @@ impl Fifo {
         self.queue.clear();
     }
 
-    /// The next non-empty chunk, dropping exhausted producers; `None` when all are done.
-    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+    /// The next non-empty chunk, dropping exhausted producers; `None` when all are done. A
+    /// producer that fails is dropped with its error.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         while let Some(front) = self.queue.front_mut() {
-            let chunk = front.more();
-            if !chunk.is_empty() {
-                return Some(chunk);
+            match front.more() {
+                Ok(chunk) if !chunk.is_empty() => return Ok(Some(chunk)),
+                Ok(_) => {}
+                Err(e) => {
+                    self.queue.pop_front();
+                    return Err(e);
+                }
             }
             self.queue.pop_front();
         }
-        None
+        Ok(None)
     }
 }
