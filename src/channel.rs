@@ -253,6 +253,8 @@ impl Channel {
 
     /// A channel over any descriptor (a pipe, a tty, a file): asyncore's `file_dispatcher`
     /// socket half. The descriptor is made non-blocking; reads and writes use `read`/`write`.
+    /// Since `write` to a pipe whose reader left raises SIGPIPE, the first such channel makes
+    /// SIGPIPE ignored if it is still at its default action (which kills the process).
     ///
     /// ```
     /// use std::os::fd::OwnedFd;
@@ -263,6 +265,7 @@ impl Channel {
     /// ```
     pub fn from_fd(fd: OwnedFd) -> io::Result<Channel> {
         crate::poller::set_nonblocking(fd.as_fd(), true)?;
+        crate::poller::ignore_default_sigpipe();
         let mut ch = Channel::with_io(Io::File(File::from(fd)));
         ch.connected = true;
         Ok(ch)

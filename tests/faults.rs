@@ -126,6 +126,15 @@ fn sigpipe_child() {
             Ok(())
         }
     }
+    // A pipe has no MSG_NOSIGNAL: the file channel must get SIGPIPE ignored.
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut ch = sockloop::file_dispatcher(&writer).unwrap();
+        drop(writer);
+        ch.send_all(b"into a pipe nobody reads").unwrap(); // EPIPE, not SIGPIPE
+        assert!(ch.peer_closed());
+    }
     for &backend in Backend::all() {
         let mut lp = Loop::with_backend(backend).unwrap();
         let (a, b) = UnixStream::pair().unwrap();

@@ -361,6 +361,25 @@ pub(crate) fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>, on: bool) -> io::
     Ok(())
 }
 
+/// Makes SIGPIPE ignored if it is at its default action (which kills the process). Sockets use
+/// `MSG_NOSIGNAL`, but `write(2)` on a pipe whose reader left has no such flag, so the first
+/// file channel sets this once. A handler the application installed is left alone.
+pub(crate) fn ignore_default_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sigaction with a null new action only reads the current disposition into
+        // `old`, a zeroed (valid) sigaction owned by this frame.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
+            return;
+        }
+        if old.sa_sigaction == libc::SIG_DFL {
+            // SAFETY: installs SIG_IGN, which runs no code in signal context.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        }
+    });
+}
+
 /// Views an initialised byte buffer as the `MaybeUninit` slice socket2's receive calls take.
 pub(crate) fn as_uninit(buf: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
     // SAFETY: MaybeUninit<u8> has the layout of u8, every initialised u8 is a valid
