@@ -82,10 +82,6 @@ struct EchoServer {
 }
 
 impl Dispatcher for EchoServer {
-    fn writable(&self) -> bool {
-        false
-    }
-
     fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
         if !self.quiet {
             match addr.as_socket() {

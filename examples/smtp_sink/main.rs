@@ -462,10 +462,6 @@ struct Server {
 }
 
 impl Dispatcher for Server {
-    fn writable(&self) -> bool {
-        false
-    }
-
     fn handle_accepted(&mut self, sock: Socket, _addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
         sock.set_nodelay(true)?;
         let session = Session {
