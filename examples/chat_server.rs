@@ -82,7 +82,7 @@ type Chat = AsyncChat<Member>;
 /// Sends `msg` to every joined member but the running one. Members whose output would pass
 /// their hard limit are closed and their departures announced in turn, to the running member
 /// too when `me_joined`.
-fn broadcast(chat: &mut ChatContext<'_, '_>, msg: Vec<u8>, me_joined: bool, stats: &Stats, quiet: bool) {
+fn broadcast(chat: &mut ChatContext<'_>, msg: Vec<u8>, me_joined: bool, stats: &Stats, quiet: bool) {
     let mut queue = vec![msg];
     let mut first = true;
     while let Some(msg) = queue.pop() {
@@ -91,7 +91,7 @@ fn broadcast(chat: &mut ChatContext<'_, '_>, msg: Vec<u8>, me_joined: bool, stat
         }
         first = false;
         let mut dropped: Vec<String> = Vec::new();
-        chat.for_each_mut::<Chat>(|token, chat, channel| {
+        chat.lp.for_each_mut::<Chat>(|token, chat, channel| {
             if chat.handler.nick.is_none() || chat.handler.gone || channel.is_closed() || channel.is_closing()
             {
                 return;
@@ -116,7 +116,7 @@ fn broadcast(chat: &mut ChatContext<'_, '_>, msg: Vec<u8>, me_joined: bool, stat
 }
 
 impl Member {
-    fn depart(&mut self, chat: &mut ChatContext<'_, '_>) {
+    fn depart(&mut self, chat: &mut ChatContext<'_>) {
         if self.gone {
             return;
         }
@@ -136,7 +136,7 @@ impl ChatHandler for Member {
         self.line.extend_from_slice(data);
     }
 
-    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let mut line = std::mem::take(&mut self.line);
         if line.last() == Some(&b'\r') {
             line.pop();
@@ -169,36 +169,36 @@ impl ChatHandler for Member {
         Ok(())
     }
 
-    fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_close(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         self.depart(chat);
-        chat.close();
+        chat.channel.close();
         Ok(())
     }
 
-    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
         if InputLimit::is(&err) {
             eprintln!("closing {:?}: {err}", self.nick.as_deref().unwrap_or("(no nick)"));
             let _ = chat.push(format!("! line too long ({err}); bye\r\n").as_bytes());
             self.depart(chat);
-            chat.close_when_done();
+            chat.channel.close_when_done();
             return;
         }
         eprintln!("closing {:?}: {err}", self.nick.as_deref().unwrap_or("(no nick)"));
         self.depart(chat);
-        chat.close();
+        chat.channel.close();
     }
 
-    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         self.gone = true; // no departures announced to a room that is closing
         chat.push(b"* server shutting down; bye\r\n")?;
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 
-    fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_timeout(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let _ = chat.push(b"! idle timeout; bye\r\n");
         self.depart(chat);
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 }
@@ -229,11 +229,11 @@ impl Dispatcher for Server {
         chat.set_terminator(b"\n");
         chat.set_max_record(self.max_line + 1); // the '\r' before '\n' is not content
         bump(&self.stats.connections);
-        let token = cx.add(ch, chat)?;
+        let token = cx.lp.add(ch, chat)?;
         if self.idle.is_some() {
-            cx.set_idle_timeout_of(token, self.idle);
+            cx.lp.set_idle_timeout(token, self.idle);
         }
-        if let Some((chat, channel)) = cx.get_mut::<Chat>(token) {
+        if let Some((chat, channel)) = cx.lp.get_mut::<Chat>(token) {
             chat.push(channel, b"* hello; your nick?\r\n")?;
         }
         Ok(())

@@ -69,7 +69,7 @@ impl Dispatcher for EchoHandler {
 
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         // A half-close still gets everything it is owed.
-        cx.close_when_done();
+        cx.channel.close_when_done();
         Ok(())
     }
 }
@@ -95,7 +95,7 @@ impl Dispatcher for EchoServer {
         self.stats.connections.set(self.stats.connections.get() + 1);
         // A channel the backend cannot watch (select past FD_SETSIZE) is refused alone: the
         // listener stays up for the others.
-        let token = match cx.add(ch, EchoHandler { stats: self.stats.clone() }) {
+        let token = match cx.lp.add(ch, EchoHandler { stats: self.stats.clone() }) {
             Ok(token) => token,
             Err(e) => {
                 eprintln!("echo_server: cannot serve {addr:?}: {e}");
@@ -103,7 +103,7 @@ impl Dispatcher for EchoServer {
             }
         };
         if self.idle.is_some() {
-            cx.set_idle_timeout_of(token, self.idle);
+            cx.lp.set_idle_timeout(token, self.idle);
         }
         Ok(())
     }

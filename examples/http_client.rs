@@ -55,7 +55,7 @@ impl Dispatcher for HttpClient {
 
     fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let request = std::mem::take(&mut self.request);
-        cx.send_all(&request)
+        cx.channel.send_all(&request)
     }
 
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -65,7 +65,7 @@ impl Dispatcher for HttpClient {
 
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
         *self.failure.borrow_mut() = Some(err.to_string());
-        cx.close();
+        cx.channel.close();
     }
 }
 

@@ -1,15 +1,77 @@
-//! The [`Dispatcher`] trait: asyncore's `dispatcher` handlers, with the seed's defaults.
+//! The [`Dispatcher`] trait: asyncore's `dispatcher` handlers, with the seed's defaults, and
+//! [`Handler`], which names them.
 
-use crate::Context;
+use crate::{Context, TimerId};
 use socket2::{SockAddr, Socket};
 use std::any::Any;
+use std::fmt;
 use std::io;
+
+/// Which handler is running (or failed): [`Context::handler`], [`Context::failed_handler`].
+///
+/// ```
+/// use sockloop::Handler;
+/// assert_eq!(Handler::Read.to_string(), "handle_read");
+/// assert_eq!(Handler::Idle.name(), "handle_timeout");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Handler {
+    /// `handle_read`.
+    Read,
+    /// `handle_write` (and the flush of queued output before it).
+    Write,
+    /// `handle_expt`.
+    Expt,
+    /// `handle_connect`.
+    Connect,
+    /// `handle_accept` (and `handle_accepted`, which it calls).
+    Accept,
+    /// `handle_close`.
+    Close,
+    /// `handle_error`.
+    Error,
+    /// `handle_timeout` for a timer set with
+    /// [`LoopHandle::set_timeout`](crate::LoopHandle::set_timeout): the timer's id.
+    Timeout(TimerId),
+    /// `handle_timeout` for the channel's idle timeout.
+    Idle,
+    /// `handle_shutdown`.
+    Shutdown,
+}
+
+impl Handler {
+    /// The dispatcher method's name, as reports print it.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::Handler::Accept.name(), "handle_accept");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::Read => "handle_read",
+            Handler::Write => "handle_write",
+            Handler::Expt => "handle_expt",
+            Handler::Connect => "handle_connect",
+            Handler::Accept => "handle_accept",
+            Handler::Close => "handle_close",
+            Handler::Error => "handle_error",
+            Handler::Timeout(_) | Handler::Idle => "handle_timeout",
+            Handler::Shutdown => "handle_shutdown",
+        }
+    }
+}
+
+impl fmt::Display for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The handlers of an asyncore `dispatcher`: the user's state and what it does on each event.
 ///
 /// The loop owns a [`Channel`](crate::Channel) (the socket) and a dispatcher per map entry and
-/// calls the handlers below with a [`Context`] that lends the channel (`cx.recv`, `cx.send_all`
-/// ...) and the rest of the loop (`cx.add`, `cx.get_mut`, `cx.call_later`, `cx.stop`).
+/// calls the handlers below with a [`Context`] that lends the channel (`cx.channel.recv`,
+/// `cx.channel.send_all` ...) and the loop's services (`cx.lp.add`, `cx.lp.get_mut`,
+/// `cx.lp.call_later`, `cx.lp.stop`).
 /// Every method has the seed's default, so a dispatcher overrides only what it needs.
 ///
 /// A handler returning `Err` reaches [`handle_error`](Dispatcher::handle_error), except that
@@ -30,15 +92,15 @@ use std::io;
 /// impl Dispatcher for Echo {
 ///     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
 ///         let mut buf = [0u8; 8192];
-///         let n = cx.recv(&mut buf)?; // 0: the peer closed, handle_close follows
-///         cx.send_all(&buf[..n])
+///         let n = cx.channel.recv(&mut buf)?; // 0: the peer closed, handle_close follows
+///         cx.channel.send_all(&buf[..n])
 ///     }
 /// }
 ///
 /// struct Server;
 /// impl Dispatcher for Server {
-///     fn handle_accepted(&mut self, sock: socket2::Socket, _addr: socket2::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
-///         cx.add(Channel::from(sock), WithSend::new(Echo))?;
+///     fn handle_accepted(&mut self, sock: sockloop::Socket, _addr: sockloop::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+///         cx.lp.add(Channel::from(sock), WithSend::new(Echo))?;
 ///         Ok(())
 ///     }
 /// }
@@ -93,6 +155,25 @@ pub trait Dispatcher: Any {
         false
     }
 
+    /// Whether this dispatcher holds output that is not in the channel yet (asynchat's
+    /// producers): a channel draining after
+    /// [`close_when_done`](crate::Channel::close_when_done) stays open, and its `handle_write`
+    /// runs, until this is false and the channel's own buffer is sent. Default `false`.
+    ///
+    /// ```
+    /// struct Pages { left: Vec<Vec<u8>> }
+    /// impl sockloop::Dispatcher for Pages {
+    ///     fn writable(&self) -> bool { !self.left.is_empty() }
+    ///     fn holds_output(&self) -> bool { !self.left.is_empty() }
+    ///     fn handle_write(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
+    ///         match self.left.pop() { Some(page) => cx.channel.send_all(&page), None => Ok(()) }
+    ///     }
+    /// }
+    /// ```
+    fn holds_output(&self) -> bool {
+        false
+    }
+
     /// asyncore `handle_read()`: the socket has data (or end of stream) to read.
     ///
     /// ```
@@ -117,7 +198,7 @@ pub trait Dispatcher: Any {
     /// impl sockloop::Dispatcher for Counter {
     ///     fn writable(&self) -> bool { self.next < self.until }
     ///     fn handle_write(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
-    ///         cx.send_all(format!("{}\n", self.next).as_bytes())?;
+    ///         cx.channel.send_all(format!("{}\n", self.next).as_bytes())?;
     ///         self.next += 1;
     ///         Ok(())
     ///     }
@@ -136,7 +217,7 @@ pub trait Dispatcher: Any {
     /// impl sockloop::Dispatcher for Urgent {
     ///     fn handle_expt(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
     ///         let mut byte = [0u8; 1];
-    ///         let n = cx.recv_oob(&mut byte)?;
+    ///         let n = cx.channel.recv_oob(&mut byte)?;
     ///         self.flags.extend_from_slice(&byte[..n]);
     ///         Ok(())
     ///     }
@@ -145,7 +226,7 @@ pub trait Dispatcher: Any {
     fn handle_expt(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.log_info("unhandled incoming priority event", log::Level::Warn);
         let mut byte = [0u8; 1];
-        let _ = cx.recv_oob(&mut byte);
+        let _ = cx.channel.recv_oob(&mut byte);
         Ok(())
     }
 
@@ -156,7 +237,7 @@ pub trait Dispatcher: Any {
     /// impl sockloop::Dispatcher for Hello {
     ///     fn writable(&self) -> bool { false }
     ///     fn handle_connect(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
-    ///         cx.send_all(b"HELLO\r\n")
+    ///         cx.channel.send_all(b"HELLO\r\n")
     ///     }
     /// }
     /// ```
@@ -174,7 +255,7 @@ pub trait Dispatcher: Any {
     /// struct CountingListener { accepted: u32 }
     /// impl sockloop::Dispatcher for CountingListener {
     ///     fn handle_accept(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
-    ///         if let Some((sock, _addr)) = cx.accept()? {
+    ///         if let Some((sock, _addr)) = cx.channel.accept()? {
     ///             self.accepted += 1;
     ///             drop(sock); // refuse politely
     ///         }
@@ -183,12 +264,12 @@ pub trait Dispatcher: Any {
     /// }
     /// ```
     fn handle_accept(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match cx.accept() {
+        match cx.channel.accept() {
             Ok(Some((sock, addr))) => self.handle_accepted(sock, addr, cx),
             Ok(None) => Ok(()),
             Err(e) if crate::errors::is_fd_exhaustion(&e) => {
                 log::warn!("sockloop: accept: {e}; pausing accepts for 500 ms");
-                cx.pause_reading(std::time::Duration::from_millis(500));
+                cx.lp.pause_reading(cx.token(), std::time::Duration::from_millis(500));
                 Ok(())
             }
             Err(e) => Err(e),
@@ -204,7 +285,7 @@ pub trait Dispatcher: Any {
     /// impl Dispatcher for Server {
     ///     fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> std::io::Result<()> {
     ///         println!("Incoming connection from {:?}", addr.as_socket());
-    ///         cx.add(Channel::from(sock), Ignore)?;
+    ///         cx.lp.add(Channel::from(sock), Ignore)?;
     ///         Ok(())
     ///     }
     /// }
@@ -222,13 +303,13 @@ pub trait Dispatcher: Any {
     /// struct Polite;
     /// impl sockloop::Dispatcher for Polite {
     ///     fn handle_close(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
-    ///         cx.close_when_done(); // a half-closed peer still gets what it is owed
+    ///         cx.channel.close_when_done(); // a half-closed peer still gets what it is owed
     ///         Ok(())
     ///     }
     /// }
     /// ```
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        cx.close();
+        cx.channel.close();
         Ok(())
     }
 
@@ -241,7 +322,7 @@ pub trait Dispatcher: Any {
     /// impl sockloop::Dispatcher for Tolerant {
     ///     fn handle_error(&mut self, err: std::io::Error, cx: &mut sockloop::Context<'_>) {
     ///         if sockloop::HandlerPanic::is(&err) {
-    ///             cx.close(); // state may be broken after a panic
+    ///             cx.channel.close(); // state may be broken after a panic
     ///         } else {
     ///             eprintln!("{} failed: {err}; keeping the channel", cx.failed_handler());
     ///         }
@@ -249,25 +330,26 @@ pub trait Dispatcher: Any {
     /// }
     /// ```
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        report_and_close(std::any::type_name_of_val(self), &err, cx);
+        report_and_close(std::any::type_name_of_val(self), &err, cx.failed_handler(), cx.channel);
     }
 
-    /// Called when a timer set with [`Context::set_timeout`] expires or the channel's idle
-    /// timeout ([`Context::set_idle_timeout`]) passes with no event. The default closes the
-    /// channel.
+    /// Called when a timer set with [`LoopHandle::set_timeout`](crate::LoopHandle::set_timeout)
+    /// expires ([`Context::handler`] is then [`Handler::Timeout`] with its id) or the channel's
+    /// idle timeout ([`LoopHandle::set_idle_timeout`](crate::LoopHandle::set_idle_timeout))
+    /// passes with no event ([`Handler::Idle`]). The default closes the channel.
     ///
     /// ```
     /// struct Session;
     /// impl sockloop::Dispatcher for Session {
     ///     fn handle_timeout(&mut self, cx: &mut sockloop::Context<'_>) -> std::io::Result<()> {
-    ///         cx.send_all(b"421 idle too long\r\n")?;
-    ///         cx.close_when_done();
+    ///         cx.channel.send_all(b"421 idle too long\r\n")?;
+    ///         cx.channel.close_when_done();
     ///         Ok(())
     ///     }
     /// }
     /// ```
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        cx.close();
+        cx.channel.close();
         Ok(())
     }
 
@@ -282,19 +364,20 @@ pub trait Dispatcher: Any {
     /// struct Session;
     /// impl Dispatcher for Session {
     ///     fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
-    ///         cx.send_all(b"421 shutting down\r\n")?;
-    ///         cx.close_when_done();
+    ///         cx.channel.send_all(b"421 shutting down\r\n")?;
+    ///         cx.channel.close_when_done();
     ///         Ok(())
     ///     }
     /// }
     /// ```
     fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        cx.close_when_done();
+        cx.channel.close_when_done();
         Ok(())
     }
 
     /// For adapters such as [`WithSend`](crate::WithSend): the
-    /// dispatcher they wrap, so [`Context::get_mut`] can find a user type inside them.
+    /// dispatcher they wrap, so [`LoopHandle::get_mut`](crate::LoopHandle::get_mut) can find a
+    /// user type inside them.
     /// Leave the default (`None`) in your own dispatchers.
     ///
     /// ```
@@ -317,11 +400,12 @@ pub(crate) fn downcast_mut<T: Dispatcher>(d: &mut dyn Dispatcher) -> Option<&mut
     d.inner_mut().and_then(downcast_mut::<T>)
 }
 
-/// The default `handle_error`: log the condensed report at error level, close the channel.
-pub(crate) fn report_and_close(type_name: &str, err: &io::Error, cx: &mut Context<'_>) {
-    let channel = format!("{:?}", cx.channel);
-    log::error!("{}", crate::compact_report(short_type_name(type_name), cx.failed_handler(), &channel, err));
-    cx.close();
+/// The default `handle_error`: report (through `log`, or on stderr when no logger takes error
+/// records), close the channel.
+pub(crate) fn report_and_close(type_name: &str, err: &io::Error, failed: Handler, channel: &mut crate::Channel) {
+    let line = crate::compact_report(short_type_name(type_name), failed.name(), &format!("{channel:?}"), err);
+    crate::errors::emit(&line);
+    channel.close();
 }
 
 /// `my_crate::module::Type<Args>` -> `Type<Args>` for reports.

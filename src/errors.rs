@@ -4,21 +4,80 @@
 use std::any::Any;
 use std::io;
 
-/// asyncore's `_DISCONNECTED`: errors that mean the peer is gone, handled by `handle_close`
-/// rather than `handle_error`.
-pub(crate) fn is_disconnect(e: &io::Error) -> bool {
+/// asyncore's `_DISCONNECTED` set: whether `e` means the peer is gone (reset, not connected,
+/// aborted, broken pipe, shut down, bad descriptor), which the loop turns into `handle_close`
+/// rather than `handle_error`. Public so that code keeping its own map (the Python package)
+/// classifies errors exactly as the loop does.
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// assert!(sockloop::is_disconnect(&Error::from(ErrorKind::ConnectionReset)));
+/// assert!(sockloop::is_disconnect(&Error::from_raw_os_error(libc::ESHUTDOWN)));
+/// assert!(!sockloop::is_disconnect(&Error::from(ErrorKind::WouldBlock)));
+/// ```
+pub fn is_disconnect(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(e.kind(), ConnectionReset | NotConnected | ConnectionAborted | BrokenPipe)
         || matches!(e.raw_os_error(), Some(libc::ESHUTDOWN) | Some(libc::EBADF))
 }
 
-/// The error `send_all` returns when a channel's unsent output would pass its hard limit.
-pub(crate) fn limit_error(wanted: usize, limit: usize) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::OutOfMemory,
-        format!("unsent output would reach {wanted} bytes, over the channel's hard limit of {limit}"),
-    )
+/// The error [`Channel::send_all`](crate::Channel::send_all) fails with when a channel's
+/// unsent output would pass its hard limit (a peer that does not read). Its kind is
+/// [`ErrorKind::OutOfMemory`](io::ErrorKind::OutOfMemory); [`OutputLimit::is`] tells it apart
+/// and [`OutputLimit::of`] gives the figures.
+///
+/// ```
+/// use sockloop::OutputLimit;
+/// let e = OutputLimit::error(70 << 20, 64 << 20);
+/// assert!(OutputLimit::is(&e));
+/// assert_eq!(OutputLimit::of(&e).map(|l| l.limit), Some(64 << 20));
+/// assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    /// How many bytes would have been queued.
+    pub wanted: usize,
+    /// The channel's hard limit.
+    pub limit: usize,
 }
+
+impl OutputLimit {
+    /// The `io::Error` carrying an `OutputLimit`.
+    ///
+    /// ```
+    /// assert!(sockloop::OutputLimit::error(2, 1).to_string().contains("hard limit of 1"));
+    /// ```
+    pub fn error(wanted: usize, limit: usize) -> io::Error {
+        io::Error::new(io::ErrorKind::OutOfMemory, OutputLimit { wanted, limit })
+    }
+
+    /// Whether `err` is an output-limit error.
+    ///
+    /// ```
+    /// assert!(!sockloop::OutputLimit::is(&std::io::Error::other("x")));
+    /// ```
+    pub fn is(err: &io::Error) -> bool {
+        Self::of(err).is_some()
+    }
+
+    /// The figures of an output-limit error.
+    ///
+    /// ```
+    /// let e = sockloop::OutputLimit::error(10, 4);
+    /// assert_eq!(sockloop::OutputLimit::of(&e).unwrap().wanted, 10);
+    /// ```
+    pub fn of(err: &io::Error) -> Option<&OutputLimit> {
+        err.get_ref().and_then(|e| e.downcast_ref::<OutputLimit>())
+    }
+}
+
+impl std::fmt::Display for OutputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unsent output would reach {} bytes, over the channel's hard limit of {}", self.wanted, self.limit)
+    }
+}
+
+impl std::error::Error for OutputLimit {}
 
 /// asyncore `_strerror(code)`: the OS text for an error number. Never fails: an unknown number
 /// gives "Unknown error N".
@@ -90,4 +149,16 @@ pub fn compact_report(type_name: &str, handler: &str, channel: &str, err: &io::E
 /// EMFILE/ENFILE: the process or system is out of descriptors.
 pub(crate) fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Says what went wrong where a person will see it: through `log` when a logger takes error
+/// records for the `sockloop` target, on stderr otherwise (asyncore printed its reports; a
+/// program with no logger installed must not lose them). Once per call.
+pub(crate) fn emit(line: &str) {
+    let meta = log::Metadata::builder().level(log::Level::Error).target("sockloop").build();
+    if log::max_level() >= log::LevelFilter::Error && log::logger().enabled(&meta) {
+        log::error!(target: "sockloop", "{line}");
+    } else {
+        eprintln!("sockloop: {line}");
+    }
 }

@@ -26,16 +26,16 @@
 //! impl Dispatcher for EchoHandler {
 //!     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
 //!         let mut buf = [0u8; 8192];
-//!         let n = cx.recv(&mut buf)?; // 0: the peer closed; handle_close follows
-//!         cx.send_all(&buf[..n])      // buffered, like dispatcher_with_send
+//!         let n = cx.channel.recv(&mut buf)?; // 0: the peer closed; handle_close follows
+//!         cx.channel.send_all(&buf[..n])      // buffered, like dispatcher_with_send
 //!     }
 //! }
 //!
 //! struct EchoServer;
 //! impl Dispatcher for EchoServer {
-//!     fn handle_accepted(&mut self, sock: socket2::Socket, addr: socket2::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
+//!     fn handle_accepted(&mut self, sock: sockloop::Socket, addr: sockloop::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
 //!         println!("Incoming connection from {:?}", addr.as_socket());
-//!         cx.add(Channel::from(sock), WithSend::new(EchoHandler))?;
+//!         cx.lp.add(Channel::from(sock), WithSend::new(EchoHandler))?;
 //!         Ok(())
 //!     }
 //! }
@@ -82,13 +82,14 @@ mod errors;
 pub mod event_loop;
 mod file;
 pub mod poller;
+mod sys;
 mod with_send;
 
 pub use channel::Channel;
 pub use context::Context;
-pub use dispatcher::Dispatcher;
-pub use errors::{compact_report, strerror, HandlerPanic};
-pub use event_loop::{default_map, Loop, RunOptions, TimerId, Token, Waker};
+pub use dispatcher::{Dispatcher, Handler};
+pub use errors::{compact_report, is_disconnect, strerror, HandlerPanic, OutputLimit};
+pub use event_loop::{default_map, Loop, LoopHandle, RunOptions, TimerId, Token, Waker};
 pub use file::{file_dispatcher, FileWrapper};
 pub use poller::Backend;
 pub use socket2::{Domain, Protocol, SockAddr, Socket, Type};

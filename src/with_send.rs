@@ -5,12 +5,12 @@ use socket2::{SockAddr, Socket};
 use std::io;
 
 /// asyncore's `dispatcher_with_send`: wraps a dispatcher so that output goes through the
-/// channel's buffer ([`Channel::send_all`](crate::Channel::send_all), `cx.send_all`) and the
+/// channel's buffer ([`Channel::send_all`](crate::Channel::send_all), `cx.channel.send_all`) and the
 /// channel is writable only while that buffer holds something or a connect is pending.
 ///
 /// Every handler but `writable`/`handle_write` is the wrapped dispatcher's; the loop flushes
 /// the buffer when the socket can take more, so there is nothing for `handle_write` to do.
-/// [`Context::get_mut`] finds the wrapped type through the wrapper.
+/// [`LoopHandle::get_mut`](crate::LoopHandle::get_mut) finds the wrapped type through the wrapper.
 ///
 /// ```
 /// use sockloop::{Dispatcher, WithSend};
@@ -48,6 +48,9 @@ impl<D: Dispatcher> Dispatcher for WithSend<D> {
     }
     fn volatile(&self) -> bool {
         self.inner.volatile()
+    }
+    fn holds_output(&self) -> bool {
+        self.inner.holds_output()
     }
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.inner.handle_read(cx)

@@ -356,7 +356,7 @@ struct Http {
 }
 
 impl Http {
-    fn queue(&mut self, chat: &mut ChatContext<'_, '_>, job: Job) -> io::Result<()> {
+    fn queue(&mut self, chat: &mut ChatContext<'_>, job: Job) -> io::Result<()> {
         self.queued.set(self.queued.get() + 1);
         chat.push_with_producer(Reply {
             cfg: self.cfg.clone(),
@@ -367,16 +367,16 @@ impl Http {
     }
 
     /// Answers with an error and closes once it is sent.
-    fn fail(&mut self, chat: &mut ChatContext<'_, '_>, status: u16) -> io::Result<()> {
+    fn fail(&mut self, chat: &mut ChatContext<'_>, status: u16) -> io::Result<()> {
         self.phase = Phase::Done;
         self.head = Vec::new();
         let reply = simple_response(&self.cfg, status, false, false, "");
         self.queue(chat, Job::Bytes(reply))?;
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 
-    fn request(&mut self, head: &[u8], chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn request(&mut self, head: &[u8], chat: &mut ChatContext<'_>) -> io::Result<()> {
         self.cfg.requests.set(self.cfg.requests.get() + 1);
         let req = match request::parse_head(head) {
             Ok(req) => req,
@@ -402,7 +402,7 @@ impl Http {
         self.queue(chat, job)?;
         if !keep_alive {
             self.phase = Phase::Done;
-            chat.close_when_done();
+            chat.channel.close_when_done();
         } else if req.content_length > 0 {
             self.phase = Phase::Body;
             chat.set_terminator(req.content_length as usize);
@@ -414,10 +414,10 @@ impl Http {
 impl ChatHandler for Http {
     /// Arms the header timer once a request head has begun (collect_incoming_data has no
     /// context).
-    fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn after_input(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         if self.phase == Phase::Head && self.head_started.is_some() && self.header_timer.is_none() {
             let timeout = self.cfg.header_timeout;
-            self.header_timer = Some((chat.set_timeout(timeout), Instant::now() + timeout));
+            self.header_timer = Some((chat.lp.set_timeout(chat.token(), timeout), Instant::now() + timeout));
         }
         Ok(())
     }
@@ -431,7 +431,7 @@ impl ChatHandler for Http {
         }
     }
 
-    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         match self.phase {
             Phase::Done => Ok(()),
             Phase::Body => {
@@ -444,7 +444,7 @@ impl ChatHandler for Http {
                 let mut head = std::mem::take(&mut self.head);
                 self.head_started = None;
                 if let Some((id, _)) = self.header_timer.take() {
-                    chat.cancel(id);
+                    chat.lp.cancel(id);
                 }
                 if head.iter().all(|&b| b == b'\r' || b == b'\n') {
                     return Ok(()); // blank lines between requests
@@ -463,21 +463,21 @@ impl ChatHandler for Http {
         self.queued.get() < MAX_QUEUED
     }
 
-    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         // Finish the responses under way (file producers included), answer nothing new.
         self.phase = Phase::Done;
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 
-    fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_close(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         // A half-close still gets the responses it is owed.
         self.phase = Phase::Done;
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 
-    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
         if InputLimit::is(&err) && self.phase == Phase::Head {
             let body = self.head.strip_prefix(b"\r\n").unwrap_or(&self.head);
             let status = if body.contains(&b'\n') { 431 } else { 414 };
@@ -486,10 +486,10 @@ impl ChatHandler for Http {
             }
         }
         eprintln!("http_server: closing a connection: {err}");
-        chat.close();
+        chat.channel.close();
     }
 
-    fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_timeout(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let now = Instant::now();
         let header_due = self.header_timer.is_some_and(|(_, due)| due <= now);
         if header_due {
@@ -501,14 +501,14 @@ impl ChatHandler for Http {
                 // Reading is paused until queued responses drain: the client is not late.
                 let timeout = self.cfg.header_timeout;
                 self.head_started = Some(now);
-                self.header_timer = Some((chat.set_timeout(timeout), now + timeout));
+                self.header_timer = Some((chat.lp.set_timeout(chat.token(), timeout), now + timeout));
                 return Ok(());
             }
             return self.fail(chat, 408);
         }
         if !header_due {
             // The idle timeout: nothing happened at all for that long.
-            chat.close();
+            chat.channel.close();
         }
         Ok(())
     }
@@ -533,8 +533,8 @@ impl Dispatcher for Server {
         let mut chat = AsyncChat::new(http);
         chat.set_terminator(b"\r\n\r\n");
         chat.set_max_record(MAX_HEAD);
-        let token = cx.add(Channel::from(sock), chat)?;
-        cx.set_idle_timeout_of(token, self.idle);
+        let token = cx.lp.add(Channel::from(sock), chat)?;
+        cx.lp.set_idle_timeout(token, self.idle);
         self.cfg.connections.set(self.cfg.connections.get() + 1);
         Ok(())
     }

@@ -199,7 +199,7 @@ impl Session {
         self.line_len = 0;
     }
 
-    fn command(&mut self, line: &[u8], chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn command(&mut self, line: &[u8], chat: &mut ChatContext<'_>) -> io::Result<()> {
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
             Err(r) => return chat.push(format!("{} {}\r\n", r.code, r.text).as_bytes()),
@@ -285,7 +285,7 @@ impl Session {
             Command::Quit => {
                 self.phase = Phase::Done;
                 chat.push(format!("221 2.0.0 {} closing connection\r\n", sink.hostname).as_bytes())?;
-                chat.close_when_done();
+                chat.channel.close_when_done();
                 return Ok(());
             }
         };
@@ -324,7 +324,7 @@ impl Session {
     }
 
     /// The end of a DATA line: a lone dot ends the message.
-    fn data_line_end(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn data_line_end(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let lone_dot = self.line_dot && self.line_len == 1;
         self.line_len = 0;
         self.line_dot = false;
@@ -335,7 +335,7 @@ impl Session {
         Ok(())
     }
 
-    fn end_of_data(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn end_of_data(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         self.phase = Phase::Command;
         chat.set_terminator(b"\n");
         chat.set_max_record(MAX_COMMAND);
@@ -361,10 +361,10 @@ impl Session {
 
 impl ChatHandler for Session {
     /// Arms the command-line timer once a line has begun (collect_incoming_data has no context).
-    fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn after_input(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         if self.phase == Phase::Command && self.line_started.is_some() && self.command_timer.is_none() {
             let timeout = self.sink.command_timeout;
-            self.command_timer = Some((chat.set_timeout(timeout), Instant::now() + timeout));
+            self.command_timer = Some((chat.lp.set_timeout(chat.token(), timeout), Instant::now() + timeout));
         }
         Ok(())
     }
@@ -382,14 +382,14 @@ impl ChatHandler for Session {
         }
     }
 
-    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         match self.phase {
             Phase::Done => Ok(()),
             Phase::Data => self.data_line_end(chat),
             Phase::Command => {
                 self.line_started = None;
                 if let Some((id, _)) = self.command_timer.take() {
-                    chat.cancel(id);
+                    chat.lp.cancel(id);
                 }
                 let mut line = std::mem::take(&mut self.line);
                 if line.last() == Some(&b'\r') {
@@ -403,7 +403,7 @@ impl ChatHandler for Session {
         }
     }
 
-    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
         if InputLimit::is(&err) {
             let reply: &[u8] = if self.phase == Phase::Data {
                 b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"
@@ -414,14 +414,14 @@ impl ChatHandler for Session {
             self.line = Vec::new();
             self.spool = None;
             let _ = chat.push(reply);
-            chat.close_when_done();
+            chat.channel.close_when_done();
             return;
         }
         eprintln!("smtp_sink: closing a client: {err}");
-        chat.close();
+        chat.channel.close();
     }
 
-    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         // RFC 5321 section 3.8: a server shutting down answers 421 and closes; a message being
         // received is dropped (its spool file removed).
         if self.phase != Phase::Done {
@@ -431,11 +431,11 @@ impl ChatHandler for Session {
                 format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.sink.hostname);
             chat.push(reply.as_bytes())?;
         }
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 
-    fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_timeout(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let now = Instant::now();
         let command_due = self.command_timer.is_some_and(|(_, due)| due <= now);
         if command_due {
@@ -451,7 +451,7 @@ impl ChatHandler for Session {
             let reply = format!("421 4.4.2 {} Error: {what} timeout exceeded\r\n", self.sink.hostname);
             chat.push(reply.as_bytes())?;
         }
-        chat.close_when_done();
+        chat.channel.close_when_done();
         Ok(())
     }
 }
@@ -485,8 +485,8 @@ impl Dispatcher for Server {
         let mut channel = Channel::from(sock);
         let greeting = format!("220 {} ESMTP sockloop smtp_sink\r\n", self.sink.hostname);
         chat.push(&mut channel, greeting.as_bytes())?;
-        let token = cx.add(channel, chat)?;
-        cx.set_idle_timeout_of(token, self.idle);
+        let token = cx.lp.add(channel, chat)?;
+        cx.lp.set_idle_timeout(token, self.idle);
         self.sink.connections.set(self.sink.connections.get() + 1);
         Ok(())
     }

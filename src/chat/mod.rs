@@ -12,7 +12,7 @@
 //! struct Lines { line: Vec<u8> }
 //! impl ChatHandler for Lines {
 //!     fn collect_incoming_data(&mut self, data: &[u8]) { self.line.extend_from_slice(data) }
-//!     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+//!     fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
 //!         let line = std::mem::take(&mut self.line);
 //!         chat.push(&line)?;
 //!         chat.push(b"\r\n")
@@ -24,7 +24,7 @@
 //!     fn handle_accepted(&mut self, s: sockloop::Socket, _: sockloop::SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
 //!         let mut chat = AsyncChat::new(Lines::default());
 //!         chat.set_terminator("\r\n");
-//!         cx.add(Channel::from(s), chat)?;
+//!         cx.lp.add(Channel::from(s), chat)?;
 //!         Ok(())
 //!     }
 //! }
@@ -41,10 +41,9 @@ mod terminator;
 pub use producer::{Producer, SimpleProducer};
 pub use terminator::{find_prefix_at_end, Terminator};
 
-use crate::{Channel, Context, Dispatcher};
+use crate::{Channel, Context, Dispatcher, Handler, LoopHandle, Token};
 use producer::Fifo;
 use std::io;
-use std::ops::{Deref, DerefMut};
 
 /// asynchat's `ac_in_buffer_size` and `ac_out_buffer_size` default.
 ///
@@ -113,7 +112,7 @@ impl std::error::Error for InputLimit {}
 /// struct Records(Vec<Vec<u8>>, Vec<u8>);
 /// impl ChatHandler for Records {
 ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.1.extend_from_slice(data) }
-///     fn found_terminator(&mut self, _chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+///     fn found_terminator(&mut self, _chat: &mut ChatContext<'_>) -> std::io::Result<()> {
 ///         self.0.push(std::mem::take(&mut self.1));
 ///         Ok(())
 ///     }
@@ -128,7 +127,7 @@ pub trait ChatHandler: 'static {
     /// struct Line(Vec<u8>);
     /// impl ChatHandler for Line {
     ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.0.extend_from_slice(data) }
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { self.0.clear(); Ok(()) }
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { self.0.clear(); Ok(()) }
     /// }
     /// ```
     fn collect_incoming_data(&mut self, data: &[u8]);
@@ -141,14 +140,14 @@ pub trait ChatHandler: 'static {
     /// struct Upper(Vec<u8>);
     /// impl ChatHandler for Upper {
     ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.0.extend_from_slice(data) }
-    ///     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         let line = std::mem::take(&mut self.0).to_ascii_uppercase();
     ///         chat.push(&line)?;
     ///         chat.push(b"\n")
     ///     }
     /// }
     /// ```
-    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()>;
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()>;
 
     /// Called after each read, once its bytes went to `collect_incoming_data` and
     /// `found_terminator`: for what those cannot do without the context, such as arming a timer
@@ -160,20 +159,20 @@ pub trait ChatHandler: 'static {
     /// struct Lines { partial: bool, timer: Option<sockloop::TimerId> }
     /// impl ChatHandler for Lines {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) { self.partial = true }
-    ///     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         self.partial = false;
-    ///         if let Some(t) = self.timer.take() { chat.cancel(t); }
+    ///         if let Some(t) = self.timer.take() { chat.lp.cancel(t); }
     ///         Ok(())
     ///     }
-    ///     fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn after_input(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         if self.partial && self.timer.is_none() {
-    ///             self.timer = Some(chat.set_timeout(Duration::from_secs(20)));
+    ///             self.timer = Some(chat.lp.set_timeout(chat.token(), Duration::from_secs(20)));
     ///         }
     ///         Ok(())
     ///     }
     /// }
     /// ```
-    fn after_input(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn after_input(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let _ = chat;
         Ok(())
     }
@@ -185,7 +184,7 @@ pub trait ChatHandler: 'static {
     /// struct Gate { open: bool }
     /// impl ChatHandler for Gate {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     ///     fn readable(&self) -> bool { self.open }
     /// }
     /// ```
@@ -200,13 +199,13 @@ pub trait ChatHandler: 'static {
     /// struct Client;
     /// impl ChatHandler for Client {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
-    ///     fn handle_connect(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_connect(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         chat.push(b"EHLO client\r\n")
     ///     }
     /// }
     /// ```
-    fn handle_connect(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn handle_connect(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let _ = chat;
         Ok(())
     }
@@ -218,16 +217,16 @@ pub trait ChatHandler: 'static {
     /// struct Member { nick: String }
     /// impl ChatHandler for Member {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
-    ///     fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_close(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         eprintln!("{} left", self.nick);
-    ///         chat.close();
+    ///         chat.channel.close();
     ///         Ok(())
     ///     }
     /// }
     /// ```
-    fn handle_close(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-        chat.close();
+    fn handle_close(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
+        chat.channel.close();
         Ok(())
     }
 
@@ -238,17 +237,17 @@ pub trait ChatHandler: 'static {
     /// struct Smtp;
     /// impl ChatHandler for Smtp {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
-    ///     fn handle_error(&mut self, err: std::io::Error, chat: &mut ChatContext<'_, '_>) {
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_error(&mut self, err: std::io::Error, chat: &mut ChatContext<'_>) {
     ///         if InputLimit::is(&err) {
     ///             let _ = chat.push(b"500 line too long\r\n");
     ///         }
-    ///         chat.close_when_done();
+    ///         chat.channel.close_when_done();
     ///     }
     /// }
     /// ```
-    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
-        crate::dispatcher::report_and_close(std::any::type_name_of_val(self), &err, chat.cx);
+    fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
+        crate::dispatcher::report_and_close(std::any::type_name_of_val(self), &err, chat.failed_handler(), chat.channel);
     }
 
     /// A timer or idle timeout of the channel expired. Default: close.
@@ -258,21 +257,21 @@ pub trait ChatHandler: 'static {
     /// struct Idle;
     /// impl ChatHandler for Idle {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
-    ///     fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_timeout(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         chat.push(b"421 timeout\r\n")?;
-    ///         chat.close_when_done();
+    ///         chat.channel.close_when_done();
     ///         Ok(())
     ///     }
     /// }
     /// ```
-    fn handle_timeout(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-        chat.close();
+    fn handle_timeout(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
+        chat.channel.close();
         Ok(())
     }
 
     /// The loop is shutting down ([`Loop::shutdown`](crate::Loop::shutdown)). Default:
-    /// [`close_when_done`](ChatContext::close_when_done), so everything queued, producers
+    /// [`close_when_done`](Channel::close_when_done), so everything queued, producers
     /// included, is sent before the channel closes. A protocol may push a goodbye first.
     ///
     /// ```
@@ -280,16 +279,16 @@ pub trait ChatHandler: 'static {
     /// struct Smtp;
     /// impl ChatHandler for Smtp {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
-    ///     fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_shutdown(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
     ///         chat.push(b"421 service shutting down\r\n")?;
-    ///         chat.close_when_done();
+    ///         chat.channel.close_when_done();
     ///         Ok(())
     ///     }
     /// }
     /// ```
-    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-        chat.close_when_done();
+    fn handle_shutdown(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
+        chat.channel.close_when_done();
         Ok(())
     }
 }
@@ -305,7 +304,6 @@ struct ChatState {
     max_record: usize,
     /// Bytes collected since the last terminator (for `max_record`).
     collected: usize,
-    close_when_done: bool,
 }
 
 impl Default for ChatState {
@@ -318,7 +316,6 @@ impl Default for ChatState {
             out_buffer_size: DEFAULT_BUFFER_SIZE,
             max_record: DEFAULT_MAX_RECORD,
             collected: 0,
-            close_when_done: false,
         }
     }
 }
@@ -348,15 +345,14 @@ impl ChatState {
     }
 
     /// asynchat `initiate_send`: moves producer output to the channel while it has room.
+    /// (A draining channel closes once this has emptied the fifo and the channel flushed it:
+    /// the loop sees both through `holds_output`.)
     fn refill(&mut self, channel: &mut Channel) -> io::Result<()> {
         while channel.pending_output() < self.out_buffer_size && !channel.is_closed() {
             match self.fifo.next_chunk()? {
                 Some(chunk) => channel.send_all(&chunk)?,
                 None => break,
             }
-        }
-        if self.close_when_done && self.fifo.is_empty() {
-            channel.close_when_done();
         }
         Ok(())
     }
@@ -383,7 +379,7 @@ impl ChatState {
 /// struct Nop;
 /// impl ChatHandler for Nop {
 ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
 /// }
 /// let mut chat = AsyncChat::new(Nop);
 /// chat.set_terminator(b"\r\n.\r\n");
@@ -403,7 +399,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// assert_eq!(AsyncChat::new(Nop).get_terminator(), &Terminator::None);
     /// ```
@@ -418,7 +414,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// let mut chat = AsyncChat::new(Nop);
     /// chat.set_terminator(512usize);
@@ -435,7 +431,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// assert!(!AsyncChat::new(Nop).get_terminator().is_active());
     /// ```
@@ -451,7 +447,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// let mut chat = AsyncChat::new(Nop);
     /// chat.set_buffer_sizes(4096, 4096);
@@ -469,7 +465,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// assert_eq!(AsyncChat::new(Nop).buffer_sizes(), (65536, 65536));
     /// ```
@@ -494,11 +490,11 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// struct Head { got: Vec<u8>, verdict: std::rc::Rc<std::cell::Cell<u16>> }
     /// impl ChatHandler for Head {
     ///     fn collect_incoming_data(&mut self, data: &[u8]) { self.got.extend_from_slice(data) }
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
-    ///     fn handle_error(&mut self, err: std::io::Error, chat: &mut ChatContext<'_, '_>) {
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn handle_error(&mut self, err: std::io::Error, chat: &mut ChatContext<'_>) {
     ///         assert!(InputLimit::is(&err) && self.got.len() == 16); // exactly the limit
     ///         self.verdict.set(if self.got.contains(&b'\n') { 431 } else { 414 });
-    ///         chat.close();
+    ///         chat.channel.close();
     ///     }
     /// }
     ///
@@ -520,7 +516,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// let mut chat = AsyncChat::new(Nop);
     /// chat.set_max_record(4096);
@@ -537,7 +533,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// assert_eq!(AsyncChat::new(Nop).max_record(), sockloop::chat::DEFAULT_MAX_RECORD);
     /// ```
@@ -546,7 +542,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     }
 
     /// asynchat `push(data)` from outside the channel's handlers (a broadcast reaching it
-    /// through [`Context::get_mut`]): pass the channel `get_mut` returned with it.
+    /// through [`LoopHandle::get_mut`]): pass the channel `get_mut` returned with it.
     ///
     /// ```no_run
     /// # use sockloop::chat::{AsyncChat, ChatContext, ChatHandler};
@@ -554,10 +550,10 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Member;
     /// # impl ChatHandler for Member {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// fn tell(cx: &mut Context<'_>, to: Token, line: &[u8]) -> std::io::Result<()> {
-    ///     match cx.get_mut::<AsyncChat<Member>>(to) {
+    ///     match cx.lp.get_mut::<AsyncChat<Member>>(to) {
     ///         Some((chat, channel)) => chat.push(channel, line),
     ///         None => Ok(()),
     ///     }
@@ -574,7 +570,7 @@ impl<H: ChatHandler> AsyncChat<H> {
     /// # struct Nop;
     /// # impl ChatHandler for Nop {
     /// #     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    /// #     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// # }
     /// fn send_file(chat: &mut AsyncChat<Nop>, ch: &mut sockloop::Channel, body: Vec<u8>) -> std::io::Result<()> {
     ///     chat.push_with_producer(ch, SimpleProducer::new(body))
@@ -584,19 +580,11 @@ impl<H: ChatHandler> AsyncChat<H> {
         self.state.push_with_producer(channel, Box::new(p))
     }
 
-    fn with_chat<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        f: impl FnOnce(&mut H, &mut ChatContext<'_, '_>) -> R,
-    ) -> R {
-        let mut chat = ChatContext { state: &mut self.state, cx };
-        f(&mut self.handler, &mut chat)
-    }
-
     /// asynchat's `handle_read` loop over `data`: records to the handler, the terminator
-    /// re-read after each one, a possible split terminator kept for the next read.
-    fn scan(&mut self, mut data: &[u8], cx: &mut Context<'_>) -> io::Result<()> {
-        while !data.is_empty() && !cx.channel.is_closed() {
+    /// re-read after each one, a possible split terminator kept for the next read. Stops once
+    /// the channel closes or starts draining (the protocol is done with its input).
+    fn scan(&mut self, mut data: &[u8], io: &mut ChatIo<'_>) -> io::Result<()> {
+        while !data.is_empty() && !io.channel.is_closed() && !io.channel.is_closing() {
             match &mut self.state.terminator {
                 Terminator::None | Terminator::Count(0) => {
                     self.handler.collect_incoming_data(data);
@@ -629,7 +617,8 @@ impl<H: ChatHandler> AsyncChat<H> {
                 },
             }
             self.state.collected = 0;
-            self.with_chat(cx, |h, chat| h.found_terminator(chat))?;
+            let mut chat = io.chat(&mut self.state);
+            self.handler.found_terminator(&mut chat)?;
         }
         Ok(())
     }
@@ -654,38 +643,76 @@ impl<H: ChatHandler> AsyncChat<H> {
     }
 
     /// Feeds received bytes, joining them to a kept partial terminator first.
-    fn feed(&mut self, data: &[u8], cx: &mut Context<'_>) -> io::Result<()> {
+    fn feed(&mut self, data: &[u8], io: &mut ChatIo<'_>) -> io::Result<()> {
         if self.state.pending.is_empty() {
-            return self.scan(data, cx);
+            return self.scan(data, io);
         }
         let mut joined = std::mem::take(&mut self.state.pending);
         joined.extend_from_slice(data);
-        self.scan(&joined, cx)
+        self.scan(&joined, io)
+    }
+
+    /// Runs a chat handler method with a [`ChatContext`] over `cx`.
+    fn with_chat<R>(&mut self, cx: &mut Context<'_>, f: impl FnOnce(&mut H, &mut ChatContext<'_>) -> R) -> R {
+        let mut io = ChatIo::of(cx);
+        let mut chat = io.chat(&mut self.state);
+        f(&mut self.handler, &mut chat)
+    }
+}
+
+/// The parts of a [`Context`] a chat handler gets (everything but the receive buffer, which
+/// holds the bytes being scanned).
+struct ChatIo<'s> {
+    channel: &'s mut Channel,
+    lp: &'s mut LoopHandle,
+    token: Token,
+    handler: Handler,
+    failed: Handler,
+}
+
+impl<'s> ChatIo<'s> {
+    fn of(cx: &'s mut Context<'_>) -> ChatIo<'s> {
+        let (token, handler, failed) = (cx.token(), cx.handler(), cx.failed_handler());
+        ChatIo { channel: &mut *cx.channel, lp: &mut *cx.lp, token, handler, failed }
+    }
+
+    fn chat<'c>(&'c mut self, state: &'c mut ChatState) -> ChatContext<'c> {
+        ChatContext {
+            state,
+            channel: &mut *self.channel,
+            lp: &mut *self.lp,
+            token: self.token,
+            handler: self.handler,
+            failed: self.failed,
+        }
     }
 }
 
 impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
-    /// The handler's answer, and no more reading once `close_when_done` was called.
     fn readable(&self) -> bool {
-        !self.state.close_when_done && self.handler.readable()
+        self.handler.readable()
     }
 
+    /// Writable only while producers are queued (queued bytes are the channel's).
     fn writable(&self) -> bool {
         !self.state.fifo.is_empty()
     }
 
+    /// The producers still queued: a draining channel stays open until they are sent.
+    fn holds_output(&self) -> bool {
+        !self.state.fifo.is_empty()
+    }
+
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        // Borrow the loop's buffer away from the context so handlers can use the context
-        // while the received bytes are scanned in place.
-        let scratch = std::mem::take(&mut cx.scratch);
-        let limit = self.state.in_buffer_size.min(scratch.len());
-        let result = match cx.channel.recv(&mut scratch[..limit]) {
-            Ok(0) => Ok(()),
-            Ok(n) => self.feed(&scratch[..n], cx),
-            Err(e) => Err(e),
-        };
-        cx.scratch = scratch;
-        result?;
+        // The received bytes are scanned in place in the loop's buffer, while the chat
+        // handlers get the rest of the context.
+        let limit = self.state.in_buffer_size.min(cx.scratch.len());
+        let n = cx.channel.recv(&mut cx.scratch[..limit])?;
+        if n > 0 {
+            let (token, handler, failed) = (cx.token(), cx.handler(), cx.failed_handler());
+            let mut io = ChatIo { channel: &mut *cx.channel, lp: &mut *cx.lp, token, handler, failed };
+            self.feed(&cx.scratch[..n], &mut io)?;
+        }
         if cx.channel.is_closed() {
             return Ok(());
         }
@@ -723,7 +750,7 @@ impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
     /// struct Quiet;
     /// impl ChatHandler for Quiet {
     ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> std::io::Result<()> { Ok(()) }
+    ///     fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> std::io::Result<()> { Ok(()) }
     /// }
     ///
     /// let (mut peer, ours) = std::os::unix::net::UnixStream::pair()?;
@@ -747,55 +774,92 @@ impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
     }
 }
 
-/// What [`ChatHandler`] methods get: the chat's output and terminator controls, and (through
-/// `Deref`) the loop [`Context`] with the channel.
+/// What [`ChatHandler`] methods get: the chat's own controls (output, terminator, record
+/// limit) as methods, and the channel and the loop's services as fields, named as in
+/// [`Context`] (`chat.channel`, `chat.lp`, `chat.token()`). Nothing here shadows a channel
+/// method: closing is `chat.channel.close()` or `chat.channel.close_when_done()`.
 ///
 /// ```
 /// use sockloop::chat::{ChatContext, ChatHandler};
 /// struct Quit;
 /// impl ChatHandler for Quit {
 ///     fn collect_incoming_data(&mut self, _: &[u8]) {}
-///     fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> {
+///     fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> std::io::Result<()> {
 ///         chat.push(b"221 bye\r\n")?;
-///         chat.close_when_done();
+///         chat.channel.close_when_done(); // sends what is queued, producers included, then closes
 ///         Ok(())
 ///     }
 /// }
 /// ```
-pub struct ChatContext<'s, 'a> {
+pub struct ChatContext<'s> {
     state: &'s mut ChatState,
-    /// The loop context of the channel.
-    pub cx: &'s mut Context<'a>,
+    /// The channel.
+    pub channel: &'s mut Channel,
+    /// The loop's map and services.
+    pub lp: &'s mut LoopHandle,
+    token: Token,
+    handler: Handler,
+    failed: Handler,
 }
 
-impl ChatContext<'_, '_> {
+impl ChatContext<'_> {
+    /// The token of this channel, for the services that take one.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn later(chat: &mut ChatContext<'_>) { chat.lp.set_timeout(chat.token(), std::time::Duration::from_secs(1)); }
+    /// ```
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The dispatcher handler that is running (`handle_read` for `found_terminator`).
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn idle(chat: &ChatContext<'_>) -> bool { chat.handler() == sockloop::Handler::Idle }
+    /// ```
+    pub fn handler(&self) -> Handler {
+        self.handler
+    }
+
+    /// While `handle_error` runs, the handler whose failure it reports.
+    ///
+    /// ```
+    /// # use sockloop::chat::ChatContext;
+    /// fn what(chat: &ChatContext<'_>) -> &'static str { chat.failed_handler().name() }
+    /// ```
+    pub fn failed_handler(&self) -> Handler {
+        self.failed
+    }
+
     /// asynchat `push(data)`: queues bytes for sending, in order with producers.
     ///
     /// ```
     /// # use sockloop::chat::ChatContext;
-    /// fn greet(chat: &mut ChatContext<'_, '_>) -> std::io::Result<()> { chat.push(b"hello\r\n") }
+    /// fn greet(chat: &mut ChatContext<'_>) -> std::io::Result<()> { chat.push(b"hello\r\n") }
     /// ```
     pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
-        self.state.push(self.cx.channel, data)
+        self.state.push(self.channel, data)
     }
 
     /// asynchat `push_with_producer(producer)`.
     ///
     /// ```
     /// # use sockloop::chat::{ChatContext, SimpleProducer};
-    /// fn body(chat: &mut ChatContext<'_, '_>, data: Vec<u8>) -> std::io::Result<()> {
+    /// fn body(chat: &mut ChatContext<'_>, data: Vec<u8>) -> std::io::Result<()> {
     ///     chat.push_with_producer(SimpleProducer::with_buffer_size(data, 8))
     /// }
     /// ```
     pub fn push_with_producer(&mut self, p: impl Producer) -> io::Result<()> {
-        self.state.push_with_producer(self.cx.channel, Box::new(p))
+        self.state.push_with_producer(self.channel, Box::new(p))
     }
 
     /// asynchat `set_terminator(term)`; applies at once to bytes already received.
     ///
     /// ```
     /// # use sockloop::chat::ChatContext;
-    /// fn expect_body(chat: &mut ChatContext<'_, '_>, len: usize) { chat.set_terminator(len) }
+    /// fn expect_body(chat: &mut ChatContext<'_>, len: usize) { chat.set_terminator(len) }
     /// ```
     pub fn set_terminator(&mut self, t: impl Into<Terminator>) {
         self.state.set_terminator(t.into());
@@ -805,7 +869,7 @@ impl ChatContext<'_, '_> {
     ///
     /// ```
     /// # use sockloop::chat::ChatContext;
-    /// fn in_body(chat: &ChatContext<'_, '_>) -> bool { matches!(chat.get_terminator(), sockloop::chat::Terminator::Count(_)) }
+    /// fn in_body(chat: &ChatContext<'_>) -> bool { matches!(chat.get_terminator(), sockloop::chat::Terminator::Count(_)) }
     /// ```
     pub fn get_terminator(&self) -> &Terminator {
         &self.state.terminator
@@ -816,46 +880,20 @@ impl ChatContext<'_, '_> {
     ///
     /// ```
     /// # use sockloop::chat::ChatContext;
-    /// fn command_phase(chat: &mut ChatContext<'_, '_>) { chat.set_max_record(4096) }
+    /// fn command_phase(chat: &mut ChatContext<'_>) { chat.set_max_record(4096) }
     /// ```
     pub fn set_max_record(&mut self, limit: usize) {
         self.state.max_record = limit;
-    }
-
-    /// asynchat `close_when_done()`: close once everything queued so far is sent.
-    ///
-    /// ```
-    /// # use sockloop::chat::ChatContext;
-    /// fn bye(chat: &mut ChatContext<'_, '_>) { chat.close_when_done() }
-    /// ```
-    pub fn close_when_done(&mut self) {
-        self.state.close_when_done = true;
-        if self.state.fifo.is_empty() {
-            self.cx.channel.close_when_done();
-        }
     }
 
     /// asynchat `discard_buffers()`: drops unprocessed input and all queued output.
     ///
     /// ```
     /// # use sockloop::chat::ChatContext;
-    /// fn reset(chat: &mut ChatContext<'_, '_>) { chat.discard_buffers() }
+    /// fn reset(chat: &mut ChatContext<'_>) { chat.discard_buffers() }
     /// ```
     pub fn discard_buffers(&mut self) {
-        self.state.discard(self.cx.channel);
-    }
-}
-
-impl<'a> Deref for ChatContext<'_, 'a> {
-    type Target = Context<'a>;
-    fn deref(&self) -> &Context<'a> {
-        self.cx
-    }
-}
-
-impl<'a> DerefMut for ChatContext<'_, 'a> {
-    fn deref_mut(&mut self) -> &mut Context<'a> {
-        self.cx
+        self.state.discard(self.channel);
     }
 }
 

@@ -29,7 +29,7 @@ impl ChatHandler for Collector {
         self.current.extend_from_slice(data);
     }
 
-    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         let record = std::mem::take(&mut self.current);
         if let Script::LengthPrefixed = self.script {
             match (chat.get_terminator(), std::str::from_utf8(&record).ok().and_then(|s| s.parse().ok())) {
@@ -90,8 +90,8 @@ fn run_chat(stream: &[u8], cuts: &[usize], start: &Terminator, script: Script) -
     bounds.push(stream.len());
     bounds.sort_unstable();
     for end in bounds {
-        let mut cx = Context::new(&mut channel, &mut scratch, &mut lp.core, Token::new(0, 0), "handle_read");
-        chat.feed(&stream[pos..end], &mut cx).unwrap();
+        let mut cx = Context::new(&mut channel, &mut scratch, &mut lp, Token::new(0, 0), Handler::Read);
+        chat.feed(&stream[pos..end], &mut ChatIo::of(&mut cx)).unwrap();
         pos = end;
     }
     let mut tail = chat.handler.current.clone();
@@ -175,9 +175,9 @@ fn a_line_over_the_record_limit_fails_with_input_limit() {
     });
     chat.set_terminator("\n");
     chat.set_max_record(10);
-    let mut cx = Context::new(&mut channel, &mut scratch, &mut lp.core, Token::new(0, 0), "handle_read");
-    chat.feed(b"0123456789\n", &mut cx).unwrap();
-    let err = chat.feed(b"0123456789A", &mut cx).unwrap_err();
+    let mut cx = Context::new(&mut channel, &mut scratch, &mut lp, Token::new(0, 0), Handler::Read);
+    chat.feed(b"0123456789\n", &mut ChatIo::of(&mut cx)).unwrap();
+    let err = chat.feed(b"0123456789A", &mut ChatIo::of(&mut cx)).unwrap_err();
     assert!(InputLimit::is(&err), "{err}");
     assert_eq!(chat.handler.records, vec![b"0123456789".to_vec()]);
 }

@@ -81,7 +81,7 @@ pub fn close_all() {
 /// ```
 pub fn run(opts: RunOptions) -> io::Result<()> {
     with(|_| ())?; // creates the loop, or fails if it is already running
-    let mut lp = DEFAULT.with(|c| c.borrow_mut().take()).expect("created by with()");
+    let lp = DEFAULT.with(|c| c.borrow_mut().take()).expect("created by with()");
     RUNNING.with(|r| r.set(true));
     // Put the loop back even if a handler's panic propagates out of run.
     struct Restore(Option<Loop>);
@@ -92,8 +92,7 @@ pub fn run(opts: RunOptions) -> io::Result<()> {
             DEFAULT.with(|c| *c.borrow_mut() = lp);
         }
     }
-    let mut guard = Restore(None);
-    let result = lp.run_with(opts);
-    guard.0 = Some(lp);
-    result
+    // The guard owns the loop while it runs, so an unwinding panic still puts it back.
+    let mut guard = Restore(Some(lp));
+    guard.0.as_mut().expect("just set").run_with(opts)
 }

@@ -1,16 +1,18 @@
-//! The map itself: the slab of channels, their registered interest, and the bookkeeping that
-//! keeps what the OS watches equal to what `readable()`/`writable()` last said.
+//! The map itself: a slab of entries keyed by [`Token`], each holding a channel with its
+//! dispatcher and the loop's bookkeeping for it, plus the selector that watches them.
+//!
+//! While a handler runs, its channel and dispatcher (the [`Body`]) are lent out of the entry;
+//! the entry itself stays, so the loop's bookkeeping (idle timeout, pause, whether
+//! `handle_close` was delivered) can be reached by token even then.
 
-use super::signals::{Signals, SIGNAL_TOKEN};
-use super::timers::{Action, Timers};
-use super::waker::{Waker, WakerShared, WAKER_TOKEN};
+use super::interest::{self, Inputs};
+use super::timers::TimerId;
 use super::Token;
 use crate::dispatcher::downcast_mut;
-use crate::poller::{Backend, Interest, Poller};
-use crate::{Channel, Dispatcher, Loop};
+use crate::poller::{Backend, Interest, Selector};
+use crate::{Channel, Dispatcher};
 use std::io;
-use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// A channel and its dispatcher: what is lent to a handler while it runs.
@@ -19,174 +21,225 @@ pub(crate) struct Body {
     pub handler: Box<dyn Dispatcher>,
 }
 
+/// A channel's idle timeout: `handle_timeout` runs when no event came for `timeout`.
+pub(crate) struct Idle {
+    pub timeout: Duration,
+    pub last: Instant,
+    pub timer: TimerId,
+}
+
+/// The timers the loop keeps for one channel; boxed, since most channels have none.
+#[derive(Default)]
+pub(crate) struct Timing {
+    pub idle: Option<Idle>,
+    /// The timer that ends a `pause_reading`.
+    pub paused: Option<TimerId>,
+}
+
 struct Entry {
     gen: u32,
-    fd: RawFd,
-    /// What the poller watches now.
-    interest: Interest,
+    /// What the selector watches now.
+    watched: Interest,
+    /// Queued on the map's re-ask list (so it is queued once).
+    dirty: bool,
+    /// `handle_close` was delivered for the peer's end (it is delivered once).
+    close_reported: bool,
+    timing: Option<Box<Timing>>,
     /// `None` while lent out to a running handler.
     body: Option<Body>,
 }
 
-pub(crate) struct Core {
-    pub poller: Box<dyn Poller>,
-    pub backend: Backend,
-    entries: slab::Slab<Entry>,
-    next_gen: u32,
-    /// Channels whose interest must be re-asked every pass.
-    volatile: Vec<Token>,
-    /// Channels lent through `get_mut`/`channel_mut`: re-ask their interest after the pass.
-    dirty: Vec<Token>,
-    /// Channels that saw an end of stream or disconnect outside their own handlers (before
-    /// they were added, or while lent to another channel): their `handle_close` is due.
-    pub due_close: Vec<Token>,
-    pub timers: Timers,
-    pub stop: bool,
-    pub catch_panics: bool,
-    pub waker: Option<Arc<WakerShared>>,
-    pub waker_needs_drain: bool,
-    pub signals: Option<Signals>,
-    pub shutdown_deadline: Option<Instant>,
+impl Entry {
+    fn paused(&self) -> bool {
+        self.timing.as_ref().is_some_and(|t| t.paused.is_some())
+    }
 }
 
-impl Core {
-    pub fn new(poller: Box<dyn Poller>, backend: Backend) -> Core {
-        Core {
-            poller,
-            backend,
+/// What putting a channel back decided.
+pub(crate) enum Restored {
+    /// Back in the map, watched as its interest says.
+    Kept,
+    /// Closed (by its handler, by draining, or because it could not be watched) and dropped;
+    /// the timers it had are the caller's to cancel.
+    Dropped(Option<Box<Timing>>),
+}
+
+pub(crate) struct Map {
+    selector: Selector,
+    entries: slab::Slab<Entry>,
+    next_gen: u32,
+    /// Channels whose interest must be re-asked (each once: see `Entry::dirty`).
+    dirty: Vec<Token>,
+    volatile: Vec<Token>,
+}
+
+impl Map {
+    pub fn new(backend: Backend) -> io::Result<Map> {
+        Ok(Map {
+            selector: Selector::new(backend)?,
             entries: slab::Slab::new(),
             next_gen: 0,
-            volatile: Vec::new(),
             dirty: Vec::new(),
-            due_close: Vec::new(),
-            timers: Timers::default(),
-            stop: false,
-            catch_panics: true,
-            waker: None,
-            waker_needs_drain: false,
-            signals: None,
-            shutdown_deadline: None,
-        }
+            volatile: Vec::new(),
+        })
+    }
+
+    pub fn selector(&mut self) -> &mut Selector {
+        &mut self.selector
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.selector.backend()
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    fn entry(&self, token: Token) -> Option<&Entry> {
+        self.entries.get(token.index()).filter(|e| e.gen == token.generation())
+    }
+
+    fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
+        self.entries.get_mut(token.index()).filter(|e| e.gen == token.generation())
+    }
+
     pub fn contains(&self, token: Token) -> bool {
         self.entry(token).is_some()
     }
 
-    fn entry(&self, token: Token) -> Option<&Entry> {
-        self.entries.get(token.index()).filter(|e| e.gen == token.gen())
-    }
-
-    fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
-        self.entries.get_mut(token.index()).filter(|e| e.gen == token.gen())
+    /// The tokens of every channel in the map.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect()
     }
 
     pub fn insert(&mut self, channel: Channel, handler: Box<dyn Dispatcher>) -> io::Result<Token> {
-        let fd = channel.fileno();
-        let interest = channel.interest(handler.readable(), handler.writable());
-        let volatile = handler.volatile();
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let vacant = self.entries.vacant_entry();
         let token = Token::new(vacant.key(), gen);
-        self.poller.register(fd, token.raw(), interest)?;
-        if channel.close_due() {
-            self.due_close.push(token);
+        let watched = interest::interest(inputs(&channel, &*handler, false));
+        self.selector.set_interest(channel.as_fd(), token.to_raw(), watched)?;
+        let volatile = handler.volatile();
+        // A channel added after its peer already ended is re-asked at once, which delivers its
+        // handle_close.
+        let dirty = channel.peer_closed();
+        vacant.insert(Entry {
+            gen,
+            watched,
+            dirty,
+            close_reported: false,
+            timing: None,
+            body: Some(Body { channel, handler }),
+        });
+        if dirty {
+            self.dirty.push(token);
         }
-        vacant.insert(Entry { gen, fd, interest, body: Some(Body { channel, handler }) });
         if volatile {
             self.volatile.push(token);
         }
         Ok(token)
     }
 
-    /// Takes a channel out of the map for its handler to run. `None` for a stale token (its
-    /// channel closed, even if the slot or descriptor was reused) or a channel already lent out.
+    /// Takes a channel out of its entry for a handler to run. `None` for a stale token (its
+    /// channel closed, even if the slot or descriptor was reused) or a channel already lent.
     pub fn lend(&mut self, token: Token) -> Option<Body> {
         self.entry_mut(token)?.body.take()
     }
 
-    /// Puts a lent channel back, or drops it if it was closed, and tells the poller what it
-    /// now wants.
-    pub fn settle(&mut self, token: Token, body: Body) {
-        if body.channel.closed {
-            self.remove(token, body);
-            return;
+    /// Puts a lent channel back: closes it if it is done draining, drops it if closed, and
+    /// otherwise tells the selector what it now wants.
+    pub fn restore(&mut self, token: Token, mut body: Body) -> Restored {
+        let Some(entry) = self.entry(token) else { return Restored::Dropped(None) };
+        let now = inputs(&body.channel, &*body.handler, entry.paused());
+        if interest::drained(now) {
+            body.channel.close();
         }
-        let want = body.channel.interest(body.handler.readable(), body.handler.writable());
-        if body.channel.close_due() {
-            self.due_close.push(token);
+        if body.channel.is_closed() {
+            return Restored::Dropped(self.remove(token, &body.channel));
         }
-        let Some(entry) = self.entries.get_mut(token.index()) else { return };
-        if want != entry.interest {
-            if let Err(e) = self.poller.reregister(entry.fd, token.raw(), want) {
-                log::error!("sockloop: cannot watch {:?}: {e}; closing it", body.channel);
-                self.remove(token, body);
-                return;
-            }
-            entry.interest = want;
-        }
-        entry.body = Some(body);
-    }
-
-    fn remove(&mut self, token: Token, mut body: Body) {
-        if let Some(entry) = self.entries.get(token.index()) {
-            let _ = self.poller.deregister(entry.fd);
-            self.entries.remove(token.index());
-        }
-        if let Some(id) = body.channel.idle.take().map(|i| i.timer) {
-            self.timers.cancel(id);
-        }
-        body.channel.close();
-        // Dropping the body closes the descriptor, after the poller forgot it.
-    }
-
-    /// Drops the entry of a channel that is lent out and will not come back (a handler's panic
-    /// is propagating): the poller forgets its descriptor before the channel closes it.
-    pub fn forget(&mut self, token: Token, channel: &mut Channel) {
-        if let Some(fd) = self.entry(token).map(|e| e.fd) {
-            let _ = self.poller.deregister(fd);
-            self.entries.remove(token.index());
-        }
-        if let Some(id) = channel.idle.take().map(|i| i.timer) {
-            self.timers.cancel(id);
-        }
-        channel.close();
-    }
-
-    pub fn close_token(&mut self, token: Token) -> bool {
-        match self.lend(token) {
-            Some(mut body) => {
+        let want = interest::interest(now);
+        let Some(entry) = self.entries.get_mut(token.index()) else { return Restored::Dropped(None) };
+        if want != entry.watched {
+            if let Err(e) = self.selector.set_interest(body.channel.as_fd(), token.to_raw(), want) {
+                crate::errors::emit(&format!("cannot watch {:?}: {e}; closing it", body.channel));
                 body.channel.close();
-                self.remove(token, body);
-                true
+                return Restored::Dropped(self.remove(token, &body.channel));
             }
-            None => false,
+            entry.watched = want;
+        }
+        entry.dirty = false;
+        entry.body = Some(body);
+        Restored::Kept
+    }
+
+    /// Takes an entry out of the map and the selector. The caller drops the channel, which
+    /// closes the descriptor after the selector forgot it. Returns the timers to cancel.
+    pub fn remove(&mut self, token: Token, channel: &Channel) -> Option<Box<Timing>> {
+        self.entry(token)?;
+        let _ = self.selector.remove(channel.as_fd());
+        self.entries.remove(token.index()).timing
+    }
+
+    /// Marks a channel for re-asking its interest at the end of the pass.
+    pub fn mark_dirty(&mut self, token: Token) {
+        if let Some(entry) = self.entry_mut(token) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(token);
+            }
         }
     }
 
-    pub fn close_all(&mut self) {
-        for t in self.tokens() {
-            self.close_token(t);
-        }
+    /// The channels to re-ask now: the dirty ones, and every volatile one.
+    pub fn take_reask(&mut self, out: &mut Vec<Token>) {
+        out.append(&mut self.dirty);
+        let entries = &self.entries;
+        self.volatile.retain(|t| entries.get(t.index()).is_some_and(|e| e.gen == t.generation()));
+        out.extend_from_slice(&self.volatile);
     }
 
+    /// Whether `handle_close` is owed to `channel` now (and marks it delivered).
+    pub fn take_close_due(&mut self, token: Token, channel: &Channel) -> bool {
+        let Some(entry) = self.entry_mut(token) else { return false };
+        if channel.peer_closed() && !channel.is_closed() && !entry.close_reported {
+            entry.close_reported = true;
+            return true;
+        }
+        false
+    }
+
+    /// The channel's timers, created if it had none.
+    pub fn timing(&mut self, token: Token) -> Option<&mut Timing> {
+        let entry = self.entry_mut(token)?;
+        Some(entry.timing.get_or_insert_with(Box::default))
+    }
+
+    /// The channel's timers if it has any, without creating them.
+    pub fn timing_if_any(&mut self, token: Token) -> Option<&mut Timing> {
+        self.entry_mut(token)?.timing.as_deref_mut()
+    }
+
+    /// A dispatcher in the map that is (or wraps) a `T`, with its channel; marks it dirty.
     pub fn get_mut<T: Dispatcher>(&mut self, token: Token) -> Option<(&mut T, &mut Channel)> {
-        let entry = self.entries.get_mut(token.index()).filter(|e| e.gen == token.gen())?;
-        let body = entry.body.as_mut()?;
-        let found = downcast_mut::<T>(&mut *body.handler)?;
-        self.dirty.push(token);
-        Some((found, &mut body.channel))
+        let idx = token.index();
+        let found = {
+            let entry = self.entries.get_mut(idx).filter(|e| e.gen == token.generation())?;
+            let body = entry.body.as_mut()?;
+            downcast_mut::<T>(&mut *body.handler).is_some()
+        };
+        if !found {
+            return None;
+        }
+        self.mark_dirty(token);
+        let body = self.entries[idx].body.as_mut()?;
+        Some((downcast_mut::<T>(&mut *body.handler)?, &mut body.channel))
     }
 
     pub fn channel_mut(&mut self, token: Token) -> Option<&mut Channel> {
-        let body = self.entries.get_mut(token.index()).filter(|e| e.gen == token.gen())?.body.as_mut()?;
-        self.dirty.push(token);
-        Some(&mut body.channel)
+        self.entry(token)?.body.as_ref()?;
+        self.mark_dirty(token);
+        Some(&mut self.entries[token.index()].body.as_mut()?.channel)
     }
 
     pub fn for_each_mut<T: Dispatcher>(&mut self, mut f: impl FnMut(Token, &mut T, &mut Channel)) {
@@ -195,109 +248,23 @@ impl Core {
             let Some(h) = downcast_mut::<T>(&mut *body.handler) else { continue };
             let token = Token::new(i, entry.gen);
             f(token, h, &mut body.channel);
-            self.dirty.push(token);
-        }
-    }
-
-    /// Re-asks the interest of one channel that is in the map (not lent out).
-    fn reask(&mut self, token: Token) {
-        if let Some(body) = self.lend(token) {
-            self.settle(token, body);
-        }
-    }
-
-    pub fn refresh_volatile(&mut self) {
-        let mut i = 0;
-        while i < self.volatile.len() {
-            let t = self.volatile[i];
-            if self.contains(t) {
-                self.reask(t);
-                i += 1;
-            } else {
-                self.volatile.swap_remove(i);
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(token);
             }
         }
     }
-
-    pub fn refresh_dirty(&mut self) {
-        while let Some(t) = self.dirty.pop() {
-            self.reask(t);
-        }
-    }
-
-    /// How long the next wait may last: the run timeout, shortened by the next timer, zero
-    /// when a `handle_close` is due.
-    pub fn wait_time(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.due_close.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        match self.timers.next_deadline() {
-            None => timeout,
-            Some(d) => {
-                let until = d.saturating_duration_since(Instant::now());
-                Some(timeout.map_or(until, |t| t.min(until)))
-            }
-        }
-    }
-
-    pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Loop) + 'static) -> super::TimerId {
-        self.timers.schedule(Instant::now() + delay, Action::Once(Box::new(f)))
-    }
-
-    pub fn call_every(&mut self, period: Duration, f: impl FnMut(&mut Loop) + 'static) -> super::TimerId {
-        let period = period.max(Duration::from_micros(1));
-        self.timers.schedule(Instant::now() + period, Action::Every(Box::new(f), period))
-    }
-
-    pub fn waker(&mut self) -> io::Result<Waker> {
-        if self.waker.is_none() {
-            let shared = Arc::new(WakerShared::new()?);
-            self.waker_needs_drain = self.poller.register_waker(shared.fd.fd(), WAKER_TOKEN)?;
-            self.waker = Some(shared);
-        }
-        Ok(Waker::from_shared(self.waker.clone().expect("created above")))
-    }
 }
 
-impl Core {
-    pub fn on_signal(&mut self, signal: i32, f: Box<dyn FnMut(&mut Loop)>) -> io::Result<()> {
-        if self.signals.is_none() {
-            let signals = Signals::new()?;
-            self.poller.register(signals.fd(), SIGNAL_TOKEN, Interest { read: true, write: false })?;
-            self.signals = Some(signals);
-        }
-        self.signals.as_mut().expect("created above").add(signal, f)
-    }
-
-    /// Sets or clears a channel's idle timeout (the channel may be lent out: pass it).
-    pub fn set_idle(&mut self, token: Token, channel: &mut Channel, timeout: Option<Duration>) {
-        if let Some(old) = channel.idle.take() {
-            self.timers.cancel(old.timer);
-        }
-        if let Some(timeout) = timeout {
-            let now = Instant::now();
-            let timer = self.timers.schedule(now + timeout, Action::Idle(token));
-            channel.idle = Some(Box::new(crate::channel::Idle { timeout, last: now, timer }));
-        }
-    }
-
-    /// Sets the idle timeout of a channel in the map; false if it is not there.
-    pub fn set_idle_of(&mut self, token: Token, timeout: Option<Duration>) -> bool {
-        let Some(mut body) = self.lend(token) else { return false };
-        self.set_idle(token, &mut body.channel, timeout);
-        self.settle(token, body);
-        true
-    }
-
-    /// The tokens of every channel in the map.
-    pub fn tokens(&self) -> Vec<Token> {
-        self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect()
-    }
-}
-
-impl Drop for Core {
-    fn drop(&mut self) {
-        // Forget every descriptor before the channels close them.
-        self.close_all();
+/// The inputs of the interest rule for one channel.
+fn inputs(channel: &Channel, handler: &dyn Dispatcher, paused: bool) -> Inputs {
+    Inputs {
+        state: channel.state(),
+        queued: channel.pending_output() > 0,
+        over_soft_limit: channel.over_soft_limit(),
+        paused,
+        readable: handler.readable(),
+        writable: handler.writable(),
+        holds_output: handler.holds_output(),
     }
 }

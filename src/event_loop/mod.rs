@@ -1,28 +1,33 @@
-//! [`Loop`]: asyncore's map of channels and its `loop()`, plus timers and a cross-thread waker.
+//! [`Loop`]: asyncore's map of channels and its `loop()`, plus timers, a cross-thread waker and
+//! signals.
 //!
-//! The map is a slab of entries keyed by [`Token`] (index plus generation). While a channel's
-//! handler runs, its channel and dispatcher are lent out of the slab, so the handler's
-//! [`Context`](crate::Context) can offer the rest of the map without shared ownership. A pass:
-//! re-ask the interest of volatile channels, wait (capped by the run timeout and the next
-//! timer), dispatch each event whose token is still current, fire due timers.
+//! - `handle.rs`: [`LoopHandle`], every service of the loop, written once;
+//! - `map.rs`: the slab of entries keyed by [`Token`] (index plus generation) and the selector
+//!   that watches them; while a handler runs, its channel and dispatcher are lent out of the
+//!   slab, so its [`Context`](crate::Context) can offer the rest of the map without shared
+//!   ownership;
+//! - `interest.rs`: what a channel is watched for, one pure function;
+//! - `pass.rs`: one pass, from the wait to the handlers and back;
+//! - `timers.rs`, `waker.rs`, `signals.rs`: the sources other than channels;
+//! - `default_map.rs`: asyncore's global map, one per thread.
 
-mod dispatch;
+mod handle;
+mod interest;
 mod map;
+mod pass;
 mod signals;
 mod timers;
 mod waker;
 
 pub mod default_map;
 
+pub use handle::LoopHandle;
 pub use timers::TimerId;
 pub use waker::Waker;
 
-pub(crate) use map::Core;
-pub(crate) use timers::Action;
-
-use crate::poller::{new_poller, Backend, Event};
-use crate::{Channel, Dispatcher};
+use crate::poller::{Backend, Event};
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 /// Size of the receive buffer the loop lends to handlers as [`Context::scratch`](crate::Context).
@@ -43,24 +48,65 @@ pub const SCRATCH_SIZE: usize = 64 * 1024;
 /// assert!(!lp.contains(t));
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// The packing is public for code that keeps its own map over a [`Selector`](crate::poller::Selector)
+/// (the Python package): the generation in the high 32 bits, the index in the low 32.
+///
+/// ```
+/// use sockloop::Token;
+/// let t = Token::new(7, 3);
+/// assert_eq!((t.index(), t.generation()), (7, 3));
+/// assert_eq!(Token::from_raw(t.to_raw()), t);
+/// assert_eq!(t.to_raw(), (3 << 32) | 7);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(u64);
 
 impl Token {
-    pub(crate) fn new(index: usize, gen: u32) -> Token {
-        Token(((gen as u64) << 32) | index as u64)
+    /// The token of slot `index` (below 2^32) in its `generation`.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::Token::new(1, 2).index(), 1);
+    /// ```
+    pub fn new(index: usize, generation: u32) -> Token {
+        Token(((generation as u64) << 32) | (index as u64 & 0xffff_ffff))
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// The slot index.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::Token::new(9, 0).index(), 9);
+    /// ```
+    pub fn index(self) -> usize {
         (self.0 & 0xffff_ffff) as usize
     }
 
-    pub(crate) fn gen(self) -> u32 {
+    /// The generation: which of the channels that used this slot.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::Token::new(0, 5).generation(), 5);
+    /// ```
+    pub fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
 
-    pub(crate) fn raw(self) -> u64 {
+    /// The 64-bit form the selector carries in its events.
+    ///
+    /// ```
+    /// assert_eq!(sockloop::Token::new(1, 1).to_raw(), (1 << 32) | 1);
+    /// ```
+    pub fn to_raw(self) -> u64 {
         self.0
+    }
+
+    /// A token back from its 64-bit form.
+    ///
+    /// ```
+    /// let t = sockloop::Token::new(4, 4);
+    /// assert_eq!(sockloop::Token::from_raw(t.to_raw()), t);
+    /// ```
+    pub fn from_raw(raw: u64) -> Token {
+        Token(raw)
     }
 }
 
@@ -132,6 +178,11 @@ impl RunOptions {
 
 /// asyncore's map and `loop()`: owns channels with their dispatchers and runs them.
 ///
+/// A `Loop` is its [`LoopHandle`] (the map and every service: `add`, `get_mut`, timers, the
+/// waker ..., reached through `Deref`) plus what runs passes: [`run`](Loop::run),
+/// [`run_with`](Loop::run_with), [`poll`](Loop::poll) and [`shutdown`](Loop::shutdown). No
+/// method is defined on both, so every call means one thing.
+///
 /// ```
 /// use sockloop::{Channel, Loop, RunOptions};
 /// use std::time::Duration;
@@ -144,9 +195,24 @@ impl RunOptions {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Loop {
-    pub(crate) core: Core,
+    handle: LoopHandle,
     scratch: Vec<u8>,
     events: Vec<Event>,
+    /// Tokens being re-asked this pass (kept to reuse its allocation).
+    reask: Vec<Token>,
+}
+
+impl Deref for Loop {
+    type Target = LoopHandle;
+    fn deref(&self) -> &LoopHandle {
+        &self.handle
+    }
+}
+
+impl DerefMut for Loop {
+    fn deref_mut(&mut self) -> &mut LoopHandle {
+        &mut self.handle
+    }
 }
 
 impl Loop {
@@ -168,316 +234,16 @@ impl Loop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_backend(backend: Backend) -> io::Result<Loop> {
-        let resolved = backend.resolve();
         Ok(Loop {
-            core: Core::new(new_poller(resolved)?, resolved),
+            handle: LoopHandle::new(backend)?,
             scratch: vec![0; SCRATCH_SIZE],
             events: Vec::with_capacity(1024),
+            reask: Vec::new(),
         })
     }
 
-    /// The concrete backend this loop waits with.
-    ///
-    /// ```
-    /// assert_ne!(sockloop::Loop::new()?.backend(), sockloop::Backend::Auto);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn backend(&self) -> Backend {
-        self.core.backend
-    }
-
-    /// asyncore `add_channel`: puts a channel and its dispatcher in the map. Fails when the
-    /// backend cannot watch the descriptor (select and descriptors >= 1024).
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// assert_eq!(lp.len(), 1);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn add(&mut self, channel: Channel, handler: impl Dispatcher) -> io::Result<Token> {
-        self.core.insert(channel, Box::new(handler))
-    }
-
-    /// Whether `token` names a channel still in the map.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let t = lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// assert!(lp.contains(t));
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn contains(&self, token: Token) -> bool {
-        self.core.contains(token)
-    }
-
-    /// The number of channels in the map.
-    ///
-    /// ```
-    /// assert_eq!(sockloop::Loop::new()?.len(), 0);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn len(&self) -> usize {
-        self.core.len()
-    }
-
-    /// Whether the map is empty.
-    ///
-    /// ```
-    /// assert!(sockloop::Loop::new()?.is_empty());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.core.len() == 0
-    }
-
-    /// The dispatcher of `token` if it is (or wraps) a `T`; the loop re-asks its
-    /// `readable()`/`writable()` at the end of the pass.
-    ///
-    /// ```
-    /// struct Counter(u32);
-    /// impl sockloop::Dispatcher for Counter {}
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let t = lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, Counter(7))?;
-    /// assert_eq!(lp.get_mut::<Counter>(t).map(|c| c.0), Some(7));
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn get_mut<T: Dispatcher>(&mut self, token: Token) -> Option<&mut T> {
-        self.core.get_mut::<T>(token).map(|(h, _)| h)
-    }
-
-    /// The channel of `token`.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let t = lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// assert!(lp.channel_mut(t).unwrap().accepting());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn channel_mut(&mut self, token: Token) -> Option<&mut Channel> {
-        self.core.channel_mut(token)
-    }
-
-    /// Calls `f` with every dispatcher that is (or wraps) a `T`, and its channel.
-    ///
-    /// ```
-    /// struct Peer;
-    /// impl sockloop::Dispatcher for Peer {}
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, Peer)?;
-    /// let mut n = 0;
-    /// lp.for_each_mut::<Peer>(|_, _, _| n += 1);
-    /// assert_eq!(n, 1);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn for_each_mut<T: Dispatcher>(&mut self, f: impl FnMut(Token, &mut T, &mut Channel)) {
-        self.core.for_each_mut(f)
-    }
-
-    /// Closes one channel (asyncore `close()` from outside it): it leaves the map at once and
-    /// gets no further events. Returns whether it was there.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let t = lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// assert!(lp.close_channel(t));
-    /// assert!(lp.is_empty());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn close_channel(&mut self, token: Token) -> bool {
-        self.core.close_token(token)
-    }
-
-    /// asyncore `close_all(map)`: closes every channel and empties the map.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// lp.close_all();
-    /// assert!(lp.is_empty());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn close_all(&mut self) {
-        self.core.close_all()
-    }
-
-    /// Sets (or with `None` clears) the idle timeout of a channel: when it sees no event for
-    /// `timeout`, its `handle_timeout` runs (default: close). Returns whether it is in the map.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let t = lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// assert!(lp.set_idle_timeout(t, Some(std::time::Duration::from_millis(5))));
-    /// lp.run()?; // the listener idles out, the map empties, run returns
-    /// assert!(lp.is_empty());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn set_idle_timeout(&mut self, token: Token, timeout: Option<Duration>) -> bool {
-        self.core.set_idle_of(token, timeout)
-    }
-
-    /// Chooses whether a panicking handler is caught and reported to `handle_error` (the
-    /// default) or propagated out of [`run`](Loop::run). After a propagated panic the channel
-    /// that panicked is gone from the map.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.set_catch_panics(false);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn set_catch_panics(&mut self, catch: bool) {
-        self.core.catch_panics = catch;
-    }
-
-    /// asyncore's `ExitNow`: makes [`run`](Loop::run) return after the current handler.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.call_later(std::time::Duration::ZERO, |lp| lp.stop());
-    /// lp.run_with(sockloop::RunOptions::new().until_stopped())?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn stop(&mut self) {
-        self.core.stop = true;
-    }
-
-    /// Runs `f` with this loop after `delay` (asyncio's `call_later`).
-    ///
-    /// ```
-    /// use std::{cell::Cell, rc::Rc, time::Duration};
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let fired = Rc::new(Cell::new(false));
-    /// let f = fired.clone();
-    /// lp.call_later(Duration::from_millis(1), move |_| f.set(true));
-    /// lp.run()?; // returns once no channel and no timer is left
-    /// assert!(fired.get());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn call_later(&mut self, delay: Duration, f: impl FnOnce(&mut Loop) + 'static) -> TimerId {
-        self.core.call_later(delay, f)
-    }
-
-    /// Runs `f` at `deadline` (monotonic clock).
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.call_at(std::time::Instant::now(), |lp| lp.stop());
-    /// lp.run()?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn call_at(&mut self, deadline: Instant, f: impl FnOnce(&mut Loop) + 'static) -> TimerId {
-        self.core.timers.schedule(deadline, Action::Once(Box::new(f)))
-    }
-
-    /// Runs `f` every `period` until cancelled; missed ticks after a stall are skipped.
-    ///
-    /// ```
-    /// use std::{cell::Cell, rc::Rc, time::Duration};
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let n = Rc::new(Cell::new(0));
-    /// let m = n.clone();
-    /// lp.call_every(Duration::from_millis(1), move |lp| { m.set(m.get() + 1); if m.get() == 3 { lp.stop() } });
-    /// lp.run()?;
-    /// assert_eq!(n.get(), 3);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn call_every(&mut self, period: Duration, f: impl FnMut(&mut Loop) + 'static) -> TimerId {
-        self.core.call_every(period, f)
-    }
-
-    /// Cancels a timer; returns whether it was still pending. A cancelled timer never fires.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let id = lp.call_later(std::time::Duration::from_secs(1), |_| unreachable!());
-    /// assert!(lp.cancel(id));
-    /// lp.run()?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn cancel(&mut self, id: TimerId) -> bool {
-        self.core.timers.cancel(id)
-    }
-
-    /// The number of pending timers.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.call_later(std::time::Duration::from_secs(9), |_| {});
-    /// assert_eq!(lp.pending_timers(), 1);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn pending_timers(&self) -> usize {
-        self.core.timers.len()
-    }
-
-    /// A handle that wakes this loop from any thread and runs closures on it
-    /// (`call_soon_threadsafe`).
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// let waker = lp.waker()?;
-    /// std::thread::spawn(move || waker.call_soon(|lp| lp.stop())).join().unwrap()?;
-    /// lp.run_with(sockloop::RunOptions::new().until_stopped())?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn waker(&mut self) -> io::Result<Waker> {
-        self.core.waker()
-    }
-
-    /// Calls `f` on the loop thread whenever `signal` (such as `libc::SIGTERM`) arrives,
-    /// replacing any handler set before for it. The signal is caught through signal-hook's
-    /// self-pipe, so `f` runs as an ordinary callback during a pass, never in signal context.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.on_signal(libc::SIGUSR1, |lp| lp.stop())?;
-    /// signal_hook::low_level::raise(libc::SIGUSR1)?;
-    /// lp.run_with(sockloop::RunOptions::new().until_stopped())?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn on_signal(&mut self, signal: i32, f: impl FnMut(&mut Loop) + 'static) -> io::Result<()> {
-        self.core.on_signal(signal, Box::new(f))
-    }
-
-    /// Graceful shutdown: closes every listening channel at once, calls every other channel's
-    /// [`handle_shutdown`](Dispatcher::handle_shutdown) (by default: stop reading, send what is
-    /// queued, then close; [`AsyncChat`](crate::chat::AsyncChat) also drains its producers),
-    /// and closes whatever is left after `grace`. [`run`](Loop::run) returns when the map is
-    /// empty or the deadline passes.
-    ///
-    /// ```
-    /// let mut lp = sockloop::Loop::new()?;
-    /// lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
-    /// lp.shutdown(std::time::Duration::from_secs(5));
-    /// assert!(lp.is_empty());
-    /// lp.run()?;
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn shutdown(&mut self, grace: Duration) {
-        self.core.shutdown_deadline = Some(Instant::now() + grace);
-        for token in self.core.tokens() {
-            let Some(mut body) = self.core.lend(token) else { continue };
-            if body.channel.accepting() {
-                body.channel.close();
-            } else if !body.channel.is_closed() {
-                self.call(token, &mut body, "handle_shutdown", &mut |h, cx| h.handle_shutdown(cx));
-            }
-            self.core.settle(token, body);
-        }
-    }
-
-    /// Whether [`shutdown`](Loop::shutdown) was called.
-    ///
-    /// ```
-    /// assert!(!sockloop::Loop::new()?.is_shutting_down());
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn is_shutting_down(&self) -> bool {
-        self.core.shutdown_deadline.is_some()
-    }
-
     /// asyncore `loop()` with its defaults: runs until the map is empty (and no timer is left)
-    /// or [`stop`](Loop::stop) is called.
+    /// or [`stop`](LoopHandle::stop) is called.
     ///
     /// ```
     /// sockloop::Loop::new()?.run()?; // nothing in the map: returns at once
@@ -499,17 +265,17 @@ impl Loop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn run_with(&mut self, opts: RunOptions) -> io::Result<()> {
-        self.core.stop = false;
+        self.handle.stop = false;
         let mut passes = 0;
-        while !self.core.stop && opts.count.is_none_or(|c| passes < c) {
-            if !opts.until_stopped && self.core.len() == 0 && self.core.timers.len() == 0 {
+        while !self.handle.stop && opts.count.is_none_or(|c| passes < c) {
+            if !opts.until_stopped && self.handle.is_empty() && self.handle.pending_timers() == 0 {
                 break;
             }
             let mut timeout = opts.timeout;
-            if let Some(deadline) = self.core.shutdown_deadline {
+            if let Some(deadline) = self.handle.shutdown_deadline {
                 let now = Instant::now();
-                if self.core.len() == 0 || deadline <= now {
-                    self.core.close_all();
+                if self.handle.is_empty() || deadline <= now {
+                    self.handle.close_all();
                     break;
                 }
                 timeout = timeout.min(deadline - now);
@@ -520,36 +286,30 @@ impl Loop {
         Ok(())
     }
 
-    /// asyncore `poll(timeout)`: one pass. Waits up to `timeout` (`None`: until something
-    /// happens), dispatches what is ready, fires due timers.
+    /// Graceful shutdown: closes every listening channel at once, calls every other channel's
+    /// [`handle_shutdown`](crate::Dispatcher::handle_shutdown) (by default: stop reading, send
+    /// what is owed, then close; [`AsyncChat`](crate::chat::AsyncChat) also drains its
+    /// producers), and closes whatever is left after `grace`. [`run`](Loop::run) returns when
+    /// the map is empty or the deadline passes.
     ///
     /// ```
     /// let mut lp = sockloop::Loop::new()?;
-    /// lp.poll(Some(std::time::Duration::ZERO))?;
+    /// lp.add(sockloop::Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1)?, sockloop::Ignore)?;
+    /// lp.shutdown(std::time::Duration::from_secs(5));
+    /// assert!(lp.is_empty());
+    /// lp.run()?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.core.refresh_volatile();
-        let wait = self.core.wait_time(timeout);
-        let mut events = std::mem::take(&mut self.events);
-        events.clear();
-        let waited = self.core.poller.wait(&mut events, wait);
-        if let Err(e) = waited {
-            self.events = events;
-            return Err(e);
+    pub fn shutdown(&mut self, grace: Duration) {
+        self.handle.shutdown_deadline = Some(Instant::now() + grace);
+        for token in self.handle.map.tokens() {
+            self.with_body(token, |lp, body| {
+                if body.channel.accepting() {
+                    body.channel.close();
+                } else if !body.channel.is_closed() {
+                    lp.call(token, body, crate::Handler::Shutdown);
+                }
+            });
         }
-        for ev in events.iter() {
-            if self.core.stop {
-                break;
-            }
-            self.dispatch(*ev);
-        }
-        self.events = events;
-        if !self.core.stop {
-            self.fire_timers();
-        }
-        self.core.refresh_dirty();
-        self.deliver_due_closes();
-        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::Loop;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,8 +37,8 @@ impl Signals {
         Ok(Signals { read, write, regs: Vec::new() })
     }
 
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        self.read.as_raw_fd()
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.read.as_fd()
     }
 
     pub fn add(&mut self, signal: i32, handler: SignalHandler) -> io::Result<()> {

@@ -1,42 +1,25 @@
 //! [`Waker`]: wakes a loop from another thread and runs closures on it.
 
-use crate::poller::WakerFd;
+use crate::poller::SelectorWaker;
 use crate::Loop;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The poller token reserved for the waker's descriptor.
-pub(crate) const WAKER_TOKEN: u64 = u64::MAX;
-
 type Job = Box<dyn FnOnce(&mut Loop) + Send>;
 
-pub(crate) struct WakerShared {
-    pub fd: WakerFd,
+/// The closures posted to a loop, and whether a wake is already on its way.
+#[derive(Default)]
+pub(crate) struct Jobs {
     /// A wake is already on its way: later wakes need no syscall until the loop takes it.
     pending: AtomicBool,
     queue: Mutex<Vec<Job>>,
 }
 
-impl WakerShared {
-    pub fn new() -> io::Result<WakerShared> {
-        Ok(WakerShared {
-            fd: WakerFd::new()?,
-            pending: AtomicBool::new(false),
-            queue: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn wake(&self) -> io::Result<()> {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            self.fd.wake()?;
-        }
-        Ok(())
-    }
-
+impl Jobs {
     /// Called by the loop when the waker fired: re-arms and hands over the queued jobs.
-    pub fn take_jobs(&self, into: &mut Vec<Job>) {
+    pub fn take(&self, into: &mut Vec<Job>) {
         self.pending.store(false, Ordering::Release);
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::swap(&mut *q, into);
@@ -63,12 +46,13 @@ impl WakerShared {
 /// ```
 #[derive(Clone)]
 pub struct Waker {
-    shared: Arc<WakerShared>,
+    wake: SelectorWaker,
+    jobs: Arc<Jobs>,
 }
 
 impl Waker {
-    pub(crate) fn from_shared(shared: Arc<WakerShared>) -> Waker {
-        Waker { shared }
+    pub(crate) fn new(wake: SelectorWaker, jobs: Arc<Jobs>) -> Waker {
+        Waker { wake, jobs }
     }
 
     /// Wakes the loop: its current or next wait returns at once.
@@ -80,7 +64,10 @@ impl Waker {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn wake(&self) -> io::Result<()> {
-        self.shared.wake()
+        if !self.jobs.pending.swap(true, Ordering::AcqRel) {
+            self.wake.wake()?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on the loop's thread during its next pass.
@@ -92,13 +79,13 @@ impl Waker {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn call_soon(&self, f: impl FnOnce(&mut Loop) + Send + 'static) -> io::Result<()> {
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
-        self.shared.wake()
+        self.jobs.queue.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
+        self.wake()
     }
 }
 
 impl fmt::Debug for Waker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Waker(fd={})", self.shared.fd.fd())
+        write!(f, "Waker(fd={})", self.wake.fileno())
     }
 }

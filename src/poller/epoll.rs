@@ -1,7 +1,7 @@
 //! `epoll(7)`, level-triggered, interest kept in the kernel.
 //!
 //! `epoll_ctl` runs only when a channel's interest changes. A descriptor with no interest is
-//! removed from the kernel set (`EPOLL_CTL_DEL`), because epoll reports hang-ups and errors even
+//! taken out of the kernel set (`EPOLL_CTL_DEL`), because epoll reports hang-ups and errors even
 //! for an empty event mask and a level-triggered hang-up would wake every wait.
 //!
 //! epoll refuses regular files and some character devices with `EPERM`; asyncore's
@@ -9,17 +9,19 @@
 //! for whatever they are interested in on every wait (which is what select and poll say of them).
 #![cfg(any(target_os = "linux", target_os = "android"))]
 
-use super::{check, deadline, remaining, timeout_ms, Event, Interest, Poller};
+use super::{Event, Interest, Poller};
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::Timespec;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// Where a registered descriptor lives.
+/// Where a known descriptor lives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Place {
     Absent,
     /// Known, empty interest, not in the kernel set.
-    Idle(u64),
+    Idle,
     Kernel,
     /// A regular file (epoll said EPERM): always ready.
     AlwaysReady,
@@ -27,118 +29,88 @@ enum Place {
 
 pub(crate) struct Epoll {
     epfd: OwnedFd,
-    buf: Vec<libc::epoll_event>,
     places: Vec<Place>,
     always_ready: Vec<(RawFd, u64, Interest)>,
 }
 
-fn epoll_bits(interest: Interest) -> u32 {
-    let mut ev = 0;
+fn flags(interest: Interest) -> EventFlags {
+    let mut f = EventFlags::empty();
     if interest.read {
-        ev |= (libc::EPOLLIN | libc::EPOLLPRI) as u32;
+        f |= EventFlags::IN | EventFlags::PRI;
     }
     if interest.write {
-        ev |= libc::EPOLLOUT as u32;
+        f |= EventFlags::OUT;
     }
-    ev
+    f
 }
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
-        // that nothing else owns, so OwnedFd may take it.
-        let epfd = unsafe {
-            let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
-        Ok(Epoll { epfd, buf: Vec::with_capacity(1024), places: Vec::new(), always_ready: Vec::new() })
+        let epfd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        Ok(Epoll { epfd, places: Vec::new(), always_ready: Vec::new() })
     }
 
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: epoll_bits(interest), u64: token };
-        // SAFETY: `ev` is a live epoll_event for the duration of the call; epoll_ctl only reads it.
-        let rc = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn place(&mut self, fd: RawFd) -> io::Result<&mut Place> {
-        let i = usize::try_from(fd)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative descriptor"))?;
+    fn place(&mut self, fd: RawFd) -> &mut Place {
+        let i = fd as usize; // a BorrowedFd is never negative
         if self.places.len() <= i {
             self.places.resize(i + 1, Place::Absent);
         }
-        Ok(&mut self.places[i])
-    }
-
-    /// Puts `fd` where `interest` says it belongs, from wherever it is now.
-    fn settle(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let now = *self.place(fd)?;
-        let next = match (now, interest.is_empty()) {
-            (Place::AlwaysReady, _) => {
-                self.always_ready.retain(|e| e.0 != fd);
-                self.always_ready.push((fd, token, interest));
-                Place::AlwaysReady
-            }
-            (Place::Kernel, true) => {
-                self.ctl(libc::EPOLL_CTL_DEL, fd, token, interest)?;
-                Place::Idle(token)
-            }
-            (Place::Kernel, false) => {
-                self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)?;
-                Place::Kernel
-            }
-            (Place::Absent | Place::Idle(_), true) => Place::Idle(token),
-            (Place::Absent | Place::Idle(_), false) => {
-                match self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest) {
-                    Ok(()) => Place::Kernel,
-                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                        self.always_ready.push((fd, token, interest));
-                        Place::AlwaysReady
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        *self.place(fd)? = next;
-        Ok(())
+        &mut self.places[i]
     }
 }
 
 impl Poller for Epoll {
-    fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        self.settle(fd, token, interest)
+    fn set_interest(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        let raw = fd.as_raw_fd();
+        let data = EventData::new_u64(token);
+        let next = match (*self.place(raw), interest.is_empty()) {
+            (Place::AlwaysReady, _) => {
+                self.always_ready.retain(|e| e.0 != raw);
+                self.always_ready.push((raw, token, interest));
+                Place::AlwaysReady
+            }
+            (Place::Kernel, true) => {
+                epoll::delete(&self.epfd, fd)?;
+                Place::Idle
+            }
+            (Place::Kernel, false) => {
+                epoll::modify(&self.epfd, fd, data, flags(interest))?;
+                Place::Kernel
+            }
+            (Place::Absent | Place::Idle, true) => {
+                if !crate::sys::is_open(fd) {
+                    return Err(super::not_open());
+                }
+                Place::Idle
+            }
+            (Place::Absent | Place::Idle, false) => match epoll::add(&self.epfd, fd, data, flags(interest)) {
+                Ok(()) => Place::Kernel,
+                Err(rustix::io::Errno::PERM) => {
+                    self.always_ready.push((raw, token, interest));
+                    Place::AlwaysReady
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        *self.place(raw) = next;
+        Ok(())
     }
 
-    fn reregister(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        self.settle(fd, token, interest)
-    }
-
-    fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
-        let place = std::mem::replace(self.place(fd)?, Place::Absent);
-        match place {
-            Place::Kernel => self.ctl(libc::EPOLL_CTL_DEL, fd, 0, Interest::NONE),
+    fn remove(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let raw = fd.as_raw_fd();
+        match std::mem::replace(self.place(raw), Place::Absent) {
+            Place::Kernel => Ok(epoll::delete(&self.epfd, fd)?),
             Place::AlwaysReady => {
-                self.always_ready.retain(|e| e.0 != fd);
+                self.always_ready.retain(|e| e.0 != raw);
                 Ok(())
             }
-            Place::Absent | Place::Idle(_) => Ok(()),
+            Place::Absent | Place::Idle => Ok(()),
         }
     }
 
-    fn register_waker(&mut self, fd: RawFd, token: u64) -> io::Result<bool> {
-        let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: token };
-        // SAFETY: `ev` is a live epoll_event for the duration of the call; epoll_ctl only reads it.
-        let rc = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        *self.place(fd)? = Place::Kernel;
+    fn watch_waker(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<bool> {
+        epoll::add(&self.epfd, fd, EventData::new_u64(token), EventFlags::IN | EventFlags::ET)?;
+        *self.place(fd.as_raw_fd()) = Place::Kernel;
         Ok(false)
     }
 
@@ -148,44 +120,36 @@ impl Poller for Epoll {
         for &(_, token, interest) in &self.always_ready {
             if !interest.is_empty() {
                 file_ready = true;
-                events.push(Event {
-                    token,
-                    readable: interest.read,
-                    writable: interest.write,
-                    ..Event::default()
-                });
+                events.push(Event { token, readable: interest.read, writable: interest.write, ..Event::default() });
             }
         }
         let timeout = if file_ready { Some(Duration::ZERO) } else { timeout };
-        let until = deadline(timeout);
-        let cap = self.buf.capacity() as libc::c_int;
-        let n = loop {
-            let ms = timeout_ms(remaining(until));
-            // SAFETY: `buf` has room for `cap` events; the kernel writes at most that many and
-            // returns how many, which we then pass to set_len.
-            let rc = unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), self.buf.as_mut_ptr(), cap, ms) };
-            if !check(rc)? {
-                break rc as usize;
-            }
-            if until.is_some_and(|d| d <= std::time::Instant::now()) {
-                return Ok(());
-            }
-        };
-        // SAFETY: epoll_wait initialised the first `n` entries (n <= capacity).
-        unsafe { self.buf.set_len(n) };
-        for ev in self.buf.drain(..) {
-            let bits = ev.events;
-            let has = |flag: libc::c_int| bits & flag as u32 != 0;
-            events.push(Event {
-                token: ev.u64,
-                readable: has(libc::EPOLLIN),
-                writable: has(libc::EPOLLOUT),
-                priority: has(libc::EPOLLPRI),
-                hangup: has(libc::EPOLLHUP),
-                error: has(libc::EPOLLERR),
-                invalid: false,
-            });
-        }
-        Ok(())
+        let ms = crate::sys::timeout_ms(timeout);
+        let ts = (ms >= 0).then(|| Timespec { tv_sec: (ms / 1000).into(), tv_nsec: ((ms % 1000) * 1_000_000).into() });
+        EVENTS.with_borrow_mut(|buf| {
+            buf.clear();
+            epoll::wait(&self.epfd, rustix::buffer::spare_capacity(buf), ts.as_ref())?;
+            events.extend(buf.drain(..).map(event));
+            Ok(())
+        })
+    }
+}
+
+thread_local! {
+    /// The kernel's event records, per thread: rustix's record holds a raw pointer, so it
+    /// cannot live in a `Send` poller, and one buffer per waiting thread is all that is needed.
+    static EVENTS: std::cell::RefCell<Vec<epoll::Event>> = std::cell::RefCell::new(Vec::with_capacity(1024));
+}
+
+fn event(ev: epoll::Event) -> Event {
+    let bits = ev.flags;
+    Event {
+        token: ev.data.u64(),
+        readable: bits.contains(EventFlags::IN),
+        writable: bits.contains(EventFlags::OUT),
+        priority: bits.contains(EventFlags::PRI),
+        hangup: bits.contains(EventFlags::HUP),
+        error: bits.contains(EventFlags::ERR),
+        invalid: false,
     }
 }

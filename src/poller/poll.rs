@@ -1,12 +1,14 @@
 //! `poll(2)`: asyncore's `use_poll=True` backend.
 //!
 //! Unlike asyncore, which rebuilt its poll set every pass, the `pollfd` array is kept between
-//! waits and edited in place: `reregister` touches one entry. A descriptor with no interest stays
-//! in the array with a negative fd, which poll skips (otherwise it would still report hang-ups).
+//! waits and edited in place: a change of interest touches one entry. A descriptor with no
+//! interest stays in the array with a negative fd, which poll skips (otherwise it would still
+//! report hang-ups).
+#![allow(unsafe_code)]
 
-use super::{check, deadline, remaining, timeout_ms, Event, Interest, Poller};
+use super::{Event, Interest, Poller};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 const NOT_HERE: u32 = u32::MAX;
@@ -41,43 +43,43 @@ impl Poll {
         (i != NOT_HERE).then_some(i as usize)
     }
 
-    fn set(&mut self, pos: usize, fd: RawFd, interest: Interest) {
-        let entry = &mut self.fds[pos];
-        entry.events = poll_events(interest);
-        entry.fd = if interest.is_empty() { -1 } else { fd };
-        entry.revents = 0;
+    /// Appends a new entry for `fd` and returns its position.
+    fn insert(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<usize> {
+        if !crate::sys::is_open(fd) {
+            return Err(super::not_open());
+        }
+        let raw = fd.as_raw_fd();
+        let slot = raw as usize; // a BorrowedFd is never negative
+        if self.index.len() <= slot {
+            self.index.resize(slot + 1, NOT_HERE);
+        }
+        self.index[slot] = self.fds.len() as u32;
+        self.fds.push(libc::pollfd { fd: -1, events: 0, revents: 0 });
+        self.owners.push((raw, token));
+        Ok(self.fds.len() - 1)
     }
 }
 
 impl Poller for Poll {
-    fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let slot = usize::try_from(fd)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative descriptor"))?;
-        if self.index.len() <= slot {
-            self.index.resize(slot + 1, NOT_HERE);
-        }
-        if self.index[slot] != NOT_HERE {
-            return self.reregister(fd, token, interest);
-        }
-        self.index[slot] = self.fds.len() as u32;
-        self.fds.push(libc::pollfd { fd, events: 0, revents: 0 });
-        self.owners.push((fd, token));
-        self.set(self.fds.len() - 1, fd, interest);
-        Ok(())
-    }
-
-    fn reregister(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let pos = self.position(fd).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    fn set_interest(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        let pos = match self.position(fd.as_raw_fd()) {
+            Some(pos) => pos,
+            None => self.insert(fd, token)?,
+        };
         self.owners[pos].1 = token;
-        self.set(pos, fd, interest);
+        let entry = &mut self.fds[pos];
+        entry.events = poll_events(interest);
+        entry.fd = if interest.is_empty() { -1 } else { fd.as_raw_fd() };
+        entry.revents = 0;
         Ok(())
     }
 
-    fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
-        let Some(pos) = self.position(fd) else { return Ok(()) };
+    fn remove(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let raw = fd.as_raw_fd();
+        let Some(pos) = self.position(raw) else { return Ok(()) };
         self.fds.swap_remove(pos);
         self.owners.swap_remove(pos);
-        self.index[fd as usize] = NOT_HERE;
+        self.index[raw as usize] = NOT_HERE;
         if let Some(&(moved, _)) = self.owners.get(pos) {
             self.index[moved as usize] = pos as u32;
         }
@@ -85,19 +87,14 @@ impl Poller for Poll {
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
-        let until = deadline(timeout);
-        let n = loop {
-            let ms = timeout_ms(remaining(until));
-            // SAFETY: `fds` is a live, initialised slice of pollfd and we pass its exact length.
-            let rc = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
-            if !check(rc)? {
-                break rc as usize;
-            }
-            if until.is_some_and(|d| d <= std::time::Instant::now()) {
-                return Ok(());
-            }
-        };
-        if n == 0 {
+        let ms = crate::sys::timeout_ms(timeout);
+        // SAFETY: `fds` is a live, initialised slice of pollfd and we pass its exact length;
+        // poll writes only the `revents` fields inside it.
+        let rc = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if rc == 0 {
             return Ok(());
         }
         for (pfd, &(_, token)) in self.fds.iter_mut().zip(&self.owners) {

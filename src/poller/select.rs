@@ -1,35 +1,42 @@
 //! `select(2)`: asyncore's default backend, kept for portability and for comparison.
 //!
-//! The interest table is indexed by descriptor, and the three `fd_set`s are rebuilt from it on
-//! every wait (select overwrites them). Descriptors at or above `FD_SETSIZE` cannot be put in an
-//! `fd_set` without writing out of bounds, so `register` refuses them with a clear error.
+//! The interest table is indexed by descriptor, and the three descriptor sets are rebuilt from
+//! it on every wait (select overwrites them). asyncore's select could not take descriptors at
+//! or above `FD_SETSIZE` (1024), and neither does this one: `set_interest` refuses them with a
+//! clear error instead of letting a server fail later.
+#![allow(unsafe_code)]
 
-use super::{check, deadline, remaining, Event, Interest, Poller};
+use super::{Event, Interest, Poller};
+use rustix::event::{fd_set_insert, fd_set_num_elements, FdSetElement, FdSetIter, Timespec};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
+/// asyncore's limit, the size of a C `fd_set`.
+const FD_SETSIZE: usize = libc::FD_SETSIZE;
+
 pub(crate) struct Select {
-    /// `(token, interest)` per descriptor number; `None` where nothing is registered.
+    /// `(token, interest)` per descriptor number; `None` where nothing is known.
     table: Vec<Option<(u64, Interest)>>,
+    /// The read, write and exceptional sets, kept to avoid allocating per wait.
+    sets: [Vec<FdSetElement>; 3],
+    /// What the sets said per descriptor after a wait: bit 0 read, 1 write, 2 exceptional.
+    ready: Vec<u8>,
 }
 
 impl Select {
     pub fn new() -> Select {
-        Select { table: Vec::new() }
+        Select { table: Vec::new(), sets: Default::default(), ready: Vec::new() }
     }
 
     fn slot(&mut self, fd: RawFd) -> io::Result<&mut Option<(u64, Interest)>> {
-        if fd < 0 || fd as usize >= libc::FD_SETSIZE {
+        let i = fd as usize; // a BorrowedFd is never negative
+        if i >= FD_SETSIZE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "descriptor {fd} is outside select()'s range 0..{}; use the poll or epoll backend",
-                    libc::FD_SETSIZE
-                ),
+                format!("descriptor {fd} is outside select()'s range 0..{FD_SETSIZE}; use the poll or epoll backend"),
             ));
         }
-        let i = fd as usize;
         if self.table.len() <= i {
             self.table.resize(i + 1, None);
         }
@@ -37,29 +44,18 @@ impl Select {
     }
 }
 
-/// An empty `fd_set`.
-fn empty_set() -> libc::fd_set {
-    // SAFETY: fd_set is a plain array of integers, for which all-zero bytes is a valid value;
-    // FD_ZERO then puts it in the documented empty state.
-    unsafe {
-        let mut set: libc::fd_set = std::mem::zeroed();
-        libc::FD_ZERO(&mut set);
-        set
-    }
-}
-
 impl Poller for Select {
-    fn register(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        *self.slot(fd)? = Some((token, interest));
+    fn set_interest(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
+        let slot = self.slot(fd.as_raw_fd())?;
+        if slot.is_none() && !crate::sys::is_open(fd) {
+            return Err(super::not_open());
+        }
+        *slot = Some((token, interest));
         Ok(())
     }
 
-    fn reregister(&mut self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        self.register(fd, token, interest)
-    }
-
-    fn deregister(&mut self, fd: RawFd) -> io::Result<()> {
-        if let Ok(slot) = self.slot(fd) {
+    fn remove(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        if let Some(slot) = self.table.get_mut(fd.as_raw_fd() as usize) {
             *slot = None;
         }
         while matches!(self.table.last(), Some(None)) {
@@ -69,58 +65,56 @@ impl Poller for Select {
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
-        let until = deadline(timeout);
-        loop {
-            let (mut r, mut w, mut e) = (empty_set(), empty_set(), empty_set());
-            let mut nfds = 0;
-            for (fd, slot) in self.table.iter().enumerate() {
-                let Some((_, interest)) = slot else { continue };
-                let fd = fd as RawFd; // < FD_SETSIZE, checked at register
-                                      // SAFETY (all three FD_SETs): 0 <= fd < FD_SETSIZE, so the bit is inside the set.
-                if interest.read {
-                    unsafe { libc::FD_SET(fd, &mut r) };
-                }
-                if interest.write {
-                    unsafe { libc::FD_SET(fd, &mut w) };
-                }
-                if !interest.is_empty() {
-                    unsafe { libc::FD_SET(fd, &mut e) };
-                    nfds = fd + 1;
-                }
+        let nfds = self.table.len() as RawFd; // <= FD_SETSIZE, checked in set_interest
+        let words = fd_set_num_elements(self.table.len(), nfds).max(1);
+        for set in &mut self.sets {
+            set.clear();
+            set.resize(words, FdSetElement::default());
+        }
+        let [r, w, e] = &mut self.sets;
+        for (fd, slot) in self.table.iter().enumerate() {
+            let Some((_, interest)) = slot else { continue };
+            let fd = fd as RawFd;
+            if interest.read {
+                fd_set_insert(r, fd);
             }
-            let mut tv = remaining(until).map(|d| libc::timeval {
-                tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-                tv_usec: d.subsec_micros() as libc::suseconds_t,
-            });
-            let tv_ptr = tv.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
-            // SAFETY: the three sets and the optional timeval are live locals for the whole call,
-            // and nfds bounds the descriptors select may look at to those we set.
-            let rc = unsafe { libc::select(nfds, &mut r, &mut w, &mut e, tv_ptr) };
-            if check(rc)? {
-                if until.is_some_and(|d| d <= std::time::Instant::now()) {
-                    return Ok(());
-                }
-                continue;
+            if interest.write {
+                fd_set_insert(w, fd);
             }
-            if rc == 0 {
-                return Ok(());
+            if !interest.is_empty() {
+                fd_set_insert(e, fd);
             }
-            for fd in 0..nfds {
-                let Some((token, _)) = self.table[fd as usize] else { continue };
-                // SAFETY: 0 <= fd < nfds <= FD_SETSIZE, and the sets are initialised.
-                let (rd, wr, ex) =
-                    unsafe { (libc::FD_ISSET(fd, &r), libc::FD_ISSET(fd, &w), libc::FD_ISSET(fd, &e)) };
-                if rd || wr || ex {
-                    events.push(Event {
-                        token,
-                        readable: rd,
-                        writable: wr,
-                        priority: ex,
-                        ..Event::default()
-                    });
-                }
-            }
+        }
+        let ts = timeout.map(|d| Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: d.subsec_nanos().into(),
+        });
+        // SAFETY: every descriptor put in the sets is one the table knows, and the table only
+        // holds descriptors that were open when set and are removed before they are closed
+        // (the Poller contract); the sets have room for `nfds` descriptors.
+        let n = unsafe { rustix::event::select(nfds, Some(r), Some(w), Some(e), ts.as_ref())? };
+        if n == 0 {
             return Ok(());
         }
+        self.ready.clear();
+        self.ready.resize(self.table.len(), 0);
+        for (bit, set) in self.sets.iter().enumerate() {
+            for fd in FdSetIter::new(set) {
+                if let Some(flags) = self.ready.get_mut(fd as usize) {
+                    *flags |= 1 << bit;
+                }
+            }
+        }
+        for (fd, &flags) in self.ready.iter().enumerate() {
+            let Some(Some((token, _))) = self.table.get(fd).filter(|_| flags != 0) else { continue };
+            events.push(Event {
+                token: *token,
+                readable: flags & 1 != 0,
+                writable: flags & 2 != 0,
+                priority: flags & 4 != 0,
+                ..Event::default()
+            });
+        }
+        Ok(())
     }
 }

@@ -1,13 +1,22 @@
 //! [`Channel`]: the socket half of an asyncore `dispatcher`.
 //!
 //! A channel owns a non-blocking descriptor (a socket, or a pipe or file for
-//! [`file_dispatcher`](crate::file_dispatcher)), the connection state flags asyncore kept on the
-//! dispatcher (`accepting`, `connected`, `connecting`), and the output that could not be sent yet.
-//! Its `send`/`recv`/`accept`/`connect` follow asyncore's rules: a call that would block is not an
-//! error, and a disconnect schedules `handle_close` instead of failing.
+//! [`file_dispatcher`](crate::file_dispatcher)), its [`State`] (what asyncore kept as the
+//! dispatcher's `accepting`, `connected` and `connecting` flags), and the output that could not
+//! be sent yet. Its `send`/`recv`/`accept`/`connect` follow asyncore's rules: a call that would
+//! block is not an error, and a disconnect schedules `handle_close` instead of failing.
+//!
+//! A channel knows nothing of the loop: what the loop watches it for is decided from its state
+//! in `event_loop/interest.rs`.
 
-use crate::errors::{is_disconnect, limit_error};
-use crate::poller::as_uninit;
+mod output;
+mod state;
+
+pub use state::{Peer, State};
+
+use crate::errors::{is_disconnect, OutputLimit};
+use crate::sys::as_uninit;
+use output::OutBuf;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::fmt;
 use std::fs::File;
@@ -28,13 +37,6 @@ pub const DEFAULT_SOFT_LIMIT: usize = 1 << 20;
 /// assert_eq!(sockloop::channel::DEFAULT_HARD_LIMIT, 64 << 20);
 /// ```
 pub const DEFAULT_HARD_LIMIT: usize = 64 << 20;
-
-/// A channel's idle timeout: `handle_timeout` runs when no event came for `timeout`.
-pub(crate) struct Idle {
-    pub timeout: std::time::Duration,
-    pub last: std::time::Instant,
-    pub timer: crate::TimerId,
-}
 
 /// asyncore's `addr`, stored compactly: an IP address in 32 bytes instead of a 136-byte
 /// `sockaddr_storage` (most channels are TCP), anything else (Unix paths) boxed. It is
@@ -64,43 +66,6 @@ enum Io {
     File(File),
 }
 
-/// Output accepted by [`Channel::send_all`] but not yet taken by the kernel.
-#[derive(Default)]
-struct OutBuf {
-    bytes: Vec<u8>,
-    start: usize,
-}
-
-impl OutBuf {
-    fn pending(&self) -> &[u8] {
-        &self.bytes[self.start..]
-    }
-
-    fn len(&self) -> usize {
-        self.bytes.len() - self.start
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.bytes.len() {
-            self.bytes.clear();
-            self.start = 0;
-            // An idle channel should not keep a large burst's buffer.
-            if self.bytes.capacity() > 64 * 1024 {
-                self.bytes = Vec::new();
-            }
-        }
-    }
-
-    fn push(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start >= self.bytes.len() / 2 {
-            self.bytes.drain(..self.start);
-            self.start = 0;
-        }
-        self.bytes.extend_from_slice(data);
-    }
-}
-
 /// The socket half of an asyncore `dispatcher`: a non-blocking descriptor, its state flags and
 /// its unsent output.
 ///
@@ -119,9 +84,7 @@ impl OutBuf {
 /// ```
 pub struct Channel {
     io: Io,
-    accepting: bool,
-    connected: bool,
-    connecting: bool,
+    state: State,
     /// asyncore's `addr`: the address connected or bound to.
     addr: Addr,
     /// `addr` as a `SockAddr`, built by [`Channel::addr`] when first asked for.
@@ -129,42 +92,18 @@ pub struct Channel {
     out: OutBuf,
     soft_limit: usize,
     hard_limit: usize,
-    /// End of stream or a disconnect was seen: `handle_close` is due.
-    pub(crate) eof: bool,
-    /// A disconnect error was seen: nothing can be sent any more.
-    broken: bool,
-    /// `handle_close` was delivered for `eof` (it is delivered once).
-    pub(crate) close_reported: bool,
-    /// Reading paused by `Context::pause_reading` until a timer resumes it.
-    pub(crate) paused: bool,
-    /// The idle timeout, if set (boxed: most channels have none, and it would be 40 bytes of
-    /// every channel).
-    pub(crate) idle: Option<Box<Idle>>,
-    /// Close once the output is flushed (asynchat's `close_when_done`).
-    closing: bool,
-    /// `close()` was called: the loop drops the channel when the handler returns.
-    pub(crate) closed: bool,
 }
 
 impl Channel {
     fn with_io(io: Io) -> Channel {
         Channel {
             io,
-            accepting: false,
-            connected: false,
-            connecting: false,
+            state: State::Fresh,
             addr: Addr::None,
             addr_view: std::cell::OnceCell::new(),
             out: OutBuf::default(),
             soft_limit: DEFAULT_SOFT_LIMIT,
             hard_limit: DEFAULT_HARD_LIMIT,
-            eof: false,
-            broken: false,
-            close_reported: false,
-            paused: false,
-            idle: None,
-            closing: false,
-            closed: false,
         }
     }
 
@@ -264,10 +203,10 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd) -> io::Result<Channel> {
-        crate::poller::set_nonblocking(fd.as_fd(), true)?;
-        crate::poller::ignore_default_sigpipe();
+        crate::sys::set_nonblocking(fd.as_fd(), true)?;
+        crate::sys::ignore_default_sigpipe();
         let mut ch = Channel::with_io(Io::File(File::from(fd)));
-        ch.connected = true;
+        ch.state = State::Connected(Peer::Open);
         Ok(ch)
     }
 
@@ -307,7 +246,7 @@ impl Channel {
     /// ```
     pub fn listen(&mut self, backlog: i32) -> io::Result<()> {
         self.sock()?.listen(backlog)?;
-        self.accepting = true;
+        self.state = State::Listening;
         Ok(())
     }
 
@@ -324,7 +263,6 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn connect(&mut self, addr: &SockAddr) -> io::Result<()> {
-        self.connected = false;
         match self.sock()?.connect(addr) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -332,7 +270,7 @@ impl Channel {
             Err(e) => return Err(e),
         }
         // Even an immediate success is reported through handle_connect on the first event.
-        self.connecting = true;
+        self.state = State::Connecting;
         self.set_addr(Some(addr));
         Ok(())
     }
@@ -427,7 +365,7 @@ impl Channel {
         };
         match res {
             Ok(0) if !buf.is_empty() => {
-                self.eof = true;
+                self.state = self.state.peer_ended();
                 Ok(0)
             }
             Ok(n) => Ok(n),
@@ -509,8 +447,10 @@ impl Channel {
 
     /// Queues `data` behind any unsent output and sends what the kernel takes now:
     /// asyncore's `dispatcher_with_send.send`. The loop sends the rest when the socket is
-    /// writable. Fails with [`ErrorKind::OutOfMemory`](io::ErrorKind::OutOfMemory) when the unsent
-    /// output would pass the hard limit (the loop then reports it to `handle_error`).
+    /// writable. Fails with an [`OutputLimit`](crate::OutputLimit) error (kind
+    /// [`ErrorKind::OutOfMemory`](io::ErrorKind::OutOfMemory)) when the unsent output would pass
+    /// the hard limit; returned from a handler, it reaches `handle_error`, which by default
+    /// closes the channel.
     ///
     /// ```
     /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
@@ -523,26 +463,27 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send_all(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() || self.broken || self.closed {
+        if data.is_empty() || !self.can_send() {
             return Ok(());
         }
         let mut rest = data;
-        if self.out.len() == 0 && !self.connecting {
+        if self.out.len() == 0 && self.state != State::Connecting {
             let n = self.send(rest)?;
             rest = &rest[n..];
         }
-        if rest.is_empty() || self.broken {
+        if rest.is_empty() || !self.can_send() {
             return Ok(());
         }
         if self.out.len() + rest.len() > self.hard_limit {
-            return Err(limit_error(self.out.len() + rest.len(), self.hard_limit));
+            return Err(OutputLimit::error(self.out.len() + rest.len(), self.hard_limit));
         }
         self.out.push(rest);
         Ok(())
     }
 
     /// Sends queued output until it is empty or the kernel takes no more. The loop calls this
-    /// when the socket is writable; call it yourself to push output early.
+    /// when the socket is writable; call it yourself to push output early. (Closing a draining
+    /// channel once it is flushed is the loop's decision, which also asks the dispatcher.)
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
@@ -551,7 +492,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn flush(&mut self) -> io::Result<()> {
-        while self.out.len() > 0 && !self.broken {
+        while self.out.len() > 0 && self.can_send() {
             let res = match &mut self.io {
                 Io::Socket(s) => s.send_with_flags(self.out.pending(), libc::MSG_NOSIGNAL),
                 Io::File(f) => f.write(self.out.pending()),
@@ -570,9 +511,6 @@ impl Channel {
                 break;
             }
             self.out.consume(n);
-        }
-        if self.closing && self.out.len() == 0 {
-            self.close();
         }
         Ok(())
     }
@@ -642,7 +580,13 @@ impl Channel {
     }
 
     /// Whether unsent output is past the soft limit (the loop then stops reading).
-    pub(crate) fn over_soft_limit(&self) -> bool {
+    ///
+    /// ```
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(!sockloop::Channel::from(a).over_soft_limit());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn over_soft_limit(&self) -> bool {
         self.out.len() > self.soft_limit
     }
 
@@ -657,28 +601,37 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn close(&mut self) {
-        self.closed = true;
-        self.connected = false;
-        self.accepting = false;
-        self.connecting = false;
+        self.state = State::Closed;
     }
 
-    /// asynchat's `close_when_done()` at the socket level: stop reading, send everything
-    /// queued, then close.
+    /// asynchat's `close_when_done()`: stop reading, send everything owed, then close. What is
+    /// owed is the channel's own queued output and whatever its dispatcher still holds
+    /// ([`Dispatcher::holds_output`](crate::Dispatcher::holds_output): asynchat's producers), so
+    /// nothing queued is lost wherever this is called from (a handler, a timer, a sweep over
+    /// the map). The loop closes the channel once all of it is sent, or at once if the peer is
+    /// gone.
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
     /// let mut ch = sockloop::Channel::from(a);
     /// ch.close_when_done();
-    /// ch.flush()?;
-    /// assert!(ch.is_closed());
+    /// assert!(ch.is_closing() && !ch.is_closed()); // the loop closes it once flushed
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn close_when_done(&mut self) {
-        self.closing = true;
-        if self.out.len() == 0 {
-            self.close();
-        }
+        self.state = self.state.draining(self.out.len() > 0);
+    }
+
+    /// Where the channel is in its life (asyncore's flags as one value).
+    ///
+    /// ```
+    /// let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let ch = sockloop::Channel::tcp_connect(l.local_addr()?)?;
+    /// assert_eq!(ch.state(), sockloop::channel::State::Connecting);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn state(&self) -> State {
+        self.state
     }
 
     /// Whether `close()` was called.
@@ -689,7 +642,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.state == State::Closed
     }
 
     /// Whether the channel is draining its output before closing (`close_when_done`).
@@ -700,7 +653,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_closing(&self) -> bool {
-        self.closing
+        matches!(self.state, State::Draining(_))
     }
 
     /// Whether the peer closed or disconnected (`handle_close` is due or done).
@@ -711,7 +664,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn peer_closed(&self) -> bool {
-        self.eof
+        self.state.peer().is_some_and(|p| p != Peer::Open)
     }
 
     /// asyncore's `accepting` flag: the channel is a listening socket.
@@ -721,7 +674,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn accepting(&self) -> bool {
-        self.accepting
+        self.state == State::Listening
     }
 
     /// asyncore's `connected` flag.
@@ -732,7 +685,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn connected(&self) -> bool {
-        self.connected
+        self.state.peer().is_some()
     }
 
     /// asyncore's `connecting` flag: a non-blocking connect is in progress.
@@ -743,7 +696,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn connecting(&self) -> bool {
-        self.connecting
+        self.state == State::Connecting
     }
 
     /// asyncore's `addr`: the address last bound or connected to, or the peer of an accepted
@@ -837,38 +790,26 @@ impl Channel {
 
     /// Marks a pending connect as done.
     pub(crate) fn set_connected(&mut self) {
-        self.connecting = false;
-        self.connected = true;
+        if self.state == State::Connecting {
+            self.state = State::Connected(Peer::Open);
+        }
     }
 
-    /// Whether an end of stream or disconnect was seen and `handle_close` not yet delivered.
-    pub(crate) fn close_due(&self) -> bool {
-        self.eof && !self.close_reported && !self.closed
+    /// A pending connect failed: the socket is back to unconnected.
+    pub(crate) fn mark_connect_failed(&mut self) {
+        if self.state == State::Connecting {
+            self.state = State::Fresh;
+        }
     }
 
     /// A disconnect error: no more I/O, `handle_close` is due.
     pub(crate) fn mark_broken(&mut self) {
-        self.broken = true;
-        self.eof = true;
+        self.state = self.state.peer_gone();
     }
 
-    pub(crate) fn mark_connect_failed(&mut self) {
-        self.connecting = false;
-    }
-
-    /// What the loop should watch for, given the dispatcher's `readable()`/`writable()`.
-    pub(crate) fn interest(&self, readable: bool, writable: bool) -> crate::poller::Interest {
-        if self.closed {
-            return crate::poller::Interest::NONE;
-        }
-        if self.accepting {
-            return crate::poller::Interest { read: readable && !self.paused, write: false };
-        }
-        crate::poller::Interest {
-            read: readable && !self.eof && !self.closing && !self.paused && !self.over_soft_limit(),
-            write: !self.broken
-                && (self.connecting || self.out.len() > 0 || (writable && !self.closing && !self.eof)),
-        }
+    /// Whether output can still reach the peer.
+    fn can_send(&self) -> bool {
+        !matches!(self.state, State::Closed | State::Connected(Peer::Gone) | State::Draining(Peer::Gone))
     }
 
     fn sock(&mut self) -> io::Result<&mut Socket> {
@@ -914,8 +855,11 @@ impl From<Socket> for Channel {
         let accepting = is_listener(&sock);
         let peer = if accepting { None } else { sock.peer_addr().ok() };
         let mut ch = Channel::with_io(Io::Socket(sock));
-        ch.accepting = accepting;
-        ch.connected = peer.is_some();
+        ch.state = match (accepting, &peer) {
+            (true, _) => State::Listening,
+            (false, Some(_)) => State::Connected(Peer::Open),
+            (false, None) => State::Fresh,
+        };
         ch.set_addr(peer.as_ref());
         ch
     }
@@ -965,16 +909,13 @@ impl fmt::Debug for Channel {
             Io::File(_) => "file",
         };
         write!(f, "<Channel {kind} fd={}", self.fileno())?;
-        for (on, name) in [
-            (self.accepting, " listening"),
-            (self.connected, " connected"),
-            (self.connecting, " connecting"),
-            (self.closed, " closed"),
-        ] {
-            if on {
-                f.write_str(name)?;
-            }
-        }
+        f.write_str(match self.state {
+            State::Fresh => "",
+            State::Listening => " listening",
+            State::Connecting => " connecting",
+            State::Connected(_) | State::Draining(_) => " connected",
+            State::Closed => " closed",
+        })?;
         match &self.addr {
             Addr::None => {}
             Addr::Ip(a) => write!(f, " {a}")?,

@@ -1,0 +1,330 @@
+//! One pass of the loop, from the wait to the handlers and back: the whole life of an event.
+//!
+//! 1. Re-ask the channels marked since the last pass (and every volatile one).
+//! 2. Wait, capped by the run timeout and the next timer.
+//! 3. For each event: the waker and the signal pipe run their callbacks; a channel event whose
+//!    token is stale (its channel closed, even if the slot or descriptor was reused) is dropped
+//!    here, and only here; otherwise the channel is lent out of the map and the rules below turn
+//!    the raw readiness into handler calls.
+//! 4. Fire due timers.
+//! 5. Re-ask the channels that other handlers or timers touched.
+//!
+//! The rules (asyncore's `readwrite`, `handle_read_event`, `handle_write_event`,
+//! `handle_expt_event`):
+//! - a connecting channel first reads `SO_ERROR`: set means `handle_error` with that error
+//!   (a refused connect reports OUT, ERR and HUP at once), clear means `handle_connect`;
+//! - read-ready calls `handle_accept` on a listening channel, `handle_read` otherwise;
+//! - write-ready flushes queued output, then calls `handle_write` if `writable()` (or, while
+//!   draining, if the dispatcher still holds output);
+//! - urgent data calls `handle_expt` (or `handle_close` if the socket has an error);
+//! - hang-up, error or invalid-descriptor without read-ready means the peer is gone; with
+//!   read-ready the read runs first and sees the end of stream itself, so no data is lost.
+//!
+//! A peer's end becomes `handle_close` in exactly one place, [`Loop::finish`]: after every
+//! handler and whenever a channel is put back, once per channel.
+
+use super::map::Body;
+use super::signals::SIGNAL_TOKEN;
+use super::timers::Action;
+use super::{interest, Loop, Token};
+use crate::errors::{compact_report, emit, is_disconnect, panic_error};
+use crate::poller::{Event, Selector};
+use crate::{Context, Dispatcher, Handler};
+use std::io;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+impl Loop {
+    /// asyncore `poll(timeout)`: one pass. Waits up to `timeout` (`None`: until something
+    /// happens), dispatches what is ready, fires due timers.
+    ///
+    /// ```
+    /// let mut lp = sockloop::Loop::new()?;
+    /// lp.poll(Some(std::time::Duration::ZERO))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.reask_marked();
+        let wait = self.handle.wait_time(timeout);
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let waited = self.handle.map.selector().wait(&mut events, wait);
+        if waited.is_ok() {
+            for ev in &events {
+                if self.handle.stop {
+                    break;
+                }
+                self.dispatch(*ev);
+            }
+        }
+        self.events = events;
+        waited?;
+        if !self.handle.stop {
+            self.fire_timers();
+        }
+        self.reask_marked();
+        Ok(())
+    }
+
+    /// Re-asks the interest of every channel marked for it.
+    fn reask_marked(&mut self) {
+        let mut tokens = std::mem::take(&mut self.reask);
+        self.handle.map.take_reask(&mut tokens);
+        for &token in &tokens {
+            self.with_body(token, |_, _| {});
+        }
+        tokens.clear();
+        self.reask = tokens;
+    }
+
+    /// Lends `token`'s channel out of the map, runs `f` with it, then puts it back: delivers a
+    /// due `handle_close`, re-asks its interest, closes it if it is done draining, or drops it
+    /// if closed. Returns false for a token that is stale or already lent.
+    pub(super) fn with_body(&mut self, token: Token, f: impl FnOnce(&mut Loop, &mut Body)) -> bool {
+        let Some(mut body) = self.handle.map.lend(token) else { return false };
+        f(self, &mut body);
+        self.finish(token, &mut body);
+        self.handle.put_back(token, body);
+        true
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        match ev.token {
+            Selector::WAKE_TOKEN => return self.run_waker(),
+            SIGNAL_TOKEN => return self.run_signals(),
+            _ => {}
+        }
+        let token = Token::from_raw(ev.token);
+        if let Some(idle) = self.handle.map.timing_if_any(token).and_then(|t| t.idle.as_mut()) {
+            idle.last = Instant::now();
+        }
+        let delivered = self.with_body(token, |lp, body| lp.dispatch_event(token, body, ev));
+        if !delivered {
+            log::trace!(target: "sockloop", "dropped a stale event for {token:?}");
+        }
+    }
+
+    fn dispatch_event(&mut self, token: Token, body: &mut Body, ev: Event) {
+        if body.channel.connecting() {
+            if let Some(err) = body.channel.take_error() {
+                body.channel.mark_connect_failed();
+                self.report(token, body, Handler::Connect, err);
+                return;
+            }
+            body.channel.set_connected();
+            self.call(token, body, Handler::Connect);
+        }
+        if ev.readable && open(body) {
+            let which = if body.channel.accepting() { Handler::Accept } else { Handler::Read };
+            self.call(token, body, which);
+        }
+        if ev.writable && open(body) && !body.channel.accepting() {
+            match body.channel.flush() {
+                Err(e) => self.report(token, body, Handler::Write, e),
+                Ok(()) => self.finish(token, body),
+            }
+            let h = &body.handler;
+            if open(body) && interest::calls_handle_write(body.channel.state(), h.writable(), h.holds_output()) {
+                self.call(token, body, Handler::Write);
+            }
+        }
+        if ev.priority && open(body) {
+            let which = if body.channel.take_error().is_some() { Handler::Close } else { Handler::Expt };
+            if which == Handler::Close {
+                body.channel.mark_broken();
+                self.finish(token, body);
+            } else {
+                self.call(token, body, which);
+            }
+        }
+        if (ev.hangup || ev.error || ev.invalid) && !ev.readable && open(body) {
+            body.channel.mark_broken();
+            self.finish(token, body);
+        }
+    }
+
+    /// Runs one handler, routes its failure, then delivers a due `handle_close`.
+    pub(super) fn call(&mut self, token: Token, body: &mut Body, which: Handler) {
+        if let Err(e) = self.invoke(token, body, which, |h, cx| run_handler(h, which, cx)) {
+            self.report(token, body, which, e);
+        }
+        self.finish(token, body);
+    }
+
+    /// Calls `f` with the dispatcher and a context; a panic becomes an error (or, with
+    /// `set_catch_panics(false)`, goes on once the map has forgotten the channel).
+    fn invoke(
+        &mut self,
+        token: Token,
+        body: &mut Body,
+        which: Handler,
+        f: impl FnOnce(&mut dyn Dispatcher, &mut Context<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Body { channel, handler } = body;
+        let mut cx = Context::new(channel, &mut self.scratch, &mut self.handle, token, which);
+        let payload = match catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx))) {
+            Ok(result) => return result,
+            Err(payload) => payload,
+        };
+        if self.handle.catch_panics {
+            return Err(panic_error(payload));
+        }
+        // The panic goes on to the caller and drops the lent channel on its way: take its
+        // entry out of the map and the selector first, so no stale entry (select: EBADF on
+        // every wait; poll: POLLNVAL forever) is left behind.
+        self.handle.forget(token, channel);
+        resume_unwind(payload)
+    }
+
+    /// asyncore `readwrite`'s except clauses: would-block is nothing, a disconnect means
+    /// `handle_close`, anything else `handle_error`.
+    fn report(&mut self, token: Token, body: &mut Body, failed: Handler, err: io::Error) {
+        if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+            return;
+        }
+        if body.channel.is_closed() {
+            log::debug!(target: "sockloop", "{failed} failed on a closed channel: {err}");
+            return;
+        }
+        if is_disconnect(&err) {
+            body.channel.mark_broken();
+            return;
+        }
+        if matches!(failed, Handler::Error | Handler::Close) {
+            return give_up(body, failed, &err);
+        }
+        let res = self.invoke(token, body, Handler::Error, |h, cx| {
+            let mut cx = Context::new(cx.channel, cx.scratch, cx.lp, cx.token(), failed).for_error(failed);
+            h.handle_error(err, &mut cx);
+            Ok(())
+        });
+        if let Err(e) = res {
+            give_up(body, Handler::Error, &e);
+        }
+    }
+
+    /// The one place a peer's end becomes `handle_close`: once per channel, after the handler
+    /// that saw it (or when the channel is put back, if it ended while lent elsewhere).
+    fn finish(&mut self, token: Token, body: &mut Body) {
+        if self.handle.map.take_close_due(token, &body.channel) {
+            self.call(token, body, Handler::Close);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let mark = self.handle.timers.mark();
+        while !self.handle.stop {
+            let Some((id, action)) = self.handle.timers.pop_due(now, mark) else { break };
+            match action {
+                Action::Once(f) => {
+                    self.guard("a call_later callback", |lp| f(lp));
+                }
+                Action::Every(mut f, period) => {
+                    if self.guard("a call_every callback", |lp| f(lp)) {
+                        self.handle.timers.restore(id, Action::Every(f, period), period, now);
+                    }
+                }
+                Action::Timeout(token) => {
+                    self.with_body(token, |lp, body| lp.call(token, body, Handler::Timeout(id)));
+                }
+                Action::Idle(token) => self.idle_timeout(token, id),
+                Action::Resume(token) => {
+                    if let Some(t) = self.handle.map.timing_if_any(token).filter(|t| t.paused == Some(id)) {
+                        t.paused = None;
+                        self.handle.map.mark_dirty(token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An idle timer fired: call `handle_timeout` if the channel really saw nothing for the
+    /// whole timeout, else re-arm for the time left.
+    fn idle_timeout(&mut self, token: Token, id: super::TimerId) {
+        let Some(idle) = self.handle.map.timing_if_any(token).and_then(|t| t.idle.as_ref()) else { return };
+        if idle.timer != id {
+            return;
+        }
+        let (timeout, due) = (idle.timeout, idle.last + idle.timeout);
+        if due > Instant::now() {
+            let timer = self.handle.timers.schedule(due, Action::Idle(token));
+            if let Some(idle) = self.handle.map.timing_if_any(token).and_then(|t| t.idle.as_mut()) {
+                idle.timer = timer;
+            }
+            return;
+        }
+        self.with_body(token, |lp, body| {
+            lp.call(token, body, Handler::Idle);
+            // Still open and nobody changed the timeout: keep watching.
+            let unchanged = lp.handle.map.timing_if_any(token).and_then(|t| t.idle.as_ref()).is_some_and(|i| i.timer == id);
+            if !body.channel.is_closed() && unchanged {
+                lp.handle.set_idle_timeout(token, Some(timeout));
+            }
+        });
+    }
+
+    /// Runs a loop-level callback; a panic is reported (or propagated) and returns `false`.
+    fn guard(&mut self, what: &str, f: impl FnOnce(&mut Loop)) -> bool {
+        if !self.handle.catch_panics {
+            f(self);
+            return true;
+        }
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(()) => true,
+            Err(p) => {
+                emit(&format!("{what} failed: {}", panic_error(p)));
+                false
+            }
+        }
+    }
+
+    fn run_waker(&mut self) {
+        let Some(jobs) = self.handle.jobs.clone() else { return };
+        let mut todo = Vec::new();
+        jobs.take(&mut todo);
+        for job in todo {
+            self.guard("a call_soon closure", job);
+        }
+    }
+
+    fn run_signals(&mut self) {
+        let mut fired = Vec::new();
+        let Some(signals) = self.handle.signals.as_mut() else { return };
+        signals.take_fired(&mut fired);
+        for i in fired {
+            let Some(mut h) = self.handle.signals.as_mut().and_then(|s| s.take_handler(i)) else { continue };
+            self.guard("a signal handler", |lp| h(lp));
+            if let Some(s) = self.handle.signals.as_mut() {
+                s.put_handler(i, h);
+            }
+        }
+    }
+}
+
+/// The dispatcher method each handler name stands for (`handle_error` takes its error, so the
+/// loop calls it itself).
+fn run_handler(h: &mut dyn Dispatcher, which: Handler, cx: &mut Context<'_>) -> io::Result<()> {
+    match which {
+        Handler::Read => h.handle_read(cx),
+        Handler::Write => h.handle_write(cx),
+        Handler::Expt => h.handle_expt(cx),
+        Handler::Connect => h.handle_connect(cx),
+        Handler::Accept => h.handle_accept(cx),
+        Handler::Close => h.handle_close(cx),
+        Handler::Timeout(_) | Handler::Idle => h.handle_timeout(cx),
+        Handler::Shutdown => h.handle_shutdown(cx),
+        Handler::Error => Ok(()),
+    }
+}
+
+/// The last resort when `handle_error` or `handle_close` itself fails: report and close.
+fn give_up(body: &mut Body, failed: Handler, err: &io::Error) {
+    let ty = crate::dispatcher::short_type_name(std::any::type_name_of_val(&*body.handler));
+    emit(&compact_report(ty, failed.name(), &format!("{:?}", body.channel), err));
+    body.channel.close();
+}
+
+fn open(body: &Body) -> bool {
+    !body.channel.is_closed()
+}
