@@ -6,6 +6,8 @@
 //! non-bytes object (test_push) and a negative numeric terminator
 //! (test_disallow_negative_terminator); a count of 0 is tested for its defined meaning.
 
+mod support;
+
 use sockloop::chat::{find_prefix_at_end, AsyncChat, ChatContext, ChatHandler, SimpleProducer, Terminator};
 use sockloop::{Backend, Channel, Context, Dispatcher, Loop, RunOptions};
 use std::io::{self, Read, Write};
@@ -105,82 +107,76 @@ fn with_chat(lp: &mut Loop, t: sockloop::Token, f: impl FnOnce(&mut AsyncChat<Cl
     assert!(f.is_none(), "channel not found");
 }
 
-fn line_terminator(term: &[u8]) {
-    for &backend in Backend::all() {
-        for chunk in [1, 2, 3] {
-            let (addr, server) = echo_server();
-            let mut lp = Loop::with_backend(backend).unwrap();
-            let t = client(&mut lp, addr, Terminator::from(term), chunk, 2);
-            push(&mut lp, t, b"hello ");
-            let mut rest = b"world".to_vec();
-            rest.extend_from_slice(term);
-            rest.extend_from_slice(b"I'm not dead yet!");
-            rest.extend_from_slice(term);
-            push(&mut lp, t, &rest);
-            run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
-            let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
-            assert_eq!(
-                c.handler.contents,
-                vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()],
-                "{backend:?} chunk {chunk}"
-            );
-            lp.close_all();
-            server.join().unwrap();
-        }
-    }
-}
-
-#[test]
-fn line_terminator1() {
-    // test_line_terminator1
-    line_terminator(b"\n");
-}
-
-#[test]
-fn line_terminator2() {
-    // test_line_terminator2
-    line_terminator(b"\r\n");
-}
-
-#[test]
-fn line_terminator3() {
-    // test_line_terminator3
-    line_terminator(b"qqq");
-}
-
-fn numeric_terminator(n: usize, want: &[u8]) {
-    for &backend in Backend::all() {
+fn line_terminator(backend: Backend, term: &[u8]) {
+    for chunk in [1, 2, 3] {
         let (addr, server) = echo_server();
         let mut lp = Loop::with_backend(backend).unwrap();
-        let t = client(&mut lp, addr, Terminator::Count(n), 65536, 1);
-        push(&mut lp, t, b"hello world, I'm not dead yet!\n");
-        // The whole echo arrives: the first n bytes as a record, the rest collected after it.
-        run_until(&mut lp, t, |c| c.handler.contents.len() == 1 && c.handler.buffer.len() == 31 - n);
+        let t = client(&mut lp, addr, Terminator::from(term), chunk, 2);
+        push(&mut lp, t, b"hello ");
+        let mut rest = b"world".to_vec();
+        rest.extend_from_slice(term);
+        rest.extend_from_slice(b"I'm not dead yet!");
+        rest.extend_from_slice(term);
+        push(&mut lp, t, &rest);
+        run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
         let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
-        assert_eq!(c.handler.contents, vec![want.to_vec()], "{backend:?}");
-        assert_eq!(c.get_terminator(), &Terminator::Count(0));
+        assert_eq!(
+            c.handler.contents,
+            vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()],
+            "{backend:?} chunk {chunk}"
+        );
         lp.close_all();
         server.join().unwrap();
     }
 }
 
-#[test]
-fn numeric_terminator1() {
-    // test_numeric_terminator1
-    numeric_terminator(1, b"h");
+backend_tests! {
+    fn line_terminator1(backend: Backend) {
+        // test_line_terminator1
+        line_terminator(backend, b"\n");
+    }
+
+    fn line_terminator2(backend: Backend) {
+        // test_line_terminator2
+        line_terminator(backend, b"\r\n");
+    }
+
+    fn line_terminator3(backend: Backend) {
+        // test_line_terminator3
+        line_terminator(backend, b"qqq");
+    }
 }
 
-#[test]
-fn numeric_terminator2() {
-    // test_numeric_terminator2
-    numeric_terminator(6, b"hello ");
+fn numeric_terminator(backend: Backend, n: usize, want: &[u8]) {
+    let (addr, server) = echo_server();
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let t = client(&mut lp, addr, Terminator::Count(n), 65536, 1);
+    push(&mut lp, t, b"hello world, I'm not dead yet!\n");
+    // The whole echo arrives: the first n bytes as a record, the rest collected after it.
+    run_until(&mut lp, t, |c| c.handler.contents.len() == 1 && c.handler.buffer.len() == 31 - n);
+    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+    assert_eq!(c.handler.contents, vec![want.to_vec()], "{backend:?}");
+    assert_eq!(c.get_terminator(), &Terminator::Count(0));
+    lp.close_all();
+    server.join().unwrap();
 }
 
-#[test]
-fn none_terminator_and_count_zero_deliver_everything() {
-    // test_none_terminator; a count of 0 has the same meaning (see Terminator's docs).
-    for term in [Terminator::None, Terminator::Count(0)] {
-        for &backend in Backend::all() {
+backend_tests! {
+    fn numeric_terminator1(backend: Backend) {
+        // test_numeric_terminator1
+        numeric_terminator(backend, 1, b"h");
+    }
+
+    fn numeric_terminator2(backend: Backend) {
+        // test_numeric_terminator2
+        numeric_terminator(backend, 6, b"hello ");
+    }
+}
+
+backend_tests! {
+    fn none_terminator_and_count_zero_deliver_everything(backend: Backend) {
+        // test_none_terminator; a count of 0 has the same meaning (see Terminator's docs).
+        for term in [Terminator::None, Terminator::Count(0)] {
             let (addr, server) = echo_server();
             let mut lp = Loop::with_backend(backend).unwrap();
             let t = client(&mut lp, addr, term.clone(), 65536, 1);
@@ -196,11 +192,10 @@ fn none_terminator_and_count_zero_deliver_everything() {
     }
 }
 
-#[test]
-fn simple_producer_and_string_producer() {
-    // test_simple_producer, test_string_producer
-    for string in [false, true] {
-        for &backend in Backend::all() {
+backend_tests! {
+    fn simple_producer_and_string_producer(backend: Backend) {
+        // test_simple_producer, test_string_producer
+        for string in [false, true] {
             let (addr, server) = echo_server();
             let mut lp = Loop::with_backend(backend).unwrap();
             let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 2);
@@ -221,10 +216,9 @@ fn simple_producer_and_string_producer() {
     }
 }
 
-#[test]
-fn empty_line() {
-    // test_empty_line
-    for &backend in Backend::all() {
+backend_tests! {
+    fn empty_line(backend: Backend) {
+        // test_empty_line
         let (addr, server) = echo_server();
         let mut lp = Loop::with_backend(backend).unwrap();
         let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 3);
@@ -240,11 +234,10 @@ fn empty_line() {
     }
 }
 
-#[test]
-fn close_when_done() {
-    // test_close_when_done: everything pushed before close_when_done reaches the peer, then
-    // the channel closes.
-    for &backend in Backend::all() {
+backend_tests! {
+    fn close_when_done(backend: Backend) {
+        // test_close_when_done: everything pushed before close_when_done reaches the peer, then
+        // the channel closes.
         let (addr, server) = echo_server();
         let mut lp = Loop::with_backend(backend).unwrap();
         let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 99);
@@ -268,34 +261,33 @@ fn close_when_done() {
     }
 }
 
-#[test]
-fn close_when_done_from_found_terminator() {
-    // A server that answers QUIT with a reply and close_when_done: the reply arrives, then EOF.
-    struct Quitter;
-    impl ChatHandler for Quitter {
-        fn collect_incoming_data(&mut self, _: &[u8]) {}
-        fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-            chat.push_with_producer(SimpleProducer::with_buffer_size(b"221 bye\r\n".to_vec(), 2))?;
-            chat.close_when_done();
-            Ok(())
+backend_tests! {
+    fn close_when_done_from_found_terminator(backend: Backend) {
+        // A server that answers QUIT with a reply and close_when_done: the reply arrives, then EOF.
+        struct Quitter;
+        impl ChatHandler for Quitter {
+            fn collect_incoming_data(&mut self, _: &[u8]) {}
+            fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+                chat.push_with_producer(SimpleProducer::with_buffer_size(b"221 bye\r\n".to_vec(), 2))?;
+                chat.close_when_done();
+                Ok(())
+            }
         }
-    }
-    struct Server;
-    impl Dispatcher for Server {
-        fn handle_accepted(
-            &mut self,
-            s: socket2::Socket,
-            _: socket2::SockAddr,
-            cx: &mut Context<'_>,
-        ) -> io::Result<()> {
-            let mut chat = AsyncChat::new(Quitter);
-            chat.set_terminator("\r\n");
-            cx.add(Channel::from(s), chat)?;
-            cx.close(); // one client only: the map empties when it is done
-            Ok(())
+        struct Server;
+        impl Dispatcher for Server {
+            fn handle_accepted(
+                &mut self,
+                s: socket2::Socket,
+                _: socket2::SockAddr,
+                cx: &mut Context<'_>,
+            ) -> io::Result<()> {
+                let mut chat = AsyncChat::new(Quitter);
+                chat.set_terminator("\r\n");
+                cx.add(Channel::from(s), chat)?;
+                cx.close(); // one client only: the map empties when it is done
+                Ok(())
+            }
         }
-    }
-    for &backend in Backend::all() {
         let mut lp = Loop::with_backend(backend).unwrap();
         let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
         let addr = listener.local_addr().unwrap().as_socket().unwrap();
@@ -313,29 +305,28 @@ fn close_when_done_from_found_terminator() {
     }
 }
 
-#[test]
-fn blocking_io_error_in_handle_read_is_not_an_error() {
-    // test_blockingioerror: a read that would block after readiness is harmless.
-    struct Twice {
-        errors: u32,
-        reads: u32,
-    }
-    impl Dispatcher for Twice {
-        fn writable(&self) -> bool {
-            false
+backend_tests! {
+    fn blocking_io_error_in_handle_read_is_not_an_error(backend: Backend) {
+        // test_blockingioerror: a read that would block after readiness is harmless.
+        struct Twice {
+            errors: u32,
+            reads: u32,
         }
-        fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-            let mut buf = [0u8; 64];
-            cx.recv(&mut buf)?;
-            self.reads += 1;
-            cx.recv(&mut buf)?; // nothing left: WouldBlock, returned with `?`
-            unreachable!("the second read had data");
+        impl Dispatcher for Twice {
+            fn writable(&self) -> bool {
+                false
+            }
+            fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                let mut buf = [0u8; 64];
+                cx.recv(&mut buf)?;
+                self.reads += 1;
+                cx.recv(&mut buf)?; // nothing left: WouldBlock, returned with `?`
+                unreachable!("the second read had data");
+            }
+            fn handle_error(&mut self, _: io::Error, _: &mut Context<'_>) {
+                self.errors += 1;
+            }
         }
-        fn handle_error(&mut self, _: io::Error, _: &mut Context<'_>) {
-            self.errors += 1;
-        }
-    }
-    for &backend in Backend::all() {
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut lp = Loop::with_backend(backend).unwrap();
         let t = lp.add(Channel::from(a), Twice { errors: 0, reads: 0 }).unwrap();
@@ -358,25 +349,24 @@ fn find_prefix_at_end_cases() {
     assert_eq!(find_prefix_at_end(b"qwertydkjf", b"\r\n"), 0);
 }
 
-#[test]
-fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel() {
-    // Issue 3's input bound: a distinct error kind, that channel only.
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    struct Limited {
-        seen: Rc<RefCell<Vec<bool>>>,
-    }
-    impl ChatHandler for Limited {
-        fn collect_incoming_data(&mut self, _: &[u8]) {}
-        fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
-            chat.push(b"ok\n")
+backend_tests! {
+    fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel(backend: Backend) {
+        // Issue 3's input bound: a distinct error kind, that channel only.
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        struct Limited {
+            seen: Rc<RefCell<Vec<bool>>>,
         }
-        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
-            self.seen.borrow_mut().push(sockloop::chat::InputLimit::is(&err));
-            chat.close();
+        impl ChatHandler for Limited {
+            fn collect_incoming_data(&mut self, _: &[u8]) {}
+            fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+                chat.push(b"ok\n")
+            }
+            fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+                self.seen.borrow_mut().push(sockloop::chat::InputLimit::is(&err));
+                chat.close();
+            }
         }
-    }
-    for &backend in Backend::all() {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let mut lp = Loop::with_backend(backend).unwrap();
         let mut tokens = Vec::new();
@@ -406,35 +396,34 @@ fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel() {
     }
 }
 
-#[test]
-fn a_failing_producer_reaches_handle_error_and_closes_the_channel() {
-    // asynchat: an exception raised by a producer's more() went to handle_error.
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    struct Flaky(u32);
-    impl sockloop::chat::Producer for Flaky {
-        fn more(&mut self) -> io::Result<Vec<u8>> {
-            self.0 += 1;
-            match self.0 {
-                1 => Ok(b"first chunk\n".to_vec()),
-                _ => Err(io::Error::other("the disk went away")),
+backend_tests! {
+    fn a_failing_producer_reaches_handle_error_and_closes_the_channel(backend: Backend) {
+        // asynchat: an exception raised by a producer's more() went to handle_error.
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        struct Flaky(u32);
+        impl sockloop::chat::Producer for Flaky {
+            fn more(&mut self) -> io::Result<Vec<u8>> {
+                self.0 += 1;
+                match self.0 {
+                    1 => Ok(b"first chunk\n".to_vec()),
+                    _ => Err(io::Error::other("the disk went away")),
+                }
             }
         }
-    }
-    struct Sender {
-        errors: Rc<RefCell<Vec<String>>>,
-    }
-    impl ChatHandler for Sender {
-        fn collect_incoming_data(&mut self, _: &[u8]) {}
-        fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> io::Result<()> {
-            Ok(())
+        struct Sender {
+            errors: Rc<RefCell<Vec<String>>>,
         }
-        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
-            self.errors.borrow_mut().push(err.to_string());
-            chat.close();
+        impl ChatHandler for Sender {
+            fn collect_incoming_data(&mut self, _: &[u8]) {}
+            fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> io::Result<()> {
+                Ok(())
+            }
+            fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+                self.errors.borrow_mut().push(err.to_string());
+                chat.close();
+            }
         }
-    }
-    for &backend in Backend::all() {
         let errors = Rc::new(RefCell::new(Vec::new()));
         let mut lp = Loop::with_backend(backend).unwrap();
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();

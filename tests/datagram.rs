@@ -1,6 +1,8 @@
 //! Datagram channels (UDP over IPv4 and IPv6, Unix datagram) in the loop, over every backend:
 //! `create_socket(family, SOCK_DGRAM)`, `bind`, `recv_from`, `send_to`.
 
+mod support;
+
 use sockloop::{Backend, Channel, Context, Dispatcher, Domain, Loop, RunOptions, SockAddr, Type};
 use std::io;
 use std::time::{Duration, Instant};
@@ -45,9 +47,8 @@ fn exchange(backend: Backend, server_addr: SockAddr, client: std::net::UdpSocket
     }
 }
 
-#[test]
-fn udp_ipv4_and_ipv6_datagrams_are_answered_to_their_sender() {
-    for &backend in Backend::all() {
+backend_tests! {
+    fn udp_ipv4_and_ipv6_datagrams_are_answered_to_their_sender(backend: Backend) {
         exchange(
             backend,
             "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into(),
@@ -61,9 +62,8 @@ fn udp_ipv4_and_ipv6_datagrams_are_answered_to_their_sender() {
     }
 }
 
-#[test]
-fn unix_datagram_sockets_work_in_the_loop() {
-    for &backend in Backend::all() {
+backend_tests! {
+    fn unix_datagram_sockets_work_in_the_loop(backend: Backend) {
         let dir =
             std::env::temp_dir().join(format!("sockloop-dgram-{}-{}", std::process::id(), backend.name()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -2,14 +2,14 @@
 //! echo_server under 200 concurrent real client sockets on every backend, its SIGTERM
 //! shutdown, and http_client against Python's http.server.
 
-mod common;
+mod support;
 
-use common::*;
 use sockloop::Backend;
 use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
+use support::*;
 
 /// Starts echo_server on `backend` with a free port; returns the guard, its address and its
 /// stdout (after the `listening on` line).
@@ -78,12 +78,11 @@ fn message_sizes(seed: u64) -> Vec<Vec<usize>> {
 
 // echo_server with 200 concurrent real clients sending random-sized messages (1 B to 1 MiB),
 // every byte echoed in order, on every backend; then SIGTERM: exit status 0 and the totals.
-#[test]
-fn echo_server_200_concurrent_clients() {
-    let sizes = message_sizes(0xec40);
-    let total: usize = sizes.iter().flatten().sum();
-    assert!(sizes.iter().flatten().any(|&s| s == 1) && sizes.iter().flatten().any(|&s| s == 1 << 20));
-    for &backend in Backend::all() {
+backend_tests! {
+    fn echo_server_200_concurrent_clients(backend: Backend) {
+        let sizes = message_sizes(0xec40);
+        let total: usize = sizes.iter().flatten().sum();
+        assert!(sizes.iter().flatten().any(|&s| s == 1) && sizes.iter().flatten().any(|&s| s == 1 << 20));
         let t0 = std::time::Instant::now();
         let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
         let barrier = Arc::new(Barrier::new(sizes.len()));
@@ -134,9 +133,8 @@ fn echo_server_200_concurrent_clients() {
 
 // SIGTERM with a client still connected and output queued: the server stops accepting,
 // flushes what it owes, prints what it served and exits 0 without waiting for the peer.
-#[test]
-fn echo_server_sigterm_flushes_and_exits_zero() {
-    for &backend in Backend::all() {
+backend_tests! {
+    fn echo_server_sigterm_flushes_and_exits_zero(backend: Backend) {
         let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
         let s = client(addr);
         std::io::Write::write_all(&mut &s, b"hello").unwrap();
@@ -209,34 +207,33 @@ fn run(cmd: &mut Command) -> (std::process::ExitStatus, Vec<u8>, String) {
 
 // http_client against Python's http.server serving a binary file: exit 0, stdout is the raw
 // response and ends with the exact file bytes; on every backend.
-#[test]
-fn http_client_fetches_binary_file() {
-    require_python();
-    let dir = TempDir::new("http");
-    let mut content: Vec<u8> = (0..=255u8).collect();
-    content.extend(Rng(42).bytes(300_000));
-    content.extend_from_slice(b"\r\n\r\n\0end");
-    std::fs::write(dir.path("blob.bin"), &content).unwrap();
-    let mut server = ChildGuard(Some(
-        Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
-            .arg(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn python3 -m http.server"),
-    ));
-    let stdout = BufReader::new(server.child().stdout.take().unwrap());
-    let (line, _stdout) = read_line_within(stdout, DEADLINE);
-    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-    let port: u16 = line
-        .split_whitespace()
-        .skip_while(|w| *w != "port")
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("cannot find the port in {line:?}"));
-    for &backend in Backend::all() {
+backend_tests! {
+    fn http_client_fetches_binary_file(backend: Backend) {
+        require_python();
+        let dir = TempDir::new("http");
+        let mut content: Vec<u8> = (0..=255u8).collect();
+        content.extend(Rng(42).bytes(300_000));
+        content.extend_from_slice(b"\r\n\r\n\0end");
+        std::fs::write(dir.path("blob.bin"), &content).unwrap();
+        let mut server = ChildGuard(Some(
+            Command::new("python3")
+                .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
+                .arg(&dir.0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn python3 -m http.server"),
+        ));
+        let stdout = BufReader::new(server.child().stdout.take().unwrap());
+        let (line, _stdout) = read_line_within(stdout, DEADLINE);
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let port: u16 = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("cannot find the port in {line:?}"));
         let url = format!("http://127.0.0.1:{port}/blob.bin");
         let (status, out, err) =
             run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
@@ -255,13 +252,12 @@ fn http_client_fetches_binary_file() {
 }
 
 // http_client exits nonzero with one line on stderr when it cannot connect.
-#[test]
-fn http_client_cannot_connect() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    }; // closed now: connections are refused
-    for &backend in Backend::all() {
+backend_tests! {
+    fn http_client_cannot_connect(backend: Backend) {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        }; // closed now: connections are refused
         let url = format!("http://127.0.0.1:{port}/x");
         let (status, out, err) =
             run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
@@ -286,9 +282,8 @@ fn examples_help() {
 
 // Issue 6: `--idle-timeout SECS` closes a silent client, not one that keeps talking, and
 // nothing is closed for idleness without it.
-#[test]
-fn echo_server_idle_timeout() {
-    for &backend in Backend::all() {
+backend_tests! {
+    fn echo_server_idle_timeout(backend: Backend) {
         let (_guard, addr, _stdout) = start_echo_server(backend, &["--idle-timeout", "1"]);
         let mut silent = client(addr);
         let mut talker = client(addr);

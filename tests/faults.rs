@@ -1,9 +1,8 @@
 //! Faults the loop must survive (issue 5), over every backend: stale events after descriptor
 //! reuse, SIGPIPE, backpressure and the output limits, descriptor exhaustion on accept.
 
-mod common;
+mod support;
 
-use common::{cpu_ticks, example_path};
 use sockloop::{Backend, Channel, Context, Dispatcher, Loop, RunOptions, Token};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -11,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use support::{cpu_ticks, example_path};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -58,10 +58,9 @@ impl Dispatcher for Closer {
     }
 }
 
-#[test]
-fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer() {
-    // cpython issue 75114: asyncore delivered the closed channel's event to the new one.
-    for &backend in Backend::all() {
+backend_tests! {
+    fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer(backend: Backend) {
+        // cpython issue 75114: asyncore delivered the closed channel's event to the new one.
         let mut lp = Loop::with_backend(backend).unwrap();
         let (a, mut a_peer) = UnixStream::pair().unwrap();
         let (b, mut b_peer) = UnixStream::pair().unwrap();
@@ -93,23 +92,25 @@ fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer() {
     }
 }
 
-/// Runs the SIGPIPE scenario in a child process of this test binary with SIGPIPE at its
-/// default action (the test harness ignores it, which would hide a missing MSG_NOSIGNAL).
-#[test]
-fn writing_to_a_closed_peer_never_raises_sigpipe() {
-    if std::env::var_os("SOCKLOOP_SIGPIPE_CHILD").is_some() {
-        sigpipe_child();
-        return;
+backend_tests! {
+    /// Runs the SIGPIPE scenario in a child process of this test binary with SIGPIPE at its
+    /// default action (the test harness ignores it, which would hide a missing MSG_NOSIGNAL).
+    fn writing_to_a_closed_peer_never_raises_sigpipe(backend: Backend) {
+        if std::env::var_os("SOCKLOOP_SIGPIPE_CHILD").is_some() {
+            sigpipe_child(backend);
+            return;
+        }
+        let me = format!("writing_to_a_closed_peer_never_raises_sigpipe::{}", backend.name());
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", &me, "--nocapture", "--test-threads=1"])
+            .env("SOCKLOOP_SIGPIPE_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "child died: {status:?}");
     }
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "writing_to_a_closed_peer_never_raises_sigpipe", "--nocapture", "--test-threads=1"])
-        .env("SOCKLOOP_SIGPIPE_CHILD", "1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "child died: {status:?}");
 }
 
-fn sigpipe_child() {
+fn sigpipe_child(backend: Backend) {
     // SAFETY: restores the default disposition of SIGPIPE in this single-purpose child process
     // before any other thread of it uses signals; no handler code is involved.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -135,18 +136,16 @@ fn sigpipe_child() {
         ch.send_all(b"into a pipe nobody reads").unwrap(); // EPIPE, not SIGPIPE
         assert!(ch.peer_closed());
     }
-    for &backend in Backend::all() {
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let (a, b) = UnixStream::pair().unwrap();
-        drop(b);
-        let mut ch = Channel::from(a);
-        ch.send_all(b"into the void").unwrap(); // EPIPE, not SIGPIPE: handle_close is due
-        let closes = Rc::new(Cell::new(0));
-        lp.add(ch, Writer { closes: closes.clone() }).unwrap();
-        lp.run_with(RunOptions::new().timeout(LONG).count(5)).unwrap();
-        assert_eq!(closes.get(), 1, "{backend:?}");
-        assert!(lp.is_empty());
-    }
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(b);
+    let mut ch = Channel::from(a);
+    ch.send_all(b"into the void").unwrap(); // EPIPE, not SIGPIPE: handle_close is due
+    let closes = Rc::new(Cell::new(0));
+    lp.add(ch, Writer { closes: closes.clone() }).unwrap();
+    lp.run_with(RunOptions::new().timeout(LONG).count(5)).unwrap();
+    assert_eq!(closes.get(), 1, "{backend:?}");
+    assert!(lp.is_empty());
 }
 
 /// Echoes into the channel's buffer; never closes for slowness.
@@ -161,9 +160,8 @@ impl Dispatcher for Echo {
     }
 }
 
-#[test]
-fn a_peer_that_never_reads_is_held_back_by_the_soft_limit_and_others_are_served() {
-    for &backend in Backend::all() {
+backend_tests! {
+    fn a_peer_that_never_reads_is_held_back_by_the_soft_limit_and_others_are_served(backend: Backend) {
         let mut lp = Loop::with_backend(backend).unwrap();
         let soft = 256 * 1024;
         let (slow, slow_peer) = UnixStream::pair().unwrap();
@@ -213,30 +211,29 @@ fn a_peer_that_never_reads_is_held_back_by_the_soft_limit_and_others_are_served(
     }
 }
 
-#[test]
-fn output_past_the_hard_limit_fails_the_channel_with_a_clear_error() {
-    struct Flood {
-        errors: Rc<RefCell<Vec<io::ErrorKind>>>,
-    }
-    impl Dispatcher for Flood {
-        fn readable(&self) -> bool {
-            false
+backend_tests! {
+    fn output_past_the_hard_limit_fails_the_channel_with_a_clear_error(backend: Backend) {
+        struct Flood {
+            errors: Rc<RefCell<Vec<io::ErrorKind>>>,
         }
-        fn writable(&self) -> bool {
-            false
+        impl Dispatcher for Flood {
+            fn readable(&self) -> bool {
+                false
+            }
+            fn writable(&self) -> bool {
+                false
+            }
+            fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                // Output this channel cannot stop producing (a broadcast), 1 MiB per tick.
+                cx.send_all(&vec![0u8; 1 << 20])?;
+                cx.set_timeout(Duration::ZERO);
+                Ok(())
+            }
+            fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
+                self.errors.borrow_mut().push(err.kind());
+                cx.close();
+            }
         }
-        fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-            // Output this channel cannot stop producing (a broadcast), 1 MiB per tick.
-            cx.send_all(&vec![0u8; 1 << 20])?;
-            cx.set_timeout(Duration::ZERO);
-            Ok(())
-        }
-        fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-            self.errors.borrow_mut().push(err.kind());
-            cx.close();
-        }
-    }
-    for &backend in Backend::all() {
         let mut lp = Loop::with_backend(backend).unwrap();
         let (a, _never_reads) = UnixStream::pair().unwrap();
         let mut ch = Channel::from(a);
@@ -288,9 +285,8 @@ fn echo_once(s: &mut std::net::TcpStream, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-#[test]
-fn out_of_descriptors_on_accept_rests_instead_of_spinning_and_recovers() {
-    for &backend in Backend::all() {
+backend_tests! {
+    fn out_of_descriptors_on_accept_rests_instead_of_spinning_and_recovers(backend: Backend) {
         // ~10 descriptors are the server's own (stdio, listener, epoll, signal pipe, ...).
         let server = start_limited_echo(32, backend);
         let mut clients = Vec::new();

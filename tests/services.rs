@@ -1,6 +1,8 @@
 //! Loop services (issue 6): timers, idle timeouts, the cross-thread waker, signals and graceful
 //! shutdown, over every backend.
 
+mod support;
+
 use sockloop::{Backend, Channel, Context, Dispatcher, Ignore, Loop, RunOptions, Token};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -10,13 +12,9 @@ use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(20);
 
-fn loops() -> impl Iterator<Item = (Backend, Loop)> {
-    Backend::all().iter().map(|&b| (b, Loop::with_backend(b).unwrap()))
-}
-
-#[test]
-fn timers_fire_in_deadline_order_and_cancelled_ones_never() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn timers_fire_in_deadline_order_and_cancelled_ones_never(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         let order = Rc::new(RefCell::new(Vec::new()));
         let base = Instant::now();
         let mut cancelled = Vec::new();
@@ -36,9 +34,9 @@ fn timers_fire_in_deadline_order_and_cancelled_ones_never() {
     }
 }
 
-#[test]
-fn the_next_deadline_caps_the_wait() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn the_next_deadline_caps_the_wait(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         // An idle listener keeps the loop waiting; the run timeout (30 s) is not what ends
         // the first wait: the 50 ms timer is.
         lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
@@ -54,9 +52,9 @@ fn the_next_deadline_caps_the_wait() {
     }
 }
 
-#[test]
-fn a_zero_delay_timer_scheduled_by_a_timer_runs_on_the_next_pass() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn a_zero_delay_timer_scheduled_by_a_timer_runs_on_the_next_pass(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
         let ran = Rc::new(Cell::new(0));
         let r = ran.clone();
@@ -75,9 +73,9 @@ fn a_zero_delay_timer_scheduled_by_a_timer_runs_on_the_next_pass() {
     }
 }
 
-#[test]
-fn call_every_repeats_until_cancelled_from_inside() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn call_every_repeats_until_cancelled_from_inside(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         let n = Rc::new(Cell::new(0));
         let id = Rc::new(Cell::new(None));
         let (n2, id2) = (n.clone(), id.clone());
@@ -120,9 +118,9 @@ impl Dispatcher for Idle {
     }
 }
 
-#[test]
-fn idle_timeouts_count_from_the_last_event() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn idle_timeouts_count_from_the_last_event(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         let idle = Duration::from_millis(300);
         let (a, mut b) = UnixStream::pair().unwrap();
         let timeouts = Rc::new(RefCell::new(Vec::new()));
@@ -169,11 +167,11 @@ impl Dispatcher for Recorder {
     }
 }
 
-#[test]
-fn a_million_closures_from_eight_threads_each_run_once_in_order() {
-    const THREADS: usize = 8;
-    const EACH: u64 = 125_000;
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn a_million_closures_from_eight_threads_each_run_once_in_order(backend: Backend) {
+        const THREADS: usize = 8;
+        const EACH: u64 = 125_000;
+        let mut lp = Loop::with_backend(backend).unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
         let token: Token =
             lp.add(Channel::from(a), Recorder { next: vec![0; THREADS], ..Default::default() }).unwrap();
@@ -215,10 +213,14 @@ fn a_million_closures_from_eight_threads_each_run_once_in_order() {
     }
 }
 
-#[test]
-fn signals_reach_their_handler_on_the_loop_thread() {
-    // SIGHUP is used by this test only (SIGINT/SIGTERM are exercised on the example servers).
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn signals_reach_their_handler_on_the_loop_thread(backend: Backend) {
+        // SIGHUP is used by this test only (SIGINT/SIGTERM are exercised on the example servers).
+        // A raised signal reaches every loop watching it: one backend at a time, so each loop
+        // counts only its own.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lp = Loop::with_backend(backend).unwrap();
         let hits = Rc::new(Cell::new(0));
         let h = hits.clone();
         let loop_thread = std::thread::current().id();
@@ -250,9 +252,9 @@ impl Dispatcher for Sender {
     }
 }
 
-#[test]
-fn graceful_shutdown_flushes_queued_output_then_ends_the_loop() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn graceful_shutdown_flushes_queued_output_then_ends_the_loop(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
         let addr = listener.local_addr().unwrap().as_socket().unwrap();
         lp.add(listener, Ignore).unwrap();
@@ -279,9 +281,9 @@ fn graceful_shutdown_flushes_queued_output_then_ends_the_loop() {
     }
 }
 
-#[test]
-fn graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline() {
-    for (backend, mut lp) in loops() {
+backend_tests! {
+    fn graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline(backend: Backend) {
+        let mut lp = Loop::with_backend(backend).unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
         let mut ch = Channel::from(a);
         ch.send_all(&vec![7u8; 4 << 20]).unwrap();
@@ -294,29 +296,29 @@ fn graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline() {
     }
 }
 
-#[test]
-fn timers_can_be_scheduled_and_cancelled_from_handlers() {
-    struct Arm {
-        fired: Rc<Cell<u32>>,
-    }
-    impl Dispatcher for Arm {
-        fn writable(&self) -> bool {
-            false
+backend_tests! {
+    fn timers_can_be_scheduled_and_cancelled_from_handlers(backend: Backend) {
+        struct Arm {
+            fired: Rc<Cell<u32>>,
         }
-        fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-            let mut buf = [0u8; 8];
-            let n = cx.recv(&mut buf)?;
-            let f = self.fired.clone();
-            let keep = cx.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 1));
-            let f = self.fired.clone();
-            let drop_it = cx.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 100));
-            assert!(cx.cancel(drop_it));
-            let _ = (keep, n);
-            cx.close();
-            Ok(())
+        impl Dispatcher for Arm {
+            fn writable(&self) -> bool {
+                false
+            }
+            fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+                let mut buf = [0u8; 8];
+                let n = cx.recv(&mut buf)?;
+                let f = self.fired.clone();
+                let keep = cx.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 1));
+                let f = self.fired.clone();
+                let drop_it = cx.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 100));
+                assert!(cx.cancel(drop_it));
+                let _ = (keep, n);
+                cx.close();
+                Ok(())
+            }
         }
-    }
-    for (backend, mut lp) in loops() {
+        let mut lp = Loop::with_backend(backend).unwrap();
         let fired = Rc::new(Cell::new(0));
         let (a, mut b) = UnixStream::pair().unwrap();
         lp.add(Channel::from(a), Arm { fired: fired.clone() }).unwrap();

@@ -8,14 +8,14 @@
 //! - test_resource_warning's warning: Rust has no garbage collector; dropping the wrapper closes
 //!   the descriptor (tested below as `resource_warning_drop_closes`).
 
-mod common;
+mod support;
 
-use common::*;
-use sockloop::{file_dispatcher, Channel, Context, Dispatcher, FileWrapper, RunOptions, WithSend};
+use sockloop::{file_dispatcher, Backend, Channel, Context, Dispatcher, FileWrapper, RunOptions, WithSend};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
+use support::*;
 
 /// Sends one more piece from handle_connect, through the buffered `send_all`.
 struct Sender {
@@ -38,39 +38,40 @@ impl Dispatcher for Sender {
 // established, and in several pieces, all arrives in order, driven by poll passes until the
 // out buffer is empty; and the channel is writable only while output is pending (an idle
 // WithSend channel does not wake the loop).
-#[test]
-fn with_send_send() {
-    each_case(&Family::ALL, |backend, family| {
-        let mut lp = new_loop(backend);
-        let (listener, ep) = std_listener(family);
-        let reader = std::thread::spawn(move || {
-            let (s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(DEADLINE)).unwrap();
-            read_to_end(&s)
+backend_tests! {
+    fn with_send_send(backend: Backend) {
+        each_family(&Family::ALL, |family| {
+            let mut lp = new_loop(backend);
+            let (listener, ep) = std_listener(family);
+            let reader = std::thread::spawn(move || {
+                let (s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(DEADLINE)).unwrap();
+                read_to_end(&s)
+            });
+            let mut rng = Rng(0x5eed);
+            let pieces: Vec<Vec<u8>> = (0..5).map(|_| rng.bytes(300_000)).collect();
+            let mut ch = connecting_channel(&ep);
+            for p in &pieces[..4] {
+                ch.send_all(p).unwrap(); // before the connect completes: all queued
+            }
+            assert_eq!(ch.pending_output(), 4 * 300_000);
+            assert_eq!(ch.out_buffer(), &pieces[..4].concat()[..]);
+            let connected = Rc::new(std::cell::Cell::new(false));
+            let d = WithSend::new(Sender { last_piece: pieces[4].clone(), connected: connected.clone() });
+            assert!(!d.writable());
+            let t = lp.add(ch, d).unwrap();
+            drive(&mut lp, "the out buffer to empty", |lp| {
+                connected.get() && lp.channel_mut(t).unwrap().pending_output() == 0
+            });
+            assert!(lp.get_mut::<Sender>(t).is_some(), "get_mut sees through WithSend");
+            // Nothing pending: not writable, so the loop sleeps.
+            assert_quiet(&mut lp);
+            lp.close_channel(t);
+            let got = reader.join().unwrap();
+            assert_eq!(got.len(), 5 * 300_000);
+            assert!(got == pieces.concat(), "every byte, in order");
         });
-        let mut rng = Rng(0x5eed);
-        let pieces: Vec<Vec<u8>> = (0..5).map(|_| rng.bytes(300_000)).collect();
-        let mut ch = connecting_channel(&ep);
-        for p in &pieces[..4] {
-            ch.send_all(p).unwrap(); // before the connect completes: all queued
-        }
-        assert_eq!(ch.pending_output(), 4 * 300_000);
-        assert_eq!(ch.out_buffer(), &pieces[..4].concat()[..]);
-        let connected = Rc::new(std::cell::Cell::new(false));
-        let d = WithSend::new(Sender { last_piece: pieces[4].clone(), connected: connected.clone() });
-        assert!(!d.writable());
-        let t = lp.add(ch, d).unwrap();
-        drive(&mut lp, "the out buffer to empty", |lp| {
-            connected.get() && lp.channel_mut(t).unwrap().pending_output() == 0
-        });
-        assert!(lp.get_mut::<Sender>(t).is_some(), "get_mut sees through WithSend");
-        // Nothing pending: not writable, so the loop sleeps.
-        assert_quiet(&mut lp);
-        lp.close_channel(t);
-        let got = reader.join().unwrap();
-        assert_eq!(got.len(), 5 * 300_000);
-        assert!(got == pieces.concat(), "every byte, in order");
-    });
+    }
 }
 
 fn data_file(dir: &TempDir, content: &[u8]) -> std::path::PathBuf {
@@ -119,9 +120,8 @@ fn file_wrapper_send() {
 // CPython FileWrapperTest.test_dispatcher: a file_dispatcher over a regular file delivers the
 // whole content through handle_read within two passes, on every backend (epoll cannot watch a
 // regular file and must still serve it).
-#[test]
-fn file_dispatcher_regular_file() {
-    each_backend(|backend| {
+backend_tests! {
+    fn file_dispatcher_regular_file(backend: Backend) {
         let dir = TempDir::new("fd");
         let file = std::fs::File::open(data_file(&dir, DATA)).unwrap();
         let mut lp = new_loop(backend);
@@ -130,13 +130,12 @@ fn file_dispatcher_regular_file() {
         lp.run_with(RunOptions::new().timeout(Duration::from_millis(10)).count(2)).unwrap();
         assert_eq!(&*c.data.borrow(), DATA);
         assert_eq!(c.error.get(), 0);
-    });
+    }
 }
 
 // file_dispatcher over a pipe: reads as the writer writes, handle_close when the writer closes.
-#[test]
-fn file_dispatcher_pipe() {
-    each_backend(|backend| {
+backend_tests! {
+    fn file_dispatcher_pipe(backend: Backend) {
         let (r, mut w) = std::io::pipe().unwrap();
         let mut lp = new_loop(backend);
         let c = Counts::new();
@@ -150,13 +149,12 @@ fn file_dispatcher_pipe() {
         assert!(!lp.contains(t));
         assert_eq!(&*c.data.borrow(), b"through the pipe");
         assert_eq!(c.error.get(), 0);
-    });
+    }
 }
 
 // file_dispatcher's output side: send_all to a pipe arrives in order.
-#[test]
-fn file_dispatcher_pipe_write() {
-    each_backend(|backend| {
+backend_tests! {
+    fn file_dispatcher_pipe_write(backend: Backend) {
         let (mut r, w) = std::io::pipe().unwrap();
         let mut lp = new_loop(backend);
         let mut ch = file_dispatcher(&w).unwrap();
@@ -181,7 +179,7 @@ fn file_dispatcher_pipe_write() {
         drive(&mut lp, "the output to drain", |lp| lp.channel_mut(t).unwrap().pending_output() == 0);
         lp.close_channel(t);
         assert!(reader.join().unwrap() == data);
-    });
+    }
 }
 
 // CPython FileWrapperTest.test_resource_warning: a wrapper dropped without close releases its
