@@ -144,41 +144,41 @@ fn recv_semantics() {
 
 // A handler that returns the WouldBlock of a spurious readiness is not an error (the seed's
 // warning; asynchat's test_blockingioerror is the same rule).
-backend_tests! {
-    fn spurious_readiness_is_not_an_error(backend: Backend) {
-        struct Eager(std::rc::Rc<Counts>);
-        impl sockloop::Dispatcher for Eager {
-            fn writable(&self) -> bool {
-                false
-            }
-            fn handle_read(&mut self, cx: &mut sockloop::Context<'_>) -> io::Result<()> {
-                self.0.read.set(self.0.read.get() + 1);
-                // Read everything, then once more: that last recv would block.
-                loop {
-                    let n = cx.channel.recv(cx.scratch)?;
-                    self.0.data.borrow_mut().extend_from_slice(&cx.scratch[..n]);
-                }
-            }
-            fn handle_error(&mut self, err: io::Error, cx: &mut sockloop::Context<'_>) {
-                self.0.errors.borrow_mut().push(err);
-                cx.close();
+fn spurious_readiness_is_not_an_error(backend: Backend) {
+    struct Eager(std::rc::Rc<Counts>);
+    impl sockloop::Dispatcher for Eager {
+        fn writable(&self) -> bool {
+            false
+        }
+        fn handle_read(&mut self, cx: &mut sockloop::Context<'_>) -> io::Result<()> {
+            self.0.read.set(self.0.read.get() + 1);
+            // Read everything, then once more: that last recv would block.
+            loop {
+                let n = cx.channel.recv(cx.scratch)?;
+                self.0.data.borrow_mut().extend_from_slice(&cx.scratch[..n]);
             }
         }
-        each_family(&Family::ALL, |family| {
-            let mut lp = new_loop(backend);
-            let (ours, peer) = connected_pair(family);
-            let c = Counts::new();
-            let t = lp.add(Channel::from(ours), Eager(c.clone())).unwrap();
-            write_all(&peer, b"some data");
-            drive(&mut lp, "the data", |_| c.data.borrow().len() == 9);
-            for _ in 0..3 {
-                lp.poll(Some(Duration::from_millis(5))).unwrap();
-            }
-            assert!(c.errors.borrow().is_empty(), "{:?}", c.errors.borrow());
-            assert!(lp.contains(t));
-        });
+        fn handle_error(&mut self, err: io::Error, cx: &mut sockloop::Context<'_>) {
+            self.0.errors.borrow_mut().push(err);
+            cx.close();
+        }
     }
+    each_family(&Family::ALL, |family| {
+        let mut lp = new_loop(backend);
+        let (ours, peer) = connected_pair(family);
+        let c = Counts::new();
+        let t = lp.add(Channel::from(ours), Eager(c.clone())).unwrap();
+        write_all(&peer, b"some data");
+        drive(&mut lp, "the data", |_| c.data.borrow().len() == 9);
+        for _ in 0..3 {
+            lp.poll(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(c.errors.borrow().is_empty(), "{:?}", c.errors.borrow());
+        assert!(lp.contains(t));
+    });
 }
+
+backend_tests!(spurious_readiness_is_not_an_error);
 
 // Channels wrap existing std and socket2 sockets and raw descriptors (issue 2, item 3): the
 // state flags follow what the socket is.

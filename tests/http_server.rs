@@ -51,27 +51,25 @@ fn root_of(tmp: &TempDir) -> String {
     tmp.0.join("root").to_string_lossy().into_owned()
 }
 
-backend_tests! {
-    fn http_client_keep_alive_and_pipelining(backend: Backend) {
-        let tmp = site();
-        let root = root_of(&tmp);
-        let server = Server::start("http_server", &["--root", &root, "--backend", backend.name()]);
-        let out = Command::new(python())
-            .arg(py_script("http_check.py"))
-            .args([server.port().to_string(), root])
-            .output()
-            .expect("run python3");
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
-            "http.client run failed: {}{}\nserver stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            server.stderr()
-        );
-        let (status, out) = server.stop();
-        assert!(status.success(), "exit status {status}");
-        assert!(out.contains("served"), "{out}");
-    }
+fn http_client_keep_alive_and_pipelining(backend: Backend) {
+    let tmp = site();
+    let root = root_of(&tmp);
+    let server = Server::start("http_server", &["--root", &root, "--backend", backend.name()]);
+    let out = Command::new(python())
+        .arg(py_script("http_check.py"))
+        .args([server.port().to_string(), root])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "http.client run failed: {}{}\nserver stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.stderr()
+    );
+    let (status, out) = server.stop();
+    assert!(status.success(), "exit status {status}");
+    assert!(out.contains("served"), "{out}");
 }
 
 struct Response {
@@ -331,140 +329,149 @@ fn curl_agrees() {
     assert!(status.success());
 }
 
-backend_tests! {
-    fn a_head_that_never_ends_closes_only_its_connection(backend: Backend) {
-        let tmp = site();
-        let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root_of(&tmp)]);
-        let s = server.connect();
-        let mut w = s.try_clone().unwrap();
-        let writer = thread::spawn(move || {
-            let _ = w.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\nX-Flood: ");
-            let chunk = vec![b'x'; 64 * 1024];
-            for _ in 0..128 {
-                // 8 MiB and no blank line; the server closes us part way: errors are expected.
-                if w.write_all(&chunk).is_err() {
-                    return;
-                }
+fn a_head_that_never_ends_closes_only_its_connection(backend: Backend) {
+    let tmp = site();
+    let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root_of(&tmp)]);
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\nX-Flood: ");
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..128 {
+            // 8 MiB and no blank line; the server closes us part way: errors are expected.
+            if w.write_all(&chunk).is_err() {
+                return;
             }
-        });
-        // Meanwhile another client is served.
-        let (resp, _) = ask(&server, &get("/medium.dat"));
-        assert_eq!((resp.status, resp.body.len()), (200, 70 * 1024 + 3));
-        let mut r = s;
-        let got = String::from_utf8_lossy(&read_to_close(&mut r)).into_owned();
-        assert!(got.is_empty() || got.starts_with("HTTP/1.1 431"), "{got:?}");
-        writer.join().unwrap();
-        let rss = server.rss_kib();
-        assert!(rss < 64 * 1024, "server RSS {rss} KiB after an 8 MiB header");
-        let (status, _) = server.stop();
-        assert!(status.success());
-    }
-}
-
-backend_tests! {
-    fn header_and_idle_timeouts(backend: Backend) {
-        let tmp = site();
-        let server = Server::start(
-            "http_server",
-            &["--backend", backend.name(), "--root", &root_of(&tmp), "--header-timeout", "1", "--idle-timeout", "2"],
-        );
-        // A head begun and never finished: 408 after the header timeout, then closed.
-        let mut slow = server.connect();
-        slow.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n").unwrap();
-        // An idle keep-alive connection after one request: closed without a word.
-        let (resp, idle) = ask(&server, &get("/small.txt"));
-        assert_eq!(resp.status, 200);
-        let got = String::from_utf8_lossy(&read_to_close(&mut slow)).into_owned();
-        assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
-        closes(idle);
-        let (status, _) = server.stop();
-        assert!(status.success());
-    }
-}
-
-backend_tests! {
-    fn sigterm_flushes_a_response_in_progress(backend: Backend) {
-        let tmp = site();
-        let root = root_of(&tmp);
-        let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-        std::fs::write(Path::new(&root).join("huge.bin"), &big).unwrap();
-        let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root, "--grace", "20"]);
-        let mut s = server.connect();
-        s.write_all(&get("/huge.bin")).unwrap();
-        let mut r = BufReader::new(s);
-        // The head has arrived: the response is under way (most of it still queued).
-        let mut status = String::new();
-        r.read_line(&mut status).unwrap();
-        assert!(status.starts_with("HTTP/1.1 200"));
-        server.terminate();
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
-        let body_at = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("the end of the head") + 4;
-        assert_eq!(rest.len() - body_at, big.len(), "the response was cut short by the shutdown");
-        assert!(rest[body_at..] == big[..]);
-        let (status, out) = server.stop();
-        assert!(status.success());
-        assert!(out.contains("served 1 connections"), "{out}");
-    }
-}
-
-backend_tests! {
-    fn slowloris_heads_time_out_while_others_are_served(backend: Backend) {
-        let tmp = site();
-        let server = Server::start(
-            "http_server",
-            &["--backend", backend.name(), "--root", &root_of(&tmp), "--header-timeout", "1"],
-        );
-        // 200 connections, each with a request head begun and never finished.
-        let mut slow: Vec<TcpStream> = (0..200)
-            .map(|i| {
-                let mut s = server.connect();
-                s.write_all(format!("GET /small.txt?{i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes()).unwrap();
-                s
-            })
-            .collect();
-        // Served meanwhile, promptly.
-        let t0 = std::time::Instant::now();
-        let (resp, _) = ask(&server, &get("/medium.dat"));
-        assert_eq!(resp.status, 200);
-        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "a normal client waited {:?}", t0.elapsed());
-        // Every slow one gets 408 and is closed.
-        for s in &mut slow {
-            let got = read_to_close(s);
-            assert!(got.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&got));
         }
-        let (status, _) = server.stop();
-        assert!(status.success());
-    }
+    });
+    // Meanwhile another client is served.
+    let (resp, _) = ask(&server, &get("/medium.dat"));
+    assert_eq!((resp.status, resp.body.len()), (200, 70 * 1024 + 3));
+    let mut r = s;
+    let got = String::from_utf8_lossy(&read_to_close(&mut r)).into_owned();
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 431"), "{got:?}");
+    writer.join().unwrap();
+    let rss = server.rss_kib();
+    assert!(rss < 64 * 1024, "server RSS {rss} KiB after an 8 MiB header");
+    let (status, _) = server.stop();
+    assert!(status.success());
 }
 
-backend_tests! {
-    fn more_than_1000_pipelined_requests_on_one_connection(backend: Backend) {
-        let tmp = site();
-        let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root_of(&tmp)]);
-        const N: usize = 1500;
-        let s = server.connect();
-        let mut w = s.try_clone().unwrap();
-        // Written at once by a thread while the responses are read here (the server pauses reading
-        // while 32 responses are queued, so the writer may block for a while).
-        let writer = thread::spawn(move || {
-            let mut all = Vec::new();
-            for i in 0..N {
-                let path = if i % 100 == 99 { "/medium.dat" } else { "/small.txt" };
-                all.extend_from_slice(&get(path));
-            }
-            w.write_all(&all).unwrap();
-        });
-        let mut r = BufReader::new(s);
+fn header_and_idle_timeouts(backend: Backend) {
+    let tmp = site();
+    let server = Server::start(
+        "http_server",
+        &[
+            "--backend",
+            backend.name(),
+            "--root",
+            &root_of(&tmp),
+            "--header-timeout",
+            "1",
+            "--idle-timeout",
+            "2",
+        ],
+    );
+    // A head begun and never finished: 408 after the header timeout, then closed.
+    let mut slow = server.connect();
+    slow.write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // An idle keep-alive connection after one request: closed without a word.
+    let (resp, idle) = ask(&server, &get("/small.txt"));
+    assert_eq!(resp.status, 200);
+    let got = String::from_utf8_lossy(&read_to_close(&mut slow)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+    closes(idle);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+fn sigterm_flushes_a_response_in_progress(backend: Backend) {
+    let tmp = site();
+    let root = root_of(&tmp);
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(Path::new(&root).join("huge.bin"), &big).unwrap();
+    let server =
+        Server::start("http_server", &["--backend", backend.name(), "--root", &root, "--grace", "20"]);
+    let mut s = server.connect();
+    s.write_all(&get("/huge.bin")).unwrap();
+    let mut r = BufReader::new(s);
+    // The head has arrived: the response is under way (most of it still queued).
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"));
+    server.terminate();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    let body_at = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("the end of the head") + 4;
+    assert_eq!(rest.len() - body_at, big.len(), "the response was cut short by the shutdown");
+    assert!(rest[body_at..] == big[..]);
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains("served 1 connections"), "{out}");
+}
+
+fn slowloris_heads_time_out_while_others_are_served(backend: Backend) {
+    let tmp = site();
+    let server = Server::start(
+        "http_server",
+        &["--backend", backend.name(), "--root", &root_of(&tmp), "--header-timeout", "1"],
+    );
+    // 200 connections, each with a request head begun and never finished.
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = server.connect();
+            s.write_all(format!("GET /small.txt?{i} HTTP/1.1\r\nHost: x\r\nX-Slow: ").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // Served meanwhile, promptly.
+    let t0 = std::time::Instant::now();
+    let (resp, _) = ask(&server, &get("/medium.dat"));
+    assert_eq!(resp.status, 200);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "a normal client waited {:?}", t0.elapsed());
+    // Every slow one gets 408 and is closed.
+    for s in &mut slow {
+        let got = read_to_close(s);
+        assert!(got.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&got));
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+fn more_than_1000_pipelined_requests_on_one_connection(backend: Backend) {
+    let tmp = site();
+    let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root_of(&tmp)]);
+    const N: usize = 1500;
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    // Written at once by a thread while the responses are read here (the server pauses reading
+    // while 32 responses are queued, so the writer may block for a while).
+    let writer = thread::spawn(move || {
+        let mut all = Vec::new();
         for i in 0..N {
-            let resp = response(&mut r, false);
-            assert_eq!(resp.status, 200, "response {i}");
-            let want = if i % 100 == 99 { 70 * 1024 + 3 } else { 13 };
-            assert_eq!(resp.body.len(), want, "response {i}");
+            let path = if i % 100 == 99 { "/medium.dat" } else { "/small.txt" };
+            all.extend_from_slice(&get(path));
         }
-        writer.join().unwrap();
-        let (status, out) = server.stop();
-        assert!(status.success());
-        assert!(out.contains(&format!("served 1 connections, {N} requests")), "{out}");
+        w.write_all(&all).unwrap();
+    });
+    let mut r = BufReader::new(s);
+    for i in 0..N {
+        let resp = response(&mut r, false);
+        assert_eq!(resp.status, 200, "response {i}");
+        let want = if i % 100 == 99 { 70 * 1024 + 3 } else { 13 };
+        assert_eq!(resp.body.len(), want, "response {i}");
     }
+    writer.join().unwrap();
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains(&format!("served 1 connections, {N} requests")), "{out}");
 }
+
+backend_tests!(
+    http_client_keep_alive_and_pipelining,
+    a_head_that_never_ends_closes_only_its_connection,
+    header_and_idle_timeouts,
+    sigterm_flushes_a_response_in_progress,
+    slowloris_heads_time_out_while_others_are_served,
+    more_than_1000_pipelined_requests_on_one_connection
+);

@@ -23,46 +23,46 @@ fn socket_at_or_above(min: i32) -> (Channel, std::os::unix::net::UnixStream) {
 
 // The select backend refuses a descriptor >= FD_SETSIZE (1024) with an error naming the range;
 // poll and epoll take it and serve it.
-backend_tests! {
-    fn select_refuses_descriptor_beyond_fd_setsize(backend: Backend) {
-        raise_nofile(4096);
-        let fd_setsize = libc::FD_SETSIZE as i32;
-        if backend != Backend::Select {
-            // The other backends take high descriptors.
-            let (ch, _) = socket_at_or_above(fd_setsize + 200);
-            let mut lp = new_loop(backend);
-            let c = Counts::new();
-            let (ch2, p2) = socket_at_or_above(fd_setsize + 300);
-            lp.add(ch, sockloop::Ignore).unwrap();
-            lp.add(ch2, Probe::new(&c)).unwrap();
-            (&p2).write_all(b"high").unwrap();
-            drive(&mut lp, "data on a high descriptor", |_| c.data.borrow().len() == 4);
-            return;
-        }
-        for min in [fd_setsize, fd_setsize + 500] {
-            let (ch, _peer) = socket_at_or_above(min);
-            let fd = ch.fileno();
-            let mut lp = Loop::with_backend(Backend::Select).unwrap();
-            let err = lp.add(ch, sockloop::Ignore).expect_err("select must refuse the descriptor");
-            let msg = err.to_string();
-            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-            assert!(msg.contains(&fd.to_string()) && msg.contains("range") && msg.contains("1024"), "{msg}");
-            assert!(lp.is_empty(), "nothing half-added");
-            lp.poll(Some(std::time::Duration::ZERO)).unwrap();
+fn select_refuses_descriptor_beyond_fd_setsize(backend: Backend) {
+    raise_nofile(4096);
+    let fd_setsize = libc::FD_SETSIZE as i32;
+    if backend != Backend::Select {
+        // The other backends take high descriptors.
+        let (ch, _) = socket_at_or_above(fd_setsize + 200);
+        let mut lp = new_loop(backend);
+        let c = Counts::new();
+        let (ch2, p2) = socket_at_or_above(fd_setsize + 300);
+        lp.add(ch, sockloop::Ignore).unwrap();
+        lp.add(ch2, Probe::new(&c)).unwrap();
+        (&p2).write_all(b"high").unwrap();
+        drive(&mut lp, "data on a high descriptor", |_| c.data.borrow().len() == 4);
+        return;
+    }
+    for min in [fd_setsize, fd_setsize + 500] {
+        let (ch, _peer) = socket_at_or_above(min);
+        let fd = ch.fileno();
+        let mut lp = Loop::with_backend(Backend::Select).unwrap();
+        let err = lp.add(ch, sockloop::Ignore).expect_err("select must refuse the descriptor");
+        let msg = err.to_string();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(msg.contains(&fd.to_string()) && msg.contains("range") && msg.contains("1024"), "{msg}");
+        assert!(lp.is_empty(), "nothing half-added");
+        lp.poll(Some(std::time::Duration::ZERO)).unwrap();
 
-            // The Selector API refuses it the same way.
-            let mut sel = Selector::new(Backend::Select).unwrap();
-            let e = sel.register(fd, 1, Interest { read: true, write: false }).unwrap_err();
-            assert!(e.to_string().contains("range"), "{e}");
-        }
-        // Just below the limit is fine.
-        let (ch, _peer) = socket_at_or_above(fd_setsize - 1);
-        if ch.fileno() == fd_setsize - 1 {
-            let mut lp = Loop::with_backend(Backend::Select).unwrap();
-            lp.add(ch, sockloop::Ignore).expect("fd 1023 fits in an fd_set");
-        }
+        // The Selector API refuses it the same way.
+        let mut sel = Selector::new(Backend::Select).unwrap();
+        let e = sel.register(fd, 1, Interest { read: true, write: false }).unwrap_err();
+        assert!(e.to_string().contains("range"), "{e}");
+    }
+    // Just below the limit is fine.
+    let (ch, _peer) = socket_at_or_above(fd_setsize - 1);
+    if ch.fileno() == fd_setsize - 1 {
+        let mut lp = Loop::with_backend(Backend::Select).unwrap();
+        lp.add(ch, sockloop::Ignore).expect("fd 1023 fits in an fd_set");
     }
 }
+
+backend_tests!(select_refuses_descriptor_beyond_fd_setsize);
 
 // With epoll, echo_server holds 5000 concurrent connections: all open at once, each echoes its
 // own message. The test raises RLIMIT_NOFILE; the child inherits it.

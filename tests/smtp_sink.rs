@@ -53,10 +53,8 @@ fn smtplib_200_messages_over_20_connections() {
     smtplib_sends("epoll", 200, 20);
 }
 
-backend_tests! {
-    fn smtplib_20_messages_over_4_connections(backend: Backend) {
-        smtplib_sends(backend.name(), 20, 4);
-    }
+fn smtplib_20_messages_over_4_connections(backend: Backend) {
+    smtplib_sends(backend.name(), 20, 4);
 }
 
 /// Sends `cmd` and returns the reply's last line (the one with a space after the code).
@@ -232,33 +230,29 @@ fn flood(in_data: bool, backend: &str) {
     assert!(status.success());
 }
 
-backend_tests! {
-    fn an_endless_command_line_closes_only_its_connection(backend: Backend) {
-        flood(false, backend.name());
-    }
+fn an_endless_command_line_closes_only_its_connection(backend: Backend) {
+    flood(false, backend.name());
 }
 
-backend_tests! {
-    fn an_endless_data_line_closes_only_its_connection(backend: Backend) {
-        flood(true, backend.name());
-    }
+fn an_endless_data_line_closes_only_its_connection(backend: Backend) {
+    flood(true, backend.name());
 }
 
-backend_tests! {
-    fn idle_timeout_answers_421(backend: Backend) {
-        let tmp = TempDir::new("smtp");
-        let server =
-            Server::start("smtp_sink", &["--backend", backend.name(), "--dir", &mail_dir(&tmp), "--idle-timeout", "1"]);
-        let mut c = Lines::new(server.connect());
-        assert_eq!(code(&reply(&mut c)), "220");
-        assert_eq!(code(&cmd(&mut c, "HELO x")), "250");
-        // Silence: the read timeout (30 s) is the deadline.
-        assert_eq!(code(&reply(&mut c)), "421");
-        let mut s = c.r.into_inner();
-        read_to_close(&mut s);
-        let (status, _) = server.stop();
-        assert!(status.success());
-    }
+fn idle_timeout_answers_421(backend: Backend) {
+    let tmp = TempDir::new("smtp");
+    let server = Server::start(
+        "smtp_sink",
+        &["--backend", backend.name(), "--dir", &mail_dir(&tmp), "--idle-timeout", "1"],
+    );
+    let mut c = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut c)), "220");
+    assert_eq!(code(&cmd(&mut c, "HELO x")), "250");
+    // Silence: the read timeout (30 s) is the deadline.
+    assert_eq!(code(&reply(&mut c)), "421");
+    let mut s = c.r.into_inner();
+    read_to_close(&mut s);
+    let (status, _) = server.stop();
+    assert!(status.success());
 }
 
 #[test]
@@ -300,56 +294,61 @@ fn a_big_message_is_streamed_to_disk() {
     assert!(status.success());
 }
 
-backend_tests! {
-    fn sigterm_answers_421_and_drops_a_message_in_progress(backend: Backend) {
-        let tmp = TempDir::new("smtp");
-        let dir = mail_dir(&tmp);
-        let server = Server::start("smtp_sink", &["--backend", backend.name(), "--dir", &dir]);
-        let mut idle = Lines::new(server.connect());
-        assert_eq!(code(&reply(&mut idle)), "220");
-        let mut busy = Lines::new(server.connect());
-        assert_eq!(code(&reply(&mut busy)), "220");
-        busy.send(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf a message\r\n");
-        for want in ["250", "250", "250", "354"] {
-            assert_eq!(code(&reply(&mut busy)), want);
-        }
-        // The message's first line came in the same write as DATA: the server has spooled it by
-        // the time 354 arrives.
-        assert_eq!(code(&cmd(&mut idle, "NOOP")), "250");
-        server.terminate();
-        for c in [idle, busy] {
-            let mut s = c.r.into_inner();
-            let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
-            assert!(got.starts_with("421 "), "{got:?}");
-        }
-        let (status, out) = server.stop();
-        assert!(status.success());
-        assert!(out.contains("accepted 0 messages"), "{out}");
-        assert!(files(&dir).is_empty());
-        assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty(), "a spool file was left");
+fn sigterm_answers_421_and_drops_a_message_in_progress(backend: Backend) {
+    let tmp = TempDir::new("smtp");
+    let dir = mail_dir(&tmp);
+    let server = Server::start("smtp_sink", &["--backend", backend.name(), "--dir", &dir]);
+    let mut idle = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut idle)), "220");
+    let mut busy = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut busy)), "220");
+    busy.send(b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhalf a message\r\n");
+    for want in ["250", "250", "250", "354"] {
+        assert_eq!(code(&reply(&mut busy)), want);
     }
+    // The message's first line came in the same write as DATA: the server has spooled it by
+    // the time 354 arrives.
+    assert_eq!(code(&cmd(&mut idle, "NOOP")), "250");
+    server.terminate();
+    for c in [idle, busy] {
+        let mut s = c.r.into_inner();
+        let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+        assert!(got.starts_with("421 "), "{got:?}");
+    }
+    let (status, out) = server.stop();
+    assert!(status.success());
+    assert!(out.contains("accepted 0 messages"), "{out}");
+    assert!(files(&dir).is_empty());
+    assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty(), "a spool file was left");
 }
 
-backend_tests! {
-    fn a_command_line_dribbled_too_slowly_gets_421(backend: Backend) {
-        let tmp = TempDir::new("smtp");
-        let server = Server::start(
-            "smtp_sink",
-            &["--backend", backend.name(), "--dir", &mail_dir(&tmp), "--command-timeout", "1"],
-        );
-        let mut slow = Lines::new(server.connect());
-        assert_eq!(code(&reply(&mut slow)), "220");
-        slow.send(b"HELO x\r\nNOO"); // a command begun and never finished
-        assert_eq!(code(&reply(&mut slow)), "250");
-        // Complete commands are not timed: this client idles between them without harm.
-        let mut ok = Lines::new(server.connect());
-        assert_eq!(code(&reply(&mut ok)), "220");
-        let got = reply(&mut slow); // the read timeout (30 s) is the deadline
-        assert!(got.starts_with("421 ") && got.contains("command line timeout"), "{got:?}");
-        let mut s = slow.r.into_inner();
-        read_to_close(&mut s);
-        assert_eq!(code(&cmd(&mut ok, "NOOP")), "250");
-        let (status, _) = server.stop();
-        assert!(status.success());
-    }
+fn a_command_line_dribbled_too_slowly_gets_421(backend: Backend) {
+    let tmp = TempDir::new("smtp");
+    let server = Server::start(
+        "smtp_sink",
+        &["--backend", backend.name(), "--dir", &mail_dir(&tmp), "--command-timeout", "1"],
+    );
+    let mut slow = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut slow)), "220");
+    slow.send(b"HELO x\r\nNOO"); // a command begun and never finished
+    assert_eq!(code(&reply(&mut slow)), "250");
+    // Complete commands are not timed: this client idles between them without harm.
+    let mut ok = Lines::new(server.connect());
+    assert_eq!(code(&reply(&mut ok)), "220");
+    let got = reply(&mut slow); // the read timeout (30 s) is the deadline
+    assert!(got.starts_with("421 ") && got.contains("command line timeout"), "{got:?}");
+    let mut s = slow.r.into_inner();
+    read_to_close(&mut s);
+    assert_eq!(code(&cmd(&mut ok, "NOOP")), "250");
+    let (status, _) = server.stop();
+    assert!(status.success());
 }
+
+backend_tests!(
+    smtplib_20_messages_over_4_connections,
+    an_endless_command_line_closes_only_its_connection,
+    an_endless_data_line_closes_only_its_connection,
+    idle_timeout_answers_421,
+    sigterm_answers_421_and_drops_a_message_in_progress,
+    a_command_line_dribbled_too_slowly_gets_421
+);
