@@ -3,12 +3,12 @@
 //! panics. Each reaches the seed's handler, every other channel keeps being served, nothing
 //! spins, nothing panics out of the loop (unless asked to with `set_catch_panics(false)`).
 
-mod common;
+mod support;
 
-use common::*;
-use sockloop::{Channel, Context, Dispatcher, HandlerPanic, Loop};
+use sockloop::{Backend, Channel, Context, Dispatcher, HandlerPanic, Loop};
 use std::io;
 use std::rc::Rc;
+use support::*;
 
 /// A peer thread that echoes one message through the server at `ep` and returns what came back.
 fn echo_once(lp: &mut Loop, ep: &Endpoint, msg: &'static [u8]) -> Vec<u8> {
@@ -48,9 +48,8 @@ impl Dispatcher for Firehose {
 
 // A peer that resets while we are writing to it: handle_close, no handle_error; an echo client
 // on the same loop is served before and after; nothing spins afterwards.
-#[test]
-fn peer_resets_mid_write() {
-    each_case(&Family::INET, |backend, family| {
+fn peer_resets_mid_write(backend: Backend) {
+    each_family(&Family::INET, |family| {
         let mut lp = new_loop(backend);
         let (ep, stats) = echo_server(&mut lp, family);
         let (ours, peer) = connected_pair(family);
@@ -76,9 +75,8 @@ fn peer_resets_mid_write() {
 
 // A peer that sends, then half-closes (shutdown(SHUT_WR)): the echo sends back everything it
 // owes, then closes. 2 MiB, more than the socket buffers hold, so the tail is queued output.
-#[test]
-fn half_close_gets_everything_back() {
-    each_case(&Family::ALL, |backend, family| {
+fn half_close_gets_everything_back(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ep, stats) = echo_server(&mut lp, family);
         let data = Rng(77).bytes(2 << 20);
@@ -107,9 +105,8 @@ fn half_close_gets_everything_back() {
 
 // Peers that connect and vanish (close without a byte, or reset for TCP): each accepted channel
 // gets handle_close, the listener stays, nothing spins.
-#[test]
-fn connect_and_vanish() {
-    each_case(&Family::ALL, |backend, family| {
+fn connect_and_vanish(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ep, stats) = echo_server(&mut lp, family);
         for i in 0..10 {
@@ -130,9 +127,8 @@ fn connect_and_vanish() {
 
 // A handler that returns Err or panics reaches handle_error (which closes that channel), and the
 // other channels keep being served.
-#[test]
-fn failing_handler_others_keep_being_served() {
-    each_case(&Family::ALL, |backend, family| {
+fn failing_handler_others_keep_being_served(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         for trigger in [&b"boom"[..], &b"panic"[..]] {
             let mut lp = new_loop(backend);
             let (ep, stats) = echo_server(&mut lp, family);
@@ -168,9 +164,8 @@ fn failing_handler_others_keep_being_served() {
 
 // set_catch_panics(false): a handler's panic propagates out of the loop to the caller. The
 // panicking channel is gone from the map afterwards and the loop still works.
-#[test]
-fn catch_panics_false_propagates() {
-    each_case(&Family::ALL, |backend, family| {
+fn catch_panics_false_propagates(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         lp.set_catch_panics(false);
         let (ep, _stats) = echo_server(&mut lp, family);
@@ -198,3 +193,11 @@ fn catch_panics_false_propagates() {
         assert_quiet(&mut lp);
     });
 }
+
+backend_tests!(
+    peer_resets_mid_write,
+    half_close_gets_everything_back,
+    connect_and_vanish,
+    failing_handler_others_keep_being_served,
+    catch_panics_false_propagates
+);

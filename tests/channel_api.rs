@@ -2,13 +2,13 @@
 //! and asyncore.py's send/recv rules, over IPv4, IPv6 and Unix (and every backend where a loop
 //! is involved).
 
-mod common;
+mod support;
 
-use common::*;
-use sockloop::{Channel, Domain, Type};
+use sockloop::{Backend, Channel, Domain, Type};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
+use support::*;
 
 // CPython test_create_socket: create_socket(family) makes a non-blocking socket of that family
 // and type that child processes do not inherit (close-on-exec).
@@ -144,8 +144,7 @@ fn recv_semantics() {
 
 // A handler that returns the WouldBlock of a spurious readiness is not an error (the seed's
 // warning; asynchat's test_blockingioerror is the same rule).
-#[test]
-fn spurious_readiness_is_not_an_error() {
+fn spurious_readiness_is_not_an_error(backend: Backend) {
     struct Eager(std::rc::Rc<Counts>);
     impl sockloop::Dispatcher for Eager {
         fn writable(&self) -> bool {
@@ -164,7 +163,7 @@ fn spurious_readiness_is_not_an_error() {
             cx.close();
         }
     }
-    each_case(&Family::ALL, |backend, family| {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -178,6 +177,8 @@ fn spurious_readiness_is_not_an_error() {
         assert!(lp.contains(t));
     });
 }
+
+backend_tests!(spurious_readiness_is_not_an_error);
 
 // Channels wrap existing std and socket2 sockets and raw descriptors (issue 2, item 3): the
 // state flags follow what the socket is.

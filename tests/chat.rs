@@ -6,6 +6,8 @@
 //! non-bytes object (test_push) and a negative numeric terminator
 //! (test_disallow_negative_terminator); a count of 0 is tested for its defined meaning.
 
+mod support;
+
 use sockloop::chat::{find_prefix_at_end, AsyncChat, ChatContext, ChatHandler, SimpleProducer, Terminator};
 use sockloop::{Backend, Channel, Context, Dispatcher, Loop, RunOptions};
 use std::io::{self, Read, Write};
@@ -105,171 +107,149 @@ fn with_chat(lp: &mut Loop, t: sockloop::Token, f: impl FnOnce(&mut AsyncChat<Cl
     assert!(f.is_none(), "channel not found");
 }
 
-fn line_terminator(term: &[u8]) {
-    for &backend in Backend::all() {
-        for chunk in [1, 2, 3] {
-            let (addr, server) = echo_server();
-            let mut lp = Loop::with_backend(backend).unwrap();
-            let t = client(&mut lp, addr, Terminator::from(term), chunk, 2);
-            push(&mut lp, t, b"hello ");
-            let mut rest = b"world".to_vec();
-            rest.extend_from_slice(term);
-            rest.extend_from_slice(b"I'm not dead yet!");
-            rest.extend_from_slice(term);
-            push(&mut lp, t, &rest);
-            run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
-            let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
-            assert_eq!(
-                c.handler.contents,
-                vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()],
-                "{backend:?} chunk {chunk}"
-            );
-            lp.close_all();
-            server.join().unwrap();
-        }
-    }
-}
-
-#[test]
-fn line_terminator1() {
-    // test_line_terminator1
-    line_terminator(b"\n");
-}
-
-#[test]
-fn line_terminator2() {
-    // test_line_terminator2
-    line_terminator(b"\r\n");
-}
-
-#[test]
-fn line_terminator3() {
-    // test_line_terminator3
-    line_terminator(b"qqq");
-}
-
-fn numeric_terminator(n: usize, want: &[u8]) {
-    for &backend in Backend::all() {
+fn line_terminator(backend: Backend, term: &[u8]) {
+    for chunk in [1, 2, 3] {
         let (addr, server) = echo_server();
         let mut lp = Loop::with_backend(backend).unwrap();
-        let t = client(&mut lp, addr, Terminator::Count(n), 65536, 1);
-        push(&mut lp, t, b"hello world, I'm not dead yet!\n");
-        // The whole echo arrives: the first n bytes as a record, the rest collected after it.
-        run_until(&mut lp, t, |c| c.handler.contents.len() == 1 && c.handler.buffer.len() == 31 - n);
-        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
-        assert_eq!(c.handler.contents, vec![want.to_vec()], "{backend:?}");
-        assert_eq!(c.get_terminator(), &Terminator::Count(0));
-        lp.close_all();
-        server.join().unwrap();
-    }
-}
-
-#[test]
-fn numeric_terminator1() {
-    // test_numeric_terminator1
-    numeric_terminator(1, b"h");
-}
-
-#[test]
-fn numeric_terminator2() {
-    // test_numeric_terminator2
-    numeric_terminator(6, b"hello ");
-}
-
-#[test]
-fn none_terminator_and_count_zero_deliver_everything() {
-    // test_none_terminator; a count of 0 has the same meaning (see Terminator's docs).
-    for term in [Terminator::None, Terminator::Count(0)] {
-        for &backend in Backend::all() {
-            let (addr, server) = echo_server();
-            let mut lp = Loop::with_backend(backend).unwrap();
-            let t = client(&mut lp, addr, term.clone(), 65536, 1);
-            let data = b"hello world, I'm not dead yet!\n";
-            push(&mut lp, t, data);
-            run_until(&mut lp, t, |c| c.handler.buffer.len() == data.len());
-            let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
-            assert!(c.handler.contents.is_empty(), "{backend:?}");
-            assert_eq!(c.handler.buffer, data.to_vec());
-            lp.close_all();
-            server.join().unwrap();
-        }
-    }
-}
-
-#[test]
-fn simple_producer_and_string_producer() {
-    // test_simple_producer, test_string_producer
-    for string in [false, true] {
-        for &backend in Backend::all() {
-            let (addr, server) = echo_server();
-            let mut lp = Loop::with_backend(backend).unwrap();
-            let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 2);
-            let data = b"hello world\nI'm not dead yet!\n".to_vec();
-            with_chat(&mut lp, t, |chat, ch| {
-                if string {
-                    chat.push_with_producer(ch, data.clone()).unwrap()
-                } else {
-                    chat.push_with_producer(ch, SimpleProducer::with_buffer_size(data.clone(), 8)).unwrap()
-                }
-            });
-            run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
-            let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
-            assert_eq!(c.handler.contents, vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()]);
-            lp.close_all();
-            server.join().unwrap();
-        }
-    }
-}
-
-#[test]
-fn empty_line() {
-    // test_empty_line
-    for &backend in Backend::all() {
-        let (addr, server) = echo_server();
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 3);
-        push(&mut lp, t, b"hello world\n\nI'm not dead yet!\n");
-        run_until(&mut lp, t, |c| c.handler.contents.len() >= 3);
+        let t = client(&mut lp, addr, Terminator::from(term), chunk, 2);
+        push(&mut lp, t, b"hello ");
+        let mut rest = b"world".to_vec();
+        rest.extend_from_slice(term);
+        rest.extend_from_slice(b"I'm not dead yet!");
+        rest.extend_from_slice(term);
+        push(&mut lp, t, &rest);
+        run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
         let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
         assert_eq!(
             c.handler.contents,
-            vec![b"hello world".to_vec(), b"".to_vec(), b"I'm not dead yet!".to_vec()]
+            vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()],
+            "{backend:?} chunk {chunk}"
         );
         lp.close_all();
         server.join().unwrap();
     }
 }
 
-#[test]
-fn close_when_done() {
-    // test_close_when_done: everything pushed before close_when_done reaches the peer, then
-    // the channel closes.
-    for &backend in Backend::all() {
+fn line_terminator1(backend: Backend) {
+    // test_line_terminator1
+    line_terminator(backend, b"\n");
+}
+
+fn line_terminator2(backend: Backend) {
+    // test_line_terminator2
+    line_terminator(backend, b"\r\n");
+}
+
+fn line_terminator3(backend: Backend) {
+    // test_line_terminator3
+    line_terminator(backend, b"qqq");
+}
+
+fn numeric_terminator(backend: Backend, n: usize, want: &[u8]) {
+    let (addr, server) = echo_server();
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let t = client(&mut lp, addr, Terminator::Count(n), 65536, 1);
+    push(&mut lp, t, b"hello world, I'm not dead yet!\n");
+    // The whole echo arrives: the first n bytes as a record, the rest collected after it.
+    run_until(&mut lp, t, |c| c.handler.contents.len() == 1 && c.handler.buffer.len() == 31 - n);
+    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+    assert_eq!(c.handler.contents, vec![want.to_vec()], "{backend:?}");
+    assert_eq!(c.get_terminator(), &Terminator::Count(0));
+    lp.close_all();
+    server.join().unwrap();
+}
+
+fn numeric_terminator1(backend: Backend) {
+    // test_numeric_terminator1
+    numeric_terminator(backend, 1, b"h");
+}
+
+fn numeric_terminator2(backend: Backend) {
+    // test_numeric_terminator2
+    numeric_terminator(backend, 6, b"hello ");
+}
+
+fn none_terminator_and_count_zero_deliver_everything(backend: Backend) {
+    // test_none_terminator; a count of 0 has the same meaning (see Terminator's docs).
+    for term in [Terminator::None, Terminator::Count(0)] {
         let (addr, server) = echo_server();
         let mut lp = Loop::with_backend(backend).unwrap();
-        let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 99);
-        with_chat(&mut lp, t, |chat, ch| {
-            chat.push(ch, b"hello world\n").unwrap();
-            chat.push_with_producer(ch, SimpleProducer::with_buffer_size(b"I'm not dead yet!\n".to_vec(), 3))
-                .unwrap();
-        });
-        // close_when_done through a one-shot dispatcher call: use the chat's own context.
-        lp.run_with(RunOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
-        with_chat(&mut lp, t, |chat, ch| {
-            let _ = chat;
-            ch.close_when_done();
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while lp.contains(t) && Instant::now() < deadline {
-            lp.run_with(RunOptions::new().timeout(Duration::from_millis(50)).count(1)).unwrap();
-        }
-        assert!(!lp.contains(t), "{backend:?}: channel still open");
-        assert_eq!(server.join().unwrap(), b"hello world\nI'm not dead yet!\n".to_vec());
+        let t = client(&mut lp, addr, term.clone(), 65536, 1);
+        let data = b"hello world, I'm not dead yet!\n";
+        push(&mut lp, t, data);
+        run_until(&mut lp, t, |c| c.handler.buffer.len() == data.len());
+        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+        assert!(c.handler.contents.is_empty(), "{backend:?}");
+        assert_eq!(c.handler.buffer, data.to_vec());
+        lp.close_all();
+        server.join().unwrap();
     }
 }
 
-#[test]
-fn close_when_done_from_found_terminator() {
+fn simple_producer_and_string_producer(backend: Backend) {
+    // test_simple_producer, test_string_producer
+    for string in [false, true] {
+        let (addr, server) = echo_server();
+        let mut lp = Loop::with_backend(backend).unwrap();
+        let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 2);
+        let data = b"hello world\nI'm not dead yet!\n".to_vec();
+        with_chat(&mut lp, t, |chat, ch| {
+            if string {
+                chat.push_with_producer(ch, data.clone()).unwrap()
+            } else {
+                chat.push_with_producer(ch, SimpleProducer::with_buffer_size(data.clone(), 8)).unwrap()
+            }
+        });
+        run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
+        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+        assert_eq!(c.handler.contents, vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()]);
+        lp.close_all();
+        server.join().unwrap();
+    }
+}
+
+fn empty_line(backend: Backend) {
+    // test_empty_line
+    let (addr, server) = echo_server();
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 3);
+    push(&mut lp, t, b"hello world\n\nI'm not dead yet!\n");
+    run_until(&mut lp, t, |c| c.handler.contents.len() >= 3);
+    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+    assert_eq!(
+        c.handler.contents,
+        vec![b"hello world".to_vec(), b"".to_vec(), b"I'm not dead yet!".to_vec()]
+    );
+    lp.close_all();
+    server.join().unwrap();
+}
+
+fn close_when_done(backend: Backend) {
+    // test_close_when_done: everything pushed before close_when_done reaches the peer, then
+    // the channel closes.
+    let (addr, server) = echo_server();
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 99);
+    with_chat(&mut lp, t, |chat, ch| {
+        chat.push(ch, b"hello world\n").unwrap();
+        chat.push_with_producer(ch, SimpleProducer::with_buffer_size(b"I'm not dead yet!\n".to_vec(), 3))
+            .unwrap();
+    });
+    // close_when_done through a one-shot dispatcher call: use the chat's own context.
+    lp.run_with(RunOptions::new().timeout(Duration::from_millis(10)).count(1)).unwrap();
+    with_chat(&mut lp, t, |chat, ch| {
+        let _ = chat;
+        ch.close_when_done();
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lp.contains(t) && Instant::now() < deadline {
+        lp.run_with(RunOptions::new().timeout(Duration::from_millis(50)).count(1)).unwrap();
+    }
+    assert!(!lp.contains(t), "{backend:?}: channel still open");
+    assert_eq!(server.join().unwrap(), b"hello world\nI'm not dead yet!\n".to_vec());
+}
+
+fn close_when_done_from_found_terminator(backend: Backend) {
     // A server that answers QUIT with a reply and close_when_done: the reply arrives, then EOF.
     struct Quitter;
     impl ChatHandler for Quitter {
@@ -295,26 +275,23 @@ fn close_when_done_from_found_terminator() {
             Ok(())
         }
     }
-    for &backend in Backend::all() {
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
-        lp.add(listener, Server).unwrap();
-        let peer = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            s.write_all(b"QUIT\r\n").unwrap();
-            let mut got = Vec::new();
-            s.read_to_end(&mut got).unwrap();
-            got
-        });
-        lp.run_with(RunOptions::new().timeout(Duration::from_secs(1))).unwrap();
-        assert_eq!(peer.join().unwrap(), b"221 bye\r\n".to_vec(), "{backend:?}");
-    }
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    lp.add(listener, Server).unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"QUIT\r\n").unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    lp.run_with(RunOptions::new().timeout(Duration::from_secs(1))).unwrap();
+    assert_eq!(peer.join().unwrap(), b"221 bye\r\n".to_vec(), "{backend:?}");
 }
 
-#[test]
-fn blocking_io_error_in_handle_read_is_not_an_error() {
+fn blocking_io_error_in_handle_read_is_not_an_error(backend: Backend) {
     // test_blockingioerror: a read that would block after readiness is harmless.
     struct Twice {
         errors: u32,
@@ -335,20 +312,18 @@ fn blocking_io_error_in_handle_read_is_not_an_error() {
             self.errors += 1;
         }
     }
-    for &backend in Backend::all() {
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let t = lp.add(Channel::from(a), Twice { errors: 0, reads: 0 }).unwrap();
-        b.write_all(b"x").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while lp.get_mut::<Twice>(t).unwrap().reads == 0 && Instant::now() < deadline {
-            lp.poll(Some(Duration::from_millis(50))).unwrap();
-        }
-        let d = lp.get_mut::<Twice>(t).unwrap();
-        assert_eq!((d.reads, d.errors), (1, 0), "{backend:?}");
-        assert!(lp.contains(t));
-        b.shutdown(Shutdown::Both).unwrap();
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let t = lp.add(Channel::from(a), Twice { errors: 0, reads: 0 }).unwrap();
+    b.write_all(b"x").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lp.get_mut::<Twice>(t).unwrap().reads == 0 && Instant::now() < deadline {
+        lp.poll(Some(Duration::from_millis(50))).unwrap();
     }
+    let d = lp.get_mut::<Twice>(t).unwrap();
+    assert_eq!((d.reads, d.errors), (1, 0), "{backend:?}");
+    assert!(lp.contains(t));
+    b.shutdown(Shutdown::Both).unwrap();
 }
 
 #[test]
@@ -358,8 +333,7 @@ fn find_prefix_at_end_cases() {
     assert_eq!(find_prefix_at_end(b"qwertydkjf", b"\r\n"), 0);
 }
 
-#[test]
-fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel() {
+fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel(backend: Backend) {
     // Issue 3's input bound: a distinct error kind, that channel only.
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -376,38 +350,35 @@ fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel() {
             chat.close();
         }
     }
-    for &backend in Backend::all() {
-        let seen = Rc::new(RefCell::new(Vec::new()));
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let mut tokens = Vec::new();
-        let mut peers = Vec::new();
-        for _ in 0..2 {
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let mut chat = AsyncChat::new(Limited { seen: seen.clone() });
-            chat.set_terminator("\n");
-            chat.set_max_record(1000);
-            tokens.push(lp.add(Channel::from(a), chat).unwrap());
-            peers.push(b);
-        }
-        peers[0].write_all(&[b'x'; 5000]).unwrap();
-        peers[1].write_all(b"fine\n").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while (lp.contains(tokens[0]) || seen.borrow().is_empty()) && Instant::now() < deadline {
-            lp.poll(Some(Duration::from_millis(50))).unwrap();
-        }
-        assert_eq!(*seen.borrow(), vec![true], "{backend:?}");
-        assert!(!lp.contains(tokens[0]));
-        assert!(lp.contains(tokens[1]));
-        // The other channel was served: its reply is already in the socket.
-        let mut reply = [0u8; 3];
-        peers[1].set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        peers[1].read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"ok\n");
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let mut tokens = Vec::new();
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut chat = AsyncChat::new(Limited { seen: seen.clone() });
+        chat.set_terminator("\n");
+        chat.set_max_record(1000);
+        tokens.push(lp.add(Channel::from(a), chat).unwrap());
+        peers.push(b);
     }
+    peers[0].write_all(&[b'x'; 5000]).unwrap();
+    peers[1].write_all(b"fine\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (lp.contains(tokens[0]) || seen.borrow().is_empty()) && Instant::now() < deadline {
+        lp.poll(Some(Duration::from_millis(50))).unwrap();
+    }
+    assert_eq!(*seen.borrow(), vec![true], "{backend:?}");
+    assert!(!lp.contains(tokens[0]));
+    assert!(lp.contains(tokens[1]));
+    // The other channel was served: its reply is already in the socket.
+    let mut reply = [0u8; 3];
+    peers[1].set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    peers[1].read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ok\n");
 }
 
-#[test]
-fn a_failing_producer_reaches_handle_error_and_closes_the_channel() {
+fn a_failing_producer_reaches_handle_error_and_closes_the_channel(backend: Backend) {
     // asynchat: an exception raised by a producer's more() went to handle_error.
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -434,41 +405,55 @@ fn a_failing_producer_reaches_handle_error_and_closes_the_channel() {
             chat.close();
         }
     }
-    for &backend in Backend::all() {
-        let errors = Rc::new(RefCell::new(Vec::new()));
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut channel = Channel::from(a);
-        let mut chat = AsyncChat::new(Sender { errors: errors.clone() });
-        // The first chunk goes out at once; the failure comes on the next refill.
-        assert!(chat.push_with_producer(&mut channel, Flaky(0)).is_err());
-        let t = lp.add(channel, chat).unwrap();
-        assert!(lp.contains(t));
-        lp.close_channel(t);
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut channel = Channel::from(a);
+    let mut chat = AsyncChat::new(Sender { errors: errors.clone() });
+    // The first chunk goes out at once; the failure comes on the next refill.
+    assert!(chat.push_with_producer(&mut channel, Flaky(0)).is_err());
+    let t = lp.add(channel, chat).unwrap();
+    assert!(lp.contains(t));
+    lp.close_channel(t);
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"first chunk\n", "{backend:?}");
+    // Queued behind other output, the failure reaches handle_error from handle_write.
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut channel = Channel::from(a);
+    channel.set_output_limits(usize::MAX, usize::MAX);
+    let mut chat = AsyncChat::new(Sender { errors: errors.clone() });
+    chat.set_buffer_sizes(65536, 1);
+    chat.push(&mut channel, &vec![b'x'; 4 << 20]).unwrap(); // fills the socket
+    chat.push_with_producer(&mut channel, Flaky(0)).unwrap(); // waits behind it
+    let t = lp.add(channel, chat).unwrap();
+    let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
         b.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"first chunk\n", "{backend:?}");
-        // Queued behind other output, the failure reaches handle_error from handle_write.
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut channel = Channel::from(a);
-        channel.set_output_limits(usize::MAX, usize::MAX);
-        let mut chat = AsyncChat::new(Sender { errors: errors.clone() });
-        chat.set_buffer_sizes(65536, 1);
-        chat.push(&mut channel, &vec![b'x'; 4 << 20]).unwrap(); // fills the socket
-        chat.push_with_producer(&mut channel, Flaky(0)).unwrap(); // waits behind it
-        let t = lp.add(channel, chat).unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            b.read_to_end(&mut got).unwrap();
-            got.len()
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while lp.contains(t) && Instant::now() < deadline {
-            lp.poll(Some(Duration::from_millis(50))).unwrap();
-        }
-        assert!(!lp.contains(t), "{backend:?}");
-        assert_eq!(reader.join().unwrap(), (4 << 20) + b"first chunk\n".len(), "{backend:?}");
-        assert_eq!(*errors.borrow(), vec!["the disk went away".to_string()], "{backend:?}");
-        errors.borrow_mut().clear();
+        got.len()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lp.contains(t) && Instant::now() < deadline {
+        lp.poll(Some(Duration::from_millis(50))).unwrap();
     }
+    assert!(!lp.contains(t), "{backend:?}");
+    assert_eq!(reader.join().unwrap(), (4 << 20) + b"first chunk\n".len(), "{backend:?}");
+    assert_eq!(*errors.borrow(), vec!["the disk went away".to_string()], "{backend:?}");
+    errors.borrow_mut().clear();
 }
+
+backend_tests!(
+    line_terminator1,
+    line_terminator2,
+    line_terminator3,
+    numeric_terminator1,
+    numeric_terminator2,
+    none_terminator_and_count_zero_deliver_everything,
+    simple_producer_and_string_producer,
+    empty_line,
+    close_when_done,
+    close_when_done_from_found_terminator,
+    blocking_io_error_in_handle_read_is_not_an_error,
+    a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel,
+    a_failing_producer_reaches_handle_error_and_closes_the_channel
+);

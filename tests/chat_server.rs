@@ -3,14 +3,16 @@
 //! announced, a client that never reads is dropped at its output limit while the others go
 //! on, an endless line closes only its sender with memory bounded, and the idle timeout fires.
 
-mod process;
+mod support;
 
-use process::{read_to_close, Lines, Server, DEADLINE};
+use sockloop::Backend;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::Instant;
+use support::process::{read_to_close, Lines, Server};
+use support::DEADLINE;
 
 /// Connects and joins as `nick`; returns the line reader once the server welcomed it.
 fn join(server: &Server, nick: &str) -> Lines {
@@ -21,10 +23,10 @@ fn join(server: &Server, nick: &str) -> Lines {
     c
 }
 
-fn every_line_reaches_every_other_client(backend: &str) {
+fn every_line_reaches_every_other_client(backend: Backend) {
     const CLIENTS: usize = 5;
     const LINES: usize = 400;
-    let server = Server::start("chat_server", &["--backend", backend, "--quiet"]);
+    let server = Server::start("chat_server", &["--backend", backend.name(), "--quiet"]);
     let barrier = Arc::new(Barrier::new(CLIENTS));
     let mut clients: Vec<Lines> = Vec::new();
     for i in 0..CLIENTS {
@@ -73,21 +75,6 @@ fn every_line_reaches_every_other_client(backend: &str) {
 }
 
 #[test]
-fn every_line_reaches_every_other_client_select() {
-    every_line_reaches_every_other_client("select");
-}
-
-#[test]
-fn every_line_reaches_every_other_client_poll() {
-    every_line_reaches_every_other_client("poll");
-}
-
-#[test]
-fn every_line_reaches_every_other_client_epoll() {
-    every_line_reaches_every_other_client("epoll");
-}
-
-#[test]
 fn joins_and_departures_are_announced() {
     let server = Server::start("chat_server", &["--quiet"]);
     let mut a = join(&server, "alice");
@@ -104,8 +91,9 @@ fn joins_and_departures_are_announced() {
     assert!(status.success());
 }
 
-fn a_client_that_never_reads_is_dropped_and_the_others_go_on(backend: &str) {
-    let server = Server::start("chat_server", &["--backend", backend, "--quiet", "--output-limit", "65536"]);
+fn a_client_that_never_reads_is_dropped_and_the_others_go_on(backend: Backend) {
+    let server =
+        Server::start("chat_server", &["--backend", backend.name(), "--quiet", "--output-limit", "65536"]);
     let slow = join(&server, "slow"); // never reads again
     let mut sender = join(&server, "sender");
     let mut receiver = join(&server, "receiver");
@@ -167,8 +155,9 @@ fn a_client_that_never_reads_is_dropped_and_the_others_go_on(backend: &str) {
     assert!(out.contains("dropped 1 slow readers"), "{out}");
 }
 
-fn an_endless_line_closes_only_its_sender(backend: &str) {
-    let server = Server::start("chat_server", &["--backend", backend, "--quiet", "--max-line", "4096"]);
+fn an_endless_line_closes_only_its_sender(backend: Backend) {
+    let server =
+        Server::start("chat_server", &["--backend", backend.name(), "--quiet", "--max-line", "4096"]);
     let mut a = join(&server, "a");
     let mut b = join(&server, "b");
     assert_eq!(a.line(), "* b joined");
@@ -201,8 +190,9 @@ fn an_endless_line_closes_only_its_sender(backend: &str) {
     assert!(status.success());
 }
 
-fn idle_clients_are_closed(backend: &str) {
-    let server = Server::start("chat_server", &["--backend", backend, "--quiet", "--idle-timeout", "1"]);
+fn idle_clients_are_closed(backend: Backend) {
+    let server =
+        Server::start("chat_server", &["--backend", backend.name(), "--quiet", "--idle-timeout", "1"]);
     let c = join(&server, "sleepy");
     let mut s = c.r.into_inner();
     let got = read_to_close(&mut s); // the read timeout (30 s) is the deadline
@@ -211,8 +201,8 @@ fn idle_clients_are_closed(backend: &str) {
     assert!(status.success());
 }
 
-fn sigterm_says_goodbye_and_exits(backend: &str) {
-    let server = Server::start("chat_server", &["--backend", backend, "--quiet"]);
+fn sigterm_says_goodbye_and_exits(backend: Backend) {
+    let server = Server::start("chat_server", &["--backend", backend.name(), "--quiet"]);
     let a = join(&server, "a");
     server.terminate();
     let mut s = a.r.into_inner();
@@ -223,7 +213,8 @@ fn sigterm_says_goodbye_and_exits(backend: &str) {
     assert!(out.contains("served 1 connections"), "{out}");
 }
 
-over_backends!(
+backend_tests!(
+    every_line_reaches_every_other_client,
     a_client_that_never_reads_is_dropped_and_the_others_go_on,
     an_endless_line_closes_only_its_sender,
     idle_clients_are_closed,

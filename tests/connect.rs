@@ -1,13 +1,13 @@
 //! CONFORMANCE "asyncore", the dispatcher: connect, accept, state flags, quick connects,
 //! refused connects; over select, poll and epoll, and IPv4, IPv6 and Unix where it applies.
 
-mod common;
+mod support;
 
-use common::*;
-use sockloop::{Channel, Context, Dispatcher, SockAddr, Socket, Type};
+use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket, Type};
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
+use support::*;
 
 fn passes(lp: &mut sockloop::Loop, n: usize) {
     for _ in 0..n {
@@ -17,9 +17,8 @@ fn passes(lp: &mut sockloop::Loop, n: usize) {
 
 // CPython test_handle_connect: handle_connect is called once the non-blocking connect
 // completes; the channel is then connected and no longer connecting.
-#[test]
-fn handle_connect() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_connect(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (listener, ep) = std_listener(family);
         let c = Counts::new();
@@ -39,9 +38,8 @@ fn handle_connect() {
 // A connect to a closed port: handle_error with the OS error (ECONNREFUSED), never
 // handle_connect or handle_close (DESIGN: read SO_ERROR first). A Unix path with no listener
 // fails at once, so connect() itself returns the error.
-#[test]
-fn connect_refused() {
-    each_case(&Family::ALL, |backend, family| {
+fn connect_refused(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (listener, ep) = std_listener(family);
         drop(listener);
@@ -66,9 +64,8 @@ fn connect_refused() {
 
 // CPython test_handle_accept: handle_accept is called when a client connects to a listening
 // channel.
-#[test]
-fn handle_accept() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_accept(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (l, ep) = listener_channel(family);
         let c = Counts::new();
@@ -99,9 +96,8 @@ impl Dispatcher for Acceptor {
 
 // CPython test_handle_accepted: the default handle_accept accepts and calls
 // handle_accepted(sock, addr) with the client's address, the socket non-blocking.
-#[test]
-fn handle_accepted() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_accepted(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (l, ep) = listener_channel(family);
         let got = Rc::new(std::cell::RefCell::new(Vec::new()));
@@ -122,9 +118,8 @@ fn handle_accepted() {
 
 // CPython test_connection_attributes: a listening channel is accepting and not connected; a
 // client becomes connected after some passes and is not accepting; after close() neither.
-#[test]
-fn connection_attributes() {
-    each_case(&Family::ALL, |backend, family| {
+fn connection_attributes(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (l, ep) = listener_channel(family);
         assert!(l.accepting() && !l.connected() && !l.connecting());
@@ -165,9 +160,8 @@ fn connection_attributes() {
 // CPython test_quick_connect: clients that connect and reset at once (SO_LINGER 0), before the
 // server accepts, do not break the server's loop: it goes on serving. (CPython runs it for
 // IPv4 and IPv6 only.)
-#[test]
-fn quick_connect() {
-    each_case(&Family::INET, |backend, family| {
+fn quick_connect(backend: Backend) {
+    each_family(&Family::INET, |family| {
         let mut lp = new_loop(backend);
         let (ep, stats) = echo_server(&mut lp, family);
         for _ in 0..20 {
@@ -189,6 +183,15 @@ fn quick_connect() {
         assert_quiet(&mut lp);
     });
 }
+
+backend_tests!(
+    handle_connect,
+    connect_refused,
+    handle_accept,
+    handle_accepted,
+    connection_attributes,
+    quick_connect
+);
 
 // asyncore.py dispatcher.accept: nothing pending (EWOULDBLOCK) is `None`, not an error.
 // (ECONNABORTED cannot be produced on demand on Linux, which keeps reset connections in the

@@ -7,14 +7,14 @@
 //! - test_readwrite's dummy objects with only `handle_*_event` methods: every map entry is a
 //!   `Channel` plus a `Dispatcher`; there is no untyped object to pass.
 
-mod common;
+mod support;
 
-use common::*;
 use sockloop::{default_map, Backend, Channel, Context, Dispatcher, Domain, HandlerPanic, RunOptions, Type};
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use support::*;
 
 /// One pass with a 10 ms cap, several times: enough for already-queued readiness.
 fn passes(lp: &mut sockloop::Loop, n: usize) {
@@ -25,9 +25,8 @@ fn passes(lp: &mut sockloop::Loop, n: usize) {
 
 // CPython test_asyncore.py HelperFunctionTests.test_readwrite (read flag): read-ready calls
 // handle_read and nothing else.
-#[test]
-fn readwrite_read_flag() {
-    each_case(&Family::ALL, |backend, family| {
+fn readwrite_read_flag(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -42,9 +41,8 @@ fn readwrite_read_flag() {
 }
 
 // CPython test_readwrite (write flag): write-ready calls handle_write and nothing else.
-#[test]
-fn readwrite_write_flag() {
-    each_case(&Family::ALL, |backend, family| {
+fn readwrite_write_flag(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, _peer) = connected_pair(family);
         let c = Counts::new();
@@ -56,9 +54,8 @@ fn readwrite_write_flag() {
 
 // CPython test_readwrite (POLLPRI flag): urgent data calls handle_expt and nothing else (TCP
 // only: Unix sockets have no out-of-band data).
-#[test]
-fn readwrite_priority_flag() {
-    each_case(&Family::INET, |backend, family| {
+fn readwrite_priority_flag(backend: Backend) {
+    each_family(&Family::INET, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -75,9 +72,8 @@ fn readwrite_priority_flag() {
 // socket that was never connected polls as hung up. select has no hang-up flag: it reports the
 // socket readable, and the read path then finds the socket unusable and ends it once (close
 // for TCP's ENOTCONN, error for a Unix socket's EINVAL), as asyncore's select path does.
-#[test]
-fn readwrite_hangup_flag() {
-    each_case(&Family::ALL, |backend, family| {
+fn readwrite_hangup_flag(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let ch = Channel::create_socket(family.domain(), Type::STREAM).unwrap();
         let c = Counts::new();
@@ -96,9 +92,8 @@ fn readwrite_hangup_flag() {
 // UDP socket that sent to a closed port gets ICMP port-unreachable: SO_ERROR set, POLLERR
 // without POLLIN. select reports it readable; the read then fails with ECONNREFUSED, which is
 // handle_error, as in asyncore's select path.
-#[test]
-fn readwrite_error_flag() {
-    each_case(&Family::INET, |backend, family| {
+fn readwrite_error_flag(backend: Backend) {
+    each_family(&Family::INET, |family| {
         let mut lp = new_loop(backend);
         let bind = if family == Family::V4 { "127.0.0.1:0" } else { "[::1]:0" };
         let closed = std::net::UdpSocket::bind(bind).unwrap();
@@ -123,9 +118,8 @@ fn readwrite_error_flag() {
 
 // CPython test_readwrite (POLLHUP|POLLERR from a peer's reset, which also reports POLLIN): the
 // read path runs first and meets the reset, then handle_close, once; never handle_error.
-#[test]
-fn readwrite_peer_reset() {
-    each_case(&Family::INET, |backend, family| {
+fn readwrite_peer_reset(backend: Backend) {
+    each_family(&Family::INET, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -139,9 +133,8 @@ fn readwrite_peer_reset() {
 }
 
 // CPython test_readwrite: read and write readiness in one event call both paths, once each.
-#[test]
-fn readwrite_read_and_write_flags() {
-    each_case(&Family::ALL, |backend, family| {
+fn readwrite_read_and_write_flags(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         write_all(&peer, b"both");
@@ -163,9 +156,8 @@ fn readwrite_read_and_write_flags() {
 // CPython test_readwriteexc and test_readwrite (exception cases): an error returned from a
 // handler reached through the read, write or exceptional path goes to handle_error, with that
 // error.
-#[test]
-fn readwriteexc() {
-    each_case(&Family::ALL, |backend, family| {
+fn readwriteexc(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let paths: &[Fail] = if family.is_inet() {
             &[Fail::Read, Fail::Write, Fail::Expt]
         } else {
@@ -201,9 +193,8 @@ fn readwriteexc() {
 
 // CPython test_readwriteexc (ExitNow): a deliberate stop from a handler ends the loop instead
 // of reaching handle_error; the channel stays, and the loop can run again.
-#[test]
-fn readwriteexc_exit_now() {
-    each_case(&Family::ALL, |backend, family| {
+fn readwriteexc_exit_now(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -263,9 +254,8 @@ impl Drop for Watchdog {
 
 // CONFORMANCE: with select, a readable socket also listed as exceptional gets handle_expt only
 // for real OOB data (and every backend agrees).
-#[test]
-fn expt_only_for_real_oob() {
-    each_case(&Family::ALL, |backend, family| {
+fn expt_only_for_real_oob(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -288,9 +278,8 @@ fn expt_only_for_real_oob() {
 
 // CPython test_closeall: close_all closes every channel of the map (the peers see end of
 // stream), empties it, and calls no handler.
-#[test]
-fn closeall() {
-    each_case(&Family::ALL, |backend, family| {
+fn closeall(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let c = Counts::new();
         let mut peers = Vec::new();
@@ -333,9 +322,8 @@ fn closeall_default() {
 
 // CPython BaseTestAPI.loop_waiting_for_flag / asyncore.loop(count=...): `count` passes, then
 // return.
-#[test]
-fn loop_count() {
-    each_case(&Family::ALL, |backend, family| {
+fn loop_count(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, _peer) = connected_pair(family);
         let c = Counts::new();
@@ -347,9 +335,8 @@ fn loop_count() {
 }
 
 // asyncore.loop(timeout=...): a pass with nothing ready returns after the timeout.
-#[test]
-fn loop_timeout() {
-    each_case(&Family::ALL, |backend, family| {
+fn loop_timeout(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ch, _ep) = listener_channel(family);
         let c = Counts::new();
@@ -365,9 +352,8 @@ fn loop_timeout() {
 
 // asyncore.loop() without count: runs until the map is empty (closing the last channel ends
 // it).
-#[test]
-fn loop_until_map_empty() {
-    each_case(&Family::ALL, |backend, family| {
+fn loop_until_map_empty(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let c = Counts::new();
         let mut peers = Vec::new();
@@ -407,14 +393,13 @@ impl Dispatcher for Failing {
 // CPython test_compact_traceback (and the default handle_error): the condensed report names
 // where the error came from. Rust errors carry no file and line; ours names the dispatcher type,
 // the failing handler and the channel, logs it at error level, and the channel is closed.
-#[test]
-fn compact_traceback() {
+fn compact_traceback(backend: Backend) {
     capture_logs();
     assert_eq!(
         sockloop::compact_report("Echo", "handle_read", "<Channel socket fd=7>", &io::Error::other("boom")),
         "uncaptured error in Echo::handle_read on <Channel socket fd=7>: boom"
     );
-    each_case(&Family::ALL, |backend, family| {
+    each_family(&Family::ALL, |family| {
         for what in ["report-me-please", "panic"] {
             clear_my_logs();
             let mut lp = new_loop(backend);
@@ -438,9 +423,8 @@ fn compact_traceback() {
 }
 
 // CPython test_handle_read: handle_read is called when data arrives.
-#[test]
-fn handle_read() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_read(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -460,9 +444,8 @@ fn handle_read() {
 }
 
 // CPython test_handle_write: handle_write is called on a connected, writable channel.
-#[test]
-fn handle_write() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_write(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, _peer) = connected_pair(family);
         let c = Counts::new();
@@ -474,9 +457,8 @@ fn handle_write() {
 
 // CPython test_handle_close: handle_close is called when the peer closes, after a recv sees
 // end of stream; once.
-#[test]
-fn handle_close() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_close(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -526,9 +508,8 @@ impl Dispatcher for Blaster {
 // CPython test_handle_close_after_conn_broken: the peer goes away while we write (ECONNRESET /
 // EPIPE): handle_close (or handle_expt), never handle_error. Both a plain close (our next send
 // meets a reset) and an abortive one (SO_LINGER 0; TCP only).
-#[test]
-fn handle_close_after_conn_broken() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_close_after_conn_broken(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         for abortive in [false, true] {
             if abortive && !family.is_inet() {
                 continue;
@@ -554,9 +535,8 @@ fn handle_close_after_conn_broken() {
 
 // CPython test_handle_expt: out-of-band data calls handle_expt (IPv4 and IPv6; not applicable
 // to Unix sockets, which have no urgent data).
-#[test]
-fn handle_expt() {
-    each_case(&Family::INET, |backend, family| {
+fn handle_expt(backend: Backend) {
+    each_family(&Family::INET, |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let c = Counts::new();
@@ -573,10 +553,9 @@ fn handle_expt() {
 
 // The default handle_expt reads the urgent byte away, so a peer flooding urgent data cannot
 // make the loop spin (DESIGN: "never loop on it").
-#[test]
-fn handle_expt_default_does_not_spin() {
+fn handle_expt_default_does_not_spin(backend: Backend) {
     capture_logs();
-    each_case(&Family::INET, |backend, family| {
+    each_family(&Family::INET, |family| {
         clear_my_logs();
         struct Plain;
         impl Dispatcher for Plain {
@@ -599,9 +578,8 @@ fn handle_expt_default_does_not_spin() {
 
 // CPython test_handle_error: a handler that fails reaches handle_error, which sees the original
 // error (and a panic arrives as a HandlerPanic).
-#[test]
-fn handle_error() {
-    each_case(&Family::ALL, |backend, family| {
+fn handle_error(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         for fail in [Fail::Read, Fail::PanicRead] {
             let mut lp = new_loop(backend);
             let (ours, peer) = connected_pair(family);
@@ -630,10 +608,9 @@ impl Dispatcher for Bare {}
 
 // CPython test_unhandled: events a dispatcher does not handle log a warning ("unhandled read
 // event" ...) and do not crash.
-#[test]
-fn unhandled() {
+fn unhandled(backend: Backend) {
     capture_logs();
-    each_case(&Family::ALL, |backend, family| {
+    each_family(&Family::ALL, |family| {
         clear_my_logs();
         let mut lp = new_loop(backend);
         let (l, ep) = listener_channel(family);
@@ -680,10 +657,9 @@ impl Dispatcher for Chatty {
 // CPython test_basic, test_repr, test_log, test_log_info: a channel's Debug (asyncore's repr)
 // names kind, state and address; log_info logs at the info, warning and error levels, naming
 // the channel.
-#[test]
-fn basic_repr_log_info() {
+fn basic_repr_log_info(backend: Backend) {
     capture_logs();
-    each_case(&Family::ALL, |backend, family| {
+    each_family(&Family::ALL, |family| {
         clear_my_logs();
         let fresh = Channel::create_socket(family.domain(), Type::STREAM).unwrap();
         assert_eq!(format!("{fresh:?}"), format!("<Channel socket fd={}>", fresh.fileno()));
@@ -733,31 +709,28 @@ fn strerror() {
 
 // Default Dispatcher::readable()/writable() are asyncore's (true, true); a datagram channel is
 // served like a stream one (create_socket supports datagrams).
-#[test]
-fn datagram_channel_reads() {
-    each_backend(|backend| {
-        let mut lp = new_loop(backend);
-        let mut ch = Channel::create_socket(Domain::IPV4, Type::DGRAM).unwrap();
-        ch.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-        let me = ch.local_addr().unwrap().as_socket().unwrap();
-        struct Dgram(std::rc::Rc<Counts>);
-        impl Dispatcher for Dgram {
-            fn writable(&self) -> bool {
-                false
-            }
-            fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-                let (n, _) = cx.channel.recv_from(cx.scratch)?;
-                self.0.data.borrow_mut().extend_from_slice(&cx.scratch[..n]);
-                Ok(())
-            }
+fn datagram_channel_reads(backend: Backend) {
+    let mut lp = new_loop(backend);
+    let mut ch = Channel::create_socket(Domain::IPV4, Type::DGRAM).unwrap();
+    ch.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let me = ch.local_addr().unwrap().as_socket().unwrap();
+    struct Dgram(std::rc::Rc<Counts>);
+    impl Dispatcher for Dgram {
+        fn writable(&self) -> bool {
+            false
         }
-        let c = Counts::new();
-        assert!(Bare.readable() && Bare.writable());
-        lp.add(ch, Dgram(c.clone())).unwrap();
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"dgram", me).unwrap();
-        drive(&mut lp, "the datagram", |_| c.data.borrow().len() == 5);
-        assert_eq!(&*c.data.borrow(), b"dgram");
-    });
+        fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+            let (n, _) = cx.channel.recv_from(cx.scratch)?;
+            self.0.data.borrow_mut().extend_from_slice(&cx.scratch[..n]);
+            Ok(())
+        }
+    }
+    let c = Counts::new();
+    assert!(Bare.readable() && Bare.writable());
+    lp.add(ch, Dgram(c.clone())).unwrap();
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"dgram", me).unwrap();
+    drive(&mut lp, "the datagram", |_| c.data.borrow().len() == 5);
+    assert_eq!(&*c.data.borrow(), b"dgram");
 }
 
 /// Whichever of the two runs first closes the other and adds a new channel (which may get the
@@ -793,31 +766,56 @@ impl Dispatcher for Closer {
 // Issue 2: channels created during service are serviced from the next pass, and a channel
 // closed during a pass gets no further events in it, even when a new channel reuses its
 // descriptor at once (DESIGN, "stale events"; CPython issue 75114).
-#[test]
-fn stale_events_and_new_channels() {
-    each_backend(|backend| {
-        let mut lp = new_loop(backend);
-        let tokens = Rc::new(RefCell::new([None, None]));
-        let ran = Counts::new();
-        let z = Counts::new();
-        let z_peer = Rc::new(RefCell::new(None));
-        let mut peers = Vec::new();
-        for me in 0..2 {
-            let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-            let d =
-                Closer { me, tokens: tokens.clone(), ran: ran.clone(), z: z.clone(), z_peer: z_peer.clone() };
-            tokens.borrow_mut()[me] = Some(lp.add(Channel::from(ours), d).unwrap());
-            peers.push(peer);
-        }
-        for p in &mut peers {
-            io::Write::write_all(p, b"go").unwrap(); // both ready in the same pass
-        }
-        lp.poll(Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(ran.read.get(), 1, "the closed channel got no event after its close");
-        assert_eq!(z.read.get(), 0, "the new channel waits for the next pass");
-        assert_eq!(lp.len(), 2);
-        drive(&mut lp, "the new channel's data", |_| z.data.borrow().len() == 5);
-        assert_eq!(z.read.get(), 1);
-        assert_eq!(ran.read.get(), 1);
-    });
+fn stale_events_and_new_channels(backend: Backend) {
+    let mut lp = new_loop(backend);
+    let tokens = Rc::new(RefCell::new([None, None]));
+    let ran = Counts::new();
+    let z = Counts::new();
+    let z_peer = Rc::new(RefCell::new(None));
+    let mut peers = Vec::new();
+    for me in 0..2 {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let d = Closer { me, tokens: tokens.clone(), ran: ran.clone(), z: z.clone(), z_peer: z_peer.clone() };
+        tokens.borrow_mut()[me] = Some(lp.add(Channel::from(ours), d).unwrap());
+        peers.push(peer);
+    }
+    for p in &mut peers {
+        io::Write::write_all(p, b"go").unwrap(); // both ready in the same pass
+    }
+    lp.poll(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(ran.read.get(), 1, "the closed channel got no event after its close");
+    assert_eq!(z.read.get(), 0, "the new channel waits for the next pass");
+    assert_eq!(lp.len(), 2);
+    drive(&mut lp, "the new channel's data", |_| z.data.borrow().len() == 5);
+    assert_eq!(z.read.get(), 1);
+    assert_eq!(ran.read.get(), 1);
 }
+
+backend_tests!(
+    readwrite_read_flag,
+    readwrite_write_flag,
+    readwrite_priority_flag,
+    readwrite_hangup_flag,
+    readwrite_error_flag,
+    readwrite_peer_reset,
+    readwrite_read_and_write_flags,
+    readwriteexc,
+    readwriteexc_exit_now,
+    expt_only_for_real_oob,
+    closeall,
+    loop_count,
+    loop_timeout,
+    loop_until_map_empty,
+    compact_traceback,
+    handle_read,
+    handle_write,
+    handle_close,
+    handle_close_after_conn_broken,
+    handle_expt,
+    handle_expt_default_does_not_spin,
+    handle_error,
+    unhandled,
+    basic_repr_log_info,
+    datagram_channel_reads,
+    stale_events_and_new_channels
+);

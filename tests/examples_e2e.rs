@@ -2,14 +2,14 @@
 //! echo_server under 200 concurrent real client sockets on every backend, its SIGTERM
 //! shutdown, and http_client against Python's http.server.
 
-mod common;
+mod support;
 
-use common::*;
 use sockloop::Backend;
 use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
+use support::*;
 
 /// Starts echo_server on `backend` with a free port; returns the guard, its address and its
 /// stdout (after the `listening on` line).
@@ -78,107 +78,101 @@ fn message_sizes(seed: u64) -> Vec<Vec<usize>> {
 
 // echo_server with 200 concurrent real clients sending random-sized messages (1 B to 1 MiB),
 // every byte echoed in order, on every backend; then SIGTERM: exit status 0 and the totals.
-#[test]
-fn echo_server_200_concurrent_clients() {
+fn echo_server_200_concurrent_clients(backend: Backend) {
     let sizes = message_sizes(0xec40);
     let total: usize = sizes.iter().flatten().sum();
     assert!(sizes.iter().flatten().any(|&s| s == 1) && sizes.iter().flatten().any(|&s| s == 1 << 20));
-    for &backend in Backend::all() {
-        let t0 = std::time::Instant::now();
-        let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
-        let barrier = Arc::new(Barrier::new(sizes.len()));
-        let handles: Vec<_> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, msgs)| {
-                let msgs = msgs.clone();
-                let barrier = barrier.clone();
-                std::thread::Builder::new()
-                    .stack_size(256 * 1024)
-                    .spawn(move || {
-                        let s = client(addr);
-                        barrier.wait(); // all 200 connected at once
-                        let mut rng = Rng(i as u64 * 7919 + 1);
-                        let data: Vec<Vec<u8>> = msgs.iter().map(|&n| rng.bytes(n)).collect();
-                        let expected = data.concat();
-                        let w = s.try_clone().unwrap();
-                        let writer = std::thread::Builder::new()
-                            .stack_size(128 * 1024)
-                            .spawn(move || {
-                                for m in &data {
-                                    std::io::Write::write_all(&mut &w, m).expect("send");
-                                }
-                            })
-                            .unwrap();
-                        let mut got = vec![0u8; expected.len()];
-                        (&s).read_exact(&mut got).unwrap_or_else(|e| panic!("client {i}: {e}"));
-                        writer.join().unwrap();
-                        assert!(got == expected, "client {i}: the echo differs");
-                        drop(s);
-                    })
-                    .unwrap()
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap_or_else(|_| panic!("{backend:?}: a client failed"));
-        }
-        terminate(&mut server);
-        let status = server.wait_exit(DEADLINE);
-        assert!(status.success(), "{backend:?}: exit status {status:?}");
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, format!("served 200 connections, echoed {total} bytes\n"), "{backend:?}");
-        eprintln!("{backend:?}: 200 clients echoed {total} bytes in {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
+    let barrier = Arc::new(Barrier::new(sizes.len()));
+    let handles: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, msgs)| {
+            let msgs = msgs.clone();
+            let barrier = barrier.clone();
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let s = client(addr);
+                    barrier.wait(); // all 200 connected at once
+                    let mut rng = Rng(i as u64 * 7919 + 1);
+                    let data: Vec<Vec<u8>> = msgs.iter().map(|&n| rng.bytes(n)).collect();
+                    let expected = data.concat();
+                    let w = s.try_clone().unwrap();
+                    let writer = std::thread::Builder::new()
+                        .stack_size(128 * 1024)
+                        .spawn(move || {
+                            for m in &data {
+                                std::io::Write::write_all(&mut &w, m).expect("send");
+                            }
+                        })
+                        .unwrap();
+                    let mut got = vec![0u8; expected.len()];
+                    (&s).read_exact(&mut got).unwrap_or_else(|e| panic!("client {i}: {e}"));
+                    writer.join().unwrap();
+                    assert!(got == expected, "client {i}: the echo differs");
+                    drop(s);
+                })
+                .unwrap()
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap_or_else(|_| panic!("{backend:?}: a client failed"));
     }
+    terminate(&mut server);
+    let status = server.wait_exit(DEADLINE);
+    assert!(status.success(), "{backend:?}: exit status {status:?}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, format!("served 200 connections, echoed {total} bytes\n"), "{backend:?}");
+    eprintln!("{backend:?}: 200 clients echoed {total} bytes in {:?}", t0.elapsed());
 }
 
 // SIGTERM with a client still connected and output queued: the server stops accepting,
 // flushes what it owes, prints what it served and exits 0 without waiting for the peer.
-#[test]
-fn echo_server_sigterm_flushes_and_exits_zero() {
-    for &backend in Backend::all() {
-        let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
-        let s = client(addr);
-        std::io::Write::write_all(&mut &s, b"hello").unwrap();
-        let mut got = [0u8; 5];
-        (&s).read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"hello");
-        // 4 MiB more, not read yet: the tail waits in the server's output.
-        let big = Rng(5).bytes(4 << 20);
-        let w = s.try_clone().unwrap();
-        let sent = big.clone();
-        let writer = std::thread::spawn(move || {
-            let _ = std::io::Write::write_all(&mut &w, &sent);
-        });
-        let mut echoed = vec![0u8; 1 << 20];
-        (&s).read_exact(&mut echoed).unwrap();
-        terminate(&mut server);
-        // The server closes after flushing; with our unread input still in its buffer that
-        // close may be a reset, which comes after the data it flushed.
-        let mut tail = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match (&s).read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => tail.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(e) => panic!("{backend:?}: reading the tail: {e}"),
-            }
+fn echo_server_sigterm_flushes_and_exits_zero(backend: Backend) {
+    let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
+    let s = client(addr);
+    std::io::Write::write_all(&mut &s, b"hello").unwrap();
+    let mut got = [0u8; 5];
+    (&s).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+    // 4 MiB more, not read yet: the tail waits in the server's output.
+    let big = Rng(5).bytes(4 << 20);
+    let w = s.try_clone().unwrap();
+    let sent = big.clone();
+    let writer = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut &w, &sent);
+    });
+    let mut echoed = vec![0u8; 1 << 20];
+    (&s).read_exact(&mut echoed).unwrap();
+    terminate(&mut server);
+    // The server closes after flushing; with our unread input still in its buffer that
+    // close may be a reset, which comes after the data it flushed.
+    let mut tail = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match (&s).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => tail.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{backend:?}: reading the tail: {e}"),
         }
-        writer.join().unwrap();
-        echoed.extend_from_slice(&tail);
-        assert!(big.starts_with(&echoed), "{backend:?}: what was echoed is a prefix of what was sent");
-        let status = server.wait_exit(DEADLINE);
-        assert!(status.success(), "{backend:?}: {status:?}");
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        assert!(
-            rest.starts_with("served 1 connections, echoed ") && rest.ends_with(" bytes\n"),
-            "{backend:?}: {rest:?}"
-        );
-        // It stopped listening.
-        assert!(TcpStream::connect(addr).is_err(), "{backend:?}: still accepting after SIGTERM");
     }
+    writer.join().unwrap();
+    echoed.extend_from_slice(&tail);
+    assert!(big.starts_with(&echoed), "{backend:?}: what was echoed is a prefix of what was sent");
+    let status = server.wait_exit(DEADLINE);
+    assert!(status.success(), "{backend:?}: {status:?}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.starts_with("served 1 connections, echoed ") && rest.ends_with(" bytes\n"),
+        "{backend:?}: {rest:?}"
+    );
+    // It stopped listening.
+    assert!(TcpStream::connect(addr).is_err(), "{backend:?}: still accepting after SIGTERM");
 }
 
 fn require_python() {
@@ -209,8 +203,7 @@ fn run(cmd: &mut Command) -> (std::process::ExitStatus, Vec<u8>, String) {
 
 // http_client against Python's http.server serving a binary file: exit 0, stdout is the raw
 // response and ends with the exact file bytes; on every backend.
-#[test]
-fn http_client_fetches_binary_file() {
+fn http_client_fetches_binary_file(backend: Backend) {
     require_python();
     let dir = TempDir::new("http");
     let mut content: Vec<u8> = (0..=255u8).collect();
@@ -236,40 +229,35 @@ fn http_client_fetches_binary_file() {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("cannot find the port in {line:?}"));
-    for &backend in Backend::all() {
-        let url = format!("http://127.0.0.1:{port}/blob.bin");
-        let (status, out, err) =
-            run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
-        assert!(status.success(), "{backend:?}: {status:?} {err}");
-        assert!(
-            out.starts_with(b"HTTP/1.0 200"),
-            "{backend:?}: {:?}",
-            String::from_utf8_lossy(&out[..40.min(out.len())])
-        );
-        assert!(out.ends_with(&content), "{backend:?}: stdout ends with the exact file bytes");
-        let head_len = out.len() - content.len();
-        let head = String::from_utf8_lossy(&out[..head_len]).to_lowercase();
-        assert!(head.contains(&format!("content-length: {}", content.len())), "{head}");
-        assert!(head.ends_with("\r\n\r\n"), "headers, then exactly the body: {head:?}");
-    }
+    let url = format!("http://127.0.0.1:{port}/blob.bin");
+    let (status, out, err) =
+        run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
+    assert!(status.success(), "{backend:?}: {status:?} {err}");
+    assert!(
+        out.starts_with(b"HTTP/1.0 200"),
+        "{backend:?}: {:?}",
+        String::from_utf8_lossy(&out[..40.min(out.len())])
+    );
+    assert!(out.ends_with(&content), "{backend:?}: stdout ends with the exact file bytes");
+    let head_len = out.len() - content.len();
+    let head = String::from_utf8_lossy(&out[..head_len]).to_lowercase();
+    assert!(head.contains(&format!("content-length: {}", content.len())), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "headers, then exactly the body: {head:?}");
 }
 
 // http_client exits nonzero with one line on stderr when it cannot connect.
-#[test]
-fn http_client_cannot_connect() {
+fn http_client_cannot_connect(backend: Backend) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     }; // closed now: connections are refused
-    for &backend in Backend::all() {
-        let url = format!("http://127.0.0.1:{port}/x");
-        let (status, out, err) =
-            run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
-        assert!(!status.success(), "{backend:?}");
-        assert!(out.is_empty(), "{backend:?}: nothing on stdout");
-        assert_eq!(err.lines().count(), 1, "{backend:?}: exactly one line: {err:?}");
-        assert!(err.ends_with('\n') && err.to_lowercase().contains("refused"), "{backend:?}: {err:?}");
-    }
+    let url = format!("http://127.0.0.1:{port}/x");
+    let (status, out, err) =
+        run(Command::new(example_path("http_client")).arg(&url).args(["--backend", backend.name()]));
+    assert!(!status.success(), "{backend:?}");
+    assert!(out.is_empty(), "{backend:?}: nothing on stdout");
+    assert_eq!(err.lines().count(), 1, "{backend:?}: exactly one line: {err:?}");
+    assert!(err.ends_with('\n') && err.to_lowercase().contains("refused"), "{backend:?}: {err:?}");
 }
 
 // echo_server --help and http_client --help work (clap), and a bad flag is refused.
@@ -286,26 +274,31 @@ fn examples_help() {
 
 // Issue 6: `--idle-timeout SECS` closes a silent client, not one that keeps talking, and
 // nothing is closed for idleness without it.
-#[test]
-fn echo_server_idle_timeout() {
-    for &backend in Backend::all() {
-        let (_guard, addr, _stdout) = start_echo_server(backend, &["--idle-timeout", "1"]);
-        let mut silent = client(addr);
-        let mut talker = client(addr);
-        let start = std::time::Instant::now();
-        // The talker speaks every 100 ms for 1.5 s, well past the silent client's timeout.
-        while start.elapsed() < std::time::Duration::from_millis(1500) {
-            std::io::Write::write_all(&mut talker, b"hi").unwrap();
-            let mut got = [0u8; 2];
-            talker.read_exact(&mut got).unwrap();
-            assert_eq!(&got, b"hi", "{backend:?}");
-            // Pacing the client, not synchronisation: the assertions wait on the server.
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        // The silent one was closed by the server: end of stream, within the deadline.
-        let mut rest = Vec::new();
-        silent.read_to_end(&mut rest).expect("the server closes the silent client");
-        assert!(rest.is_empty());
-        assert!(start.elapsed() >= std::time::Duration::from_secs(1), "{backend:?}: closed early");
+fn echo_server_idle_timeout(backend: Backend) {
+    let (_guard, addr, _stdout) = start_echo_server(backend, &["--idle-timeout", "1"]);
+    let mut silent = client(addr);
+    let mut talker = client(addr);
+    let start = std::time::Instant::now();
+    // The talker speaks every 100 ms for 1.5 s, well past the silent client's timeout.
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        std::io::Write::write_all(&mut talker, b"hi").unwrap();
+        let mut got = [0u8; 2];
+        talker.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi", "{backend:?}");
+        // Pacing the client, not synchronisation: the assertions wait on the server.
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The silent one was closed by the server: end of stream, within the deadline.
+    let mut rest = Vec::new();
+    silent.read_to_end(&mut rest).expect("the server closes the silent client");
+    assert!(rest.is_empty());
+    assert!(start.elapsed() >= std::time::Duration::from_secs(1), "{backend:?}: closed early");
 }
+
+backend_tests!(
+    echo_server_200_concurrent_clients,
+    echo_server_sigterm_flushes_and_exits_zero,
+    http_client_fetches_binary_file,
+    http_client_cannot_connect,
+    echo_server_idle_timeout
+);

@@ -1,9 +1,8 @@
 //! Faults the loop must survive (issue 5), over every backend: stale events after descriptor
 //! reuse, SIGPIPE, backpressure and the output limits, descriptor exhaustion on accept.
 
-mod common;
+mod support;
 
-use common::{cpu_ticks, example_path};
 use sockloop::{Backend, Channel, Context, Dispatcher, Loop, RunOptions, Token};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -11,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use support::{cpu_ticks, example_path};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -58,58 +58,55 @@ impl Dispatcher for Closer {
     }
 }
 
-#[test]
-fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer() {
+fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer(backend: Backend) {
     // cpython issue 75114: asyncore delivered the closed channel's event to the new one.
-    for &backend in Backend::all() {
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let (a, mut a_peer) = UnixStream::pair().unwrap();
-        let (b, mut b_peer) = UnixStream::pair().unwrap();
-        let victim = Rc::new(Cell::new(None));
-        let newcomer = Rc::new(RefCell::new(None));
-        let reused = Rc::new(Cell::new(false));
-        let b_fd = b.as_raw_fd();
-        lp.add(
-            Channel::from(a),
-            Closer {
-                victim: victim.clone(),
-                newcomer: newcomer.clone(),
-                victim_fd: b_fd,
-                reused_fd: reused.clone(),
-            },
-        )
-        .unwrap();
-        let victim_reads = Rc::new(Cell::new(0));
-        victim.set(Some(lp.add(Channel::from(b), Counter { reads: victim_reads.clone() }).unwrap()));
-        // Both ready before the pass: A is reported first (lower fd, readied first).
-        a_peer.write_all(b"a").unwrap();
-        b_peer.write_all(b"b").unwrap();
-        lp.run_with(RunOptions::new().timeout(LONG).count(1)).unwrap();
-        assert_eq!(victim_reads.get(), 0, "{backend:?}: the closed channel still got its event");
-        let (t, _peer) = newcomer.borrow_mut().take().expect("the closer ran");
-        // The newcomer has no data: any read it saw in this pass was the victim's event.
-        let reads = lp.get_mut::<Counter>(t).unwrap().reads.get();
-        assert_eq!(reads, 0, "{backend:?}: stale event delivered (fd reused: {})", reused.get());
-    }
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, mut a_peer) = UnixStream::pair().unwrap();
+    let (b, mut b_peer) = UnixStream::pair().unwrap();
+    let victim = Rc::new(Cell::new(None));
+    let newcomer = Rc::new(RefCell::new(None));
+    let reused = Rc::new(Cell::new(false));
+    let b_fd = b.as_raw_fd();
+    lp.add(
+        Channel::from(a),
+        Closer {
+            victim: victim.clone(),
+            newcomer: newcomer.clone(),
+            victim_fd: b_fd,
+            reused_fd: reused.clone(),
+        },
+    )
+    .unwrap();
+    let victim_reads = Rc::new(Cell::new(0));
+    victim.set(Some(lp.add(Channel::from(b), Counter { reads: victim_reads.clone() }).unwrap()));
+    // Both ready before the pass: A is reported first (lower fd, readied first).
+    a_peer.write_all(b"a").unwrap();
+    b_peer.write_all(b"b").unwrap();
+    lp.run_with(RunOptions::new().timeout(LONG).count(1)).unwrap();
+    assert_eq!(victim_reads.get(), 0, "{backend:?}: the closed channel still got its event");
+    let (t, _peer) = newcomer.borrow_mut().take().expect("the closer ran");
+    // The newcomer has no data: any read it saw in this pass was the victim's event.
+    let reads = lp.get_mut::<Counter>(t).unwrap().reads.get();
+    assert_eq!(reads, 0, "{backend:?}: stale event delivered (fd reused: {})", reused.get());
 }
 
 /// Runs the SIGPIPE scenario in a child process of this test binary with SIGPIPE at its
 /// default action (the test harness ignores it, which would hide a missing MSG_NOSIGNAL).
-#[test]
-fn writing_to_a_closed_peer_never_raises_sigpipe() {
+fn writing_to_a_closed_peer_never_raises_sigpipe(backend: Backend) {
     if std::env::var_os("SOCKLOOP_SIGPIPE_CHILD").is_some() {
-        sigpipe_child();
+        sigpipe_child(backend);
         return;
     }
+    let me = format!("writing_to_a_closed_peer_never_raises_sigpipe::{}", backend.name());
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "writing_to_a_closed_peer_never_raises_sigpipe", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &me, "--nocapture", "--test-threads=1"])
         .env("SOCKLOOP_SIGPIPE_CHILD", "1")
         .status()
         .unwrap();
     assert!(status.success(), "child died: {status:?}");
 }
 
-fn sigpipe_child() {
+fn sigpipe_child(backend: Backend) {
     // SAFETY: restores the default disposition of SIGPIPE in this single-purpose child process
     // before any other thread of it uses signals; no handler code is involved.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -135,18 +132,16 @@ fn sigpipe_child() {
         ch.send_all(b"into a pipe nobody reads").unwrap(); // EPIPE, not SIGPIPE
         assert!(ch.peer_closed());
     }
-    for &backend in Backend::all() {
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let (a, b) = UnixStream::pair().unwrap();
-        drop(b);
-        let mut ch = Channel::from(a);
-        ch.send_all(b"into the void").unwrap(); // EPIPE, not SIGPIPE: handle_close is due
-        let closes = Rc::new(Cell::new(0));
-        lp.add(ch, Writer { closes: closes.clone() }).unwrap();
-        lp.run_with(RunOptions::new().timeout(LONG).count(5)).unwrap();
-        assert_eq!(closes.get(), 1, "{backend:?}");
-        assert!(lp.is_empty());
-    }
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(b);
+    let mut ch = Channel::from(a);
+    ch.send_all(b"into the void").unwrap(); // EPIPE, not SIGPIPE: handle_close is due
+    let closes = Rc::new(Cell::new(0));
+    lp.add(ch, Writer { closes: closes.clone() }).unwrap();
+    lp.run_with(RunOptions::new().timeout(LONG).count(5)).unwrap();
+    assert_eq!(closes.get(), 1, "{backend:?}");
+    assert!(lp.is_empty());
 }
 
 /// Echoes into the channel's buffer; never closes for slowness.
@@ -161,60 +156,56 @@ impl Dispatcher for Echo {
     }
 }
 
-#[test]
-fn a_peer_that_never_reads_is_held_back_by_the_soft_limit_and_others_are_served() {
-    for &backend in Backend::all() {
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let soft = 256 * 1024;
-        let (slow, slow_peer) = UnixStream::pair().unwrap();
-        let mut ch = Channel::from(slow);
-        ch.set_output_limits(soft, usize::MAX);
-        let slow_t = lp.add(ch, Echo).unwrap();
-        let (fast, mut fast_peer) = UnixStream::pair().unwrap();
-        lp.add(Channel::from(fast), Echo).unwrap();
-        // The slow peer writes 32 MiB and reads nothing; its writes block once the loop stops
-        // reading from it, which is the backpressure.
-        let writer = std::thread::spawn(move || {
-            let mut s = slow_peer;
-            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
-            let chunk = vec![1u8; 64 * 1024];
-            let mut sent = 0usize;
-            while sent < 32 << 20 {
-                match s.write(&chunk) {
-                    Ok(n) => sent += n,
-                    Err(_) => break, // blocked for 2 s: the server stopped reading
-                }
-            }
-            (sent, s)
-        });
-        let mut max_pending = 0;
-        let deadline = Instant::now() + LONG;
-        while !writer.is_finished() && Instant::now() < deadline {
-            lp.poll(Some(Duration::from_millis(20))).unwrap();
-            max_pending = max_pending.max(lp.channel_mut(slow_t).unwrap().pending_output());
-        }
-        let (sent, _keep_open) = writer.join().unwrap();
-        assert!(sent < 32 << 20, "{backend:?}: the loop never stopped reading");
-        // Bounded: the soft limit plus at most one read's worth.
-        assert!(max_pending <= soft + sockloop::event_loop::SCRATCH_SIZE, "{backend:?}: {max_pending}");
-        // The other client is served promptly meanwhile.
-        fast_peer.write_all(b"ping").unwrap();
-        fast_peer.set_nonblocking(true).unwrap();
-        let mut got = Vec::new();
-        let deadline = Instant::now() + LONG;
-        while got.len() < 4 && Instant::now() < deadline {
-            lp.poll(Some(Duration::from_millis(20))).unwrap();
-            let mut buf = [0u8; 16];
-            if let Ok(n) = fast_peer.read(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
+fn a_peer_that_never_reads_is_held_back_by_the_soft_limit_and_others_are_served(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let soft = 256 * 1024;
+    let (slow, slow_peer) = UnixStream::pair().unwrap();
+    let mut ch = Channel::from(slow);
+    ch.set_output_limits(soft, usize::MAX);
+    let slow_t = lp.add(ch, Echo).unwrap();
+    let (fast, mut fast_peer) = UnixStream::pair().unwrap();
+    lp.add(Channel::from(fast), Echo).unwrap();
+    // The slow peer writes 32 MiB and reads nothing; its writes block once the loop stops
+    // reading from it, which is the backpressure.
+    let writer = std::thread::spawn(move || {
+        let mut s = slow_peer;
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 32 << 20 {
+            match s.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break, // blocked for 2 s: the server stopped reading
             }
         }
-        assert_eq!(got, b"ping", "{backend:?}");
+        (sent, s)
+    });
+    let mut max_pending = 0;
+    let deadline = Instant::now() + LONG;
+    while !writer.is_finished() && Instant::now() < deadline {
+        lp.poll(Some(Duration::from_millis(20))).unwrap();
+        max_pending = max_pending.max(lp.channel_mut(slow_t).unwrap().pending_output());
     }
+    let (sent, _keep_open) = writer.join().unwrap();
+    assert!(sent < 32 << 20, "{backend:?}: the loop never stopped reading");
+    // Bounded: the soft limit plus at most one read's worth.
+    assert!(max_pending <= soft + sockloop::event_loop::SCRATCH_SIZE, "{backend:?}: {max_pending}");
+    // The other client is served promptly meanwhile.
+    fast_peer.write_all(b"ping").unwrap();
+    fast_peer.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while got.len() < 4 && Instant::now() < deadline {
+        lp.poll(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 16];
+        if let Ok(n) = fast_peer.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(got, b"ping", "{backend:?}");
 }
 
-#[test]
-fn output_past_the_hard_limit_fails_the_channel_with_a_clear_error() {
+fn output_past_the_hard_limit_fails_the_channel_with_a_clear_error(backend: Backend) {
     struct Flood {
         errors: Rc<RefCell<Vec<io::ErrorKind>>>,
     }
@@ -236,19 +227,17 @@ fn output_past_the_hard_limit_fails_the_channel_with_a_clear_error() {
             cx.close();
         }
     }
-    for &backend in Backend::all() {
-        let mut lp = Loop::with_backend(backend).unwrap();
-        let (a, _never_reads) = UnixStream::pair().unwrap();
-        let mut ch = Channel::from(a);
-        ch.set_output_limits(1 << 20, 4 << 20);
-        let errors = Rc::new(RefCell::new(Vec::new()));
-        let t = lp.add(ch, Flood { errors: errors.clone() }).unwrap();
-        // An idle timeout of zero delivers the first tick to the channel's handle_timeout.
-        assert!(lp.set_idle_timeout(t, Some(Duration::ZERO)));
-        lp.run_with(RunOptions::new().timeout(LONG).count(200)).unwrap();
-        assert!(!lp.contains(t), "{backend:?}: still open");
-        assert_eq!(*errors.borrow(), vec![io::ErrorKind::OutOfMemory], "{backend:?}");
-    }
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, _never_reads) = UnixStream::pair().unwrap();
+    let mut ch = Channel::from(a);
+    ch.set_output_limits(1 << 20, 4 << 20);
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let t = lp.add(ch, Flood { errors: errors.clone() }).unwrap();
+    // An idle timeout of zero delivers the first tick to the channel's handle_timeout.
+    assert!(lp.set_idle_timeout(t, Some(Duration::ZERO)));
+    lp.run_with(RunOptions::new().timeout(LONG).count(200)).unwrap();
+    assert!(!lp.contains(t), "{backend:?}: still open");
+    assert_eq!(*errors.borrow(), vec![io::ErrorKind::OutOfMemory], "{backend:?}");
 }
 
 /// The echo_server example, started under `prlimit` with few descriptors.
@@ -288,42 +277,47 @@ fn echo_once(s: &mut std::net::TcpStream, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-#[test]
-fn out_of_descriptors_on_accept_rests_instead_of_spinning_and_recovers() {
-    for &backend in Backend::all() {
-        // ~10 descriptors are the server's own (stdio, listener, epoll, signal pipe, ...).
-        let server = start_limited_echo(32, backend);
-        let mut clients = Vec::new();
-        // Connect more clients than the server can accept; the kernel completes the
-        // handshakes into the backlog.
-        for _ in 0..40 {
-            let s = std::net::TcpStream::connect(server.addr).unwrap();
-            s.set_read_timeout(Some(LONG)).unwrap();
-            clients.push(s);
-        }
-        // The first ones are served...
-        echo_once(&mut clients[0], b"first").unwrap();
-        // ...while the server is out of descriptors it must not spin: watch its CPU time over
-        // a window of wall time (a spinning loop burns the whole window).
-        let ticks_per_sec = 100; // USER_HZ on Linux
-        let before = cpu_ticks(server.child.id());
-        let window = Instant::now();
-        // The last client cannot be accepted yet: its echo stays unanswered for the window.
-        clients[39].set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
-        assert!(echo_once(&mut clients[39], b"late").is_err(), "{backend:?}: accepted past the limit?");
-        let used = cpu_ticks(server.child.id()) - before;
-        let wall = window.elapsed().as_secs_f64();
-        assert!(
-            (used as f64 / ticks_per_sec as f64) < wall * 0.5,
-            "{backend:?}: server used {used} ticks in {wall:.2} s: spinning"
-        );
-        // Free descriptors: close early clients; the waiting ones are accepted and served.
-        clients.drain(..20);
-        let last = clients.last_mut().unwrap();
-        last.set_read_timeout(Some(LONG)).unwrap();
-        let mut got = vec![0u8; 4];
-        last.read_exact(&mut got).unwrap(); // the "late" bytes, echoed once accepted
-        assert_eq!(&got, b"late", "{backend:?}");
-        echo_once(last, b"again").unwrap();
+fn out_of_descriptors_on_accept_rests_instead_of_spinning_and_recovers(backend: Backend) {
+    // ~10 descriptors are the server's own (stdio, listener, epoll, signal pipe, ...).
+    let server = start_limited_echo(32, backend);
+    let mut clients = Vec::new();
+    // Connect more clients than the server can accept; the kernel completes the
+    // handshakes into the backlog.
+    for _ in 0..40 {
+        let s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        clients.push(s);
     }
+    // The first ones are served...
+    echo_once(&mut clients[0], b"first").unwrap();
+    // ...while the server is out of descriptors it must not spin: watch its CPU time over
+    // a window of wall time (a spinning loop burns the whole window).
+    let ticks_per_sec = 100; // USER_HZ on Linux
+    let before = cpu_ticks(server.child.id());
+    let window = Instant::now();
+    // The last client cannot be accepted yet: its echo stays unanswered for the window.
+    clients[39].set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    assert!(echo_once(&mut clients[39], b"late").is_err(), "{backend:?}: accepted past the limit?");
+    let used = cpu_ticks(server.child.id()) - before;
+    let wall = window.elapsed().as_secs_f64();
+    assert!(
+        (used as f64 / ticks_per_sec as f64) < wall * 0.5,
+        "{backend:?}: server used {used} ticks in {wall:.2} s: spinning"
+    );
+    // Free descriptors: close early clients; the waiting ones are accepted and served.
+    clients.drain(..20);
+    let last = clients.last_mut().unwrap();
+    last.set_read_timeout(Some(LONG)).unwrap();
+    let mut got = vec![0u8; 4];
+    last.read_exact(&mut got).unwrap(); // the "late" bytes, echoed once accepted
+    assert_eq!(&got, b"late", "{backend:?}");
+    echo_once(last, b"again").unwrap();
 }
+
+backend_tests!(
+    a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer,
+    writing_to_a_closed_peer_never_raises_sigpipe,
+    a_peer_that_never_reads_is_held_back_by_the_soft_limit_and_others_are_served,
+    output_past_the_hard_limit_fails_the_channel_with_a_clear_error,
+    out_of_descriptors_on_accept_rests_instead_of_spinning_and_recovers
+);

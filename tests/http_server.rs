@@ -5,14 +5,16 @@
 //! installed) agrees; a head that never ends closes only its connection with memory bounded;
 //! header and idle timeouts fire.
 
-mod process;
+mod support;
 
-use process::{have, py_script, python, read_to_close, Server, TempDir};
+use sockloop::Backend;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
+use support::process::{have, py_script, python, read_to_close, Server};
+use support::TempDir;
 
 const SECRET: &[u8] = b"TOP SECRET: outside the root";
 
@@ -49,10 +51,10 @@ fn root_of(tmp: &TempDir) -> String {
     tmp.0.join("root").to_string_lossy().into_owned()
 }
 
-fn python_client(backend: &str) {
+fn http_client_keep_alive_and_pipelining(backend: Backend) {
     let tmp = site();
     let root = root_of(&tmp);
-    let server = Server::start("http_server", &["--root", &root, "--backend", backend]);
+    let server = Server::start("http_server", &["--root", &root, "--backend", backend.name()]);
     let out = Command::new(python())
         .arg(py_script("http_check.py"))
         .args([server.port().to_string(), root])
@@ -68,21 +70,6 @@ fn python_client(backend: &str) {
     let (status, out) = server.stop();
     assert!(status.success(), "exit status {status}");
     assert!(out.contains("served"), "{out}");
-}
-
-#[test]
-fn http_client_keep_alive_and_pipelining_epoll() {
-    python_client("epoll");
-}
-
-#[test]
-fn http_client_keep_alive_and_pipelining_poll() {
-    python_client("poll");
-}
-
-#[test]
-fn http_client_keep_alive_and_pipelining_select() {
-    python_client("select");
 }
 
 struct Response {
@@ -342,9 +329,9 @@ fn curl_agrees() {
     assert!(status.success());
 }
 
-fn a_head_that_never_ends_closes_only_its_connection(backend: &str) {
+fn a_head_that_never_ends_closes_only_its_connection(backend: Backend) {
     let tmp = site();
-    let server = Server::start("http_server", &["--backend", backend, "--root", &root_of(&tmp)]);
+    let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root_of(&tmp)]);
     let s = server.connect();
     let mut w = s.try_clone().unwrap();
     let writer = thread::spawn(move || {
@@ -370,11 +357,20 @@ fn a_head_that_never_ends_closes_only_its_connection(backend: &str) {
     assert!(status.success());
 }
 
-fn header_and_idle_timeouts(backend: &str) {
+fn header_and_idle_timeouts(backend: Backend) {
     let tmp = site();
     let server = Server::start(
         "http_server",
-        &["--backend", backend, "--root", &root_of(&tmp), "--header-timeout", "1", "--idle-timeout", "2"],
+        &[
+            "--backend",
+            backend.name(),
+            "--root",
+            &root_of(&tmp),
+            "--header-timeout",
+            "1",
+            "--idle-timeout",
+            "2",
+        ],
     );
     // A head begun and never finished: 408 after the header timeout, then closed.
     let mut slow = server.connect();
@@ -389,12 +385,13 @@ fn header_and_idle_timeouts(backend: &str) {
     assert!(status.success());
 }
 
-fn sigterm_flushes_a_response_in_progress(backend: &str) {
+fn sigterm_flushes_a_response_in_progress(backend: Backend) {
     let tmp = site();
     let root = root_of(&tmp);
     let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(Path::new(&root).join("huge.bin"), &big).unwrap();
-    let server = Server::start("http_server", &["--backend", backend, "--root", &root, "--grace", "20"]);
+    let server =
+        Server::start("http_server", &["--backend", backend.name(), "--root", &root, "--grace", "20"]);
     let mut s = server.connect();
     s.write_all(&get("/huge.bin")).unwrap();
     let mut r = BufReader::new(s);
@@ -413,11 +410,11 @@ fn sigterm_flushes_a_response_in_progress(backend: &str) {
     assert!(out.contains("served 1 connections"), "{out}");
 }
 
-fn slowloris_heads_time_out_while_others_are_served(backend: &str) {
+fn slowloris_heads_time_out_while_others_are_served(backend: Backend) {
     let tmp = site();
     let server = Server::start(
         "http_server",
-        &["--backend", backend, "--root", &root_of(&tmp), "--header-timeout", "1"],
+        &["--backend", backend.name(), "--root", &root_of(&tmp), "--header-timeout", "1"],
     );
     // 200 connections, each with a request head begun and never finished.
     let mut slow: Vec<TcpStream> = (0..200)
@@ -441,9 +438,9 @@ fn slowloris_heads_time_out_while_others_are_served(backend: &str) {
     assert!(status.success());
 }
 
-fn more_than_1000_pipelined_requests_on_one_connection(backend: &str) {
+fn more_than_1000_pipelined_requests_on_one_connection(backend: Backend) {
     let tmp = site();
-    let server = Server::start("http_server", &["--backend", backend, "--root", &root_of(&tmp)]);
+    let server = Server::start("http_server", &["--backend", backend.name(), "--root", &root_of(&tmp)]);
     const N: usize = 1500;
     let s = server.connect();
     let mut w = s.try_clone().unwrap();
@@ -470,10 +467,11 @@ fn more_than_1000_pipelined_requests_on_one_connection(backend: &str) {
     assert!(out.contains(&format!("served 1 connections, {N} requests")), "{out}");
 }
 
-over_backends!(
+backend_tests!(
+    http_client_keep_alive_and_pipelining,
     a_head_that_never_ends_closes_only_its_connection,
     header_and_idle_timeouts,
-    slowloris_heads_time_out_while_others_are_served,
     sigterm_flushes_a_response_in_progress,
+    slowloris_heads_time_out_while_others_are_served,
     more_than_1000_pipelined_requests_on_one_connection
 );

@@ -1,6 +1,8 @@
 //! Loop services (issue 6): timers, idle timeouts, the cross-thread waker, signals and graceful
 //! shutdown, over every backend.
 
+mod support;
+
 use sockloop::{Backend, Channel, Context, Dispatcher, Ignore, Loop, RunOptions, Token};
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
@@ -10,87 +12,73 @@ use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(20);
 
-fn loops() -> impl Iterator<Item = (Backend, Loop)> {
-    Backend::all().iter().map(|&b| (b, Loop::with_backend(b).unwrap()))
+fn timers_fire_in_deadline_order_and_cancelled_ones_never(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let base = Instant::now();
+    let mut cancelled = Vec::new();
+    for (i, ms) in [(3, 30u64), (1, 10), (4, 40), (2, 20), (0, 0)] {
+        let o = order.clone();
+        lp.call_at(base + Duration::from_millis(ms), move |_| o.borrow_mut().push(i));
+        let o = order.clone();
+        cancelled.push(lp.call_at(base + Duration::from_millis(ms + 1), move |_| o.borrow_mut().push(99)));
+    }
+    for id in cancelled {
+        assert!(lp.cancel(id));
+    }
+    lp.run().unwrap(); // no channels: runs until the timers are done
+    assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4], "{backend:?}");
+    assert_eq!(lp.pending_timers(), 0);
 }
 
-#[test]
-fn timers_fire_in_deadline_order_and_cancelled_ones_never() {
-    for (backend, mut lp) in loops() {
-        let order = Rc::new(RefCell::new(Vec::new()));
-        let base = Instant::now();
-        let mut cancelled = Vec::new();
-        for (i, ms) in [(3, 30u64), (1, 10), (4, 40), (2, 20), (0, 0)] {
-            let o = order.clone();
-            lp.call_at(base + Duration::from_millis(ms), move |_| o.borrow_mut().push(i));
-            let o = order.clone();
-            cancelled
-                .push(lp.call_at(base + Duration::from_millis(ms + 1), move |_| o.borrow_mut().push(99)));
+fn the_next_deadline_caps_the_wait(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    // An idle listener keeps the loop waiting; the run timeout (30 s) is not what ends
+    // the first wait: the 50 ms timer is.
+    lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
+    let fired = Rc::new(Cell::new(None));
+    let f = fired.clone();
+    let start = Instant::now();
+    lp.call_later(Duration::from_millis(50), move |_| f.set(Some(Instant::now())));
+    lp.run_with(RunOptions::new().timeout(Duration::from_secs(30)).count(1)).unwrap();
+    let at = fired.get().unwrap_or_else(|| panic!("{backend:?}: the timer did not fire in the first pass"));
+    assert!(at.duration_since(start) >= Duration::from_millis(50), "{backend:?}: fired early");
+    assert!(start.elapsed() < Duration::from_secs(10), "{backend:?}: waited for the run timeout");
+}
+
+fn a_zero_delay_timer_scheduled_by_a_timer_runs_on_the_next_pass(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
+    let ran = Rc::new(Cell::new(0));
+    let r = ran.clone();
+    lp.call_later(Duration::ZERO, move |lp| {
+        r.set(1);
+        let r2 = r.clone();
+        lp.call_later(Duration::ZERO, move |_| r2.set(2));
+    });
+    let one_pass = RunOptions::new().timeout(Duration::from_secs(5)).count(1);
+    lp.run_with(one_pass).unwrap();
+    assert_eq!(ran.get(), 1, "{backend:?}: the inner timer ran in the same pass");
+    let start = Instant::now();
+    lp.run_with(one_pass).unwrap();
+    assert_eq!(ran.get(), 2, "{backend:?}");
+    assert!(start.elapsed() < Duration::from_secs(4), "{backend:?}: the due timer did not cut the wait");
+}
+
+fn call_every_repeats_until_cancelled_from_inside(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let n = Rc::new(Cell::new(0));
+    let id = Rc::new(Cell::new(None));
+    let (n2, id2) = (n.clone(), id.clone());
+    let timer = lp.call_every(Duration::from_millis(1), move |lp| {
+        n2.set(n2.get() + 1);
+        if n2.get() == 5 {
+            assert!(lp.cancel(id2.get().unwrap()));
         }
-        for id in cancelled {
-            assert!(lp.cancel(id));
-        }
-        lp.run().unwrap(); // no channels: runs until the timers are done
-        assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4], "{backend:?}");
-        assert_eq!(lp.pending_timers(), 0);
-    }
-}
-
-#[test]
-fn the_next_deadline_caps_the_wait() {
-    for (backend, mut lp) in loops() {
-        // An idle listener keeps the loop waiting; the run timeout (30 s) is not what ends
-        // the first wait: the 50 ms timer is.
-        lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
-        let fired = Rc::new(Cell::new(None));
-        let f = fired.clone();
-        let start = Instant::now();
-        lp.call_later(Duration::from_millis(50), move |_| f.set(Some(Instant::now())));
-        lp.run_with(RunOptions::new().timeout(Duration::from_secs(30)).count(1)).unwrap();
-        let at =
-            fired.get().unwrap_or_else(|| panic!("{backend:?}: the timer did not fire in the first pass"));
-        assert!(at.duration_since(start) >= Duration::from_millis(50), "{backend:?}: fired early");
-        assert!(start.elapsed() < Duration::from_secs(10), "{backend:?}: waited for the run timeout");
-    }
-}
-
-#[test]
-fn a_zero_delay_timer_scheduled_by_a_timer_runs_on_the_next_pass() {
-    for (backend, mut lp) in loops() {
-        lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
-        let ran = Rc::new(Cell::new(0));
-        let r = ran.clone();
-        lp.call_later(Duration::ZERO, move |lp| {
-            r.set(1);
-            let r2 = r.clone();
-            lp.call_later(Duration::ZERO, move |_| r2.set(2));
-        });
-        let one_pass = RunOptions::new().timeout(Duration::from_secs(5)).count(1);
-        lp.run_with(one_pass).unwrap();
-        assert_eq!(ran.get(), 1, "{backend:?}: the inner timer ran in the same pass");
-        let start = Instant::now();
-        lp.run_with(one_pass).unwrap();
-        assert_eq!(ran.get(), 2, "{backend:?}");
-        assert!(start.elapsed() < Duration::from_secs(4), "{backend:?}: the due timer did not cut the wait");
-    }
-}
-
-#[test]
-fn call_every_repeats_until_cancelled_from_inside() {
-    for (backend, mut lp) in loops() {
-        let n = Rc::new(Cell::new(0));
-        let id = Rc::new(Cell::new(None));
-        let (n2, id2) = (n.clone(), id.clone());
-        let timer = lp.call_every(Duration::from_millis(1), move |lp| {
-            n2.set(n2.get() + 1);
-            if n2.get() == 5 {
-                assert!(lp.cancel(id2.get().unwrap()));
-            }
-        });
-        id.set(Some(timer));
-        lp.run().unwrap(); // ends when the cancelled timer leaves nothing pending
-        assert_eq!(n.get(), 5, "{backend:?}");
-    }
+    });
+    id.set(Some(timer));
+    lp.run().unwrap(); // ends when the cancelled timer leaves nothing pending
+    assert_eq!(n.get(), 5, "{backend:?}");
 }
 
 /// Counts its timeouts and reads whatever arrives.
@@ -120,37 +108,32 @@ impl Dispatcher for Idle {
     }
 }
 
-#[test]
-fn idle_timeouts_count_from_the_last_event() {
-    for (backend, mut lp) in loops() {
-        let idle = Duration::from_millis(300);
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let timeouts = Rc::new(RefCell::new(Vec::new()));
-        let t = lp.add(Channel::from(a), Idle { timeouts: timeouts.clone(), set_on_read: None }).unwrap();
-        let start = Instant::now();
-        assert!(lp.set_idle_timeout(t, Some(idle)));
-        // Traffic 200 ms in (a loop timer writes from the peer side) resets the idle clock.
-        let last_write = Rc::new(Cell::new(start));
-        let lw = last_write.clone();
-        let mut peer = b.try_clone().unwrap();
-        lp.call_later(Duration::from_millis(200), move |_| {
-            peer.write_all(b"x").unwrap();
-            lw.set(Instant::now());
-        });
-        let deadline = Instant::now() + LONG;
-        while lp.contains(t) && Instant::now() < deadline {
-            lp.poll(Some(Duration::from_millis(100))).unwrap();
-        }
-        let fired = *timeouts.borrow().first().unwrap_or_else(|| panic!("{backend:?}: no timeout"));
-        assert_eq!(timeouts.borrow().len(), 1, "{backend:?}");
-        assert!(
-            fired.duration_since(last_write.get()) >= idle,
-            "{backend:?}: fired before idle after the write"
-        );
-        assert!(fired.duration_since(start) >= Duration::from_millis(200) + idle, "{backend:?}");
-        let mut rest = Vec::new();
-        b.read_to_end(&mut rest).unwrap(); // closed: end of stream
+fn idle_timeouts_count_from_the_last_event(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let idle = Duration::from_millis(300);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let timeouts = Rc::new(RefCell::new(Vec::new()));
+    let t = lp.add(Channel::from(a), Idle { timeouts: timeouts.clone(), set_on_read: None }).unwrap();
+    let start = Instant::now();
+    assert!(lp.set_idle_timeout(t, Some(idle)));
+    // Traffic 200 ms in (a loop timer writes from the peer side) resets the idle clock.
+    let last_write = Rc::new(Cell::new(start));
+    let lw = last_write.clone();
+    let mut peer = b.try_clone().unwrap();
+    lp.call_later(Duration::from_millis(200), move |_| {
+        peer.write_all(b"x").unwrap();
+        lw.set(Instant::now());
+    });
+    let deadline = Instant::now() + LONG;
+    while lp.contains(t) && Instant::now() < deadline {
+        lp.poll(Some(Duration::from_millis(100))).unwrap();
     }
+    let fired = *timeouts.borrow().first().unwrap_or_else(|| panic!("{backend:?}: no timeout"));
+    assert_eq!(timeouts.borrow().len(), 1, "{backend:?}");
+    assert!(fired.duration_since(last_write.get()) >= idle, "{backend:?}: fired before idle after the write");
+    assert!(fired.duration_since(start) >= Duration::from_millis(200) + idle, "{backend:?}");
+    let mut rest = Vec::new();
+    b.read_to_end(&mut rest).unwrap(); // closed: end of stream
 }
 
 /// Records `(thread, seq)` per closure posted through the waker.
@@ -169,74 +152,73 @@ impl Dispatcher for Recorder {
     }
 }
 
-#[test]
-fn a_million_closures_from_eight_threads_each_run_once_in_order() {
+fn a_million_closures_from_eight_threads_each_run_once_in_order(backend: Backend) {
     const THREADS: usize = 8;
     const EACH: u64 = 125_000;
-    for (backend, mut lp) in loops() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let token: Token =
-            lp.add(Channel::from(a), Recorder { next: vec![0; THREADS], ..Default::default() }).unwrap();
-        let waker = lp.waker().unwrap();
-        let threads: Vec<_> = (0..THREADS)
-            .map(|id| {
-                let w = waker.clone();
-                std::thread::spawn(move || {
-                    for seq in 0..EACH {
-                        w.call_soon(move |lp| {
-                            let r = lp.get_mut::<Recorder>(token).unwrap();
-                            if r.next[id] != seq {
-                                r.out_of_order += 1;
-                            }
-                            r.next[id] = seq + 1;
-                            r.total += 1;
-                            if r.total == THREADS as u64 * EACH {
-                                lp.stop();
-                            }
-                        })
-                        .unwrap();
-                    }
-                })
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let token: Token =
+        lp.add(Channel::from(a), Recorder { next: vec![0; THREADS], ..Default::default() }).unwrap();
+    let waker = lp.waker().unwrap();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|id| {
+            let w = waker.clone();
+            std::thread::spawn(move || {
+                for seq in 0..EACH {
+                    w.call_soon(move |lp| {
+                        let r = lp.get_mut::<Recorder>(token).unwrap();
+                        if r.next[id] != seq {
+                            r.out_of_order += 1;
+                        }
+                        r.next[id] = seq + 1;
+                        r.total += 1;
+                        if r.total == THREADS as u64 * EACH {
+                            lp.stop();
+                        }
+                    })
+                    .unwrap();
+                }
             })
-            .collect();
-        let start = Instant::now();
-        lp.run_with(RunOptions::new().timeout(Duration::from_secs(1)).until_stopped().count(100_000))
-            .unwrap();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let r = lp.get_mut::<Recorder>(token).unwrap();
-        assert_eq!(r.total, THREADS as u64 * EACH, "{backend:?} after {:?}", start.elapsed());
-        assert_eq!(r.out_of_order, 0, "{backend:?}");
-        assert!(r.next.iter().all(|&n| n == EACH));
-        // Nothing more was queued: a further pass runs nothing twice.
-        lp.run_with(RunOptions::new().timeout(Duration::ZERO).count(1)).unwrap();
-        assert_eq!(lp.get_mut::<Recorder>(token).unwrap().total, THREADS as u64 * EACH);
+        })
+        .collect();
+    let start = Instant::now();
+    lp.run_with(RunOptions::new().timeout(Duration::from_secs(1)).until_stopped().count(100_000)).unwrap();
+    for t in threads {
+        t.join().unwrap();
     }
+    let r = lp.get_mut::<Recorder>(token).unwrap();
+    assert_eq!(r.total, THREADS as u64 * EACH, "{backend:?} after {:?}", start.elapsed());
+    assert_eq!(r.out_of_order, 0, "{backend:?}");
+    assert!(r.next.iter().all(|&n| n == EACH));
+    // Nothing more was queued: a further pass runs nothing twice.
+    lp.run_with(RunOptions::new().timeout(Duration::ZERO).count(1)).unwrap();
+    assert_eq!(lp.get_mut::<Recorder>(token).unwrap().total, THREADS as u64 * EACH);
 }
 
-#[test]
-fn signals_reach_their_handler_on_the_loop_thread() {
+fn signals_reach_their_handler_on_the_loop_thread(backend: Backend) {
     // SIGHUP is used by this test only (SIGINT/SIGTERM are exercised on the example servers).
-    for (backend, mut lp) in loops() {
-        let hits = Rc::new(Cell::new(0));
-        let h = hits.clone();
-        let loop_thread = std::thread::current().id();
-        lp.on_signal(libc::SIGHUP, move |lp| {
-            assert_eq!(std::thread::current().id(), loop_thread);
-            h.set(h.get() + 1);
-            lp.stop();
-        })
-        .unwrap();
-        // An idle channel keeps the loop in its wait when the signal interrupts it.
-        lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
-        let sender = std::thread::spawn(|| signal_hook::low_level::raise(libc::SIGHUP).unwrap());
-        let start = Instant::now();
-        lp.run_with(RunOptions::new().timeout(Duration::from_secs(1)).count(200)).unwrap();
-        sender.join().unwrap();
-        assert_eq!(hits.get(), 1, "{backend:?}");
-        assert!(start.elapsed() < LONG);
-    }
+    // A raised signal reaches every loop watching it: one backend at a time, so each loop
+    // counts only its own.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let hits = Rc::new(Cell::new(0));
+    let h = hits.clone();
+    let loop_thread = std::thread::current().id();
+    lp.on_signal(libc::SIGHUP, move |lp| {
+        assert_eq!(std::thread::current().id(), loop_thread);
+        h.set(h.get() + 1);
+        lp.stop();
+    })
+    .unwrap();
+    // An idle channel keeps the loop in its wait when the signal interrupts it.
+    lp.add(Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 1).unwrap(), Ignore).unwrap();
+    let sender = std::thread::spawn(|| signal_hook::low_level::raise(libc::SIGHUP).unwrap());
+    let start = Instant::now();
+    lp.run_with(RunOptions::new().timeout(Duration::from_secs(1)).count(200)).unwrap();
+    sender.join().unwrap();
+    assert_eq!(hits.get(), 1, "{backend:?}");
+    assert!(start.elapsed() < LONG);
 }
 
 /// A channel whose output was queued up front and that never reads.
@@ -250,52 +232,47 @@ impl Dispatcher for Sender {
     }
 }
 
-#[test]
-fn graceful_shutdown_flushes_queued_output_then_ends_the_loop() {
-    for (backend, mut lp) in loops() {
-        let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
-        lp.add(listener, Ignore).unwrap();
-        let (a, b) = UnixStream::pair().unwrap();
-        let payload: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
-        let mut ch = Channel::from(a);
-        ch.send_all(&payload).unwrap();
-        assert!(ch.pending_output() > 0, "the kernel took 8 MiB at once");
-        lp.add(ch, Sender).unwrap();
-        lp.shutdown(Duration::from_secs(60));
-        // The listener closed at once: new connections are refused.
-        assert!(std::net::TcpStream::connect(addr).is_err(), "{backend:?}");
-        let reader = std::thread::spawn(move || {
-            let mut b = b;
-            let mut got = Vec::new();
-            b.read_to_end(&mut got).unwrap();
-            got
-        });
-        let start = Instant::now();
-        lp.run().unwrap();
-        assert!(lp.is_empty());
-        assert!(start.elapsed() < LONG);
-        assert_eq!(reader.join().unwrap(), payload, "{backend:?}");
-    }
+fn graceful_shutdown_flushes_queued_output_then_ends_the_loop(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    lp.add(listener, Ignore).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let payload: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
+    let mut ch = Channel::from(a);
+    ch.send_all(&payload).unwrap();
+    assert!(ch.pending_output() > 0, "the kernel took 8 MiB at once");
+    lp.add(ch, Sender).unwrap();
+    lp.shutdown(Duration::from_secs(60));
+    // The listener closed at once: new connections are refused.
+    assert!(std::net::TcpStream::connect(addr).is_err(), "{backend:?}");
+    let reader = std::thread::spawn(move || {
+        let mut b = b;
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        got
+    });
+    let start = Instant::now();
+    lp.run().unwrap();
+    assert!(lp.is_empty());
+    assert!(start.elapsed() < LONG);
+    assert_eq!(reader.join().unwrap(), payload, "{backend:?}");
 }
 
-#[test]
-fn graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline() {
-    for (backend, mut lp) in loops() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let mut ch = Channel::from(a);
-        ch.send_all(&vec![7u8; 4 << 20]).unwrap();
-        lp.add(ch, Sender).unwrap();
-        let start = Instant::now();
-        lp.shutdown(Duration::from_millis(200));
-        lp.run().unwrap();
-        assert!(lp.is_empty(), "{backend:?}");
-        assert!(start.elapsed() >= Duration::from_millis(200), "{backend:?}: gave up early");
-    }
+fn graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut ch = Channel::from(a);
+    ch.send_all(&vec![7u8; 4 << 20]).unwrap();
+    lp.add(ch, Sender).unwrap();
+    let start = Instant::now();
+    lp.shutdown(Duration::from_millis(200));
+    lp.run().unwrap();
+    assert!(lp.is_empty(), "{backend:?}");
+    assert!(start.elapsed() >= Duration::from_millis(200), "{backend:?}: gave up early");
 }
 
-#[test]
-fn timers_can_be_scheduled_and_cancelled_from_handlers() {
+fn timers_can_be_scheduled_and_cancelled_from_handlers(backend: Backend) {
     struct Arm {
         fired: Rc<Cell<u32>>,
     }
@@ -316,12 +293,24 @@ fn timers_can_be_scheduled_and_cancelled_from_handlers() {
             Ok(())
         }
     }
-    for (backend, mut lp) in loops() {
-        let fired = Rc::new(Cell::new(0));
-        let (a, mut b) = UnixStream::pair().unwrap();
-        lp.add(Channel::from(a), Arm { fired: fired.clone() }).unwrap();
-        b.write_all(b"go").unwrap();
-        lp.run().unwrap(); // the channel closes; the loop runs on until the timer fired
-        assert_eq!(fired.get(), 1, "{backend:?}");
-    }
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let fired = Rc::new(Cell::new(0));
+    let (a, mut b) = UnixStream::pair().unwrap();
+    lp.add(Channel::from(a), Arm { fired: fired.clone() }).unwrap();
+    b.write_all(b"go").unwrap();
+    lp.run().unwrap(); // the channel closes; the loop runs on until the timer fired
+    assert_eq!(fired.get(), 1, "{backend:?}");
 }
+
+backend_tests!(
+    timers_fire_in_deadline_order_and_cancelled_ones_never,
+    the_next_deadline_caps_the_wait,
+    a_zero_delay_timer_scheduled_by_a_timer_runs_on_the_next_pass,
+    call_every_repeats_until_cancelled_from_inside,
+    idle_timeouts_count_from_the_last_event,
+    a_million_closures_from_eight_threads_each_run_once_in_order,
+    signals_reach_their_handler_on_the_loop_thread,
+    graceful_shutdown_flushes_queued_output_then_ends_the_loop,
+    graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline,
+    timers_can_be_scheduled_and_cancelled_from_handlers
+);

@@ -3,12 +3,14 @@
 //! over a raw socket; hostile input (a line that never ends, in both phases) closes only its
 //! connection with memory bounded; the idle timeout answers 421.
 
-mod process;
+mod support;
 
-use process::{py_script, python, read_to_close, Lines, Server, TempDir};
+use sockloop::Backend;
 use std::io::Write;
 use std::process::Command;
 use std::thread;
+use support::process::{py_script, python, read_to_close, Lines, Server};
+use support::TempDir;
 
 fn mail_dir(tmp: &TempDir) -> String {
     tmp.0.join("mail").to_string_lossy().into_owned()
@@ -51,10 +53,8 @@ fn smtplib_200_messages_over_20_connections() {
     smtplib_sends("epoll", 200, 20);
 }
 
-#[test]
-fn smtplib_over_select_and_poll() {
-    smtplib_sends("select", 20, 4);
-    smtplib_sends("poll", 20, 4);
+fn smtplib_20_messages_over_4_connections(backend: Backend) {
+    smtplib_sends(backend.name(), 20, 4);
 }
 
 /// Sends `cmd` and returns the reply's last line (the one with a space after the code).
@@ -230,18 +230,20 @@ fn flood(in_data: bool, backend: &str) {
     assert!(status.success());
 }
 
-fn an_endless_command_line_closes_only_its_connection(backend: &str) {
-    flood(false, backend);
+fn an_endless_command_line_closes_only_its_connection(backend: Backend) {
+    flood(false, backend.name());
 }
 
-fn an_endless_data_line_closes_only_its_connection(backend: &str) {
-    flood(true, backend);
+fn an_endless_data_line_closes_only_its_connection(backend: Backend) {
+    flood(true, backend.name());
 }
 
-fn idle_timeout_answers_421(backend: &str) {
+fn idle_timeout_answers_421(backend: Backend) {
     let tmp = TempDir::new("smtp");
-    let server =
-        Server::start("smtp_sink", &["--backend", backend, "--dir", &mail_dir(&tmp), "--idle-timeout", "1"]);
+    let server = Server::start(
+        "smtp_sink",
+        &["--backend", backend.name(), "--dir", &mail_dir(&tmp), "--idle-timeout", "1"],
+    );
     let mut c = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut c)), "220");
     assert_eq!(code(&cmd(&mut c, "HELO x")), "250");
@@ -292,10 +294,10 @@ fn a_big_message_is_streamed_to_disk() {
     assert!(status.success());
 }
 
-fn sigterm_answers_421_and_drops_a_message_in_progress(backend: &str) {
+fn sigterm_answers_421_and_drops_a_message_in_progress(backend: Backend) {
     let tmp = TempDir::new("smtp");
     let dir = mail_dir(&tmp);
-    let server = Server::start("smtp_sink", &["--backend", backend, "--dir", &dir]);
+    let server = Server::start("smtp_sink", &["--backend", backend.name(), "--dir", &dir]);
     let mut idle = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut idle)), "220");
     let mut busy = Lines::new(server.connect());
@@ -320,11 +322,11 @@ fn sigterm_answers_421_and_drops_a_message_in_progress(backend: &str) {
     assert!(files(&tmp.0.join(".mail.smtp_sink.tmp").to_string_lossy()).is_empty(), "a spool file was left");
 }
 
-fn a_command_line_dribbled_too_slowly_gets_421(backend: &str) {
+fn a_command_line_dribbled_too_slowly_gets_421(backend: Backend) {
     let tmp = TempDir::new("smtp");
     let server = Server::start(
         "smtp_sink",
-        &["--backend", backend, "--dir", &mail_dir(&tmp), "--command-timeout", "1"],
+        &["--backend", backend.name(), "--dir", &mail_dir(&tmp), "--command-timeout", "1"],
     );
     let mut slow = Lines::new(server.connect());
     assert_eq!(code(&reply(&mut slow)), "220");
@@ -342,10 +344,11 @@ fn a_command_line_dribbled_too_slowly_gets_421(backend: &str) {
     assert!(status.success());
 }
 
-over_backends!(
+backend_tests!(
+    smtplib_20_messages_over_4_connections,
     an_endless_command_line_closes_only_its_connection,
     an_endless_data_line_closes_only_its_connection,
     idle_timeout_answers_421,
-    a_command_line_dribbled_too_slowly_gets_421,
-    sigterm_answers_421_and_drops_a_message_in_progress
+    sigterm_answers_421_and_drops_a_message_in_progress,
+    a_command_line_dribbled_too_slowly_gets_421
 );

@@ -6,7 +6,7 @@
 //! one address's ephemeral ports), sends 64 bytes, half-closes, and reads the echo until the
 //! server closes: the server closes first, after sending everything it owed.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -25,7 +25,7 @@ impl Drop for Server {
 }
 
 fn start_echo() -> Server {
-    let mut child = std::process::Command::new(common::example_path("echo_server"))
+    let mut child = std::process::Command::new(support::example_path("echo_server"))
         .args(["--bind", "127.0.0.1:0", "--quiet"])
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -8,14 +8,14 @@
 //! - test_resource_warning's warning: Rust has no garbage collector; dropping the wrapper closes
 //!   the descriptor (tested below as `resource_warning_drop_closes`).
 
-mod common;
+mod support;
 
-use common::*;
-use sockloop::{file_dispatcher, Channel, Context, Dispatcher, FileWrapper, RunOptions, WithSend};
+use sockloop::{file_dispatcher, Backend, Channel, Context, Dispatcher, FileWrapper, RunOptions, WithSend};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
+use support::*;
 
 /// Sends one more piece from handle_connect, through the buffered `send_all`.
 struct Sender {
@@ -38,9 +38,8 @@ impl Dispatcher for Sender {
 // established, and in several pieces, all arrives in order, driven by poll passes until the
 // out buffer is empty; and the channel is writable only while output is pending (an idle
 // WithSend channel does not wake the loop).
-#[test]
-fn with_send_send() {
-    each_case(&Family::ALL, |backend, family| {
+fn with_send_send(backend: Backend) {
+    each_family(&Family::ALL, |family| {
         let mut lp = new_loop(backend);
         let (listener, ep) = std_listener(family);
         let reader = std::thread::spawn(move || {
@@ -119,70 +118,68 @@ fn file_wrapper_send() {
 // CPython FileWrapperTest.test_dispatcher: a file_dispatcher over a regular file delivers the
 // whole content through handle_read within two passes, on every backend (epoll cannot watch a
 // regular file and must still serve it).
-#[test]
-fn file_dispatcher_regular_file() {
-    each_backend(|backend| {
-        let dir = TempDir::new("fd");
-        let file = std::fs::File::open(data_file(&dir, DATA)).unwrap();
-        let mut lp = new_loop(backend);
-        let c = Counts::new();
-        lp.add(file_dispatcher(&file).unwrap(), Probe::new(&c)).unwrap();
-        lp.run_with(RunOptions::new().timeout(Duration::from_millis(10)).count(2)).unwrap();
-        assert_eq!(&*c.data.borrow(), DATA);
-        assert_eq!(c.error.get(), 0);
-    });
+fn file_dispatcher_regular_file(backend: Backend) {
+    let dir = TempDir::new("fd");
+    let file = std::fs::File::open(data_file(&dir, DATA)).unwrap();
+    let mut lp = new_loop(backend);
+    let c = Counts::new();
+    lp.add(file_dispatcher(&file).unwrap(), Probe::new(&c)).unwrap();
+    lp.run_with(RunOptions::new().timeout(Duration::from_millis(10)).count(2)).unwrap();
+    assert_eq!(&*c.data.borrow(), DATA);
+    assert_eq!(c.error.get(), 0);
 }
 
 // file_dispatcher over a pipe: reads as the writer writes, handle_close when the writer closes.
-#[test]
-fn file_dispatcher_pipe() {
-    each_backend(|backend| {
-        let (r, mut w) = std::io::pipe().unwrap();
-        let mut lp = new_loop(backend);
-        let c = Counts::new();
-        let t = lp.add(file_dispatcher(&r).unwrap(), Probe::new(&c)).unwrap();
-        drop(r); // the dispatcher has its own duplicate
-        w.write_all(b"through the pipe").unwrap();
-        drive(&mut lp, "the pipe data", |_| c.data.borrow().len() == 16);
-        assert_eq!(c.close.get(), 0);
-        drop(w);
-        drive(&mut lp, "handle_close", |_| c.close.get() == 1);
-        assert!(!lp.contains(t));
-        assert_eq!(&*c.data.borrow(), b"through the pipe");
-        assert_eq!(c.error.get(), 0);
-    });
+fn file_dispatcher_pipe(backend: Backend) {
+    let (r, mut w) = std::io::pipe().unwrap();
+    let mut lp = new_loop(backend);
+    let c = Counts::new();
+    let t = lp.add(file_dispatcher(&r).unwrap(), Probe::new(&c)).unwrap();
+    drop(r); // the dispatcher has its own duplicate
+    w.write_all(b"through the pipe").unwrap();
+    drive(&mut lp, "the pipe data", |_| c.data.borrow().len() == 16);
+    assert_eq!(c.close.get(), 0);
+    drop(w);
+    drive(&mut lp, "handle_close", |_| c.close.get() == 1);
+    assert!(!lp.contains(t));
+    assert_eq!(&*c.data.borrow(), b"through the pipe");
+    assert_eq!(c.error.get(), 0);
 }
 
 // file_dispatcher's output side: send_all to a pipe arrives in order.
-#[test]
-fn file_dispatcher_pipe_write() {
-    each_backend(|backend| {
-        let (mut r, w) = std::io::pipe().unwrap();
-        let mut lp = new_loop(backend);
-        let mut ch = file_dispatcher(&w).unwrap();
-        drop(w);
-        let data = Rng(9).bytes(1 << 20);
-        ch.send_all(&data).unwrap();
-        struct Quiet;
-        impl Dispatcher for Quiet {
-            fn readable(&self) -> bool {
-                false
-            }
-            fn writable(&self) -> bool {
-                false
-            }
+fn file_dispatcher_pipe_write(backend: Backend) {
+    let (mut r, w) = std::io::pipe().unwrap();
+    let mut lp = new_loop(backend);
+    let mut ch = file_dispatcher(&w).unwrap();
+    drop(w);
+    let data = Rng(9).bytes(1 << 20);
+    ch.send_all(&data).unwrap();
+    struct Quiet;
+    impl Dispatcher for Quiet {
+        fn readable(&self) -> bool {
+            false
         }
-        let t = lp.add(ch, Quiet).unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            r.read_to_end(&mut got).unwrap();
-            got
-        });
-        drive(&mut lp, "the output to drain", |lp| lp.channel_mut(t).unwrap().pending_output() == 0);
-        lp.close_channel(t);
-        assert!(reader.join().unwrap() == data);
+        fn writable(&self) -> bool {
+            false
+        }
+    }
+    let t = lp.add(ch, Quiet).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        got
     });
+    drive(&mut lp, "the output to drain", |lp| lp.channel_mut(t).unwrap().pending_output() == 0);
+    lp.close_channel(t);
+    assert!(reader.join().unwrap() == data);
 }
+
+backend_tests!(
+    with_send_send,
+    file_dispatcher_regular_file,
+    file_dispatcher_pipe,
+    file_dispatcher_pipe_write
+);
 
 // CPython FileWrapperTest.test_resource_warning: a wrapper dropped without close releases its
 // descriptor (Drop). Shown with a pipe: once the original write end and the dropped wrapper's

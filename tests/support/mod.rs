@@ -1,7 +1,10 @@
-//! Helpers shared by the integration tests: backends x address families, real loopback peers,
-//! condition waits with deadlines (never sleeps as synchronisation), a probe dispatcher that
-//! counts its handler calls, a log capture, and guards for temp dirs and child processes.
+//! Helpers shared by the integration tests: per-backend tests ([`backend_tests!`]), address
+//! families, real loopback peers, condition waits with deadlines (never sleeps as
+//! synchronisation), a probe dispatcher that counts its handler calls, a log capture, and guards
+//! for temp dirs and child processes. [`process`] drives the example servers as processes.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod process;
 
 use sockloop::{Backend, Channel, Context, Dispatcher, Domain, Loop, SockAddr, Socket, Type};
 use std::cell::{Cell, RefCell};
@@ -16,6 +19,54 @@ use std::time::{Duration, Instant};
 
 /// How long a condition may take before the test fails. Only hit on failure.
 pub const DEADLINE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// One test per backend
+
+/// For each `NAME` given, a module `NAME` holding one `#[test]` per backend (`NAME::select`,
+/// `NAME::poll`, `NAME::epoll`), each calling the file's `fn NAME(backend: Backend)` with its
+/// backend, so `cargo test -- ::epoll` runs one backend and a failure names it. The test
+/// functions stay ordinary items (rustfmt formats them; it leaves macro bodies alone), and the
+/// invocation names them after they are defined. Attributes before a name (`#[ignore = "..."]`,
+/// ...) go on each of its generated tests. A test function left out of the list is dead code,
+/// which the lints reject.
+///
+/// ```ignore
+/// /// What it checks.
+/// fn echo_roundtrip(backend: Backend) { ... }
+/// fn other(backend: Backend) { ... }
+///
+/// backend_tests!(echo_roundtrip, #[ignore = "why"] other);
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    (@one [$($attr:tt)*] $name:ident) => {
+        mod $name {
+            // The backends, in one place: a new one is one test here.
+            #[test]
+            $($attr)*
+            fn select() {
+                super::$name(::sockloop::Backend::Select)
+            }
+
+            #[test]
+            $($attr)*
+            fn poll() {
+                super::$name(::sockloop::Backend::Poll)
+            }
+
+            #[test]
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            $($attr)*
+            fn epoll() {
+                super::$name(::sockloop::Backend::Epoll)
+            }
+        }
+    };
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
+        $($crate::backend_tests!(@one [$(#[$attr])*] $name);)+
+    };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Backends x families
@@ -46,24 +97,12 @@ impl Family {
     }
 }
 
-/// Runs `f` once per backend (select, poll, epoll) and family, naming the case on failure.
-pub fn each_case(families: &[Family], mut f: impl FnMut(Backend, Family)) {
-    for &backend in Backend::all() {
-        for &family in families {
-            let res = catch_unwind(AssertUnwindSafe(|| f(backend, family)));
-            if let Err(payload) = res {
-                eprintln!("failed case: backend {backend:?}, family {family:?}");
-                resume_unwind(payload);
-            }
-        }
-    }
-}
-
-/// Runs `f` once per backend, naming the backend on failure.
-pub fn each_backend(mut f: impl FnMut(Backend)) {
-    for &backend in Backend::all() {
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(backend))) {
-            eprintln!("failed case: backend {backend:?}");
+/// Runs `f` once per family, naming the family on failure (the backend is in the test's name,
+/// see [`backend_tests!`]).
+pub fn each_family(families: &[Family], mut f: impl FnMut(Family)) {
+    for &family in families {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(family))) {
+            eprintln!("failed case: family {family:?}");
             resume_unwind(payload);
         }
     }

@@ -1,8 +1,8 @@
-//! Helpers for the tests that drive the example servers as processes: find the built example,
-//! start it, wait for `listening on HOST:PORT`, stop it with SIGTERM, and kill it whatever
+//! Helpers for the tests that drive the example servers as processes: start an example (found
+//! by [`super::example_path`]), wait for `listening on HOST:PORT`, stop it with SIGTERM, and kill it whatever
 //! happens (the guard's `Drop`). Every wait has a deadline; none is a sleep.
-#![allow(dead_code)]
 
+use super::{example_path, DEADLINE};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -10,20 +10,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
-
-/// How long anything may take before a test fails (generous: the machine may be loaded).
-pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The built example `name`: `cargo test` builds the examples beside the test binaries'
-/// `deps` directory, wherever `CARGO_TARGET_DIR` puts them.
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/PROFILE");
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is not built (cargo test builds the examples)", path.display());
-    path
-}
 
 /// Whether `cmd --version` runs.
 pub fn have(cmd: &str) -> bool {
@@ -47,26 +33,6 @@ pub fn python() -> &'static str {
 /// The directory of the Python helper scripts.
 pub fn py_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("py").join(name)
-}
-
-/// A fresh empty directory under the target dir's tmp space, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sockloop-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A running example server; killed when dropped.
@@ -101,7 +67,7 @@ impl Server {
     /// Starts example `name` with `args` plus `--bind 127.0.0.1:0` and waits for its
     /// `listening on` line.
     pub fn start(name: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(example(name))
+        let mut child = Command::new(example_path(name))
             .args(args)
             .args(["--bind", "127.0.0.1:0"])
             .stdin(Stdio::null())
@@ -256,28 +222,4 @@ pub fn read_to_close(s: &mut impl Read) -> Vec<u8> {
             Err(_) => return out, // reset: closed too
         }
     }
-}
-
-/// Runs each named `fn NAME(backend: &str)` as three tests, `NAME::select`, `NAME::poll` and
-/// `NAME::epoll`: every behaviour over every backend.
-#[macro_export]
-macro_rules! over_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn select() {
-                    super::$name("select")
-                }
-                #[test]
-                fn poll() {
-                    super::$name("poll")
-                }
-                #[test]
-                fn epoll() {
-                    super::$name("epoll")
-                }
-            }
-        )*
-    };
 }
