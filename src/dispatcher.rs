@@ -402,7 +402,12 @@ pub(crate) fn downcast_mut<T: Dispatcher>(d: &mut dyn Dispatcher) -> Option<&mut
 
 /// The default `handle_error`: report (through `log`, or on stderr when no logger takes error
 /// records), close the channel.
-pub(crate) fn report_and_close(type_name: &str, err: &io::Error, failed: Handler, channel: &mut crate::Channel) {
+pub(crate) fn report_and_close(
+    type_name: &str,
+    err: &io::Error,
+    failed: Handler,
+    channel: &mut crate::Channel,
+) {
     let line = crate::compact_report(short_type_name(type_name), failed.name(), &format!("{channel:?}"), err);
     crate::errors::emit(&line);
     channel.close();

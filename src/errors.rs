@@ -73,7 +73,11 @@ impl OutputLimit {
 
 impl std::fmt::Display for OutputLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unsent output would reach {} bytes, over the channel's hard limit of {}", self.wanted, self.limit)
+        write!(
+            f,
+            "unsent output would reach {} bytes, over the channel's hard limit of {}",
+            self.wanted, self.limit
+        )
     }
 }
 

@@ -31,18 +31,18 @@ impl Dispatcher for Firehose {
     fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.0.write.set(self.0.write.get() + 1);
         let chunk = [b'f'; 32 * 1024];
-        while cx.send(&chunk)? > 0 {}
+        while cx.channel.send(&chunk)? > 0 {}
         Ok(())
     }
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.0.close.set(self.0.close.get() + 1);
-        cx.close();
+        cx.channel.close();
         Ok(())
     }
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
         self.0.error.set(self.0.error.get() + 1);
         self.0.errors.borrow_mut().push(err);
-        cx.close();
+        cx.channel.close();
     }
 }
 

@@ -160,7 +160,7 @@ fn spurious_readiness_is_not_an_error(backend: Backend) {
         }
         fn handle_error(&mut self, err: io::Error, cx: &mut sockloop::Context<'_>) {
             self.0.errors.borrow_mut().push(err);
-            cx.close();
+            cx.channel.close();
         }
     }
     each_family(&Family::ALL, |family| {

@@ -54,10 +54,10 @@ impl ChatHandler for Client {
         self.buffer.extend_from_slice(data);
     }
 
-    fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+    fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
         self.contents.push(std::mem::take(&mut self.buffer));
         if self.contents.len() >= self.want {
-            chat.stop();
+            chat.lp.stop();
         }
         Ok(())
     }
@@ -68,7 +68,7 @@ fn run_until(lp: &mut Loop, token: sockloop::Token, done: impl Fn(&AsyncChat<Cli
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         match lp.get_mut::<AsyncChat<Client>>(token) {
-            Some(c) if done(c) => return,
+            Some((c, _)) if done(c) => return,
             None => return,
             Some(_) => {}
         }
@@ -119,7 +119,7 @@ fn line_terminator(backend: Backend, term: &[u8]) {
         rest.extend_from_slice(term);
         push(&mut lp, t, &rest);
         run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
-        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap().0;
         assert_eq!(
             c.handler.contents,
             vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()],
@@ -152,7 +152,7 @@ fn numeric_terminator(backend: Backend, n: usize, want: &[u8]) {
     push(&mut lp, t, b"hello world, I'm not dead yet!\n");
     // The whole echo arrives: the first n bytes as a record, the rest collected after it.
     run_until(&mut lp, t, |c| c.handler.contents.len() == 1 && c.handler.buffer.len() == 31 - n);
-    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap().0;
     assert_eq!(c.handler.contents, vec![want.to_vec()], "{backend:?}");
     assert_eq!(c.get_terminator(), &Terminator::Count(0));
     lp.close_all();
@@ -178,7 +178,7 @@ fn none_terminator_and_count_zero_deliver_everything(backend: Backend) {
         let data = b"hello world, I'm not dead yet!\n";
         push(&mut lp, t, data);
         run_until(&mut lp, t, |c| c.handler.buffer.len() == data.len());
-        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap().0;
         assert!(c.handler.contents.is_empty(), "{backend:?}");
         assert_eq!(c.handler.buffer, data.to_vec());
         lp.close_all();
@@ -201,7 +201,7 @@ fn simple_producer_and_string_producer(backend: Backend) {
             }
         });
         run_until(&mut lp, t, |c| c.handler.contents.len() >= 2);
-        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+        let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap().0;
         assert_eq!(c.handler.contents, vec![b"hello world".to_vec(), b"I'm not dead yet!".to_vec()]);
         lp.close_all();
         server.join().unwrap();
@@ -215,7 +215,7 @@ fn empty_line(backend: Backend) {
     let t = client(&mut lp, addr, Terminator::from("\n"), 65536, 3);
     push(&mut lp, t, b"hello world\n\nI'm not dead yet!\n");
     run_until(&mut lp, t, |c| c.handler.contents.len() >= 3);
-    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap();
+    let c = lp.get_mut::<AsyncChat<Client>>(t).unwrap().0;
     assert_eq!(
         c.handler.contents,
         vec![b"hello world".to_vec(), b"".to_vec(), b"I'm not dead yet!".to_vec()]
@@ -254,9 +254,9 @@ fn close_when_done_from_found_terminator(backend: Backend) {
     struct Quitter;
     impl ChatHandler for Quitter {
         fn collect_incoming_data(&mut self, _: &[u8]) {}
-        fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
             chat.push_with_producer(SimpleProducer::with_buffer_size(b"221 bye\r\n".to_vec(), 2))?;
-            chat.close_when_done();
+            chat.channel.close_when_done();
             Ok(())
         }
     }
@@ -270,8 +270,8 @@ fn close_when_done_from_found_terminator(backend: Backend) {
         ) -> io::Result<()> {
             let mut chat = AsyncChat::new(Quitter);
             chat.set_terminator("\r\n");
-            cx.add(Channel::from(s), chat)?;
-            cx.close(); // one client only: the map empties when it is done
+            cx.lp.add(Channel::from(s), chat)?;
+            cx.channel.close(); // one client only: the map empties when it is done
             Ok(())
         }
     }
@@ -303,9 +303,9 @@ fn blocking_io_error_in_handle_read_is_not_an_error(backend: Backend) {
         }
         fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
             let mut buf = [0u8; 64];
-            cx.recv(&mut buf)?;
+            cx.channel.recv(&mut buf)?;
             self.reads += 1;
-            cx.recv(&mut buf)?; // nothing left: WouldBlock, returned with `?`
+            cx.channel.recv(&mut buf)?; // nothing left: WouldBlock, returned with `?`
             unreachable!("the second read had data");
         }
         fn handle_error(&mut self, _: io::Error, _: &mut Context<'_>) {
@@ -317,10 +317,10 @@ fn blocking_io_error_in_handle_read_is_not_an_error(backend: Backend) {
     let t = lp.add(Channel::from(a), Twice { errors: 0, reads: 0 }).unwrap();
     b.write_all(b"x").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while lp.get_mut::<Twice>(t).unwrap().reads == 0 && Instant::now() < deadline {
+    while lp.get_mut::<Twice>(t).unwrap().0.reads == 0 && Instant::now() < deadline {
         lp.poll(Some(Duration::from_millis(50))).unwrap();
     }
-    let d = lp.get_mut::<Twice>(t).unwrap();
+    let d = lp.get_mut::<Twice>(t).unwrap().0;
     assert_eq!((d.reads, d.errors), (1, 0), "{backend:?}");
     assert!(lp.contains(t));
     b.shutdown(Shutdown::Both).unwrap();
@@ -342,12 +342,12 @@ fn a_line_that_never_ends_reaches_handle_error_and_closes_only_that_channel(back
     }
     impl ChatHandler for Limited {
         fn collect_incoming_data(&mut self, _: &[u8]) {}
-        fn found_terminator(&mut self, chat: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
             chat.push(b"ok\n")
         }
-        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
             self.seen.borrow_mut().push(sockloop::chat::InputLimit::is(&err));
-            chat.close();
+            chat.channel.close();
         }
     }
     let seen = Rc::new(RefCell::new(Vec::new()));
@@ -397,12 +397,12 @@ fn a_failing_producer_reaches_handle_error_and_closes_the_channel(backend: Backe
     }
     impl ChatHandler for Sender {
         fn collect_incoming_data(&mut self, _: &[u8]) {}
-        fn found_terminator(&mut self, _: &mut ChatContext<'_, '_>) -> io::Result<()> {
+        fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> io::Result<()> {
             Ok(())
         }
-        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_, '_>) {
+        fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
             self.errors.borrow_mut().push(err.to_string());
-            chat.close();
+            chat.channel.close();
         }
     }
     let errors = Rc::new(RefCell::new(Vec::new()));

@@ -37,7 +37,7 @@ fn exchange(backend: Backend, server_addr: SockAddr, client: std::net::UdpSocket
         let msg = [i, 1, 2, 3];
         client.send_to(&msg, bound).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while lp.get_mut::<Reverser>(t).unwrap().served <= i as usize && Instant::now() < deadline {
+        while lp.get_mut::<Reverser>(t).unwrap().0.served <= i as usize && Instant::now() < deadline {
             lp.run_with(RunOptions::new().timeout(Duration::from_millis(50)).count(1)).unwrap();
         }
         let mut buf = [0u8; 16];
@@ -74,7 +74,7 @@ fn unix_datagram_sockets_work_in_the_loop(backend: Backend) {
     client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     client.send_to(b"abc", &server_path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while lp.get_mut::<Reverser>(t).unwrap().served == 0 && Instant::now() < deadline {
+    while lp.get_mut::<Reverser>(t).unwrap().0.served == 0 && Instant::now() < deadline {
         lp.run_with(RunOptions::new().timeout(Duration::from_millis(50)).count(1)).unwrap();
     }
     let mut buf = [0u8; 8];

@@ -204,7 +204,7 @@ fn readwriteexc_exit_now(backend: Backend) {
         let watchdog = Watchdog::start(&mut lp);
         let t0 = Instant::now();
         lp.run().unwrap(); // the map is never empty: only the stop ends this
-        assert!(!watchdog.fired(), "run did not return on cx.stop()");
+        assert!(!watchdog.fired(), "run did not return on cx.lp.stop()");
         assert!(t0.elapsed() < DEADLINE);
         assert_eq!(c.all(), [1, 0, 0, 0, 0, 0, 0]);
         assert!(lp.contains(t));
@@ -486,12 +486,12 @@ impl Dispatcher for Blaster {
     fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.c.write.set(self.c.write.get() + 1);
         let chunk = [b'z'; 16 * 1024];
-        while cx.send(&chunk)? == chunk.len() {}
+        while cx.channel.send(&chunk)? == chunk.len() {}
         Ok(())
     }
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.c.close.set(self.c.close.get() + 1);
-        cx.close();
+        cx.channel.close();
         Ok(())
     }
     fn handle_expt(&mut self, _cx: &mut Context<'_>) -> io::Result<()> {
@@ -501,7 +501,7 @@ impl Dispatcher for Blaster {
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
         self.c.error.set(self.c.error.get() + 1);
         self.c.errors.borrow_mut().push(err);
-        cx.close();
+        cx.channel.close();
     }
 }
 
@@ -754,11 +754,11 @@ impl Dispatcher for Closer {
             return Ok(());
         }
         let other = self.tokens.borrow()[1 - self.me].unwrap();
-        assert!(cx.close_channel(other));
+        assert!(cx.lp.close_channel(other));
         let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
         io::Write::write_all(&mut b, b"for z")?;
         *self.z_peer.borrow_mut() = Some(b);
-        cx.add(Channel::from(a), Probe::new(&self.z))?;
+        cx.lp.add(Channel::from(a), Probe::new(&self.z))?;
         Ok(())
     }
 }

@@ -42,7 +42,7 @@ fn client(addr: SocketAddr) -> TcpStream {
 
 fn terminate(guard: &mut ChildGuard) {
     let pid = rustix::process::Pid::from_child(guard.child());
-    rustix::process::kill_process(pid, rustix::process::Signal::Term).expect("SIGTERM");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
 }
 
 /// Message sizes for 200 clients, 1 B to 1 MiB (log-uniform, both ends included), at most

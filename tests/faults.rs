@@ -34,7 +34,7 @@ impl Dispatcher for Counter {
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.reads.set(self.reads.get() + 1);
         let mut buf = [0u8; 16];
-        cx.recv(&mut buf)?;
+        cx.channel.recv(&mut buf)?;
         Ok(())
     }
 }
@@ -45,13 +45,13 @@ impl Dispatcher for Closer {
     }
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let mut buf = [0u8; 16];
-        cx.recv(&mut buf)?;
+        cx.channel.recv(&mut buf)?;
         if let Some(victim) = self.victim.take() {
-            assert!(cx.close_channel(victim));
+            assert!(cx.lp.close_channel(victim));
             let (mine, peer) = UnixStream::pair()?;
             self.reused_fd.set(mine.as_raw_fd() == self.victim_fd || peer.as_raw_fd() == self.victim_fd);
             let reads = Rc::new(Cell::new(0));
-            let t = cx.add(Channel::from(mine), Counter { reads })?;
+            let t = cx.lp.add(Channel::from(mine), Counter { reads })?;
             *self.newcomer.borrow_mut() = Some((t, peer));
         }
         Ok(())
@@ -86,7 +86,7 @@ fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer(backend: Backe
     assert_eq!(victim_reads.get(), 0, "{backend:?}: the closed channel still got its event");
     let (t, _peer) = newcomer.borrow_mut().take().expect("the closer ran");
     // The newcomer has no data: any read it saw in this pass was the victim's event.
-    let reads = lp.get_mut::<Counter>(t).unwrap().reads.get();
+    let reads = lp.get_mut::<Counter>(t).unwrap().0.reads.get();
     assert_eq!(reads, 0, "{backend:?}: stale event delivered (fd reused: {})", reused.get());
 }
 
@@ -119,7 +119,7 @@ fn sigpipe_child(backend: Backend) {
         }
         fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
             self.closes.set(self.closes.get() + 1);
-            cx.close();
+            cx.channel.close();
             Ok(())
         }
     }
@@ -218,13 +218,13 @@ fn output_past_the_hard_limit_fails_the_channel_with_a_clear_error(backend: Back
         }
         fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
             // Output this channel cannot stop producing (a broadcast), 1 MiB per tick.
-            cx.send_all(&vec![0u8; 1 << 20])?;
-            cx.set_timeout(Duration::ZERO);
+            cx.channel.send_all(&vec![0u8; 1 << 20])?;
+            cx.lp.set_timeout(cx.token(), Duration::ZERO);
             Ok(())
         }
         fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
             self.errors.borrow_mut().push(err.kind());
-            cx.close();
+            cx.channel.close();
         }
     }
     let mut lp = Loop::with_backend(backend).unwrap();

@@ -94,16 +94,16 @@ impl Dispatcher for Idle {
     }
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let mut buf = [0u8; 64];
-        cx.recv(&mut buf)?;
+        cx.channel.recv(&mut buf)?;
         if let Some(d) = self.set_on_read.take() {
-            cx.set_idle_timeout(Some(d));
-            cx.set_timeout(Duration::from_secs(3600)); // a plain timer, cancelled by close
+            cx.lp.set_idle_timeout(cx.token(), Some(d));
+            cx.lp.set_timeout(cx.token(), Duration::from_secs(3600)); // a plain timer, cancelled by close
         }
         Ok(())
     }
     fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.timeouts.borrow_mut().push(Instant::now());
-        cx.close();
+        cx.channel.close();
         Ok(())
     }
 }
@@ -166,7 +166,7 @@ fn a_million_closures_from_eight_threads_each_run_once_in_order(backend: Backend
             std::thread::spawn(move || {
                 for seq in 0..EACH {
                     w.call_soon(move |lp| {
-                        let r = lp.get_mut::<Recorder>(token).unwrap();
+                        let r = lp.get_mut::<Recorder>(token).unwrap().0;
                         if r.next[id] != seq {
                             r.out_of_order += 1;
                         }
@@ -186,13 +186,13 @@ fn a_million_closures_from_eight_threads_each_run_once_in_order(backend: Backend
     for t in threads {
         t.join().unwrap();
     }
-    let r = lp.get_mut::<Recorder>(token).unwrap();
+    let r = lp.get_mut::<Recorder>(token).unwrap().0;
     assert_eq!(r.total, THREADS as u64 * EACH, "{backend:?} after {:?}", start.elapsed());
     assert_eq!(r.out_of_order, 0, "{backend:?}");
     assert!(r.next.iter().all(|&n| n == EACH));
     // Nothing more was queued: a further pass runs nothing twice.
     lp.run_with(RunOptions::new().timeout(Duration::ZERO).count(1)).unwrap();
-    assert_eq!(lp.get_mut::<Recorder>(token).unwrap().total, THREADS as u64 * EACH);
+    assert_eq!(lp.get_mut::<Recorder>(token).unwrap().0.total, THREADS as u64 * EACH);
 }
 
 fn signals_reach_their_handler_on_the_loop_thread(backend: Backend) {
@@ -282,14 +282,14 @@ fn timers_can_be_scheduled_and_cancelled_from_handlers(backend: Backend) {
         }
         fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
             let mut buf = [0u8; 8];
-            let n = cx.recv(&mut buf)?;
+            let n = cx.channel.recv(&mut buf)?;
             let f = self.fired.clone();
-            let keep = cx.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 1));
+            let keep = cx.lp.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 1));
             let f = self.fired.clone();
-            let drop_it = cx.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 100));
-            assert!(cx.cancel(drop_it));
+            let drop_it = cx.lp.call_later(Duration::from_millis(5), move |_| f.set(f.get() + 100));
+            assert!(cx.lp.cancel(drop_it));
             let _ = (keep, n);
-            cx.close();
+            cx.channel.close();
             Ok(())
         }
     }

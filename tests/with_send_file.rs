@@ -27,7 +27,7 @@ impl Dispatcher for Sender {
     fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.connected.set(true);
         let piece = std::mem::take(&mut self.last_piece);
-        cx.send_all(&piece)
+        cx.channel.send_all(&piece)
     }
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         cx.channel.recv(cx.scratch).map(|_| ())

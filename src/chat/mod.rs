@@ -247,7 +247,12 @@ pub trait ChatHandler: 'static {
     /// }
     /// ```
     fn handle_error(&mut self, err: io::Error, chat: &mut ChatContext<'_>) {
-        crate::dispatcher::report_and_close(std::any::type_name_of_val(self), &err, chat.failed_handler(), chat.channel);
+        crate::dispatcher::report_and_close(
+            std::any::type_name_of_val(self),
+            &err,
+            chat.failed_handler(),
+            chat.channel,
+        );
     }
 
     /// A timer or idle timeout of the channel expired. Default: close.

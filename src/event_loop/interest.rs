@@ -38,10 +38,14 @@ pub(crate) fn interest(i: Inputs) -> Interest {
     let read_open = i.readable && !i.paused && !i.over_soft_limit;
     match i.state {
         State::Listening => Interest { read: i.readable && !i.paused, write: false },
-        State::Fresh | State::Connected(Peer::Open) => Interest { read: read_open, write: i.queued || i.writable },
+        State::Fresh | State::Connected(Peer::Open) => {
+            Interest { read: read_open, write: i.queued || i.writable }
+        }
         State::Connecting => Interest { read: read_open, write: true },
         State::Connected(Peer::Ended) => Interest { read: false, write: i.queued },
-        State::Draining(Peer::Open | Peer::Ended) => Interest { read: false, write: i.queued || i.holds_output },
+        State::Draining(Peer::Open | Peer::Ended) => {
+            Interest { read: false, write: i.queued || i.holds_output }
+        }
         State::Connected(Peer::Gone) | State::Draining(Peer::Gone) | State::Closed => Interest::NONE,
     }
 }
@@ -115,7 +119,9 @@ mod tests {
 
     #[test]
     fn nothing_is_watched_once_closed_or_gone() {
-        for i in all_inputs().filter(|i| matches!(i.state, State::Closed) || i.state.peer() == Some(Peer::Gone)) {
+        for i in
+            all_inputs().filter(|i| matches!(i.state, State::Closed) || i.state.peer() == Some(Peer::Gone))
+        {
             assert!(interest(i).is_empty(), "{i:?}");
         }
     }

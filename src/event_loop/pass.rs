@@ -124,7 +124,9 @@ impl Loop {
                 Ok(()) => self.finish(token, body),
             }
             let h = &body.handler;
-            if open(body) && interest::calls_handle_write(body.channel.state(), h.writable(), h.holds_output()) {
+            if open(body)
+                && interest::calls_handle_write(body.channel.state(), h.writable(), h.holds_output())
+            {
                 self.call(token, body, Handler::Write);
             }
         }
@@ -257,7 +259,12 @@ impl Loop {
         self.with_body(token, |lp, body| {
             lp.call(token, body, Handler::Idle);
             // Still open and nobody changed the timeout: keep watching.
-            let unchanged = lp.handle.map.timing_if_any(token).and_then(|t| t.idle.as_ref()).is_some_and(|i| i.timer == id);
+            let unchanged = lp
+                .handle
+                .map
+                .timing_if_any(token)
+                .and_then(|t| t.idle.as_ref())
+                .is_some_and(|i| i.timer == id);
             if !body.channel.is_closed() && unchanged {
                 lp.handle.set_idle_timeout(token, Some(timeout));
             }

@@ -120,12 +120,18 @@ impl Poller for Epoll {
         for &(_, token, interest) in &self.always_ready {
             if !interest.is_empty() {
                 file_ready = true;
-                events.push(Event { token, readable: interest.read, writable: interest.write, ..Event::default() });
+                events.push(Event {
+                    token,
+                    readable: interest.read,
+                    writable: interest.write,
+                    ..Event::default()
+                });
             }
         }
         let timeout = if file_ready { Some(Duration::ZERO) } else { timeout };
         let ms = crate::sys::timeout_ms(timeout);
-        let ts = (ms >= 0).then(|| Timespec { tv_sec: (ms / 1000).into(), tv_nsec: ((ms % 1000) * 1_000_000).into() });
+        let ts = (ms >= 0)
+            .then(|| Timespec { tv_sec: (ms / 1000).into(), tv_nsec: ((ms % 1000) * 1_000_000).into() });
         EVENTS.with_borrow_mut(|buf| {
             buf.clear();
             epoll::wait(&self.epfd, rustix::buffer::spare_capacity(buf), ts.as_ref())?;

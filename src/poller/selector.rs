@@ -90,7 +90,10 @@ impl Selector {
     /// ```
     pub fn set_interest(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
         if token == Self::WAKE_TOKEN {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "token u64::MAX is the selector's waker"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "token u64::MAX is the selector's waker",
+            ));
         }
         self.poller.set_interest(fd, token, interest)
     }
@@ -164,7 +167,11 @@ impl Selector {
     /// s.wait_interruptible(&mut ev, Some(std::time::Duration::ZERO))?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn wait_interruptible(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+    pub fn wait_interruptible(
+        &mut self,
+        events: &mut Vec<Event>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         let first = events.len();
         self.poller.wait(events, timeout)?;
         if let Some(w) = self.waker.as_ref().filter(|w| w.drain) {

@@ -364,7 +364,7 @@ pub struct Probe {
     pub readable: bool,
     pub writable: bool,
     pub fail: Fail,
-    /// `handle_read` calls `cx.stop()` (asyncore's ExitNow).
+    /// `handle_read` calls `cx.lp.stop()` (asyncore's ExitNow).
     pub stop_on_read: bool,
 }
 
@@ -396,7 +396,7 @@ impl Dispatcher for Probe {
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         Counts::bump(&self.c.read);
         if self.stop_on_read {
-            cx.stop();
+            cx.lp.stop();
         }
         match self.fail {
             Fail::Read => return Err(boom("handle_read")),
@@ -420,7 +420,7 @@ impl Dispatcher for Probe {
             return Err(boom("handle_expt"));
         }
         let mut b = [0u8; 1];
-        let n = cx.recv_oob(&mut b)?;
+        let n = cx.channel.recv_oob(&mut b)?;
         self.c.oob.borrow_mut().extend_from_slice(&b[..n]);
         Ok(())
     }
@@ -430,20 +430,20 @@ impl Dispatcher for Probe {
     }
     fn handle_accept(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         Counts::bump(&self.c.accept);
-        if let Some(pair) = cx.accept()? {
+        if let Some(pair) = cx.channel.accept()? {
             self.c.accepted.borrow_mut().push(pair);
         }
         Ok(())
     }
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         Counts::bump(&self.c.close);
-        cx.close();
+        cx.channel.close();
         Ok(())
     }
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
         Counts::bump(&self.c.error);
         self.c.errors.borrow_mut().push(err);
-        cx.close();
+        cx.channel.close();
     }
 }
 
@@ -482,12 +482,12 @@ impl Dispatcher for EchoConn {
     }
     fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         self.stats.closed.set(self.stats.closed.get() + 1);
-        cx.close_when_done();
+        cx.channel.close_when_done();
         Ok(())
     }
     fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
         self.stats.errors.borrow_mut().push(err);
-        cx.close();
+        cx.channel.close();
     }
 }
 
@@ -501,7 +501,7 @@ impl Dispatcher for EchoServer {
     }
     fn handle_accepted(&mut self, sock: Socket, _addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
         self.stats.accepted.set(self.stats.accepted.get() + 1);
-        cx.add(Channel::from(sock), EchoConn { stats: self.stats.clone() })?;
+        cx.lp.add(Channel::from(sock), EchoConn { stats: self.stats.clone() })?;
         Ok(())
     }
     fn handle_error(&mut self, err: io::Error, _cx: &mut Context<'_>) {

@@ -138,7 +138,7 @@ impl Server {
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
         let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::Term).expect("SIGTERM");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     }
 
     /// SIGTERM, then the exit status and everything printed on stdout.
@@ -153,7 +153,7 @@ impl Server {
             status
         });
         if rx.recv_timeout(DEADLINE).is_err() {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::Kill);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             panic!("the server did not exit within {DEADLINE:?} of SIGTERM");
         }
         let status = waiter.join().unwrap().expect("wait");
