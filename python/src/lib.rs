@@ -34,7 +34,7 @@ use sockloop::Backend;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::io::{Read, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,7 @@ struct Poller {
 }
 
 /// The token of the wake pair's read end.
-const WAKE_TOKEN: u64 = u64::MAX;
+const WAKE_TOKEN: u64 = u64::MAX - 1; // below Selector::WAKE_TOKEN, which the selector keeps
 
 /// Wakes a [`Poller`]'s wait from any thread (sockloop addition): `asyncore.wake(map)` uses it.
 #[pyclass(module = "sockloop._core", frozen)]
@@ -186,12 +186,10 @@ impl Poller {
         // The wake pair. select cannot watch a descriptor past 1023: then there is no waking.
         let (wake_rx, wake_tx) = match UnixStream::pair() {
             Ok((rx, tx)) => {
-                use std::os::fd::AsRawFd;
+                use std::os::fd::AsFd;
                 let ok = rx.set_nonblocking(true).is_ok()
                     && tx.set_nonblocking(true).is_ok()
-                    && sel
-                        .register(rx.as_raw_fd(), WAKE_TOKEN, Interest { read: true, write: false })
-                        .is_ok();
+                    && sel.set_interest(rx.as_fd(), WAKE_TOKEN, Interest::READ).is_ok();
                 if ok {
                     (Some(rx), Some(tx))
                 } else {
@@ -248,7 +246,7 @@ impl Poller {
     /// Forgets every registration (and the objects it holds).
     fn clear(&mut self) {
         for (fd, _) in self.entries.drain() {
-            let _ = self.sel.deregister(fd);
+            forget(&mut self.sel, fd);
         }
         self.volatile.clear();
         self.touched.clear();
@@ -375,13 +373,13 @@ impl Poller {
     ) -> PyResult<()> {
         if let Some(old) = self.entries.remove(&fd) {
             drop(old);
-            let _ = self.sel.deregister(fd);
+            forget(&mut self.sel, fd);
         }
         self.generation = self.generation.wrapping_add(1);
         let token = (u64::from(self.generation) << 32) | u64::from(fd as u32);
         let entry = Entry { obj: obj.clone().unbind(), interest, token, seen: self.pass_no };
         self.entries.insert(fd, entry);
-        match self.sel.register(fd, token, interest) {
+        match watch(&mut self.sel, fd, token, interest) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc_errno::EBADF) || fd < 0 => {
                 // Closed behind the loop's back: it gets handle_close, as POLLNVAL would say.
@@ -411,7 +409,7 @@ impl Poller {
                 if e.interest != interest {
                     let token = e.token;
                     e.interest = interest;
-                    if self.sel.reregister(fd, token, interest).is_err() {
+                    if watch(&mut self.sel, fd, token, interest).is_err() {
                         // The descriptor was closed and reopened under the same object:
                         // start over.
                         self.register(fd, obj, interest, invalid)?;
@@ -425,7 +423,7 @@ impl Poller {
 
     fn forget(&mut self, fd: RawFd) {
         if self.entries.remove(&fd).is_some() {
-            let _ = self.sel.deregister(fd);
+            forget(&mut self.sel, fd);
         }
         self.volatile.remove(&fd);
     }
@@ -617,7 +615,7 @@ impl Poller {
             }
         }
         for (fd, token) in bad {
-            let _ = self.sel.deregister(fd);
+            forget(&mut self.sel, fd);
             if let Some(e) = self.entries.get_mut(&fd) {
                 e.interest = Interest::NONE;
             }
@@ -729,4 +727,29 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Poller>()?;
     m.add_function(wrap_pyfunction!(default_backend, m)?)?;
     Ok(())
+}
+
+/// Watches a descriptor number from Python; a negative one (a closed socket) is `EBADF`.
+fn watch(sel: &mut Selector, fd: RawFd, token: u64, interest: Interest) -> std::io::Result<()> {
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc_errno::EBADF));
+    }
+    sel.set_interest(py_fd(fd), token, interest)
+}
+
+/// Stops watching a descriptor number from Python (errors mean it was not watched).
+fn forget(sel: &mut Selector, fd: RawFd) {
+    if fd >= 0 {
+        let _ = sel.remove(py_fd(fd));
+    }
+}
+
+/// A non-negative descriptor number from Python as the `BorrowedFd` the selector takes.
+fn py_fd(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: `fd` is not -1 (the callers check), and the number comes from a Python socket
+    // object's fileno() that the map holds (or, when removing, held until now); a descriptor
+    // Python closed behind the map's back makes the selector call fail with EBADF, which the
+    // callers handle: the kernel checks every number, so a stale one is an error, never
+    // memory unsafety.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
