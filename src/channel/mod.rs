@@ -841,7 +841,7 @@ impl AsFd for Channel {
 /// socket with a peer `connected`.
 ///
 /// ```
-/// let l = socket2::Socket::from(std::net::TcpListener::bind("127.0.0.1:0")?);
+/// let l = sockloop::Socket::from(std::net::TcpListener::bind("127.0.0.1:0")?);
 /// assert!(sockloop::Channel::from(l).accepting());
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -884,7 +884,7 @@ fn is_listener(sock: &Socket) -> bool {
 
 macro_rules! from_std {
     ($($ty:ty),*) => {$(
-        /// Wraps an existing std socket (see `From<socket2::Socket>`).
+        /// Wraps an existing std socket (see `From<sockloop::Socket>`).
         impl From<$ty> for Channel {
             fn from(sock: $ty) -> Channel {
                 Channel::from(Socket::from(sock))
