@@ -191,12 +191,15 @@ impl Map {
         }
     }
 
-    /// The channels to re-ask now: the dirty ones, and every volatile one.
-    pub fn take_reask(&mut self, out: &mut Vec<Token>) {
+    /// The channels to re-ask now: the dirty ones, and with `volatile` every volatile one
+    /// (asked once a pass, before the wait).
+    pub fn take_reask(&mut self, out: &mut Vec<Token>, volatile: bool) {
         out.append(&mut self.dirty);
-        let entries = &self.entries;
-        self.volatile.retain(|t| entries.get(t.index()).is_some_and(|e| e.gen == t.generation()));
-        out.extend_from_slice(&self.volatile);
+        if volatile {
+            let entries = &self.entries;
+            self.volatile.retain(|t| entries.get(t.index()).is_some_and(|e| e.gen == t.generation()));
+            out.extend_from_slice(&self.volatile);
+        }
     }
 
     /// Whether `handle_close` is owed to `channel` now (and marks it delivered).

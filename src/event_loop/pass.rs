@@ -44,7 +44,7 @@ impl Loop {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.reask_marked();
+        self.reask_marked(true);
         let wait = self.handle.wait_time(timeout);
         let mut events = std::mem::take(&mut self.events);
         events.clear();
@@ -62,14 +62,14 @@ impl Loop {
         if !self.handle.stop {
             self.fire_timers();
         }
-        self.reask_marked();
+        self.reask_marked(false);
         Ok(())
     }
 
-    /// Re-asks the interest of every channel marked for it.
-    fn reask_marked(&mut self) {
+    /// Re-asks the interest of every channel marked for it (and of the volatile ones).
+    fn reask_marked(&mut self, volatile: bool) {
         let mut tokens = std::mem::take(&mut self.reask);
-        self.handle.map.take_reask(&mut tokens);
+        self.handle.map.take_reask(&mut tokens, volatile);
         for &token in &tokens {
             self.with_body(token, |_, _| {});
         }
