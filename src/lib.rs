@@ -54,7 +54,7 @@
 //! | `asyncore.loop(timeout, use_poll, map, count)` | [`Loop::run_with`]`(`[`RunOptions`]`)`, backend from [`Loop::with_backend`] |
 //! | `asyncore.poll(timeout, map)` | [`Loop::poll`] |
 //! | `socket_map`, the global map | [`Loop`] (explicit), [`default_map`] (per thread) |
-//! | `close_all(map)` | [`Loop::close_all`], [`default_map::close_all`] |
+//! | `close_all(map)` | [`LoopHandle::close_all`], [`default_map::close_all`] |
 //! | `dispatcher` | [`Dispatcher`] (handlers) + [`Channel`] (socket) |
 //! | `dispatcher.create_socket/bind/listen/connect/accept/send/recv/close` | the [`Channel`] methods of the same names |
 //! | `dispatcher.set_reuse_addr()` | [`Channel::set_reuse_addr`] |
@@ -64,13 +64,30 @@
 //! | `dispatcher.log_info(msg, type)` | [`Context::log_info`] |
 //! | `dispatcher_with_send` | [`WithSend`] over [`Channel::send_all`] |
 //! | `file_wrapper`, `file_dispatcher` | [`FileWrapper`], [`file_dispatcher`] |
-//! | `ExitNow` | [`Context::stop`], [`Loop::stop`] |
+//! | `ExitNow` | [`LoopHandle::stop`] (`cx.lp.stop()`, `lp.stop()`) |
 //! | `compact_traceback()` | [`compact_report`] (logged by the default `handle_error`) |
 //! | `_strerror` | [`strerror`] |
 //!
-//! Beyond asyncore: timers ([`Loop::call_later`], [`Context::set_idle_timeout`]), a
-//! cross-thread [`Waker`], and backpressure through output limits
+//! Beyond asyncore: timers ([`LoopHandle::call_later`], [`LoopHandle::set_idle_timeout`]), a
+//! cross-thread [`Waker`], signals ([`LoopHandle::on_signal`]), graceful shutdown
+//! ([`Loop::shutdown`]), and backpressure through output limits
 //! ([`Channel::set_output_limits`]).
+//!
+//! ## Where things are
+//!
+//! A handler gets a [`Context`]: `cx.channel` (its [`Channel`]), `cx.scratch` (the loop's
+//! receive buffer), `cx.lp` (the [`LoopHandle`]: every service of the loop, the same one a
+//! [`Loop`] dereferences to) and `cx.token()`. A [`chat::ChatHandler`] gets a
+//! [`chat::ChatContext`] with the same `channel` and `lp` fields and the chat's own methods.
+//!
+//! ## Errors and logging
+//!
+//! A handler that fails or panics reaches its `handle_error`; the default one reports one line,
+//! `uncaptured error in Type::handle_x on <Channel ...>: error` ([`compact_report`]), and closes
+//! the channel. The line goes through the [`log`](https://docs.rs/log) facade (target
+//! `sockloop`) when a logger is installed and takes error records, and to stderr when none is,
+//! so a program that never set up logging still sees what happened. To route reports through
+//! `log`, install any logger before running the loop (its max level at `Error` or above).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

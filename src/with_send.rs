@@ -88,7 +88,7 @@ impl<D: Dispatcher> Dispatcher for WithSend<D> {
 }
 
 /// A dispatcher that is neither readable nor writable, so its channel never wakes the loop:
-/// a placeholder for channels driven from elsewhere (through [`Loop::channel_mut`](crate::Loop::channel_mut)),
+/// a placeholder for channels driven from elsewhere (through [`Loop::channel_mut`](crate::LoopHandle::channel_mut)),
 /// and for tests. Queued output is still sent.
 ///
 /// ```

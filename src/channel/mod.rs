@@ -72,7 +72,7 @@ enum Io {
 /// Build one with a constructor ([`Channel::tcp_listener`], [`Channel::tcp_connect`],
 /// [`Channel::create_socket`] then [`bind`](Channel::bind)/[`listen`](Channel::listen)/
 /// [`connect`](Channel::connect)), or from an existing std or socket2 socket with `From`, then hand
-/// it to [`Loop::add`](crate::Loop::add) with the [`Dispatcher`](crate::Dispatcher) that handles
+/// it to [`Loop::add`](crate::LoopHandle::add) with the [`Dispatcher`](crate::Dispatcher) that handles
 /// its events.
 ///
 /// ```
@@ -447,7 +447,7 @@ impl Channel {
 
     /// Queues `data` behind any unsent output and sends what the kernel takes now:
     /// asyncore's `dispatcher_with_send.send`. The loop sends the rest when the socket is
-    /// writable. Fails with an [`OutputLimit`](crate::OutputLimit) error (kind
+    /// writable. Fails with an [`OutputLimit`] error (kind
     /// [`ErrorKind::OutOfMemory`](io::ErrorKind::OutOfMemory)) when the unsent output would pass
     /// the hard limit; returned from a handler, it reaches `handle_error`, which by default
     /// closes the channel.

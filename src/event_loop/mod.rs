@@ -124,7 +124,7 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Stop after this many passes (asyncore's `count`); `None` runs until the map is empty.
     pub count: Option<usize>,
-    /// Keep running with an empty map until [`Loop::stop`] (for loops fed by a [`Waker`]).
+    /// Keep running with an empty map until [`LoopHandle::stop`](crate::LoopHandle::stop) (for loops fed by a [`Waker`]).
     pub until_stopped: bool,
 }
 
@@ -165,7 +165,7 @@ impl RunOptions {
         self
     }
 
-    /// Runs until [`Loop::stop`], even with an empty map.
+    /// Runs until [`LoopHandle::stop`](crate::LoopHandle::stop), even with an empty map.
     ///
     /// ```
     /// assert!(sockloop::RunOptions::new().until_stopped().until_stopped);

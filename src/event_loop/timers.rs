@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Identifies a scheduled timer, for [`Loop::cancel`](crate::Loop::cancel).
+/// Identifies a scheduled timer, for [`Loop::cancel`](crate::LoopHandle::cancel).
 ///
 /// ```
 /// let mut lp = sockloop::Loop::new()?;
