@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::event_loop::Token;
-use crate::Loop;
+use crate::{Handler, Loop};
 use proptest::prelude::*;
 
 /// What the handler does after each record.
