@@ -147,6 +147,16 @@ impl Map {
         self.entry_mut(token)?.body.take()
     }
 
+    /// [`lend`](Map::lend) for an event: the event also counts as activity for the channel's
+    /// idle timeout (one lookup for both).
+    pub fn lend_for_event(&mut self, token: Token) -> Option<Body> {
+        let entry = self.entry_mut(token)?;
+        if let Some(idle) = entry.timing.as_mut().and_then(|t| t.idle.as_mut()) {
+            idle.last = Instant::now();
+        }
+        entry.body.take()
+    }
+
     /// Puts a lent channel back: closes it if it is done draining, drops it if closed, and
     /// otherwise tells the selector what it now wants.
     pub fn restore(&mut self, token: Token, mut body: Body) -> Restored {

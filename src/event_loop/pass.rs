@@ -95,13 +95,15 @@ impl Loop {
             _ => {}
         }
         let token = Token::from_raw(ev.token);
-        if let Some(idle) = self.handle.map.timing_if_any(token).and_then(|t| t.idle.as_mut()) {
-            idle.last = Instant::now();
-        }
-        let delivered = self.with_body(token, |lp, body| lp.dispatch_event(token, body, ev));
-        if !delivered {
+        // with_body, inlined for the hot path: one lookup lends the channel and touches its
+        // idle clock.
+        let Some(mut body) = self.handle.map.lend_for_event(token) else {
             log::trace!(target: "sockloop", "dropped a stale event for {token:?}");
-        }
+            return;
+        };
+        self.dispatch_event(token, &mut body, ev);
+        self.finish(token, &mut body);
+        self.handle.put_back(token, body);
     }
 
     fn dispatch_event(&mut self, token: Token, body: &mut Body, ev: Event) {
