@@ -7,7 +7,10 @@
 //! The backends sit behind one small interface, `Poller`, with one contract, checked over every
 //! backend by `tests/selector_contract.rs`:
 //! - `set_interest` on a descriptor the backend does not know starts watching it; on a known one
-//!   it changes what is watched. A descriptor that is not open fails with `EBADF`.
+//!   it changes what is watched. A descriptor that is not open when the backend first sees it
+//!   fails with `EBADF`. (Closing a descriptor the backend knows without `remove` first is
+//!   outside the contract: the calls take a `BorrowedFd`, so safe code cannot do it, and the
+//!   backends are not asked to notice, which would cost select and poll a syscall per change.)
 //! - `remove` forgets a descriptor; removing one that is not known is not an error.
 //! - `wait` returns after one wait; `EINTR` comes back as `ErrorKind::Interrupted`, and
 //!   [`Selector::wait`] retries it with the time that is left.
