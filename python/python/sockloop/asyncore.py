@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -81,13 +82,16 @@ class SocketMap(dict):
     and those whose readable()/writable() are written in Python.  In every other respect it
     is a dict; `socket_map` is one."""
 
-    __slots__ = ("_sockloop_log", "_sockloop_epoch", "_sockloop_timers", "__weakref__")
+    __slots__ = ("_sockloop_log", "_sockloop_epoch", "_sockloop_timers", "_sockloop_cancelled",
+                 "_sockloop_pushes", "__weakref__")
 
     def __init__(self, *args, **kwargs):
         dict.__init__(self, *args, **kwargs)
         self._sockloop_log = []
         self._sockloop_epoch = 0
-        self._sockloop_timers = []
+        self._sockloop_timers = []      # heap of [when, seq, TimerHandle or None]
+        self._sockloop_cancelled = 0    # about how many of them are cancelled
+        self._sockloop_pushes = [0, 0]  # call_later pushes begun, ended (for _compact)
 
     def _sockloop_note(self, key):
         log = self._sockloop_log
@@ -153,60 +157,63 @@ def _note_interest(channel):
 
 
 # ---------------------------------------------------------------------------------------
-# Timers and waking (sockloop additions).  No lock here is ever taken by code that a signal
-# handler may run (call_later, wake, cancel): heapq's and dict's operations are atomic under
-# the GIL, and the few compound steps are written to tolerate interleaving.
+# Timers and waking (sockloop additions), safe from other threads and from signal handlers
+# without any lock: the heap holds lists [when, seq, handle] that compare in C, so each
+# heappush/heappop is one uninterruptible step; cancel() clears the entry's handle (one C
+# store); dead entries are dropped by the loop's own thread when they make up half the heap,
+# in a way that notices a push made meanwhile (see _compact).
 
 _timer_order = itertools.count()
 
 
 class TimerHandle:
-    """What call_later() returns: `when` (time.monotonic() deadline), `cancel()`."""
+    """What call_later() returns: `when` (a time.monotonic() deadline) and `cancel()`."""
 
-    __slots__ = ("when", "_seq", "_callback", "_args", "cancelled", "_heap")
+    __slots__ = ("when", "_callback", "_args", "_entry", "_map")
 
-    def __init__(self, when, callback, args, heap):
+    def __init__(self, when, callback, args, map):
         self.when = when
-        self._seq = next(_timer_order)
         self._callback = callback
         self._args = args
-        self.cancelled = False
-        self._heap = heap
+        self._entry = [when, next(_timer_order), self]
+        self._map = map
+
+    @property
+    def cancelled(self):
+        return self._entry[2] is None
 
     def __lt__(self, other):
-        return (self.when, self._seq) < (other.when, other._seq)
-
-    def __getitem__(self, i):
-        # The core reads the first deadline as timers[0][0].
-        if i == 0:
-            return self.when
-        raise IndexError(i)
+        return self._entry < other._entry
 
     def cancel(self):
-        """The callback will not run.  Cancelled entries are dropped from the heap once they
-        make up half of it, so a timeout reset per message does not grow it."""
-        if self.cancelled:
+        """The callback will not run."""
+        if self._entry[2] is None:
             return
-        self.cancelled = True
+        self._entry[2] = None
         self._callback = self._args = None
-        heap, self._heap = self._heap, None
-        if heap is not None:
-            _CANCELLED[id(heap)] = _CANCELLED.get(id(heap), 0) + 1
-            if _CANCELLED[id(heap)] * 2 > len(heap) and len(heap) > 8:
-                _compact(heap)
+        m, self._map = self._map, None
+        if m is not None:
+            m._sockloop_cancelled += 1
 
     def __repr__(self):
         return "<TimerHandle when=%r%s>" % (self.when, " cancelled" if self.cancelled else "")
 
 
-_CANCELLED = {}
-
-
-def _compact(heap):
-    _CANCELLED.pop(id(heap), None)
-    # Slice assignment and heapify are single C calls: atomic under the GIL.
-    heap[:] = [h for h in heap if not h.cancelled]
-    heapq.heapify(heap)
+def _compact(map):
+    # Only the loop's thread calls this.  A push that starts after `begun` was read makes
+    # the counts differ and the swap is skipped; one that ended before is in the snapshot.
+    heap = map._sockloop_timers
+    for _ in range(3):
+        begun = map._sockloop_pushes[0]
+        if begun != map._sockloop_pushes[1]:
+            return
+        live = [e for e in heap[:] if e[2] is not None]
+        heapq.heapify(live)
+        # No call and no backward jump from the test to the store: nothing runs between.
+        if map._sockloop_pushes[0] == begun:
+            heap[:] = live
+            map._sockloop_cancelled = 0
+            return
 
 
 def call_later(delay, callback, *args, map=None):
@@ -219,34 +226,47 @@ def call_later(delay, callback, *args, map=None):
     if not isinstance(map, SocketMap):
         raise TypeError("call_later needs a SocketMap (asyncore.socket_map is one), not %s"
                         % type(map).__name__)
-    heap = map._sockloop_timers
-    handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, args, heap)
-    heapq.heappush(heap, handle)
+    handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, args, map)
+    counts = map._sockloop_pushes
+    counts[0] += 1
+    heapq.heappush(map._sockloop_timers, handle._entry)
+    counts[1] += 1
     wake(map)
     return handle
 
 
 def _run_timers(map):
-    # The core calls this after a pass when the map has timers.
+    # The core calls this after a pass when the map has timers, and during a wait when the
+    # first entry is a cancelled one (to find the real first deadline).
     heap = map._sockloop_timers
     now = time.monotonic()
-    while heap and heap[0].when <= now:
-        try:
-            handle = heapq.heappop(heap)
-        except IndexError:
-            return
-        if handle.when > now:          # another thread got there first: put it back
-            heapq.heappush(heap, handle)
-            return
-        if handle.cancelled:
-            n = _CANCELLED.get(id(heap), 0)
-            if n:
-                _CANCELLED[id(heap)] = n - 1
+    while heap:
+        entry = heapq.heappop(heap)
+        handle = entry[2]
+        if handle is None:
+            if map._sockloop_cancelled > 0:
+                map._sockloop_cancelled -= 1
             continue
+        if entry[0] > now:
+            heapq.heappush(heap, entry)   # not due: back it goes
+            break
         callback, args = handle._callback, handle._args
-        handle._heap = None
         handle.cancel()
         callback(*args)
+    if map._sockloop_cancelled * 2 > len(heap) > 64:
+        _compact(map)
+
+
+def _drop_cancelled_first(map):
+    # The core calls this when the first deadline belongs to a cancelled timer.
+    heap = map._sockloop_timers
+    while heap:
+        entry = heapq.heappop(heap)
+        if entry[2] is not None:
+            heapq.heappush(heap, entry)
+            return
+        if map._sockloop_cancelled > 0:
+            map._sockloop_cancelled -= 1
 
 
 # id(map) -> list of the wakers of the pollers serving it now.
@@ -348,20 +368,42 @@ def _checked_timeout(timeout, poll_rules):
 
 
 def _poller_for(map, backend):
+    # A poller kept from an earlier call on (what is probably) the same map still has the
+    # channels registered with the kernel, held weakly; its first pass scans the whole map,
+    # so a different map that got the same id() is served correctly too.
     cache = _local.__dict__.setdefault("pollers", {})
-    key = (id(map), backend)
-    kept = cache.pop(key, None)
-    if kept is not None and kept[0] is map:
-        poller = kept[1]
-    else:
+    poller = cache.pop((id(map), backend), None)
+    if poller is None:
         poller = _core.Poller(backend, _reraised_exceptions, _handle_error_in_except,
-                              _NATIVE_ANSWERS, SocketMap, _run_timers)
+                              _NATIVE_ANSWERS, SocketMap, _run_timers, _drop_cancelled_first)
     with _wakers_lock:
         _wakers.setdefault(id(map), []).append(poller.waker)
-    return poller
+    # In the main thread a signal ends the wait at once: the wake pair becomes Python's
+    # signal wakeup descriptor, unless someone else's (asyncio's) is in place.
+    wired = False
+    fd = poller.signal_fd
+    if fd >= 0 and threading.current_thread() is threading.main_thread():
+        try:
+            before = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        except ValueError:
+            before = None
+        if before is not None:
+            if before == -1 or before == fd:
+                wired = True
+            else:
+                signal.set_wakeup_fd(before)
+    poller.signals_wired = wired
+    return poller, wired
 
 
-def _put_back(map, backend, poller):
+def _put_back(map, backend, held):
+    poller, wired = held
+    if wired:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:
+            pass
+        poller.signals_wired = False
     with _wakers_lock:
         ws = _wakers.get(id(map))
         if ws is not None:
@@ -372,13 +414,14 @@ def _put_back(map, backend, poller):
             if not ws:
                 del _wakers[id(map)]
     if not map:
-        # Nothing to keep registered: hold no reference to the map or its past channels.
         poller.clear()
         return
+    # The registrations stay; the channels are held weakly, so an abandoned map is freed.
+    poller.detach()
     cache = _local.__dict__.setdefault("pollers", {})
-    cache[(id(map), backend)] = (map, poller)
+    cache[(id(map), backend)] = poller
     while len(cache) > _POLLERS_KEPT:
-        cache.pop(next(iter(cache)))[1].clear()
+        cache.pop(next(iter(cache))).clear()
 
 
 def _one_pass(timeout, map, backend, poll_rules):
@@ -388,11 +431,11 @@ def _one_pass(timeout, map, backend, poll_rules):
         return
     timeout = _checked_timeout(timeout, poll_rules)
     backend = default_backend if backend is None else _backend_name(backend, "backend")
-    poller = _poller_for(map, backend)
+    held = _poller_for(map, backend)
     try:
-        poller.poll(map, timeout)
+        held[0].poll(map, timeout)
     finally:
-        _put_back(map, backend, poller)
+        _put_back(map, backend, held)
 
 
 def poll(timeout=0.0, map=None, backend=None):
@@ -427,11 +470,11 @@ def loop(timeout=_LOOP_TIMEOUT, use_poll=False, map=None, count=None, backend=No
         return
     timeout = _checked_timeout(timeout, use_poll)
     backend = default_backend if backend is None else _backend_name(backend, "backend")
-    poller = _poller_for(map, backend)
+    held = _poller_for(map, backend)
     try:
-        poller.run(map, timeout, count)
+        held[0].run(map, timeout, count)
     finally:
-        _put_back(map, backend, poller)
+        _put_back(map, backend, held)
 
 
 # ---------------------------------------------------------------------------------------
@@ -734,16 +777,36 @@ class dispatcher_with_send(dispatcher):
     """A dispatcher with an output buffer: send() queues, and the loop writes it out."""
 
     def __init__(self, sock=None, map=None):
-        self.out_buffer = b""
+        self.__dict__["out_buffer"] = b""
         dispatcher.__init__(self, sock, map)
+
+    # `out_buffer` lives in the instance's __dict__ (the core reads it there); assigning it
+    # from anywhere (`other.out_buffer += data` in another channel's handler) tells the loop
+    # that this channel's writable() answer may have changed.
+    def _get_out_buffer(self):
+        try:
+            return self.__dict__["out_buffer"]
+        except KeyError:
+            raise AttributeError("out_buffer") from None
+
+    def _set_out_buffer(self, value):
+        d = self.__dict__
+        if bool(value) != bool(d.get("out_buffer")):
+            m = d.get("_map")
+            if type(m) is SocketMap:
+                m._sockloop_note(d.get("_fileno"))
+        d["out_buffer"] = value
+
+    out_buffer = property(_get_out_buffer, _set_out_buffer)
 
     def writable(self):
         return bool(self.out_buffer) or not self.connected
 
     def initiate_send(self):
-        sent = dispatcher.send(self, self.out_buffer[:65536])
+        d = self.__dict__
+        sent = dispatcher.send(self, d["out_buffer"][:65536])
         if sent:
-            self.out_buffer = self.out_buffer[sent:]
+            self.out_buffer = d["out_buffer"][sent:]
 
     def handle_write(self):
         self.initiate_send()
@@ -752,9 +815,6 @@ class dispatcher_with_send(dispatcher):
         if self.debug:
             self.log_info("sending %s" % repr(data))
         self.out_buffer += data
-        m = self._map
-        if type(m) is SocketMap:
-            m._sockloop_note(self._fileno)
         self.initiate_send()
 
 
