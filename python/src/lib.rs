@@ -90,6 +90,8 @@ enum Kind {
     Plain,
     /// `dispatcher.readable` and `dispatcher_with_send.writable`.
     WithSend,
+    /// `async_chat.readable` and `async_chat.writable`.
+    Chat,
 }
 
 /// Readiness and dispatch for one asyncore map.
@@ -104,9 +106,10 @@ struct Poller {
     reraised: Py<PyTuple>,
     /// `handle_error_in_except(obj, exc)`: calls `obj.handle_error()` with `exc` being handled.
     on_error: Py<PyAny>,
-    /// `(dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)` as found on
-    /// the classes, to recognise channels whose answers need no Python call.
-    builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+    /// `(dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable,
+    /// async_chat.readable, async_chat.writable)` as taken at import, to recognise channels
+    /// whose answers need no Python call (the last two may be missing).
+    builtins: Option<Vec<Py<PyAny>>>,
     /// Per type (kept alive here, so its address is not reused by another type): the kind and
     /// the `readable`/`writable` attributes it was decided from.
     kinds: HashMap<usize, TypeKind>,
@@ -174,6 +177,33 @@ impl Holder {
     }
 }
 
+/// Process-wide counters for profiling (`_core.stats()`); relaxed increments only.
+mod counters {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    pub static PASSES: AtomicU64 = AtomicU64::new(0);
+    pub static OS_WAITS: AtomicU64 = AtomicU64::new(0);
+    pub static EVENTS: AtomicU64 = AtomicU64::new(0);
+    pub static PY_INTEREST: AtomicU64 = AtomicU64::new(0);
+    pub static NATIVE_INTEREST: AtomicU64 = AtomicU64::new(0);
+    pub static WAKEUPS: AtomicU64 = AtomicU64::new(0);
+    pub static FULL_SCANS: AtomicU64 = AtomicU64::new(0);
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn all() -> [(&'static str, u64); 7] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("passes", g(&PASSES)),
+            ("os_waits", g(&OS_WAITS)),
+            ("events", g(&EVENTS)),
+            ("python_interest_calls", g(&PY_INTEREST)),
+            ("native_interest_answers", g(&NATIVE_INTEREST)),
+            ("internal_wakeups", g(&WAKEUPS)),
+            ("full_scans", g(&FULL_SCANS)),
+        ]
+    }
+}
+
 /// The token of the wake pair's read end.
 const WAKE_TOKEN: u64 = u64::MAX;
 
@@ -225,7 +255,7 @@ impl Poller {
         backend: &str,
         reraised: Py<PyTuple>,
         on_error: Py<PyAny>,
-        builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+        builtins: Option<Vec<Py<PyAny>>>,
         tracked_type: Option<Py<PyType>>,
         run_timers: Option<Py<PyAny>>,
         drop_cancelled: Option<Py<PyAny>>,
@@ -408,22 +438,22 @@ impl Poller {
         let py = obj.py();
         let r = ty.getattr(intern!(py, "readable")).ok();
         let w = ty.getattr(intern!(py, "writable")).ok();
-        let kind = match &self.builtins {
-            None => Kind::Python,
-            Some((readable, writable, ws_writable)) => {
+        let kind = match self.builtins.as_deref() {
+            Some([readable, writable, ws_writable, rest @ ..]) => {
                 let is = |a: &Option<Bound<'_, PyAny>>, b: &Py<PyAny>| {
                     a.as_ref().is_some_and(|a| a.is(b.bind(py)))
                 };
-                if !is(&r, readable) {
-                    Kind::Python
-                } else if is(&w, writable) {
+                if is(&r, readable) && is(&w, writable) {
                     Kind::Plain
-                } else if is(&w, ws_writable) {
+                } else if is(&r, readable) && is(&w, ws_writable) {
                     Kind::WithSend
+                } else if matches!(rest, [cr, cw, ..] if is(&r, cr) && is(&w, cw)) {
+                    Kind::Chat
                 } else {
                     Kind::Python
                 }
             }
+            _ => Kind::Python,
         };
         // The cache holds the type, so no other type can take its address while it is here.
         let entry = TypeKind {
@@ -456,7 +486,10 @@ impl Poller {
                 }),
         };
         let volatile = fast.is_none();
-        let (read, write) = match (kind, fast) {
+        if !volatile {
+            counters::bump(&counters::NATIVE_INTEREST, 1);
+        }
+        let (read, write) = match (kind, fast.as_ref()) {
             (Kind::Plain, Some(_)) => (true, true),
             (Kind::WithSend, Some(d)) => {
                 let connected = match d.get_item(intern!(py, "connected"))? {
@@ -469,13 +502,32 @@ impl Poller {
                 };
                 (true, !connected || pending)
             }
+            (Kind::Chat, Some(d)) => {
+                let connected = match d.get_item(intern!(py, "connected"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "connected"))?.is_truthy()?,
+                };
+                let queued = match d.get_item(intern!(py, "producer_fifo"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "producer_fifo"))?.is_truthy()?,
+                };
+                (true, !connected || queued)
+            }
             _ => {
+                counters::bump(&counters::PY_INTEREST, 2);
                 let r = obj.call_method0(intern!(py, "readable"))?.is_truthy()?;
                 let w = obj.call_method0(intern!(py, "writable"))?.is_truthy()?;
                 (r, w)
             }
         };
-        let write = write && !obj.getattr(intern!(py, "accepting"))?.is_truthy()?;
+        let write = write
+            && !match &fast {
+                Some(d) => match d.get_item(intern!(py, "accepting"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+                },
+                None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+            };
         Ok((Interest { read, write }, volatile))
     }
 
@@ -561,6 +613,7 @@ impl Poller {
         }
         self.touched.clear();
         self.last_full = Instant::now();
+        counters::bump(&counters::FULL_SCANS, 1);
         Ok(())
     }
 
@@ -649,6 +702,7 @@ impl Poller {
 
     fn pass(&mut self, py: Python<'_>, map: &Bound<'_, PyDict>, timeout: Option<f64>) -> PyResult<()> {
         self.pass_no += 1;
+        counters::bump(&counters::PASSES, 1);
         let tracked = self.tracked_type.as_ref().is_some_and(|t| map.get_type().is(t.bind(py)));
         self.verify_kinds(py);
         let mut invalid: Vec<u64> = Vec::new();
@@ -713,6 +767,7 @@ impl Poller {
             let slice = inner.map(|d| d.saturating_duration_since(Instant::now()));
             let (sel, events) = (&mut self.sel, &mut self.events);
             let r = py.allow_threads(|| sel.wait(events, slice));
+            counters::bump(&counters::OS_WAITS, 1);
             match r {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc_errno::EBADF) => {
@@ -724,6 +779,7 @@ impl Poller {
                 Err(e) => return Err(to_py_err(e)),
             }
             let woken = self.events.iter().any(|e| e.token == WAKE_TOKEN);
+            counters::bump(&counters::EVENTS, self.events.len() as u64);
             if woken {
                 self.events.retain(|e| e.token != WAKE_TOKEN);
                 if let Some(rx) = &self.wake_rx {
@@ -740,6 +796,7 @@ impl Poller {
             if until.is_some_and(|d| d <= now) {
                 return Ok(());
             }
+            counters::bump(&counters::WAKEUPS, 1);
             let mut invalid = Vec::new();
             if woken {
                 // wake(): ask for interest again (another thread may have queued output).
@@ -911,6 +968,17 @@ fn low_fd(s: UnixStream) -> UnixStream {
     }
 }
 
+/// The process's loop counters (for profiling): passes, OS waits, events, interest answers
+/// asked in Python or given natively, internal wake-ups, full scans.
+#[pyfunction]
+fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in counters::all() {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
 /// The concrete backend `auto` stands for on this platform.
 #[pyfunction]
 fn default_backend() -> &'static str {
@@ -921,5 +989,6 @@ fn default_backend() -> &'static str {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Poller>()?;
     m.add_function(wrap_pyfunction!(default_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())
 }

@@ -130,21 +130,31 @@ class async_chat(asyncore.dispatcher):
             raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
         step = self.ac_out_buffer_size
         fifo = self.producer_fifo
+        idle = not fifo
         if len(data) <= step:
             fifo.append(data)
         else:
             fifo.extend(data[i:i + step] for i in range(0, len(data), step))
         self.initiate_send()
+        if idle and fifo:
+            # Output left over: the core must watch this channel for writing.
+            asyncore._note_interest(self)
 
     def push_with_producer(self, producer):
         """Queues an object whose more() hands out bytes until it returns b''."""
         fifo = self.producer_fifo
+        idle = not fifo
         fifo.append(producer)
         self.initiate_send()
+        if idle and fifo:
+            asyncore._note_interest(self)
 
     def close_when_done(self):
         """Closes the channel once everything queued before this call has been sent."""
-        self.producer_fifo.append(None)
+        fifo = self.producer_fifo
+        if not fifo:
+            asyncore._note_interest(self)
+        fifo.append(None)
 
     def discard_buffers(self):
         self.ac_in_buffer = b""
@@ -199,6 +209,10 @@ class async_chat(asyncore.dispatcher):
                 else:
                     fifo[0] = head[sent:]
             return
+
+
+# The core answers readable()/writable() itself for channels that leave these two alone.
+asyncore._NATIVE_ANSWERS[3:] = [async_chat.readable, async_chat.writable]
 
 
 class simple_producer:

@@ -803,10 +803,13 @@ class dispatcher_with_send(dispatcher):
         return bool(self.out_buffer) or not self.connected
 
     def initiate_send(self):
+        # Straight to __dict__ (no property): the buffer only shrinks here, and a channel left
+        # watched for writing with nothing to write is looked at again after that event.
         d = self.__dict__
-        sent = dispatcher.send(self, d["out_buffer"][:65536])
+        pending = d["out_buffer"]
+        sent = dispatcher.send(self, pending[:65536])
         if sent:
-            self.out_buffer = d["out_buffer"][sent:]
+            d["out_buffer"] = pending[sent:]
 
     def handle_write(self):
         self.initiate_send()
@@ -814,13 +817,24 @@ class dispatcher_with_send(dispatcher):
     def send(self, data):
         if self.debug:
             self.log_info("sending %s" % repr(data))
-        self.out_buffer += data
+        d = self.__dict__
+        pending = d["out_buffer"]
+        d["out_buffer"] = pending + data
+        if not pending:
+            # Now writable: tell the core (inlined _note_interest, this is the hot path).
+            m = d["_map"]
+            if type(m) is SocketMap:
+                log = m._sockloop_log
+                log.append(d["_fileno"])
+                if len(log) > _LOG_LIMIT:
+                    m._sockloop_reset()
         self.initiate_send()
 
 
 # The package's own answers, which the core gives without calling Python when a channel's
 # class and instance leave them alone.  Taken here, at import, before anyone patches them.
-_NATIVE_ANSWERS = (dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)
+# asynchat adds async_chat's two when it is imported (sockloop's package imports both).
+_NATIVE_ANSWERS = [dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable]
 
 
 # ---------------------------------------------------------------------------------------
