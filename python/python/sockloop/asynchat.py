@@ -82,43 +82,39 @@ class async_chat(asyncore.dispatcher):
             return
         if self.use_encoding and isinstance(data, str):
             data = data.encode(self.encoding)
-        self.ac_in_buffer += data
-        # Each step re-reads the buffer and the terminator: the callbacks may change both.
-        while self.ac_in_buffer:
-            if not self._take_one_step(self.ac_in_buffer, self.get_terminator()):
-                break
-
-    def _take_one_step(self, buf, term):
-        """Consumes the front of `buf` for terminator `term`; False when the rest must wait
-        for more input."""
-        if not term:
-            self.ac_in_buffer = b""
-            self.collect_incoming_data(buf)
-            return True
-        if isinstance(term, int):
-            if len(buf) < term:
+        buf = self.ac_in_buffer + data if self.ac_in_buffer else data
+        # Each round re-reads the buffer and the terminator: the callbacks may change both.
+        while buf:
+            term = self.get_terminator()
+            if not term:
+                # No records: everything is data.
+                self.ac_in_buffer = b""
+                self.collect_incoming_data(buf)
+            elif not isinstance(term, int):
+                at = buf.find(term)
+                if at < 0:
+                    # Keep a tail that may be the start of the terminator for the next read.
+                    keep = find_prefix_at_end(buf, term)
+                    cut = len(buf) - keep
+                    self.ac_in_buffer = buf[cut:] if keep else b""
+                    if cut:
+                        self.collect_incoming_data(buf[:cut])
+                    break
+                self.ac_in_buffer = buf[at + len(term):]
+                if at:
+                    self.collect_incoming_data(buf[:at])
+                self.found_terminator()
+            elif len(buf) < term:
+                # A count not reached yet: take it all, count down.
                 self.ac_in_buffer = b""
                 self.terminator = term - len(buf)
                 self.collect_incoming_data(buf)
-                return True
-            self.ac_in_buffer = buf[term:]
-            self.terminator = 0
-            self.collect_incoming_data(buf[:term])
-            self.found_terminator()
-            return True
-        at = buf.find(term)
-        if at >= 0:
-            self.ac_in_buffer = buf[at + len(term):]
-            if at:
-                self.collect_incoming_data(buf[:at])
-            self.found_terminator()
-            return True
-        keep = find_prefix_at_end(buf, term)
-        if keep == len(buf):
-            return False
-        self.ac_in_buffer = buf[len(buf) - keep:] if keep else b""
-        self.collect_incoming_data(buf[:len(buf) - keep])
-        return not keep
+            else:
+                self.ac_in_buffer = buf[term:]
+                self.terminator = 0
+                self.collect_incoming_data(buf[:term])
+                self.found_terminator()
+            buf = self.ac_in_buffer
 
     def found_terminator(self):
         """Called at the end of each record; subclasses must define it."""
@@ -195,8 +191,8 @@ class async_chat(asyncore.dispatcher):
                 fifo.popleft()
                 continue
             limit = self.ac_out_buffer_size
-            chunk = head[:limit]
-            if isinstance(chunk, str) and self.use_encoding:
+            chunk = head[:limit] if len(head) > limit else head
+            if self.use_encoding and isinstance(chunk, str):
                 chunk = chunk.encode(self.encoding)
             try:
                 sent = self.send(chunk)
@@ -204,7 +200,7 @@ class async_chat(asyncore.dispatcher):
                 self.handle_error()
                 return
             if sent:
-                if sent >= len(chunk) and len(head) <= limit:
+                if chunk is head and sent >= len(head):
                     fifo.popleft()
                 else:
                     fifo[0] = head[sent:]
