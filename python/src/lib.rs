@@ -106,10 +106,10 @@ struct Poller {
     reraised: Py<PyTuple>,
     /// `handle_error_in_except(obj, exc)`: calls `obj.handle_error()` with `exc` being handled.
     on_error: Py<PyAny>,
-    /// `(dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable,
-    /// async_chat.readable, async_chat.writable)` as taken at import, to recognise channels
-    /// whose answers need no Python call (the last two may be missing).
-    builtins: Option<Vec<Py<PyAny>>>,
+    /// The package's own methods as taken at import (`readable`, `writable`, `ws_writable`,
+    /// `chat_readable`, `chat_writable`, `read_event`, `write_event`), to recognise channels
+    /// whose answers and event state machine need no Python frame.
+    builtins: Option<Py<PyDict>>,
     /// Per type (kept alive here, so its address is not reused by another type): the kind and
     /// the `readable`/`writable` attributes it was decided from.
     kinds: HashMap<usize, TypeKind>,
@@ -146,9 +146,15 @@ struct Poller {
 struct TypeKind {
     ty: Py<PyType>,
     kind: Kind,
-    readable: Option<Py<PyAny>>,
-    writable: Option<Py<PyAny>>,
+    /// The type's `readable`, `writable`, `handle_read_event`, `handle_write_event`, as found
+    /// when the kind was decided.
+    attrs: [Option<Py<PyAny>>; 4],
+    /// `handle_read_event` / `handle_write_event` are the package's own: run them here.
+    read_ev: bool,
+    write_ev: bool,
 }
+
+const KIND_ATTRS: [&str; 4] = ["readable", "writable", "handle_read_event", "handle_write_event"];
 
 enum Holder {
     Strong(Py<PyAny>),
@@ -255,7 +261,7 @@ impl Poller {
         backend: &str,
         reraised: Py<PyTuple>,
         on_error: Py<PyAny>,
-        builtins: Option<Vec<Py<PyAny>>>,
+        builtins: Option<Py<PyDict>>,
         tracked_type: Option<Py<PyType>>,
         run_timers: Option<Py<PyAny>>,
         drop_cancelled: Option<Py<PyAny>>,
@@ -421,8 +427,7 @@ impl Poller {
         let before = self.kinds.len();
         self.kinds.retain(|_, tk| {
             let ty = tk.ty.bind(py);
-            same(ty.getattr(intern!(py, "readable")).ok(), &tk.readable)
-                && same(ty.getattr(intern!(py, "writable")).ok(), &tk.writable)
+            KIND_ATTRS.iter().zip(&tk.attrs).all(|(name, then)| same(ty.getattr(*name).ok(), then))
         });
         if self.kinds.len() != before {
             self.epoch = None;
@@ -436,32 +441,28 @@ impl Poller {
             return Ok(tk.kind);
         }
         let py = obj.py();
-        let r = ty.getattr(intern!(py, "readable")).ok();
-        let w = ty.getattr(intern!(py, "writable")).ok();
-        let kind = match self.builtins.as_deref() {
-            Some([readable, writable, ws_writable, rest @ ..]) => {
-                let is = |a: &Option<Bound<'_, PyAny>>, b: &Py<PyAny>| {
-                    a.as_ref().is_some_and(|a| a.is(b.bind(py)))
-                };
-                if is(&r, readable) && is(&w, writable) {
-                    Kind::Plain
-                } else if is(&r, readable) && is(&w, ws_writable) {
-                    Kind::WithSend
-                } else if matches!(rest, [cr, cw, ..] if is(&r, cr) && is(&w, cw)) {
-                    Kind::Chat
-                } else {
-                    Kind::Python
-                }
+        let found: Vec<Option<Bound<'_, PyAny>>> = KIND_ATTRS.iter().map(|n| ty.getattr(*n).ok()).collect();
+        let own = |i: usize, key: &str| -> bool {
+            let Some(b) = &self.builtins else { return false };
+            match (found[i].as_ref(), b.bind(py).get_item(key).ok().flatten()) {
+                (Some(a), Some(b)) => a.is(&b),
+                _ => false,
             }
-            _ => Kind::Python,
         };
+        let kind = if own(0, "readable") && own(1, "writable") {
+            Kind::Plain
+        } else if own(0, "readable") && own(1, "ws_writable") {
+            Kind::WithSend
+        } else if own(0, "chat_readable") && own(1, "chat_writable") {
+            Kind::Chat
+        } else {
+            Kind::Python
+        };
+        let (read_ev, write_ev) = (own(2, "read_event"), own(3, "write_event"));
         // The cache holds the type, so no other type can take its address while it is here.
-        let entry = TypeKind {
-            ty: ty.clone().unbind(),
-            kind,
-            readable: r.map(Bound::unbind),
-            writable: w.map(Bound::unbind),
-        };
+        let mut attrs = found.into_iter().map(|a| a.map(Bound::unbind));
+        let attrs = [(); 4].map(|_| attrs.next().flatten());
+        let entry = TypeKind { ty: ty.clone().unbind(), kind, attrs, read_ev, write_ev };
         self.kinds.insert(key, entry);
         Ok(kind)
     }
@@ -873,15 +874,52 @@ impl Poller {
         Ok(())
     }
 
+    /// `handle_read_event` / `handle_write_event` run here when the channel's class and
+    /// instance leave the package's own alone (one Python frame fewer per event). Returns
+    /// false when the Python method must be called instead.
+    fn native_event(&self, obj: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+        let py = obj.py();
+        let Some(tk) = self.kinds.get(&(obj.get_type().as_ptr() as usize)) else { return Ok(false) };
+        if !(if write { tk.write_ev } else { tk.read_ev }) {
+            return Ok(false);
+        }
+        let Ok(d) = obj.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>() else {
+            return Ok(false);
+        };
+        let name = if write { intern!(py, "handle_write_event") } else { intern!(py, "handle_read_event") };
+        if d.contains(name)? {
+            return Ok(false);
+        }
+        let flag = |n: &Bound<'_, PyString>| -> PyResult<bool> {
+            match d.get_item(n)? {
+                Some(v) => v.is_truthy(),
+                None => obj.getattr(n)?.is_truthy(),
+            }
+        };
+        if flag(intern!(py, "accepting"))? {
+            // A listening channel: accept on read, nothing on write.
+            if !write {
+                obj.call_method0(intern!(py, "handle_accept"))?;
+            }
+            return Ok(true);
+        }
+        if flag(intern!(py, "connecting"))? && !flag(intern!(py, "connected"))? {
+            obj.call_method0(intern!(py, "handle_connect_event"))?;
+        }
+        let handler = if write { intern!(py, "handle_write") } else { intern!(py, "handle_read") };
+        obj.call_method0(handler)?;
+        Ok(true)
+    }
+
     /// poll and epoll: asyncore's `readwrite(obj, flags)` per event.
     fn dispatch_readwrite(&self, py: Python<'_>, map: &Bound<'_, PyDict>, events: &[Event]) -> PyResult<()> {
         for ev in events {
             let Some(obj) = self.target(map, ev.token)? else { continue };
             let run = || -> PyResult<()> {
-                if ev.readable {
+                if ev.readable && !self.native_event(&obj, false)? {
                     obj.call_method0(intern!(py, "handle_read_event"))?;
                 }
-                if ev.writable {
+                if ev.writable && !self.native_event(&obj, true)? {
                     obj.call_method0(intern!(py, "handle_write_event"))?;
                 }
                 if ev.priority {
@@ -914,10 +952,16 @@ impl Poller {
             (|e| e.writable, intern!(py, "handle_write_event")),
             (|e| e.priority, intern!(py, "handle_expt_event")),
         ];
-        for (pick, method) in phases {
+        for (phase, (pick, method)) in phases.into_iter().enumerate() {
             for ev in events.iter().filter(|e| pick(e)) {
                 let Some(obj) = self.target(map, ev.token)? else { continue };
-                if let Err(err) = obj.call_method0(method) {
+                let run = || -> PyResult<()> {
+                    if phase == 2 || !self.native_event(&obj, phase == 1)? {
+                        obj.call_method0(method)?;
+                    }
+                    Ok(())
+                };
+                if let Err(err) = run() {
                     self.handle_exception(py, &obj, err, false)?;
                 }
             }

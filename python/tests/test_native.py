@@ -103,5 +103,60 @@ class NativeAnswers(unittest.TestCase):
                 self.assertEqual(m, {})
 
 
+class NativeEvents(unittest.TestCase):
+    """handle_read_event/handle_write_event run in Rust only while nobody replaced them."""
+
+    def test_overrides_and_patches_of_the_event_methods_are_called(self):
+        seen = []
+
+        class R(asyncore.dispatcher):
+            def writable(self):
+                return False
+
+            def handle_read(self):
+                seen.append("read")
+                self.recv(100)
+
+        class Own(R):
+            def handle_read_event(self):
+                seen.append("own")
+                R.handle_read_event(self)
+
+        saved = asyncore.dispatcher.handle_read_event
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                a, b = socket.socketpair()
+                self.addCleanup(b.close)
+                m = asyncore.SocketMap()
+                r = R(a, m)
+
+                def ping(expect):
+                    seen.clear()
+                    b.send(b"x")
+                    asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                    self.assertEqual(seen, expect)
+
+                ping(["read"])
+                r.handle_read_event = lambda: seen.append("instance")      # per instance
+                ping(["instance"])
+                del r.handle_read_event
+                r.recv(100)
+                ping(["read"])
+                asyncore.dispatcher.handle_read_event = lambda self: (seen.append("patched"),
+                                                                      self.recv(100))
+                try:
+                    ping(["patched"])                                     # patched globally
+                finally:
+                    asyncore.dispatcher.handle_read_event = saved
+                ping(["read"])
+                r.close()
+                a, b2 = socket.socketpair()
+                self.addCleanup(b2.close)
+                o = Own(a, m)
+                b = b2
+                ping(["own", "read"])                                     # by a subclass
+                o.close()
+
+
 if __name__ == "__main__":
     unittest.main()

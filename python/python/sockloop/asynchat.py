@@ -208,7 +208,8 @@ class async_chat(asyncore.dispatcher):
 
 
 # The core answers readable()/writable() itself for channels that leave these two alone.
-asyncore._NATIVE_ANSWERS[3:] = [async_chat.readable, async_chat.writable]
+asyncore._NATIVE_ANSWERS.update(chat_readable=async_chat.readable,
+                                chat_writable=async_chat.writable)
 
 
 class simple_producer:

@@ -834,7 +834,13 @@ class dispatcher_with_send(dispatcher):
 # The package's own answers, which the core gives without calling Python when a channel's
 # class and instance leave them alone.  Taken here, at import, before anyone patches them.
 # asynchat adds async_chat's two when it is imported (sockloop's package imports both).
-_NATIVE_ANSWERS = [dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable]
+_NATIVE_ANSWERS = {
+    "readable": dispatcher.readable,
+    "writable": dispatcher.writable,
+    "ws_writable": dispatcher_with_send.writable,
+    "read_event": dispatcher.handle_read_event,
+    "write_event": dispatcher.handle_write_event,
+}
 
 
 # ---------------------------------------------------------------------------------------
