@@ -15,7 +15,7 @@ MODEs:
 The client (this process) opens IDLE connections that stay silent, then CONNS connections that
 each ping-pong one 64-byte line; the server's utime+stime (from /proc/PID/stat) over the
 measured round trips, divided by their number, is printed as one JSON line.  With --profile
-(sockloop modes) the server runs under cProfile and FILE gets its call counts per round trip
+(sockloop and cpython modes) the server runs under cProfile and FILE gets its call counts per round trip
 together with the core's counters (passes, OS waits, events, Python interest calls)."""
 import argparse
 import json
@@ -36,15 +36,21 @@ ON_CPYTHON = ("import asyncore, functools, runpy, sys, warnings; "
               "asyncore.loop = functools.partial(asyncore.loop, use_poll=True); "
               "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 # Under cProfile: SIGTERM writes the call counts and the core's counters, then exits.
-PROFILED = ("import cProfile, json, pstats, signal, sys, sockloop, runpy\n"
-            "sockloop.install()\n"
+PROFILED = ("import cProfile, json, pstats, signal, sys, runpy\n"
+            "if sys.argv[1] == 'sockloop':\n"
+            "    import sockloop; sockloop.install()\n"
+            "else:\n"
+            "    import asyncore, functools, warnings\n"
+            "    asyncore.loop = functools.partial(asyncore.loop, use_poll=True)\n"
+            "kind = sys.argv.pop(1)\n"
             "out = sys.argv.pop(1)\n"
             "prof = cProfile.Profile()\n"
             "def stop(*_):\n"
             "    prof.disable()\n"
             "    st = pstats.Stats(prof)\n"
             "    calls = {'%s:%s' % (k[0].rsplit('/', 1)[-1], k[2]): v[1] for k, v in st.stats.items()}\n"
-            "    json.dump({'calls': calls, 'core': sockloop._core.stats()}, open(out, 'w'))\n"
+            "    core = sys.modules['sockloop']._core.stats() if kind == 'sockloop' else {}\n"
+            "    json.dump({'calls': calls, 'core': core}, open(out, 'w'))\n"
             "    sys.exit(0)\n"
             "signal.signal(signal.SIGTERM, stop)\n"
             "sys.argv = sys.argv[1:]\n"
@@ -88,9 +94,12 @@ def main():
     else:
         argv = start(a.python, port)
     if a.profile:
-        if not a.mode.endswith("sockloop"):
-            ap.error("--profile needs a sockloop mode")
-        argv = [a.python, "-c", PROFILED, a.profile] + argv[3:]
+        if a.mode not in ("sockloop", "chat-sockloop", "cpython-poll", "chat-cpython"):
+            ap.error("--profile needs a sockloop or cpython mode")
+        kind = "sockloop" if a.mode.endswith("sockloop") else "cpython"
+        script = SEED if a.mode in ("sockloop", "cpython-poll") else CHAT
+        argv = [a.python, "-W", "ignore", "-c", PROFILED, kind, a.profile, script,
+                "127.0.0.1", str(port)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     out = proc.stdout

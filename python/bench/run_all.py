@@ -22,24 +22,29 @@ def main():
     ap.add_argument("--mio", required=True)
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--idle", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved rounds; the table shows each server's median")
     a = ap.parse_args()
     servers = [("mio", a.py312), ("uvloop", a.py312), ("sockloop", a.py312),
                ("cpython-poll", a.py311), ("asyncio", a.py312),
                ("chat-sockloop", a.py312), ("chat-cpython", a.py311)]
-    results = {}
-    for idle in (0, a.idle):
-        for mode, py in servers:
-            cmd = [sys.executable, os.path.join(HERE, "echo_bench.py"), py, mode,
-                   "--trips", str(a.trips), "--idle", str(idle), "--server-bin", a.mio]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-            if out.returncode != 0:
-                print("%s idle=%d failed: %s" % (mode, idle, out.stderr[-2000:]), flush=True)
-                continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps(r), flush=True)
-            results[(mode, idle)] = r["server_cpu_us_per_trip"]
+    samples = {}
+    for _ in range(a.rounds):
+        for idle in (0, a.idle):
+            for mode, py in servers:
+                cmd = [sys.executable, os.path.join(HERE, "echo_bench.py"), py, mode,
+                       "--trips", str(a.trips), "--idle", str(idle), "--server-bin", a.mio]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+                if out.returncode != 0:
+                    print("%s idle=%d failed: %s" % (mode, idle, out.stderr[-2000:]), flush=True)
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(json.dumps(r), flush=True)
+                samples.setdefault((mode, idle), []).append(r["server_cpu_us_per_trip"])
+    results = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
     mio = results.get(("mio", 0))
     print()
+    print("samples (us): " + "; ".join("%s/%d: %s" % (k[0], k[1], v) for k, v in samples.items()))
     print("| server | CPU/round trip, 50 conns | vs mio | + %d idle | vs its own cost without idle |" % a.idle)
     print("|---|---:|---:|---:|---:|")
     for mode, _ in servers:

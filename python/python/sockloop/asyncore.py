@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 
 from errno import (EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL,
                    EISCONN, ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode)
@@ -372,7 +373,13 @@ def _poller_for(map, backend):
     # channels registered with the kernel, held weakly; its first pass scans the whole map,
     # so a different map that got the same id() is served correctly too.
     cache = _local.__dict__.setdefault("pollers", {})
-    poller = cache.pop((id(map), backend), None)
+    kept = cache.pop((id(map), backend), None)
+    poller = None
+    if kept is not None:
+        poller, ref = kept
+        if ref is None or ref() is not map:
+            # Maybe another map under the same id(): trust none of the change log.
+            poller.detach()
     if poller is None:
         poller = _core.Poller(backend, _reraised_exceptions, _handle_error_in_except,
                               _NATIVE_ANSWERS, SocketMap, _run_timers, _drop_cancelled_first)
@@ -416,12 +423,13 @@ def _put_back(map, backend, held):
     if not map:
         poller.clear()
         return
-    # The registrations stay; the channels are held weakly, so an abandoned map is freed.
-    poller.detach()
+    # The registrations stay; the channels are held weakly, so an abandoned map is freed. A
+    # SocketMap is remembered weakly too: the same map again needs no whole scan.
+    ref = weakref.ref(map) if type(map) is SocketMap else None
     cache = _local.__dict__.setdefault("pollers", {})
-    cache[(id(map), backend)] = poller
+    cache[(id(map), backend)] = (poller, ref)
     while len(cache) > _POLLERS_KEPT:
-        cache.pop(next(iter(cache))).clear()
+        cache.pop(next(iter(cache)))[0].clear()
 
 
 def _one_pass(timeout, map, backend, poll_rules):
