@@ -34,6 +34,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference}
 use sockloop::poller::{Event, Interest, Selector};
 use sockloop::Backend;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
@@ -70,6 +71,33 @@ mod libc_errno {
     pub const ECONNRESET: i32 = libc::ECONNRESET;
 }
 
+/// Keys here are descriptors and type addresses, not chosen by an adversary: a multiply
+/// spreads them well enough, and SipHash costs more than the rest of a lookup.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
 /// One channel as registered: the object whose answers made the interest.
 struct Entry {
     /// The object, held weakly when it can be: the map owns its channels, so one that leaves
@@ -98,7 +126,7 @@ enum Kind {
 #[pyclass(module = "sockloop._core")]
 struct Poller {
     sel: Selector,
-    entries: HashMap<RawFd, Entry>,
+    entries: FastMap<RawFd, Entry>,
     events: Vec<Event>,
     generation: u32,
     pass_no: u64,
@@ -112,7 +140,7 @@ struct Poller {
     builtins: Option<Py<PyDict>>,
     /// Per type (kept alive here, so its address is not reused by another type): the kind and
     /// the `readable`/`writable` attributes it was decided from.
-    kinds: HashMap<usize, TypeKind>,
+    kinds: FastMap<usize, TypeKind>,
     /// When epoll last looked for descriptors closed behind the loop's back.
     last_sweep: Instant,
     /// Whether a signal ends the OS wait (the Python side made the wake pair the process's
@@ -127,7 +155,7 @@ struct Poller {
     cursor: usize,
     last_full: Instant,
     /// Channels whose answers come from Python methods: asked every pass.
-    volatile: HashSet<RawFd>,
+    volatile: HashSet<RawFd, BuildHasherDefault<IntHasher>>,
     /// Channels dispatched to in the last pass: their state may have changed.
     touched: Vec<RawFd>,
     /// Read end of the wake pair (a sockloop addition): a byte written to the other end, by
@@ -304,21 +332,21 @@ impl Poller {
         let monotonic = py.import("time")?.getattr("monotonic")?.unbind();
         Ok(Poller {
             sel,
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             events: Vec::with_capacity(256),
             generation: 0,
             pass_no: 0,
             reraised,
             on_error,
             builtins,
-            kinds: HashMap::new(),
+            kinds: FastMap::default(),
             last_sweep: Instant::now(),
             signals_wired: false,
             tracked_type,
             epoch: None,
             cursor: 0,
             last_full: Instant::now(),
-            volatile: HashSet::new(),
+            volatile: HashSet::default(),
             touched: Vec::new(),
             wake_rx,
             waker,
