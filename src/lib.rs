@@ -98,6 +98,7 @@ mod dispatcher;
 mod errors;
 pub mod event_loop;
 mod file;
+pub mod group;
 pub mod poller;
 mod sys;
 mod with_send;
