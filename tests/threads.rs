@@ -280,7 +280,64 @@ fn sigterm_flushes_both_loops(backend: Backend) {
     }
 }
 
-backend_tests!(echo_integrity_two_threads, both_threads_carry_load, sigterm_flushes_both_loops);
+// http_server --threads 2: one `listening on` line, 40 keep-alive requests over 8 connections
+// (spread over both loops), then SIGTERM: exit 0 and the totals of both loops.
+fn http_server_two_threads(backend: Backend) {
+    let mut cmd = Command::new(example_path("http_server"));
+    cmd.args([
+        "--bind",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--sharing",
+        "handoff",
+        "--backend",
+        backend.name(),
+    ]);
+    let mut server =
+        ChildGuard(Some(cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("spawn")));
+    let stdout = BufReader::new(server.child().stdout.take().unwrap());
+    let (line, stdout) = read_line_within(stdout, DEADLINE);
+    let addr: SocketAddr =
+        line.strip_prefix("listening on ").and_then(|a| a.trim_end().parse().ok()).expect("listening on");
+    let conns: Vec<TcpStream> = (0..8).map(|_| client(addr)).collect();
+    let mut readers: Vec<support::process::Lines> =
+        conns.iter().map(|c| support::process::Lines::new(c.try_clone().unwrap())).collect();
+    for round in 0..5 {
+        for (i, (c, lines)) in conns.iter().zip(&mut readers).enumerate() {
+            let last = round == 4;
+            let req = format!(
+                "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                if last { "Connection: close\r\n" } else { "" }
+            );
+            (&mut &*c).write_all(req.as_bytes()).unwrap();
+            let status = lines.line();
+            assert!(status.starts_with("HTTP/1.1 200"), "{backend:?}: connection {i}: {status:?}");
+            let mut len = 0usize;
+            loop {
+                let h = lines.line();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            lines.r.read_exact(&mut body).unwrap();
+        }
+    }
+    terminate(&mut server);
+    let rest = exit_zero_and_rest(&mut server, stdout, &format!("{backend:?}"));
+    assert_eq!(rest, "served 8 connections, 40 requests\n", "{backend:?}");
+}
+
+backend_tests!(
+    echo_integrity_two_threads,
+    both_threads_carry_load,
+    sigterm_flushes_both_loops,
+    http_server_two_threads
+);
 
 // ---------------------------------------------------------------------------------------------
 // The library, in process
