@@ -546,8 +546,62 @@ fn every_loop_serves_the_picked_port(backend: Backend) {
     group.join().unwrap();
 }
 
+// Why `retire` exists: closing a reuseport listener outright while connections are queued on
+// it resets them on this kernel unless `net.ipv4.tcp_migrate_req` is 1, in which case the
+// kernel moves them to the other loop's listener. The test asserts whichever of the two the
+// kernel's setting promises.
+fn closing_a_listener_outright_follows_tcp_migrate_req(backend: Backend) {
+    let listener = SharedListener::bind("127.0.0.1:0".parse().unwrap(), 1024, 2, Sharing::ReusePort).unwrap();
+    let addr = listener.local_addr();
+    let (tok_tx, tok_rx) = mpsc::channel();
+    let tok_tx = Mutex::new(tok_tx);
+    let l = listener.clone();
+    let group = LoopGroup::builder()
+        .threads(2)
+        .backend(backend)
+        .start(move |lp, m| {
+            let t = l.attach(lp, m, EchoListener)?;
+            tok_tx.lock().unwrap().send((m.index(), t)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let tokens: std::collections::HashMap<usize, sockloop::Token> =
+        (0..2).map(|_| tok_rx.recv().unwrap()).collect();
+    let migration = sockloop::group::tcp_migrate_req();
+    let (stalled_tx, stalled_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    group
+        .handle()
+        .post(1, move |_| {
+            stalled_tx.send(()).unwrap();
+            release_rx.recv_timeout(DEADLINE).expect("released");
+        })
+        .unwrap();
+    stalled_rx.recv_timeout(DEADLINE).unwrap();
+    let clients: Vec<TcpStream> = (0..40).map(|_| client(addr)).collect();
+    let t1 = tokens[&1];
+    group
+        .handle()
+        .post(1, move |lp| {
+            lp.close_channel(t1); // no retire: the kernel decides
+        })
+        .unwrap();
+    release_tx.send(()).unwrap();
+    let lost = clients.iter().filter(|c| echo_once(c, b"x").is_err()).count();
+    eprintln!(
+        "{backend:?}: tcp_migrate_req {migration:?}: {lost} of 40 queued connections lost on a plain close"
+    );
+    match migration {
+        sockloop::group::Migration::On => assert_eq!(lost, 0, "{backend:?}: migration is on"),
+        _ => assert!(lost > 0, "{backend:?}: without migration the queued connections are reset"),
+    }
+    group.handle().shutdown(Duration::ZERO);
+    group.join().unwrap();
+}
+
 backend_tests!(
     post_between_loops_arrives_once_in_order,
+    closing_a_listener_outright_follows_tcp_migrate_req,
     retiring_listener_keeps_queued_connections,
     failing_loop_leaves_the_others,
     every_loop_serves_the_picked_port
