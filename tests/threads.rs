@@ -544,6 +544,15 @@ fn every_loop_serves_the_picked_port(backend: Backend) {
     assert_eq!(ports, vec![listener.local_addr().port(); 2], "{backend:?}");
     group.handle().shutdown(Duration::ZERO);
     group.join().unwrap();
+    // A listener bound for another number of loops is refused, naming the loop.
+    let three = SharedListener::bind("127.0.0.1:0".parse().unwrap(), 64, 3, Sharing::ReusePort).unwrap();
+    let err = LoopGroup::builder()
+        .threads(2)
+        .backend(backend)
+        .start(move |lp, m| three.attach(lp, m, Ignore).map(|_| ()))
+        .err()
+        .expect("a size mismatch fails the start");
+    assert!(err.to_string().contains("setup: the listener was bound for 3 loops, the group has 2"), "{err}");
 }
 
 // Why `retire` exists: closing a reuseport listener outright while connections are queued on

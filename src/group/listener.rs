@@ -148,7 +148,9 @@ impl SharedListener {
     /// Adds this loop's listener to `lp` with `server` as its dispatcher (wrapped in a
     /// [`Served`], which [`get_mut`](crate::LoopHandle::get_mut) sees through), and arranges
     /// for [`retire`](SharedListener::retire) to run if this loop's run ends before the
-    /// group shuts down. Call it once per loop, from the setup closure.
+    /// group shuts down. Call it once per loop, from the setup closure, on every loop of a
+    /// group of the size given to [`bind`](SharedListener::bind) (another size is refused:
+    /// a reuseport socket left unattached would still receive its share of connections).
     ///
     /// ```
     /// use sockloop::group::{LoopGroup, SharedListener, Sharing};
@@ -162,6 +164,17 @@ impl SharedListener {
     /// ```
     pub fn attach<D: Dispatcher>(&self, lp: &mut Loop, member: &Member, server: D) -> io::Result<Token> {
         let me = member.index();
+        if member.len() != self.inner.tokens.len() {
+            // An unattached reuseport socket would still get its share of connections.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the listener was bound for {} loops, the group has {}",
+                    self.inner.tokens.len(),
+                    member.len()
+                ),
+            ));
+        }
         let sock = self
             .inner
             .sockets
