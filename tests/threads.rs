@@ -41,19 +41,6 @@ fn start_echo(
     (guard, addr, stdout)
 }
 
-fn client(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn terminate(guard: &mut ChildGuard) {
-    let pid = rustix::process::Pid::from_child(guard.child());
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-}
-
 /// Everything after the `listening on` line, once the process has exited 0.
 fn exit_zero_and_rest(
     guard: &mut ChildGuard,
@@ -125,7 +112,7 @@ fn echo_integrity_two_threads(backend: Backend) {
             let opened = opened.clone();
             std::thread::spawn(move || {
                 // Every connection of every thread is open before any data moves.
-                let socks: Vec<TcpStream> = chunk.iter().map(|_| client(addr)).collect();
+                let socks: Vec<TcpStream> = chunk.iter().map(|_| tcp_client(addr)).collect();
                 opened.wait();
                 let data: Vec<Vec<u8>> = chunk
                     .iter()
@@ -146,7 +133,7 @@ fn echo_integrity_two_threads(backend: Backend) {
     for h in handles {
         h.join().unwrap_or_else(|_| panic!("{backend:?}: a client thread failed"));
     }
-    terminate(&mut server);
+    sigterm(&mut server);
     let rest = exit_zero_and_rest(&mut server, stdout, &format!("{backend:?}"));
     assert_eq!(rest, format!("served {conns} connections, echoed {total} bytes\n"), "{backend:?}");
 }
@@ -159,7 +146,7 @@ fn load_shares(pid: u32, addr: SocketAddr, work: u64) -> (Vec<f64>, u64) {
     let clients: Vec<_> = (0..50)
         .map(|_| {
             let (stop, rounds) = (stop.clone(), rounds.clone());
-            let s = client(addr);
+            let s = tcp_client(addr);
             std::thread::spawn(move || {
                 let msg = [7u8; 2048];
                 let mut back = [0u8; 2048];
@@ -208,7 +195,7 @@ fn both_threads_carry_load(backend: Backend) {
             );
         }
         eprintln!("{backend:?}/{sharing}: loop CPU shares {shares:.2?} of {used} ticks");
-        terminate(&mut server);
+        sigterm(&mut server);
         exit_zero_and_rest(&mut server, stdout, &format!("{backend:?}/{sharing}"));
     }
 }
@@ -265,7 +252,7 @@ fn sigterm_flushes_both_loops(backend: Backend) {
         wait_until(DEADLINE, "each loop to read all its input", || {
             server_rx_queues(addr, &ports).iter().all(|q| *q == Some(0))
         });
-        terminate(&mut server);
+        sigterm(&mut server);
         for (i, (s, d)) in socks.iter().zip(&data).enumerate() {
             let got = read_to_end(s);
             assert!(
@@ -300,7 +287,7 @@ fn http_server_two_threads(backend: Backend) {
     let (line, stdout) = read_line_within(stdout, DEADLINE);
     let addr: SocketAddr =
         line.strip_prefix("listening on ").and_then(|a| a.trim_end().parse().ok()).expect("listening on");
-    let conns: Vec<TcpStream> = (0..8).map(|_| client(addr)).collect();
+    let conns: Vec<TcpStream> = (0..8).map(|_| tcp_client(addr)).collect();
     let mut readers: Vec<support::process::Lines> =
         conns.iter().map(|c| support::process::Lines::new(c.try_clone().unwrap())).collect();
     for round in 0..5 {
@@ -327,7 +314,7 @@ fn http_server_two_threads(backend: Backend) {
             lines.r.read_exact(&mut body).unwrap();
         }
     }
-    terminate(&mut server);
+    sigterm(&mut server);
     let rest = exit_zero_and_rest(&mut server, stdout, &format!("{backend:?}"));
     assert_eq!(rest, "served 8 connections, 40 requests\n", "{backend:?}");
 }
@@ -461,7 +448,7 @@ fn retiring_listener_keeps_queued_connections(backend: Backend) {
             })
             .unwrap();
         stalled_rx.recv_timeout(DEADLINE).unwrap();
-        let clients: Vec<TcpStream> = (0..40).map(|_| client(addr)).collect();
+        let clients: Vec<TcpStream> = (0..40).map(|_| tcp_client(addr)).collect();
         let (handed_tx, handed_rx) = mpsc::channel();
         let l = listener.clone();
         group.handle().post(leaver, move |lp| handed_tx.send(l.retire(leaver, lp)).unwrap()).unwrap();
@@ -476,7 +463,7 @@ fn retiring_listener_keeps_queued_connections(backend: Backend) {
             assert!(handed > 0, "{what}: nothing was queued on the leaving listener");
         }
         // New connections still work, served by the loop that stayed.
-        echo_once(&client(addr), b"after").unwrap();
+        echo_once(&tcp_client(addr), b"after").unwrap();
         eprintln!(
             "{what}: retire handed over {handed}; tcp_migrate_req {:?}",
             sockloop::group::tcp_migrate_req()
@@ -493,7 +480,7 @@ fn failing_loop_leaves_the_others(backend: Backend) {
     let (group, listener) = echo_group(backend, Sharing::Handoff);
     let addr = listener.local_addr();
     // Round-robin from the acceptor (loop 0): a, b, c, d alternate between loops 0 and 1.
-    let conns: Vec<TcpStream> = (0..4).map(|_| client(addr)).collect();
+    let conns: Vec<TcpStream> = (0..4).map(|_| tcp_client(addr)).collect();
     for c in &conns {
         echo_once(c, b"hi").unwrap();
     }
@@ -517,7 +504,7 @@ fn failing_loop_leaves_the_others(backend: Backend) {
     wait_until(DEADLINE, "loop 1 to end", || !h.is_running(1));
     assert!(h.is_running(0), "{backend:?}: loop 0 runs on");
     for _ in 0..4 {
-        echo_once(&client(addr), b"served by loop 0").unwrap(); // the acceptor skips loop 1
+        echo_once(&tcp_client(addr), b"served by loop 0").unwrap(); // the acceptor skips loop 1
     }
     echo_once(&conns[0], b"old connection on loop 0").unwrap();
     h.shutdown(Duration::from_secs(1));
@@ -587,7 +574,7 @@ fn closing_a_listener_outright_follows_tcp_migrate_req(backend: Backend) {
         })
         .unwrap();
     stalled_rx.recv_timeout(DEADLINE).unwrap();
-    let clients: Vec<TcpStream> = (0..40).map(|_| client(addr)).collect();
+    let clients: Vec<TcpStream> = (0..40).map(|_| tcp_client(addr)).collect();
     let t1 = tokens[&1];
     group
         .handle()
