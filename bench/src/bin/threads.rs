@@ -60,8 +60,9 @@ struct Args {
     /// Pass --pin to the servers (loop i on the i-th CPU of --server-cpus).
     #[arg(long)]
     pin: bool,
-    /// Only these workloads (echo, http).
-    #[arg(long, value_delimiter = ',', default_value = "echo,http")]
+    /// Only these workloads (echo; http: keep-alive; http-close: a new connection per request,
+    /// which measures the accept path).
+    #[arg(long, value_delimiter = ',', default_value = "echo,http,http-close")]
     workloads: Vec<String>,
     /// Where the release examples are (default: next to this program).
     #[arg(long)]
@@ -160,10 +161,11 @@ fn measure(args: &Args, bin: &std::path::Path, cfg: &Config) -> io::Result<Sampl
         })
     } else {
         let url = format!("http://{}/", srv.addr);
-        wrk(args, &url, conns, args.warmup.max(1.0))?;
+        let close = cfg.workload == "http-close";
+        wrk(args, &url, conns, args.warmup.max(1.0), close)?;
         let (c0, t0) = (sys::cpu_micros(srv.pid)?, loop_ticks(srv.pid));
         let start = std::time::Instant::now();
-        let rps = wrk(args, &url, conns, args.window)?;
+        let rps = wrk(args, &url, conns, args.window, close)?;
         let elapsed = start.elapsed().as_secs_f64();
         let (c1, t1) = (sys::cpu_micros(srv.pid)?, loop_ticks(srv.pid));
         let reqs = (rps * elapsed).max(1.0);
@@ -182,18 +184,24 @@ fn sys_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs wrk for `secs` (whole seconds, at least 1) and returns its requests/s.
-fn wrk(args: &Args, url: &str, conns: usize, secs: f64) -> io::Result<f64> {
+/// Runs wrk for `secs` (whole seconds, at least 1) and returns its requests/s; with `close`,
+/// every request on a new connection.
+fn wrk(args: &Args, url: &str, conns: usize, secs: f64, close: bool) -> io::Result<f64> {
     let all = format!("0-{}", sys_cpus() - 1);
     let cpus = args.client_cpus.as_deref().unwrap_or(&all);
-    let out = Command::new("taskset")
-        .args(["-c", cpus, "wrk", &format!("-t{}", args.wrk_threads), &format!("-c{conns}")])
-        .arg(format!("-d{}s", secs.round().max(1.0) as u64))
-        .arg(url)
-        .output()?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpus, "wrk", &format!("-t{}", args.wrk_threads), &format!("-c{conns}")])
+        .arg(format!("-d{}s", secs.round().max(1.0) as u64));
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    let out = cmd.arg(url).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() || text.contains("Non-2xx") || text.contains("Socket errors") {
+    if !out.status.success() || text.contains("Non-2xx") {
         return Err(io::Error::other(format!("wrk: {text} {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
+        eprintln!("wrk {url}: {}", errors.trim());
     }
     text.lines()
         .find_map(|l| l.strip_prefix("Requests/sec:").and_then(|v| v.trim().parse().ok()))
@@ -221,7 +229,7 @@ fn main() -> io::Result<()> {
         sys::pin_to_cpu(first)?;
     }
     let mut configs = Vec::new();
-    for workload in ["echo", "http"] {
+    for workload in ["echo", "http", "http-close"] {
         if !args.workloads.iter().any(|w| w == workload) {
             continue;
         }
