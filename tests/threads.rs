@@ -602,3 +602,29 @@ backend_tests!(
     failing_loop_leaves_the_others,
     every_loop_serves_the_picked_port
 );
+
+// `pin(true)`: loop i runs on the i-th CPU the process may use, and only there. (Not a
+// readiness behaviour, so one backend.)
+#[test]
+fn pinned_loops_run_on_one_cpu_each() {
+    let cpus = sockloop::group::usable_cpus();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let group = LoopGroup::builder()
+        .threads(2)
+        .pin(true)
+        .start(move |_, m| {
+            let set = rustix::thread::sched_getaffinity(None)?;
+            let on: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect();
+            tx.lock().unwrap().send((m.index(), on)).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let mut got: Vec<(usize, Vec<usize>)> = (0..2).map(|_| rx.recv().unwrap()).collect();
+    got.sort();
+    for (i, on) in got {
+        assert_eq!(on, vec![cpus[i % cpus.len()]], "loop {i}");
+    }
+    group.handle().shutdown(Duration::ZERO);
+    group.join().unwrap();
+}
