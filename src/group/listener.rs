@@ -226,11 +226,16 @@ impl SharedListener {
         let mut handed = 0;
         match inner.sharing {
             Sharing::ReusePort => {
+                let mut from = index; // spread over the other loops in turn
                 while let Some(ch) = lp.channel_mut(token) {
                     match ch.accept() {
-                        Ok(Some((sock, addr))) => {
-                            handed += usize::from(self.hand_to_other(index, sock, addr))
-                        }
+                        Ok(Some((sock, addr))) => match self.hand_to_other(from, index, sock, addr) {
+                            Some(j) => {
+                                handed += 1;
+                                from = j;
+                            }
+                            None => break, // no loop left to take them: they are reset on close
+                        },
                         _ => break,
                     }
                 }
@@ -266,13 +271,13 @@ impl SharedListener {
             && !self.inner.retired[j].load(Ordering::Acquire)
     }
 
-    /// Posts a connection to the next live loop other than `me`; false if there is none (the
-    /// connection is then closed).
-    fn hand_to_other(&self, me: usize, sock: Socket, addr: SockAddr) -> bool {
-        let Some(group) = self.inner.group.get() else { return false };
-        let Some(j) = self.next_live(me, me) else { return false };
+    /// Posts a connection to the next live loop after `from`, other than `me`, and returns it;
+    /// `None` if there is none (the connection is then closed).
+    fn hand_to_other(&self, from: usize, me: usize, sock: Socket, addr: SockAddr) -> Option<usize> {
+        let group = self.inner.group.get()?;
+        let j = self.next_live(from, me)?;
         let token = *self.inner.tokens[j].get().expect("live loops are attached");
-        group.post(j, move |lp| deliver(lp, token, sock, addr)).is_ok()
+        group.post(j, move |lp| deliver(lp, token, sock, addr)).ok().map(|_| j)
     }
 }
 
