@@ -503,6 +503,8 @@ fn failing_loop_leaves_the_others(backend: Backend) {
     let h = group.handle();
     wait_until(DEADLINE, "loop 1 to end", || !h.is_running(1));
     assert!(h.is_running(0), "{backend:?}: loop 0 runs on");
+    let refused = h.post(1, |_| unreachable!("a stopped loop runs nothing")).expect_err("loop 1 stopped");
+    assert_eq!(refused.kind(), io::ErrorKind::NotConnected, "{backend:?}");
     for _ in 0..4 {
         echo_once(&tcp_client(addr), b"served by loop 0").unwrap(); // the acceptor skips loop 1
     }
