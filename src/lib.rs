@@ -100,6 +100,8 @@ pub mod event_loop;
 mod file;
 pub mod poller;
 mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod with_send;
 
 pub use channel::Channel;

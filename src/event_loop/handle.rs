@@ -76,7 +76,16 @@ impl LoopHandle {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn add(&mut self, channel: Channel, handler: impl Dispatcher) -> io::Result<Token> {
-        self.map.insert(channel, Box::new(handler))
+        #[cfg(feature = "tls")]
+        let mut channel = channel;
+        #[cfg(feature = "tls")]
+        let handshake = channel.tls_take_timer();
+        let token = self.map.insert(channel, Box::new(handler))?;
+        #[cfg(feature = "tls")]
+        if let Some(d) = handshake {
+            self.timers.schedule(Instant::now() + d, Action::TlsHandshake(token));
+        }
+        Ok(token)
     }
 
     /// Whether `token` names a channel still in the map (the running one included).
@@ -404,8 +413,21 @@ impl LoopHandle {
     /// Puts a lent channel back in the map (see `Map::restore`) and cancels the timers of a
     /// channel that left it.
     pub(super) fn put_back(&mut self, token: Token, body: super::map::Body) {
-        if let Restored::Dropped(Some(timing)) = self.map.restore(token, body) {
-            self.cancel_timing(&timing);
+        #[cfg(feature = "tls")]
+        let mut body = body;
+        // A STARTTLS upgrade in a handler starts its handshake clock here.
+        #[cfg(feature = "tls")]
+        let handshake = body.channel.tls_take_timer();
+        match self.map.restore(token, body) {
+            Restored::Dropped(Some(timing)) => self.cancel_timing(&timing),
+            Restored::Dropped(None) => {}
+            Restored::Kept =>
+            {
+                #[cfg(feature = "tls")]
+                if let Some(d) = handshake {
+                    self.timers.schedule(Instant::now() + d, Action::TlsHandshake(token));
+                }
+            }
         }
     }
 
