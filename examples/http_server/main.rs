@@ -22,12 +22,15 @@
 //! Per-connection timeouts: `--header-timeout` (a request head must arrive within it once
 //! begun: 408) and `--idle-timeout SECS` (off by default; no traffic at all: closed). No cap on requests per
 //! connection or on connections. SIGINT/SIGTERM: stop accepting, flush (`--grace`, 5 s),
-//! print totals, exit 0.
+//! print totals, exit 0. With `--tls-cert CERT --tls-key KEY` it serves HTTPS (ALPN
+//! `http/1.1`) with the same behaviour.
 
 mod request;
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/tls.rs"]
+mod tls_flags;
 
 use clap::Parser;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit, Producer};
@@ -71,6 +74,9 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    /// HTTPS: --tls-cert and --tls-key (ALPN offers http/1.1).
+    #[command(flatten)]
+    tls: tls_flags::TlsFlags,
 }
 
 /// Largest request head (request line and headers), in bytes.
@@ -517,6 +523,7 @@ impl ChatHandler for Http {
 struct Server {
     cfg: Rc<Config>,
     idle: Option<Duration>,
+    tls: Option<sockloop::tls::TlsAcceptor>,
 }
 
 impl Dispatcher for Server {
@@ -533,7 +540,11 @@ impl Dispatcher for Server {
         let mut chat = AsyncChat::new(http);
         chat.set_terminator(b"\r\n\r\n");
         chat.set_max_record(MAX_HEAD);
-        let token = cx.lp.add(Channel::from(sock), chat)?;
+        let channel = match &self.tls {
+            Some(tls) => Channel::from(sock).tls_server(tls)?,
+            None => Channel::from(sock),
+        };
+        let token = cx.lp.add(channel, chat)?;
         cx.lp.set_idle_timeout(token, self.idle);
         self.cfg.connections.set(self.cfg.connections.get() + 1);
         Ok(())
@@ -562,7 +573,11 @@ fn main() -> io::Result<()> {
         args.bind,
         args.backlog,
         args.grace,
-        Server { cfg: cfg.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) },
+        Server {
+            cfg: cfg.clone(),
+            idle: args.idle_timeout.map(Duration::from_secs_f64),
+            tls: args.tls.acceptor(&[b"http/1.1"])?,
+        },
     )?;
     println!("served {} connections, {} requests", cfg.connections.get(), cfg.requests.get());
     Ok(())
