@@ -83,7 +83,7 @@ impl LoopHandle {
         let token = self.map.insert(channel, Box::new(handler))?;
         #[cfg(feature = "tls")]
         if let Some(d) = handshake {
-            self.timers.schedule(Instant::now() + d, Action::TlsHandshake(token));
+            self.arm_handshake(token, d);
         }
         Ok(token)
     }
@@ -425,7 +425,7 @@ impl LoopHandle {
             {
                 #[cfg(feature = "tls")]
                 if let Some(d) = handshake {
-                    self.timers.schedule(Instant::now() + d, Action::TlsHandshake(token));
+                    self.arm_handshake(token, d);
                 }
             }
         }
@@ -442,6 +442,30 @@ impl LoopHandle {
 
     fn cancel_timing(&mut self, timing: &Timing) {
         for id in timing.idle.as_ref().map(|i| i.timer).into_iter().chain(timing.paused) {
+            self.timers.cancel(id);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(id) = timing.handshake {
+            self.timers.cancel(id);
+        }
+    }
+
+    /// Starts a TLS handshake's clock (kept with the channel's timers, so it goes with it).
+    #[cfg(feature = "tls")]
+    fn arm_handshake(&mut self, token: Token, timeout: Duration) {
+        let id = self.timers.schedule(Instant::now() + timeout, Action::TlsHandshake(token));
+        match self.map.timing(token) {
+            Some(t) => t.handshake = Some(id),
+            None => {
+                self.timers.cancel(id);
+            }
+        }
+    }
+
+    /// The handshake is over (done or failed): its clock stops.
+    #[cfg(feature = "tls")]
+    pub(super) fn disarm_handshake(&mut self, token: Token) {
+        if let Some(id) = self.map.timing_if_any(token).and_then(|t| t.handshake.take()) {
             self.timers.cancel(id);
         }
     }

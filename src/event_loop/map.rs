@@ -34,6 +34,9 @@ pub(crate) struct Timing {
     pub idle: Option<Idle>,
     /// The timer that ends a `pause_reading`.
     pub paused: Option<TimerId>,
+    /// The deadline of a TLS handshake.
+    #[cfg(feature = "tls")]
+    pub handshake: Option<TimerId>,
 }
 
 struct Entry {

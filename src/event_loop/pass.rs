@@ -193,8 +193,11 @@ impl Loop {
             }
         }
         self.finish(token, body);
-        if open(body) && !body.channel.tls_handshaking() && body.channel.tls_take_announce() {
-            self.call(token, body, Handler::Connect);
+        if !body.channel.tls_handshaking() {
+            self.handle.disarm_handshake(token);
+            if open(body) && body.channel.tls_take_announce() {
+                self.call(token, body, Handler::Connect);
+            }
         }
     }
 
@@ -300,6 +303,9 @@ impl Loop {
                 Action::Idle(token) => self.idle_timeout(token, id),
                 #[cfg(feature = "tls")]
                 Action::TlsHandshake(token) => {
+                    if let Some(t) = self.handle.map.timing_if_any(token) {
+                        t.handshake = None;
+                    }
                     self.with_body(token, |lp, body| lp.handshake_timeout(token, body));
                 }
                 Action::Resume(token) => {
