@@ -70,8 +70,10 @@
 //!
 //! Beyond asyncore: timers ([`LoopHandle::call_later`], [`LoopHandle::set_idle_timeout`]), a
 //! cross-thread [`Waker`], signals ([`LoopHandle::on_signal`]), graceful shutdown
-//! ([`Loop::shutdown`]), and backpressure through output limits
-//! ([`Channel::set_output_limits`]).
+//! ([`Loop::shutdown`]), backpressure through output limits
+//! ([`Channel::set_output_limits`]), and TLS channels over rustls (the `tls` feature, on by
+//! default: `sockloop::tls`, [`Channel::tls_server`], [`Channel::tls_client`], STARTTLS with
+//! [`Channel::start_tls_server`]).
 //!
 //! ## Where things are
 //!

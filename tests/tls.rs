@@ -73,6 +73,8 @@ struct EchoSide(Rc<RefCell<Seen>>);
 
 impl Dispatcher for EchoSide {
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        assert!(!cx.channel.tls_handshaking(), "the first handle_read comes after the handshake");
+        assert_eq!(cx.channel.tls_server_name(), Some("localhost"), "the client sent SNI");
         let n = cx.channel.recv(cx.scratch)?;
         cx.channel.send_all(&cx.scratch[..n])
     }
@@ -190,7 +192,8 @@ fn library_bad_certificate(backend: Backend) {
 // The programs against real clients
 
 /// echo_server over TLS: 24 concurrent Python clients (TLS 1.2 and 1.3 alternately), three
-/// messages each of 1 B to 400 KiB, every byte checked; with an EC and an RSA key.
+/// messages each of 1 B to 400 KiB, every byte checked; with an EC and an RSA key. A second
+/// connection resumes the first one's session (TLS 1.2 and 1.3).
 fn echo_server_python_clients(backend: Backend) {
     for key in keys() {
         let c = certs::make(key);
@@ -198,6 +201,7 @@ fn echo_server_python_clients(backend: Backend) {
         args.push("--quiet");
         let server = Server::start("echo_server", &args);
         py_clients("echo", server.port(), &c.ca, &["24", &(key as u64 + 1).to_string()]);
+        py_clients("resume", server.port(), &c.ca, &[]);
         let (status, _) = server.stop();
         assert!(status.success(), "{key:?}: {status}");
     }

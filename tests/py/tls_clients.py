@@ -10,6 +10,8 @@ usage:
   tls_clients.py corrupt PORT CA          a record corrupted after the handshake: the server
                                           ends the connection (alert or close), then a good
                                           client is served
+  tls_clients.py resume PORT CA            a second connection resumes the first's session
+                                          (TLS 1.2 session id, TLS 1.3 ticket)
   tls_clients.py churn PORT CA N SEED     N connections ended every way: close_notify, reset,
                                           closed mid-handshake, random bytes for a ClientHello
 Prints "OK" and exits 0, or raises.
@@ -113,6 +115,30 @@ def smtp():
     body = b"Subject: over TLS\r\n\r\n" + bytes(range(32, 127)) * 100 + b"\r\n..dot\r\nend\r\n"
     s.sendmail("a@example.com", ["b@example.com"], body)
     s.quit()
+    # RFC 3207: after STARTTLS the session starts over (EHLO first), and a command the client
+    # pipelined in plain text behind STARTTLS is not run inside TLS.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    f = raw.makefile("rb")
+    assert f.readline().startswith(b"220")
+    raw.sendall(b"EHLO me\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    raw.sendall(b"STARTTLS\r\nMAIL FROM:<injected@x>\r\n")
+    assert f.readline().startswith(b"220"), "STARTTLS answered"
+    t = context().wrap_socket(raw, server_hostname="localhost")
+    tf = t.makefile("rb")
+    t.sendall(b"MAIL FROM:<a@b>\r\n")
+    assert tf.readline().startswith(b"503"), "a new EHLO is expected"
+    t.sendall(b"EHLO me\r\n")
+    lines = [tf.readline()]
+    while not lines[-1].startswith(b"250 "):
+        lines.append(tf.readline())
+    assert not any(b"STARTTLS" in l for l in lines), lines
+    t.sendall(b"RCPT TO:<c@d>\r\n")
+    assert tf.readline().startswith(b"503"), "the injected MAIL was dropped"
+    t.sendall(b"QUIT\r\n")
+    assert tf.readline().startswith(b"221")
+    t.close()
     files = os.listdir(out)
     assert len(files) == 1, files
     got = open(os.path.join(out, files[0]), "rb").read()
@@ -170,6 +196,21 @@ def corrupt():
     s.close()
 
 
+def resume():
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = context(version)
+        session = None
+        for attempt in range(2):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+            s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+            s.sendall(b"r")
+            assert s.recv(1) == b"r"  # a TLS 1.3 ticket arrives after the handshake
+            if attempt == 1:
+                assert s.session_reused, (version, "not resumed")
+            session = s.session
+            s.unwrap().close()
+
+
 def churn():
     n, seed = int(sys.argv[4]), int(sys.argv[5])
     rng = random.Random(seed)
@@ -197,5 +238,6 @@ def churn():
             raw.close()
 
 
-{"echo": echo, "https": https, "smtp": smtp, "corrupt": corrupt, "churn": churn}[mode]()
+{"echo": echo, "https": https, "smtp": smtp, "corrupt": corrupt, "resume": resume,
+ "churn": churn}[mode]()
 print("OK")
