@@ -188,6 +188,42 @@ fn library_bad_certificate(backend: Backend) {
     drive(&mut lp, "only the listener left", |lp| lp.len() == 1);
 }
 
+/// `Loop::shutdown` closes a TLS connection with `close_notify`: a blocking rustls client in
+/// another thread sees a clean end of stream, not a truncation.
+fn library_shutdown_sends_close_notify(backend: Backend) {
+    use sockloop::tls::rustls;
+    let c = certs::make(Key::Ec);
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let mut lp = new_loop(backend);
+    let acceptor = TlsAcceptor::from_pem_files(&c.cert, &c.key).unwrap();
+    let listener = Channel::tcp_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    lp.add(listener, Acceptor(acceptor, seen.clone())).unwrap();
+    let config = TlsConnector::from_ca_file(&c.ca).unwrap().config().clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        tls.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        tls.read_exact(&mut b).unwrap();
+        tx.send(()).unwrap();
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).map(|_| rest)
+    });
+    drive(&mut lp, "the echo", |_| rx.try_recv().is_ok());
+    lp.shutdown(Duration::from_secs(2));
+    lp.run().unwrap();
+    match client.join().unwrap() {
+        Ok(rest) => assert!(rest.is_empty()),
+        Err(e) => panic!("the client saw {e} instead of close_notify"),
+    }
+    assert!(seen.borrow().server_errors.is_empty(), "{:?}", seen.borrow().server_errors);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The programs against real clients
 
@@ -333,6 +369,7 @@ fn hostile_peers(backend: Backend) {
 backend_tests!(
     library_client_and_server,
     library_bad_certificate,
+    library_shutdown_sends_close_notify,
     echo_server_python_clients,
     http_server_https_keepalive,
     smtp_sink_starttls,
