@@ -366,10 +366,83 @@ fn hostile_peers(backend: Backend) {
     assert!(status.success());
 }
 
+/// A STARTTLS client written on the library (`start_tls_client`, an in-place upgrade) against
+/// smtp_sink: EHLO, STARTTLS, then a new EHLO queued at once (it waits in the engine until the
+/// handshake is done), QUIT over TLS.
+struct StartTlsClient {
+    connector: TlsConnector,
+    input: Vec<u8>,
+    step: u8,
+    transcript: Rc<RefCell<Vec<String>>>,
+}
+
+impl Dispatcher for StartTlsClient {
+    fn writable(&self) -> bool {
+        false
+    }
+
+    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let n = cx.channel.recv(cx.scratch)?;
+        self.input.extend_from_slice(&cx.scratch[..n]);
+        while let Some(i) = self.input.iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&self.input[..i]).trim_end().to_string();
+            self.input.drain(..=i);
+            let last = line.len() < 4 || line.as_bytes()[3] == b' ';
+            self.transcript.borrow_mut().push(line.clone());
+            if !last {
+                continue;
+            }
+            match (self.step, &line[..3]) {
+                (0, "220") => cx.channel.send_all(b"EHLO lib\r\n")?,
+                (1, "250") => cx.channel.send_all(b"STARTTLS\r\n")?,
+                (2, "220") => {
+                    cx.channel.start_tls_client(&self.connector, "localhost")?;
+                    cx.channel.send_all(b"EHLO lib\r\n")?;
+                }
+                (3, "250") => {
+                    assert!(cx.channel.is_tls() && !cx.channel.tls_handshaking());
+                    cx.channel.send_all(b"QUIT\r\n")?;
+                }
+                (4, "221") => cx.channel.close_when_done(),
+                (step, _) => panic!("unexpected reply at step {step}: {line}"),
+            }
+            self.step += 1;
+        }
+        Ok(())
+    }
+}
+
+fn library_starttls_client(backend: Backend) {
+    let c = certs::make(Key::Ec);
+    let dir = TempDir::new("smtp-lib");
+    let mut args = tls_args(&c, backend);
+    args.extend(["--dir", dir.0.to_str().unwrap()]);
+    let server = Server::start("smtp_sink", &args);
+    let transcript = Rc::new(RefCell::new(Vec::new()));
+    let mut lp = new_loop(backend);
+    let client = StartTlsClient {
+        connector: TlsConnector::from_ca_file(&c.ca).unwrap(),
+        input: Vec::new(),
+        step: 0,
+        transcript: transcript.clone(),
+    };
+    lp.add(Channel::tcp_connect(server.addr).unwrap(), client).unwrap();
+    drive(&mut lp, "the STARTTLS session", |lp| lp.is_empty());
+    let t = transcript.borrow();
+    assert!(t.iter().any(|l| l.contains("STARTTLS")), "offered: {t:?}");
+    assert!(t.last().is_some_and(|l| l.starts_with("221")), "{t:?}");
+    let after: Vec<_> = t.iter().skip_while(|l| !l.starts_with("220 2.0.0")).collect();
+    assert!(!after.iter().any(|l| l.contains("STARTTLS")), "not offered inside TLS: {t:?}");
+    drop(t);
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
 backend_tests!(
     library_client_and_server,
     library_bad_certificate,
     library_shutdown_sends_close_notify,
+    library_starttls_client,
     echo_server_python_clients,
     http_server_https_keepalive,
     smtp_sink_starttls,
