@@ -3,18 +3,26 @@
 # master, same ECDSA P-256 certificate, TLS 1.3), both pinned to CPU 0, wrk pinned to CPU 1.
 #   keep-alive: wrk -c50 GETs of a 2 KiB file over 50 TLS connections;
 #   handshakes: wrk -c50 with `Connection: close`, so every request is a new connection and a
-#               full TLS 1.3 handshake (wrk does not resume sessions).
+#               full TLS 1.3 handshake (wrk does not resume sessions);
+#   echo:       echo_server plain and with --tls-cert, 50 connections of 64 B ping-pong from
+#               bench's tls_pingpong (rustls clients).
 # Server CPU is utime+stime from /proc/PID/stat over wrk's run, divided by its requests.
-# usage: bench/tls.sh [SECONDS]   (needs nginx and wrk; run after `cargo build --release --examples`)
+# usage: bench/tls.sh [SECONDS]   (needs nginx and wrk; run after `cargo build --release
+#        --examples` and `cargo build --release -p sockloop-bench`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 bin=${CARGO_TARGET_DIR:-target}/release/examples
 dir=$(mktemp -d /tmp/sockloop-tls-bench.XXXXXX)
 trap 'kill $(cat "$dir"/pids 2>/dev/null) 2>/dev/null || true; rm -rf "$dir"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/key.pem" \
-    -out "$dir/cert.pem" -days 2 -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+# A CA and an ECDSA P-256 server certificate it signs (webpki refuses a CA as the server's).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" \
+    -out "$dir/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/key.pem" \
+    -out "$dir/leaf.csr" -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$dir/ext"
+openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -out "$dir/cert.pem" -days 2 -extfile "$dir/ext" 2>/dev/null
 mkdir "$dir/root"
 head -c 2048 /dev/urandom > "$dir/root/f2k.bin"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -59,3 +67,27 @@ measure "$hs" "$port_s" "sockloop http_server keep-alive"
 measure "$ngx" "$port_n" "nginx keep-alive"
 measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"
 measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"
+
+# echo_server, plain then TLS: server CPU per 64 B round trip at 50 connections.
+echo_run() {
+    local label=$1; shift
+    : > "$dir/es.out"
+    taskset -c 0 "$bin/echo_server" --bind 127.0.0.1:0 --quiet "$@" > "$dir/es.out" & echo $! >> "$dir/pids"
+    local es=$!
+    for _ in $(seq 50); do grep -q "listening on" "$dir/es.out" 2>/dev/null && break; sleep 0.1; done
+    local addr; addr=$(sed -n 's/^listening on //p' "$dir/es.out")
+    local t0; t0=$(ticks "$es")
+    local rts; rts=$(taskset -c 1 "$pp" "$addr" --conns 50 --secs "$secs" $tls_ca)
+    local t1; t1=$(ticks "$es")
+    kill "$es"
+    # The window is secs plus the 0.5 s warm-up (connections and handshakes) the CPU also covers.
+    awk -v r="$rts" -v t=$((t1 - t0)) -v hz="$hz" -v s="$secs" -v l="$label" \
+        'BEGIN { printf "%-34s %9d rt  %9.0f rt/s  %7.2f us CPU/rt (incl. warm-up)\n", l, r, r / s, t / hz * 1e6 / r }'
+}
+pp=${CARGO_TARGET_DIR:-target}/release/tls_pingpong
+if [ -x "$pp" ]; then
+    tls_ca="" echo_run "echo_server plain, 64 B x 50"
+    tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+else
+    echo "(no $pp: cargo build --release -p sockloop-bench for the echo figures)"
+fi
