@@ -540,7 +540,9 @@ impl Channel {
         Ok(())
     }
 
-    /// Drops output queued by [`send_all`](Channel::send_all) that was not sent yet.
+    /// Drops output queued by [`send_all`](Channel::send_all) that was not sent yet. On a TLS
+    /// channel the queue holds encrypted records, part of which may be on the wire already:
+    /// dropping the rest would break the stream, so it is kept.
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
@@ -550,6 +552,15 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn discard_output(&mut self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return;
+        }
+        self.drop_output();
+    }
+
+    /// Drops the queued output, whatever it holds.
+    fn drop_output(&mut self) {
         self.out = OutBuf::default();
     }
 
@@ -832,7 +843,7 @@ impl Channel {
     /// Closes without writing anything more (a TLS handshake that timed out).
     #[cfg(feature = "tls")]
     pub(crate) fn close_silently(&mut self) {
-        self.discard_output();
+        self.drop_output();
         self.state = State::Closed;
     }
 

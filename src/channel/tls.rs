@@ -313,6 +313,6 @@ impl Channel {
         if let Some(e) = self.tls.as_mut() {
             e.failed = true;
         }
-        self.discard_output();
+        self.drop_output();
     }
 }
