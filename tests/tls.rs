@@ -5,6 +5,8 @@
 //! peers (stalled handshakes, random bytes, a corrupted record, connections churned).
 //! Certificates are made at test time (`support::certs`).
 
+#![cfg(feature = "tls")]
+
 mod support;
 
 use sockloop::tls::{TlsAcceptor, TlsConnector};
