@@ -245,7 +245,8 @@ fn echo_server_python_clients(backend: Backend) {
     }
 }
 
-/// http_server over TLS: HTTPSConnection keep-alive GETs, bodies exact, one connection.
+/// http_server over TLS: HTTPSConnection keep-alive GETs, bodies exact, one connection; and
+/// `curl --cacert` where installed.
 fn http_server_https_keepalive(backend: Backend) {
     let c = certs::make(Key::Ec);
     let root = TempDir::new("https-root");
@@ -256,6 +257,16 @@ fn http_server_https_keepalive(backend: Backend) {
     args.extend(["--root", root.0.to_str().unwrap()]);
     let server = Server::start("http_server", &args);
     py_clients("https", server.port(), &c.ca, &[root.0.to_str().unwrap()]);
+    if support::process::have("curl") {
+        let url = format!("https://localhost:{}/big.bin", server.port());
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--http1.1", "--cacert", c.ca.to_str().unwrap(), &url, &url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+        let big = std::fs::read(root.path("big.bin")).unwrap();
+        assert!(out.stdout == [big.clone(), big].concat(), "curl got the file twice, exactly");
+    }
     let (status, _) = server.stop();
     assert!(status.success());
 }
