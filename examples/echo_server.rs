@@ -7,10 +7,13 @@
 //! one shared buffer, keeps only unsent bytes per client, sets `TCP_NODELAY`, stops reading
 //! from a client whose unsent output passes the soft limit, and after a half-close sends
 //! everything owed before closing. SIGINT/SIGTERM: stop accepting, flush (5 s), print totals,
-//! exit 0. `--threads N` runs N loops on the same address (`--sharing reuseport|handoff`).
+//! exit 0. `--threads N` runs N loops on the same address (`--sharing reuseport|handoff`). With
+//! `--tls-cert CERT --tls-key KEY` it echoes over TLS 1.2 and 1.3 instead.
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/tls.rs"]
+mod tls_flags;
 
 use clap::Parser;
 use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket};
@@ -48,6 +51,8 @@ struct Args {
     grace: f64,
     #[command(flatten)]
     threads: common::ThreadArgs,
+    #[command(flatten)]
+    tls: tls_flags::TlsFlags,
 }
 
 #[derive(Default)]
@@ -83,6 +88,7 @@ struct EchoServer {
     soft_limit: usize,
     idle: Option<Duration>,
     stats: Rc<Stats>,
+    tls: Option<sockloop::tls::TlsAcceptor>,
 }
 
 impl Dispatcher for EchoServer {
@@ -96,6 +102,9 @@ impl Dispatcher for EchoServer {
         sock.set_nodelay(true)?;
         let mut ch = Channel::from(sock);
         ch.set_output_limits(self.soft_limit, usize::MAX);
+        if let Some(tls) = &self.tls {
+            ch = ch.tls_server(tls)?;
+        }
         self.stats.connections.set(self.stats.connections.get() + 1);
         // A channel the backend cannot watch (select past FD_SETSIZE) is refused alone: the
         // listener stays up for the others.
@@ -120,6 +129,7 @@ fn main() -> io::Result<()> {
     let totals = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let (quiet, soft_limit) = (args.quiet, args.soft_limit);
     let idle = args.idle_timeout.map(Duration::from_secs_f64);
+    let tls = args.tls.acceptor(&[])?;
     let t = totals.clone();
     common::serve_threads(args.backend, args.bind, args.backlog, args.grace, &args.threads, move |member| {
         let stats = Rc::new(Stats::default());
@@ -128,7 +138,7 @@ fn main() -> io::Result<()> {
             t[0].fetch_add(s.connections.get(), Ordering::Relaxed);
             t[1].fetch_add(s.bytes.get(), Ordering::Relaxed);
         });
-        EchoServer { quiet, soft_limit, idle, stats }
+        EchoServer { quiet, soft_limit, idle, stats, tls: tls.clone() }
     })?;
     let [connections, bytes] = &*totals;
     println!(

@@ -71,9 +71,11 @@
 //! Beyond asyncore: timers ([`LoopHandle::call_later`], [`LoopHandle::set_idle_timeout`]), a
 //! cross-thread [`Waker`], signals ([`LoopHandle::on_signal`]), graceful shutdown
 //! ([`Loop::shutdown`]), backpressure through output limits
-//! ([`Channel::set_output_limits`]), and many cores: a loop per thread serving one address
+//! ([`Channel::set_output_limits`]); many cores: a loop per thread serving one address
 //! ([`group::LoopGroup`], [`group::SharedListener`]), the loops talking through
-//! [`group::GroupHandle`].
+//! [`group::GroupHandle`]; and TLS channels over rustls (the `tls` feature, on by default:
+//! `sockloop::tls`, [`Channel::tls_server`], [`Channel::tls_client`], STARTTLS with
+//! [`Channel::start_tls_server`]).
 //!
 //! ## Where things are
 //!
@@ -103,6 +105,8 @@ mod file;
 pub mod group;
 pub mod poller;
 mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod with_send;
 
 pub use channel::Channel;

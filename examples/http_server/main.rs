@@ -22,12 +22,15 @@
 //! Per-connection timeouts: `--header-timeout` (a request head must arrive within it once
 //! begun: 408) and `--idle-timeout SECS` (off by default; no traffic at all: closed). No cap on requests per
 //! connection or on connections. SIGINT/SIGTERM: stop accepting, flush (`--grace`, 5 s),
-//! print totals, exit 0.
+//! print totals, exit 0. With `--tls-cert CERT --tls-key KEY` it serves HTTPS (ALPN
+//! `http/1.1`) with the same behaviour.
 
 mod request;
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/tls.rs"]
+mod tls_flags;
 
 use clap::Parser;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit, Producer};
@@ -75,6 +78,9 @@ struct Args {
     grace: f64,
     #[command(flatten)]
     threads: common::ThreadArgs,
+    /// HTTPS: --tls-cert and --tls-key (ALPN offers http/1.1).
+    #[command(flatten)]
+    tls: tls_flags::TlsFlags,
 }
 
 /// Largest request head (request line and headers), in bytes.
@@ -521,6 +527,7 @@ impl ChatHandler for Http {
 struct Server {
     cfg: Rc<Config>,
     idle: Option<Duration>,
+    tls: Option<sockloop::tls::TlsAcceptor>,
 }
 
 impl Dispatcher for Server {
@@ -537,7 +544,11 @@ impl Dispatcher for Server {
         let mut chat = AsyncChat::new(http);
         chat.set_terminator(b"\r\n\r\n");
         chat.set_max_record(MAX_HEAD);
-        let token = cx.lp.add(Channel::from(sock), chat)?;
+        let channel = match &self.tls {
+            Some(tls) => Channel::from(sock).tls_server(tls)?,
+            None => Channel::from(sock),
+        };
+        let token = cx.lp.add(channel, chat)?;
         cx.lp.set_idle_timeout(token, self.idle);
         self.cfg.connections.set(self.cfg.connections.get() + 1);
         Ok(())
@@ -555,6 +566,7 @@ fn main() -> io::Result<()> {
     };
     let (header_timeout, max_body) = (Duration::from_secs_f64(args.header_timeout), args.max_body);
     let idle = args.idle_timeout.map(Duration::from_secs_f64);
+    let tls = args.tls.acceptor(&[b"http/1.1"])?;
     // Each loop has its own Config (its Date cache, its counters); the counters are added up
     // when the loops end.
     let totals = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
@@ -573,7 +585,7 @@ fn main() -> io::Result<()> {
             t[0].fetch_add(c.connections.get(), Ordering::Relaxed);
             t[1].fetch_add(c.requests.get(), Ordering::Relaxed);
         });
-        Server { cfg, idle }
+        Server { cfg, idle, tls: tls.clone() }
     })?;
     let [connections, requests] = &*totals;
     println!(

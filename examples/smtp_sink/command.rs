@@ -20,6 +20,8 @@ pub enum Command {
     Vrfy,
     Help,
     Expn,
+    /// RFC 3207.
+    StartTls,
 }
 
 /// A reply code and text for a line that is not a valid command.
@@ -91,6 +93,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Refusal> {
         "DATA" => no_args(Command::Data),
         "RSET" => no_args(Command::Rset),
         "QUIT" => no_args(Command::Quit),
+        "STARTTLS" => no_args(Command::StartTls),
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
         "VRFY" => {

@@ -20,11 +20,18 @@
 //! (`X-Sink-Mail-From:` and `X-Sink-Rcpt-To:`, left out with `--no-headers`), then the exact
 //! message after dot-unstuffing. A refused or abandoned message leaves no file anywhere.
 //! SIGINT/SIGTERM: stop accepting, flush (`--grace`, 5 s), print totals, exit 0.
+//!
+//! With `--tls-cert CERT --tls-key KEY`, EHLO advertises `STARTTLS` (RFC 3207): it answers 220,
+//! upgrades the same connection, forgets the session (a new EHLO is expected) and drops
+//! whatever the client sent in plain text after the command. A client that never asks stays
+//! in plain text.
 
 mod command;
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/tls.rs"]
+mod tls_flags;
 
 use clap::Parser;
 use command::Command;
@@ -80,6 +87,9 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    /// Offer STARTTLS (RFC 3207) with --tls-cert and --tls-key; clients may still stay plain.
+    #[command(flatten)]
+    tls: tls_flags::TlsFlags,
 }
 
 /// Longest command line, in bytes.
@@ -98,6 +108,8 @@ struct Sink {
     command_timeout: Duration,
     seq: Cell<u64>,
     connections: Cell<u64>,
+    /// STARTTLS is offered when set.
+    tls: Option<sockloop::tls::TlsAcceptor>,
     messages: Cell<u64>,
     bytes: Cell<u64>,
 }
@@ -187,6 +199,11 @@ struct Session {
     /// Bytes of the current DATA line, and whether it began with a dot (already removed).
     line_len: usize,
     line_dot: bool,
+    /// The session runs over TLS (after STARTTLS).
+    in_tls: bool,
+    /// STARTTLS was answered: the rest of that read was sent in plain text before the
+    /// handshake and is dropped (no command injection across the upgrade).
+    tls_pending: bool,
 }
 
 impl Session {
@@ -214,8 +231,9 @@ impl Session {
             Command::Ehlo(domain) => {
                 self.reset();
                 self.greeted = true;
+                let starttls = if sink.tls.is_some() && !self.in_tls { "250-STARTTLS\r\n" } else { "" };
                 format!(
-                    "250-{} Hello {domain}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 HELP\r\n",
+                    "250-{} Hello {domain}\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n{starttls}250 HELP\r\n",
                     sink.hostname, sink.max_size
                 )
             }
@@ -282,6 +300,20 @@ impl Session {
             Command::Help => {
                 "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n".into()
             }
+            Command::StartTls => match &sink.tls {
+                None => "502 5.5.1 STARTTLS not offered\r\n".into(),
+                Some(_) if self.in_tls => "503 5.5.1 Error: TLS already active\r\n".into(),
+                Some(tls) => {
+                    // RFC 3207 section 4.2: forget the session, expect a new EHLO.
+                    chat.push(b"220 2.0.0 Ready to start TLS\r\n")?;
+                    chat.channel.start_tls_server(tls)?;
+                    self.reset();
+                    self.greeted = false;
+                    self.in_tls = true;
+                    self.tls_pending = true;
+                    return Ok(());
+                }
+            },
             Command::Quit => {
                 self.phase = Phase::Done;
                 chat.push(format!("221 2.0.0 {} closing connection\r\n", sink.hostname).as_bytes())?;
@@ -362,6 +394,10 @@ impl Session {
 impl ChatHandler for Session {
     /// Arms the command-line timer once a line has begun (collect_incoming_data has no context).
     fn after_input(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
+        if std::mem::take(&mut self.tls_pending) {
+            self.line.clear();
+            self.line_started = None;
+        }
         if self.phase == Phase::Command && self.line_started.is_some() && self.command_timer.is_none() {
             let timeout = self.sink.command_timeout;
             self.command_timer = Some((chat.lp.set_timeout(chat.token(), timeout), Instant::now() + timeout));
@@ -370,6 +406,9 @@ impl ChatHandler for Session {
     }
 
     fn collect_incoming_data(&mut self, data: &[u8]) {
+        if self.tls_pending {
+            return;
+        }
         match self.phase {
             Phase::Command => {
                 if self.line_started.is_none() {
@@ -383,6 +422,9 @@ impl ChatHandler for Session {
     }
 
     fn found_terminator(&mut self, chat: &mut ChatContext<'_>) -> io::Result<()> {
+        if self.tls_pending {
+            return Ok(());
+        }
         match self.phase {
             Phase::Done => Ok(()),
             Phase::Data => self.data_line_end(chat),
@@ -478,6 +520,8 @@ impl Dispatcher for Server {
             write_error: None,
             line_len: 0,
             line_dot: false,
+            in_tls: false,
+            tls_pending: false,
         };
         let mut chat = AsyncChat::new(session);
         chat.set_terminator(b"\n");
@@ -514,6 +558,7 @@ fn main() -> io::Result<()> {
         command_timeout: Duration::from_secs_f64(args.command_timeout),
         seq: Cell::new(0),
         connections: Cell::new(0),
+        tls: args.tls.acceptor(&[])?,
         messages: Cell::new(0),
         bytes: Cell::new(0),
     });

@@ -11,6 +11,8 @@
 
 mod output;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use state::{Peer, State};
 
@@ -92,6 +94,10 @@ pub struct Channel {
     out: OutBuf,
     soft_limit: usize,
     hard_limit: usize,
+    /// The TLS session, once [`tls_server`](Channel::tls_server), [`tls_client`](Channel::tls_client)
+    /// or a STARTTLS upgrade attached one: `recv`/`send` then carry plaintext, `out` TLS records.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::Engine>>,
 }
 
 impl Channel {
@@ -104,6 +110,8 @@ impl Channel {
             out: OutBuf::default(),
             soft_limit: DEFAULT_SOFT_LIMIT,
             hard_limit: DEFAULT_HARD_LIMIT,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -317,6 +325,15 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.tls_send(data);
+        }
+        self.send_raw(data)
+    }
+
+    /// `send` on the descriptor itself.
+    fn send_raw(&mut self, data: &[u8]) -> io::Result<usize> {
         let res = loop {
             let r = match &mut self.io {
                 Io::Socket(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
@@ -353,6 +370,10 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.tls_recv(buf);
+        }
         let res = loop {
             let r = match &mut self.io {
                 Io::Socket(s) => s.read(buf),
@@ -466,6 +487,10 @@ impl Channel {
         if data.is_empty() || !self.can_send() {
             return Ok(());
         }
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.tls_send_all(data);
+        }
         let mut rest = data;
         if self.out.len() == 0 && self.state != State::Connecting {
             let n = self.send(rest)?;
@@ -515,7 +540,9 @@ impl Channel {
         Ok(())
     }
 
-    /// Drops output queued by [`send_all`](Channel::send_all) that was not sent yet.
+    /// Drops output queued by [`send_all`](Channel::send_all) that was not sent yet. On a TLS
+    /// channel the queue holds encrypted records, part of which may be on the wire already:
+    /// dropping the rest would break the stream, so it is kept.
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
@@ -525,6 +552,15 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn discard_output(&mut self) {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return;
+        }
+        self.drop_output();
+    }
+
+    /// Drops the queued output, whatever it holds.
+    fn drop_output(&mut self) {
         self.out = OutBuf::default();
     }
 
@@ -601,6 +637,8 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn close(&mut self) {
+        #[cfg(feature = "tls")]
+        self.tls_close();
         self.state = State::Closed;
     }
 
@@ -800,6 +838,13 @@ impl Channel {
         if self.state == State::Connecting {
             self.state = State::Fresh;
         }
+    }
+
+    /// Closes without writing anything more (a TLS handshake that timed out).
+    #[cfg(feature = "tls")]
+    pub(crate) fn close_silently(&mut self) {
+        self.drop_output();
+        self.state = State::Closed;
     }
 
     /// A disconnect error: no more I/O, `handle_close` is due.

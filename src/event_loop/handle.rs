@@ -76,7 +76,16 @@ impl LoopHandle {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn add(&mut self, channel: Channel, handler: impl Dispatcher) -> io::Result<Token> {
-        self.map.insert(channel, Box::new(handler))
+        #[cfg(feature = "tls")]
+        let mut channel = channel;
+        #[cfg(feature = "tls")]
+        let handshake = channel.tls_take_timer();
+        let token = self.map.insert(channel, Box::new(handler))?;
+        #[cfg(feature = "tls")]
+        if let Some(d) = handshake {
+            self.arm_handshake(token, d);
+        }
+        Ok(token)
     }
 
     /// Whether `token` names a channel still in the map (the running one included).
@@ -404,8 +413,21 @@ impl LoopHandle {
     /// Puts a lent channel back in the map (see `Map::restore`) and cancels the timers of a
     /// channel that left it.
     pub(super) fn put_back(&mut self, token: Token, body: super::map::Body) {
-        if let Restored::Dropped(Some(timing)) = self.map.restore(token, body) {
-            self.cancel_timing(&timing);
+        #[cfg(feature = "tls")]
+        let mut body = body;
+        // A STARTTLS upgrade in a handler starts its handshake clock here.
+        #[cfg(feature = "tls")]
+        let handshake = body.channel.tls_take_timer();
+        match self.map.restore(token, body) {
+            Restored::Dropped(Some(timing)) => self.cancel_timing(&timing),
+            Restored::Dropped(None) => {}
+            Restored::Kept =>
+            {
+                #[cfg(feature = "tls")]
+                if let Some(d) = handshake {
+                    self.arm_handshake(token, d);
+                }
+            }
         }
     }
 
@@ -420,6 +442,30 @@ impl LoopHandle {
 
     fn cancel_timing(&mut self, timing: &Timing) {
         for id in timing.idle.as_ref().map(|i| i.timer).into_iter().chain(timing.paused) {
+            self.timers.cancel(id);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(id) = timing.handshake {
+            self.timers.cancel(id);
+        }
+    }
+
+    /// Starts a TLS handshake's clock (kept with the channel's timers, so it goes with it).
+    #[cfg(feature = "tls")]
+    fn arm_handshake(&mut self, token: Token, timeout: Duration) {
+        let id = self.timers.schedule(Instant::now() + timeout, Action::TlsHandshake(token));
+        match self.map.timing(token) {
+            Some(t) => t.handshake = Some(id),
+            None => {
+                self.timers.cancel(id);
+            }
+        }
+    }
+
+    /// The handshake is over (done or failed): its clock stops.
+    #[cfg(feature = "tls")]
+    pub(super) fn disarm_handshake(&mut self, token: Token) {
+        if let Some(id) = self.map.timing_if_any(token).and_then(|t| t.handshake.take()) {
             self.timers.cancel(id);
         }
     }

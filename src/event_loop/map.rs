@@ -34,6 +34,9 @@ pub(crate) struct Timing {
     pub idle: Option<Idle>,
     /// The timer that ends a `pause_reading`.
     pub paused: Option<TimerId>,
+    /// The deadline of a TLS handshake.
+    #[cfg(feature = "tls")]
+    pub handshake: Option<TimerId>,
 }
 
 struct Entry {
@@ -71,6 +74,8 @@ pub(crate) struct Map {
     /// Channels whose interest must be re-asked (each once: see `Entry::dirty`).
     dirty: Vec<Token>,
     volatile: Vec<Token>,
+    /// TLS channels with plaintext already decrypted: read events due without a wait.
+    ready: Vec<Token>,
 }
 
 impl Map {
@@ -81,6 +86,7 @@ impl Map {
             next_gen: 0,
             dirty: Vec::new(),
             volatile: Vec::new(),
+            ready: Vec::new(),
         })
     }
 
@@ -118,7 +124,14 @@ impl Map {
         let gen = self.next_gen;
         let vacant = self.entries.vacant_entry();
         let token = Token::new(vacant.key(), gen);
-        let watched = interest::interest(inputs(&channel, &*handler, false));
+        let watched = match () {
+            #[cfg(feature = "tls")]
+            () if channel.is_tls() => channel
+                .tls_inputs()
+                .map(|e| crate::tls::interest::tls_interest(inputs(&channel, &*handler, false), e).watch)
+                .unwrap_or_default(),
+            () => interest::interest(inputs(&channel, &*handler, false)),
+        };
         self.selector.set_interest(channel.as_fd(), token.to_raw(), watched)?;
         let volatile = handler.volatile();
         // A channel added after its peer already ended is re-asked at once, which delivers its
@@ -161,14 +174,22 @@ impl Map {
     /// otherwise tells the selector what it now wants.
     pub fn restore(&mut self, token: Token, mut body: Body) -> Restored {
         let Some(entry) = self.entry(token) else { return Restored::Dropped(None) };
-        let now = inputs(&body.channel, &*body.handler, entry.paused());
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut now = inputs(&body.channel, &*body.handler, entry.paused());
         if interest::drained(now) {
-            body.channel.close();
+            // A TLS channel sends its close_notify before it closes.
+            #[cfg(feature = "tls")]
+            if body.channel.tls_close_notify() {
+                now.queued = body.channel.pending_output() > 0;
+            }
+            if interest::drained(now) {
+                body.channel.close();
+            }
         }
         if body.channel.is_closed() {
             return Restored::Dropped(self.remove(token, &body.channel));
         }
-        let want = interest::interest(now);
+        let want = self.want(token, &body.channel, now);
         let Some(entry) = self.entries.get_mut(token.index()) else { return Restored::Dropped(None) };
         if want != entry.watched {
             if let Err(e) = self.selector.set_interest(body.channel.as_fd(), token.to_raw(), want) {
@@ -181,6 +202,31 @@ impl Map {
         entry.dirty = false;
         entry.body = Some(body);
         Restored::Kept
+    }
+
+    /// The interest of a channel put back: the TLS rule for a TLS channel (which also queues a
+    /// read event due now for decrypted plaintext), the plain rule otherwise.
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    fn want(&mut self, token: Token, channel: &Channel, now: Inputs) -> Interest {
+        #[cfg(feature = "tls")]
+        if let Some(engine) = channel.tls_inputs() {
+            let t = crate::tls::interest::tls_interest(now, engine);
+            if t.ready {
+                self.ready.push(token);
+            }
+            return t.watch;
+        }
+        interest::interest(now)
+    }
+
+    /// Whether read events are due without a wait.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Takes the channels whose read events are due without a wait.
+    pub fn take_ready(&mut self, out: &mut Vec<Token>) {
+        out.append(&mut self.ready);
     }
 
     /// Takes an entry out of the map and the selector. The caller drops the channel, which

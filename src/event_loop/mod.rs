@@ -12,7 +12,7 @@
 //! - `default_map.rs`: asyncore's global map, one per thread.
 
 mod handle;
-mod interest;
+pub(crate) mod interest;
 mod map;
 mod pass;
 mod signals;
@@ -200,6 +200,8 @@ pub struct Loop {
     events: Vec<Event>,
     /// Tokens being re-asked this pass (kept to reuse its allocation).
     reask: Vec<Token>,
+    /// The TLS channels with decrypted plaintext, taken from the map for one pass.
+    ready: Vec<Token>,
 }
 
 impl Deref for Loop {
@@ -239,6 +241,7 @@ impl Loop {
             scratch: vec![0; SCRATCH_SIZE],
             events: Vec::with_capacity(1024),
             reask: Vec::new(),
+            ready: Vec::new(),
         })
     }
 

@@ -45,7 +45,11 @@ impl Loop {
     /// ```
     pub fn poll(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.reask_marked(true);
-        let wait = self.handle.wait_time(timeout);
+        let mut wait = self.handle.wait_time(timeout);
+        if self.handle.map.has_ready() {
+            // Decrypted plaintext is waiting: look at the descriptors, but do not sleep.
+            wait = Some(Duration::ZERO);
+        }
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let waited = self.handle.map.selector().wait(&mut events, wait);
@@ -59,6 +63,9 @@ impl Loop {
         }
         self.events = events;
         waited?;
+        if self.handle.map.has_ready() && !self.handle.stop {
+            self.dispatch_ready();
+        }
         if !self.handle.stop {
             self.fire_timers();
         }
@@ -88,6 +95,21 @@ impl Loop {
         true
     }
 
+    /// Read events for TLS channels whose plaintext was already decrypted (the descriptor may
+    /// never be readable again for bytes already read).
+    fn dispatch_ready(&mut self) {
+        let mut tokens = std::mem::take(&mut self.ready);
+        self.handle.map.take_ready(&mut tokens);
+        for &token in &tokens {
+            if self.handle.stop {
+                break;
+            }
+            self.dispatch(Event { token: token.to_raw(), readable: true, ..Event::default() });
+        }
+        tokens.clear();
+        self.ready = tokens;
+    }
+
     fn dispatch(&mut self, ev: Event) {
         match ev.token {
             Selector::WAKE_TOKEN => return self.run_waker(),
@@ -114,7 +136,14 @@ impl Loop {
                 return;
             }
             body.channel.set_connected();
-            self.call(token, body, Handler::Connect);
+            // A TLS client's handle_connect waits for the handshake.
+            if !handshaking(body) {
+                self.call(token, body, Handler::Connect);
+            }
+        }
+        #[cfg(feature = "tls")]
+        if handshaking(body) && open(body) {
+            return self.handshake_event(token, body, ev);
         }
         if ev.readable && open(body) {
             let which = if body.channel.accepting() { Handler::Accept } else { Handler::Read };
@@ -169,6 +198,45 @@ impl Loop {
             Some((sock, _)) => Err(sock),
             None => Ok(()),
         }
+    }
+
+    #[cfg(feature = "tls")]
+    /// An event during a TLS handshake: the engine's turn, not the dispatcher's. A failure
+    /// reaches `handle_error` (as a failed connect on a client); when the handshake is done a
+    /// client gets its `handle_connect`, and a server's plaintext is delivered as a read.
+    fn handshake_event(&mut self, token: Token, body: &mut Body, ev: Event) {
+        let which = if body.channel.tls_is_client() { Handler::Connect } else { Handler::Read };
+        if ev.writable {
+            if let Err(e) = body.channel.flush() {
+                return self.report(token, body, which, e);
+            }
+        }
+        if ev.readable || ev.hangup || ev.error || ev.invalid {
+            if let Err(e) = body.channel.tls_advance() {
+                return self.report(token, body, which, e);
+            }
+        }
+        self.finish(token, body);
+        if !body.channel.tls_handshaking() {
+            self.handle.disarm_handshake(token);
+            if open(body) && body.channel.tls_take_announce() {
+                self.call(token, body, Handler::Connect);
+            }
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    /// The handshake deadline passed: a channel still handshaking is closed without another
+    /// byte written, after `handle_error` hears why.
+    fn handshake_timeout(&mut self, token: Token, body: &mut Body) {
+        if !body.channel.tls_handshaking() || body.channel.is_closed() {
+            return;
+        }
+        body.channel.tls_abandon();
+        let which = if body.channel.tls_is_client() { Handler::Connect } else { Handler::Read };
+        let err = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
+        self.report(token, body, which, err);
+        body.channel.close_silently();
     }
 
     /// Runs one handler, routes its failure, then delivers a due `handle_close`.
@@ -257,6 +325,13 @@ impl Loop {
                     self.with_body(token, |lp, body| lp.call(token, body, Handler::Timeout(id)));
                 }
                 Action::Idle(token) => self.idle_timeout(token, id),
+                #[cfg(feature = "tls")]
+                Action::TlsHandshake(token) => {
+                    if let Some(t) = self.handle.map.timing_if_any(token) {
+                        t.handshake = None;
+                    }
+                    self.with_body(token, |lp, body| lp.handshake_timeout(token, body));
+                }
                 Action::Resume(token) => {
                     if let Some(t) = self.handle.map.timing_if_any(token).filter(|t| t.paused == Some(id)) {
                         t.paused = None;
@@ -356,6 +431,17 @@ fn give_up(body: &mut Body, failed: Handler, err: &io::Error) {
     let ty = crate::dispatcher::short_type_name(std::any::type_name_of_val(&*body.handler));
     emit(&compact_report(ty, failed.name(), &format!("{:?}", body.channel), err));
     body.channel.close();
+}
+
+/// Whether a TLS handshake is running on the channel (never without the `tls` feature).
+fn handshaking(body: &Body) -> bool {
+    #[cfg(feature = "tls")]
+    return body.channel.tls_handshaking();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = body;
+        false
+    }
 }
 
 fn open(body: &Body) -> bool {

@@ -36,6 +36,9 @@ pub(crate) enum Action {
     Idle(Token),
     /// Resume reading on a channel paused by `pause_reading`.
     Resume(Token),
+    /// A TLS handshake's deadline: close the channel if it is still handshaking.
+    #[cfg(feature = "tls")]
+    TlsHandshake(Token),
 }
 
 struct Slot {

@@ -4,6 +4,7 @@
 //! for temp dirs and child processes. [`process`] drives the example servers as processes.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod certs;
 pub mod process;
 
 use sockloop::{Backend, Channel, Context, Dispatcher, Domain, Loop, SockAddr, Socket, Type};

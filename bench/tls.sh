@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# TLS benchmark (issue 13): http_server --tls-cert/--tls-key against nginx (one worker, no
+# master, same ECDSA P-256 certificate, TLS 1.3), both pinned to CPU 0, wrk pinned to CPU 1.
+#   keep-alive: wrk -c50 GETs of a 2 KiB file over 50 TLS connections;
+#   handshakes: wrk -c50 with `Connection: close`, so every request is a new connection and a
+#               full TLS 1.3 handshake (wrk does not resume sessions);
+#   echo:       echo_server plain and with --tls-cert, 50 connections of 64 B ping-pong from
+#               bench's tls_pingpong (rustls clients).
+# Server CPU is utime+stime from /proc/PID/stat over wrk's run, divided by its requests.
+# usage: bench/tls.sh [SECONDS]   (needs nginx and wrk; run after `cargo build --release
+#        --examples` and `cargo build --release -p sockloop-bench`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+bin=${CARGO_TARGET_DIR:-target}/release/examples
+dir=$(mktemp -d /tmp/sockloop-tls-bench.XXXXXX)
+trap 'kill $(cat "$dir"/pids 2>/dev/null) 2>/dev/null || true; rm -rf "$dir"' EXIT
+# A CA and an ECDSA P-256 server certificate it signs (webpki refuses a CA as the server's).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/ca.key" \
+    -out "$dir/ca.pem" -days 2 -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/key.pem" \
+    -out "$dir/leaf.csr" -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$dir/ext"
+openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -out "$dir/cert.pem" -days 2 -extfile "$dir/ext" 2>/dev/null
+mkdir "$dir/root"
+head -c 2048 /dev/urandom > "$dir/root/f2k.bin"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# Runs wrk against https://127.0.0.1:$2/f2k.bin for server pid $1; prints requests and CPU/request.
+measure() {
+    local pid=$1 port=$2 label=$3; shift 3
+    wrk -t1 -c50 -d1s "$@" "https://127.0.0.1:$port/f2k.bin" >/dev/null 2>&1 # warm-up
+    local t0; t0=$(ticks "$pid")
+    local out; out=$(taskset -c 1 wrk -t1 -c50 -d"${secs}s" "$@" "https://127.0.0.1:$port/f2k.bin")
+    local t1; t1=$(ticks "$pid")
+    local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    local errs; errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr -s ' ' | paste -sd';' || true)
+    awk -v r="$reqs" -v t=$((t1 - t0)) -v hz="$hz" -v s="$secs" -v l="$label" -v e="$errs" \
+        'BEGIN { printf "%-34s %9d req %9.0f req/s %7.1f us CPU/req %s\n", l, r, r / s, t / hz * 1e6 / r, e }'
+}
+
+port_n=$((20000 + RANDOM % 20000))
+cat > "$dir/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off; sendfile on; open_file_cache max=100; keepalive_requests 1000000;
+    client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+    server {
+        listen 127.0.0.1:$port_n ssl; root $dir/root;
+        ssl_certificate $dir/cert.pem; ssl_certificate_key $dir/key.pem; ssl_protocols TLSv1.3;
+    }
+}
+CONF
+taskset -c 0 nginx -c "$dir/nginx.conf" & echo $! >> "$dir/pids"
+ngx=$!
+taskset -c 0 "$bin/http_server" --bind 127.0.0.1:0 --root "$dir/root" --tls-cert "$dir/cert.pem" \
+    --tls-key "$dir/key.pem" > "$dir/hs.out" & echo $! >> "$dir/pids"
+hs=$!
+for _ in $(seq 50); do grep -q "listening on" "$dir/hs.out" 2>/dev/null && break; sleep 0.1; done
+port_s=$(sed -n 's/^listening on 127.0.0.1://p' "$dir/hs.out")
+sleep 0.5
+echo "== $(date -u +%FT%TZ), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+measure "$hs" "$port_s" "sockloop http_server keep-alive"
+measure "$ngx" "$port_n" "nginx keep-alive"
+measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"
+measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"
+
+# echo_server, plain then TLS: server CPU per 64 B round trip at 50 connections.
+echo_run() {
+    local label=$1; shift
+    : > "$dir/es.out"
+    taskset -c 0 "$bin/echo_server" --bind 127.0.0.1:0 --quiet "$@" > "$dir/es.out" & echo $! >> "$dir/pids"
+    local es=$!
+    for _ in $(seq 50); do grep -q "listening on" "$dir/es.out" 2>/dev/null && break; sleep 0.1; done
+    local addr; addr=$(sed -n 's/^listening on //p' "$dir/es.out")
+    local t0; t0=$(ticks "$es")
+    local rts; rts=$(taskset -c 1 "$pp" "$addr" --conns 50 --secs "$secs" $tls_ca)
+    local t1; t1=$(ticks "$es")
+    kill "$es"
+    # The window is secs plus the 0.5 s warm-up (connections and handshakes) the CPU also covers.
+    awk -v r="$rts" -v t=$((t1 - t0)) -v hz="$hz" -v s="$secs" -v l="$label" \
+        'BEGIN { printf "%-34s %9d rt  %9.0f rt/s  %7.2f us CPU/rt (incl. warm-up)\n", l, r, r / s, t / hz * 1e6 / r }'
+}
+pp=${CARGO_TARGET_DIR:-target}/release/tls_pingpong
+if [ -x "$pp" ]; then
+    tls_ca="" echo_run "echo_server plain, 64 B x 50"
+    tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+else
+    echo "(no $pp: cargo build --release -p sockloop-bench for the echo figures)"
+fi
