@@ -34,6 +34,37 @@ pub trait Producer: 'static {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     fn more(&mut self) -> io::Result<Vec<u8>>;
+
+    /// Whether the next output goes straight to the channel's descriptor through
+    /// [`send_to`](Producer::send_to) (a file sent with `sendfile(2)`, see
+    /// [`FileProducer`](crate::chat::FileProducer)) rather than through [`more`](Producer::more).
+    /// Asked before each chunk; default `false`. Not in asynchat.
+    ///
+    /// ```
+    /// use sockloop::chat::Producer;
+    /// assert!(!b"bytes".to_vec().sends_directly());
+    /// ```
+    fn sends_directly(&self) -> bool {
+        false
+    }
+
+    /// Sends the next part straight to `channel` and returns how many bytes went (0: the
+    /// channel takes nothing now; the chat waits for it to be writable). Called only while
+    /// [`sends_directly`](Producer::sends_directly) is true and nothing is queued on the
+    /// channel, so output stays in order. An error ends the channel as an error from
+    /// [`more`](Producer::more) does. Default: sends nothing.
+    ///
+    /// ```
+    /// use sockloop::chat::Producer;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// assert_eq!(b"bytes".to_vec().send_to(&mut ch)?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    fn send_to(&mut self, channel: &mut crate::Channel) -> io::Result<usize> {
+        let _ = channel;
+        Ok(0)
+    }
 }
 
 /// A byte string is a producer that yields itself once (asynchat accepts plain bytes as a
@@ -119,6 +150,20 @@ impl Fifo {
 
     pub fn clear(&mut self) {
         self.queue.clear();
+    }
+
+    /// Whether the front producer sends straight to the channel.
+    pub fn front_sends_directly(&self) -> bool {
+        self.queue.front().is_some_and(|p| p.sends_directly())
+    }
+
+    /// The front producer's [`Producer::send_to`]; a producer that fails is dropped with its
+    /// error.
+    pub fn send_front(&mut self, channel: &mut crate::Channel) -> io::Result<usize> {
+        let Some(front) = self.queue.front_mut() else { return Ok(0) };
+        front.send_to(channel).inspect_err(|_| {
+            self.queue.pop_front();
+        })
     }
 
     /// The next non-empty chunk, dropping exhausted producers; `None` when all are done. A
