@@ -17,7 +17,9 @@
 //! A response under way keeps its own descriptor (an `Rc`) and the length it promised.
 //!
 //! **Bounds.** At most [`MAX_ENTRIES`] entries, one descriptor each; when full, the least
-//! recently used entry goes. Failures (404, 403) are not cached.
+//! recently used entry goes. Failures (404, 403) are not cached. Files up to
+//! [`Tuning::memory_max`] bytes also keep their contents, read when the entry is resolved (so
+//! they too are at most a second old), up to [`MEMORY_TOTAL`] bytes per thread.
 //!
 //! Kept in the example rather than the library: its verdicts (which status for which failure,
 //! index.html for directories, the ETag format) are HTTP's; the part a second server would
@@ -37,6 +39,38 @@ use std::time::{Duration, Instant};
 pub const FRESH: Duration = Duration::from_secs(1);
 /// Most entries (and so cached descriptors) per loop thread.
 pub const MAX_ENTRIES: usize = 4096;
+/// Most bytes of file contents kept in memory per loop thread.
+pub const MEMORY_TOTAL: usize = 32 << 20;
+
+/// How file bodies are sent, by size. Defaults chosen by the measurements in
+/// `docs/benchmarks.md`; the environment variables exist to repeat them.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Files up to this size keep their contents in the cache (`SOCKLOOP_HTTP_MEMORY_MAX`,
+    /// bytes; 0: none).
+    pub memory_max: u64,
+    /// Bodies up to this size not held in memory are read (`pread`) into the head's buffer;
+    /// larger ones go with `sendfile` after it (`SOCKLOOP_HTTP_INLINE_MAX`, bytes).
+    pub inline_max: u64,
+    /// Larger bodies are read and sent in 64 KiB chunks instead of `sendfile`
+    /// (`SOCKLOOP_HTTP_COPY=1`).
+    pub copy: bool,
+}
+
+/// The tuning, read from the environment once.
+pub fn tuning() -> Tuning {
+    static TUNING: std::sync::OnceLock<Tuning> = std::sync::OnceLock::new();
+    *TUNING.get_or_init(|| {
+        let num = |name: &str, default: u64| {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+        };
+        Tuning {
+            memory_max: num("SOCKLOOP_HTTP_MEMORY_MAX", 32 * 1024),
+            inline_max: num("SOCKLOOP_HTTP_INLINE_MAX", 32 * 1024),
+            copy: std::env::var("SOCKLOOP_HTTP_COPY").is_ok_and(|v| v == "1"),
+        }
+    })
+}
 
 /// A file under the root, as resolved at `checked`.
 pub struct Entry {
@@ -44,8 +78,11 @@ pub struct Entry {
     pub len: u64,
     pub mtime_secs: u64,
     pub etag: String,
-    pub last_modified: String,
+    /// `Last-Modified`, `ETag` and `Accept-Ranges` header lines, formatted once.
+    pub validators: String,
     pub content_type: &'static str,
+    /// The contents, for a small file (read when the entry was resolved).
+    pub contents: Option<Rc<[u8]>>,
     checked: Instant,
     used: Cell<u64>,
 }
@@ -65,6 +102,8 @@ struct Cache {
     entries: HashMap<Vec<u8>, Rc<Entry>>,
     clock: u64,
     openat2: bool,
+    /// Bytes of contents held by the entries.
+    memory: usize,
 }
 
 thread_local! {
@@ -86,6 +125,7 @@ pub fn lookup(root: &Path, segments: &[Vec<u8>], slash: bool) -> Found {
                         entries: HashMap::new(),
                         clock: 0,
                         openat2: true,
+                        memory: 0,
                     })
                 }
                 Err(_) => return Found::Status(404),
@@ -115,7 +155,7 @@ impl Cache {
                 return Found::File(e.clone());
             }
         }
-        self.entries.remove(&key);
+        self.remove(&key);
         let rel: Vec<u8> = if segments.is_empty() { b".".to_vec() } else { segments.join(&b'/') };
         let (file, meta) = match self.open(&rel) {
             Ok(x) => x,
@@ -140,22 +180,39 @@ impl Cache {
         if self.entries.len() >= MAX_ENTRIES {
             let oldest = self.entries.iter().min_by_key(|(_, e)| e.used.get()).map(|(k, _)| k.clone());
             if let Some(k) = oldest {
-                self.entries.remove(&k);
+                self.remove(&k);
             }
         }
         let mtime_secs = meta.mtime().max(0) as u64;
+        let len = meta.len();
+        let contents: Option<Rc<[u8]>> =
+            if len > 0 && len <= tuning().memory_max && self.memory + len as usize <= MEMORY_TOTAL {
+                read_all(&file, len).map(Rc::from)
+            } else {
+                None
+            };
+        self.memory += contents.as_ref().map_or(0, |c| c.len());
+        let etag = format!("\"{:x}-{:x}-{:x}.{:x}\"", meta.ino(), len, mtime_secs, meta.mtime_nsec());
+        let last_modified = crate::http_date(mtime_secs);
         let entry = Rc::new(Entry {
             file: Rc::new(file),
-            len: meta.len(),
+            len,
             mtime_secs,
-            etag: format!("\"{:x}-{:x}-{:x}.{:x}\"", meta.ino(), meta.len(), mtime_secs, meta.mtime_nsec()),
-            last_modified: crate::http_date(mtime_secs),
+            validators: format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n"),
+            etag,
+            contents,
             content_type: crate::mime::content_type(&name),
             checked: Instant::now(),
             used: Cell::new(self.clock),
         });
         self.entries.insert(key, entry.clone());
         Found::File(entry)
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(e) = self.entries.remove(key) {
+            self.memory -= e.contents.as_ref().map_or(0, |c| c.len());
+        }
     }
 
     /// Opens `rel` beneath the root (non-blocking, so a FIFO cannot stall the loop) and stats it.
@@ -184,4 +241,12 @@ impl Cache {
         let meta = file.metadata()?;
         Ok((file, meta))
     }
+}
+
+/// The whole file, if it still has `len` bytes.
+fn read_all(file: &File, len: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf)
 }

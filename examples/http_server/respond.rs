@@ -1,20 +1,18 @@
 //! The response to a GET or HEAD of a file under the root: validators, 304, ranges (206,
 //! 416), the redirect of a directory named without its slash (301), and the body as a
-//! [`FileProducer`] (sent with `sendfile`) or, for a small file, read into the head's buffer.
+//! [`FileProducer`] (sent with `sendfile`) or, for a small file, copied from the cache or read
+//! into the head's buffer (see [`files::Tuning`]).
 
 use crate::conditional::Conditions;
 use crate::files::{self, Found};
 use crate::range::{self, Range};
 use crate::{request, response_head, simple_response, Config};
 use sockloop::chat::{FileProducer, Producer};
+use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
-
-/// Files up to this size go out in the same buffer as their head (one `pread` and one `send`);
-/// larger ones are sent from the page cache with `sendfile` after it.
-pub const INLINE_MAX: u64 = 32 * 1024;
 
 /// The body of a file response that does not go with its head: sent with `sendfile`.
 pub type Body = FileProducer<Rc<File>>;
@@ -41,8 +39,7 @@ pub fn file(cfg: &Config, root: &Path, req: &FileRequest) -> io::Result<(Vec<u8>
         }
         Found::Status(status) => return Ok((simple_response(cfg, status, keep_alive, head_only, ""), None)),
     };
-    let validators =
-        format!("Last-Modified: {}\r\nETag: {}\r\nAccept-Ranges: bytes\r\n", entry.last_modified, entry.etag);
+    let validators = entry.validators.as_str();
     if req.cond.not_modified(&entry.etag, entry.mtime_secs) {
         let connection = if keep_alive { "keep-alive" } else { "close" };
         let head = format!(
@@ -57,12 +54,12 @@ pub fn file(cfg: &Config, root: &Path, req: &FileRequest) -> io::Result<(Vec<u8>
         _ => Range::Whole,
     };
     let (status, start, count, extra) = match wanted {
-        Range::Whole => (200, 0, len, validators),
+        Range::Whole => (200, 0, len, Cow::Borrowed(validators)),
         Range::Part(first, last) => (
             206,
             first,
             last - first + 1,
-            format!("{validators}Content-Range: bytes {first}-{last}/{len}\r\n"),
+            Cow::Owned(format!("{validators}Content-Range: bytes {first}-{last}/{len}\r\n")),
         ),
         Range::Unsatisfiable => {
             let extra = format!("{validators}Content-Range: bytes */{len}\r\n");
@@ -73,10 +70,15 @@ pub fn file(cfg: &Config, root: &Path, req: &FileRequest) -> io::Result<(Vec<u8>
     if head_only || count == 0 {
         return Ok((out, None));
     }
+    if let Some(contents) = &entry.contents {
+        out.extend_from_slice(&contents[start as usize..(start + count) as usize]);
+        return Ok((out, None));
+    }
+    let tuning = files::tuning();
     let body = FileProducer::new(entry.file.clone(), start, count);
-    if count <= INLINE_MAX {
+    if count <= tuning.inline_max {
         out.extend_from_slice(&body.copy(count as usize).more()?);
         return Ok((out, None));
     }
-    Ok((out, Some(body)))
+    Ok((out, Some(if tuning.copy { body.copy(64 * 1024) } else { body })))
 }
