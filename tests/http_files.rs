@@ -109,7 +109,9 @@ impl Client {
     }
 
     fn get(&mut self, path: &str, headers: &str) -> Response {
-        write!(self.0.get_mut(), "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
+        // One write (write! would send each piece, and Nagle would hold the later ones).
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
+        self.0.get_mut().write_all(req.as_bytes()).unwrap();
         response(&mut self.0)
     }
 }
@@ -142,7 +144,7 @@ fn exact_bytes_of_a_range_and_a_304(backend: Backend) {
     let first = c.get("/small.txt", "");
     let (etag, lm) =
         (first.header("etag").unwrap().to_string(), first.header("last-modified").unwrap().to_string());
-    write!(c.0.get_mut(), "GET /small.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=7-11\r\n\r\n").unwrap();
+    c.0.get_mut().write_all(b"GET /small.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=7-11\r\n\r\n").unwrap();
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -306,6 +308,7 @@ fn a_64_mib_file_to_a_slow_reader(backend: Backend) {
     let mut got = Vec::with_capacity(size);
     let mut buf = vec![0u8; 16 * 1024];
     let mut worst = Duration::ZERO;
+    let mut times = Vec::new();
     let mut max_rss = 0;
     let mut c = Client::new(&server);
     let slow_until = Instant::now() + Duration::from_secs(3);
@@ -316,6 +319,7 @@ fn a_64_mib_file_to_a_slow_reader(backend: Backend) {
         let t = Instant::now();
         assert_eq!(c.get("/small.txt", "").body, b"hello, world\n");
         worst = worst.max(t.elapsed());
+        times.push(t.elapsed());
         max_rss = max_rss.max(server.rss_kib());
     }
     assert!(got.len() < size / 2, "the reader was not slow");
@@ -324,8 +328,14 @@ fn a_64_mib_file_to_a_slow_reader(backend: Backend) {
     slow.read_exact(&mut rest).unwrap();
     got.extend_from_slice(&rest);
     assert!(got == data, "the 64 MiB body differs");
-    eprintln!("64 MiB to a slow reader: worst small request {worst:?}, RSS {rss_before} -> {max_rss} KiB");
-    assert!(worst < Duration::from_millis(250), "a small request took {worst:?} beside the slow reader");
+    times.sort();
+    eprintln!(
+        "64 MiB to a slow reader: {} small requests, median {:?}, 99th {:?}, worst {worst:?}; RSS {rss_before} -> {max_rss} KiB",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    assert!(worst < Duration::from_millis(100), "a small request took {worst:?} beside the slow reader");
     assert!(
         max_rss < rss_before + 16 * 1024,
         "resident memory grew from {rss_before} KiB to {max_rss} KiB while sending 64 MiB"
