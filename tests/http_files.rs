@@ -33,8 +33,8 @@ fn noise(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// A root with one file per common type, a 200 KiB binary, a subdirectory with an index, and a
-/// directory outside it holding a secret.
+/// A root with one file per common type, a 200 KiB binary and a 1.5 MiB video (past the
+/// in-memory limit), a subdirectory with an index, and a directory outside it holding a secret.
 fn site() -> TempDir {
     let tmp = TempDir::new("files");
     let root = tmp.0.join("root");
@@ -56,7 +56,8 @@ fn site() -> TempDir {
     ] {
         std::fs::write(root.join(name), data).unwrap();
     }
-    std::fs::write(root.join("big.bin"), noise(200 * 1024 + 11, 7)).unwrap();
+    std::fs::write(root.join("big.bin"), noise(200 * 1024 + 11, 7)).unwrap(); // sent from memory
+    std::fs::write(root.join("video.mp4"), noise(1536 * 1024 + 5, 11)).unwrap(); // sent with sendfile
     tmp
 }
 
@@ -208,7 +209,17 @@ fn files_changed_on_disk_are_served_fresh(backend: Backend) {
     assert_eq!(c.get("/small.txt", "").status, 404);
     std::fs::write(root.join("small.txt"), b"back\n").unwrap();
     assert_eq!(c.get("/small.txt", "").body, b"back\n"); // failures are not cached
-                                                         // A big file (sent with sendfile) replaced by rename.
+                                                         // A big file (sent from memory) replaced by rename, and a bigger one (sent with sendfile)
+                                                         // rewritten in place.
+    let video = c.get("/video.mp4", "");
+    assert_eq!(video.body.len(), 1536 * 1024 + 5);
+    let new_video = noise(1536 * 1024 + 5, 12);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("video.mp4"))
+        .unwrap()
+        .write_all(&new_video)
+        .unwrap();
     let big = c.get("/big.bin", "");
     assert_eq!(big.body.len(), 200 * 1024 + 11);
     let new_big = noise(300 * 1024, 99);
@@ -216,6 +227,7 @@ fn files_changed_on_disk_are_served_fresh(backend: Backend) {
     std::fs::rename(root.join(".big"), root.join("big.bin")).unwrap();
     std::thread::sleep(FRESH);
     assert!(c.get("/big.bin", "").body == new_big);
+    assert!(c.get("/video.mp4", "").body == new_video);
     drop(c);
     let (status, _) = server.stop();
     assert!(status.success());

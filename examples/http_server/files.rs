@@ -18,7 +18,7 @@
 //!
 //! **Bounds.** At most [`MAX_ENTRIES`] entries, one descriptor each; when full, the least
 //! recently used entry goes. Failures (404, 403) are not cached. Files up to
-//! [`Tuning::memory_max`] bytes also keep their contents, read when the entry is resolved (so
+//! [`Tuning::memory_max`] bytes (1 MiB) also keep their contents, read when the entry is resolved (so
 //! they too are at most a second old), up to [`MEMORY_TOTAL`] bytes per thread.
 //!
 //! Kept in the example rather than the library: its verdicts (which status for which failure,
@@ -40,7 +40,7 @@ pub const FRESH: Duration = Duration::from_secs(1);
 /// Most entries (and so cached descriptors) per loop thread.
 pub const MAX_ENTRIES: usize = 4096;
 /// Most bytes of file contents kept in memory per loop thread.
-pub const MEMORY_TOTAL: usize = 32 << 20;
+pub const MEMORY_TOTAL: usize = 16 << 20;
 
 /// How file bodies are sent, by size. Defaults chosen by the measurements in
 /// `docs/benchmarks.md`; the environment variables exist to repeat them.
@@ -49,8 +49,9 @@ pub struct Tuning {
     /// Files up to this size keep their contents in the cache (`SOCKLOOP_HTTP_MEMORY_MAX`,
     /// bytes; 0: none).
     pub memory_max: u64,
-    /// Bodies up to this size not held in memory are read (`pread`) into the head's buffer;
-    /// larger ones go with `sendfile` after it (`SOCKLOOP_HTTP_INLINE_MAX`, bytes).
+    /// Bodies up to this size are copied into the head's buffer, from memory or read with
+    /// `pread`; larger ones are sent after it, straight from memory or with `sendfile`
+    /// (`SOCKLOOP_HTTP_INLINE_MAX`, bytes).
     pub inline_max: u64,
     /// Larger bodies are read and sent in 64 KiB chunks instead of `sendfile`
     /// (`SOCKLOOP_HTTP_COPY=1`).
@@ -65,7 +66,7 @@ pub fn tuning() -> Tuning {
             std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
         };
         Tuning {
-            memory_max: num("SOCKLOOP_HTTP_MEMORY_MAX", 32 * 1024),
+            memory_max: num("SOCKLOOP_HTTP_MEMORY_MAX", 1 << 20),
             inline_max: num("SOCKLOOP_HTTP_INLINE_MAX", 32 * 1024),
             copy: std::env::var("SOCKLOOP_HTTP_COPY").is_ok_and(|v| v == "1"),
         }

@@ -7,15 +7,42 @@ use crate::conditional::Conditions;
 use crate::files::{self, Found};
 use crate::range::{self, Range};
 use crate::{request, response_head, simple_response, Config};
-use sockloop::chat::{FileProducer, Producer};
+use sockloop::chat::{FileProducer, Producer, SharedProducer};
 use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-/// The body of a file response that does not go with its head: sent with `sendfile`.
-pub type Body = FileProducer<Rc<File>>;
+/// The body of a file response that does not go with its head: from the cached contents (sent
+/// from them, no copy per connection), or from the file with `sendfile`.
+pub enum Body {
+    Memory(SharedProducer<Rc<[u8]>>),
+    File(FileProducer<Rc<File>>),
+}
+
+impl Producer for Body {
+    fn more(&mut self) -> io::Result<Vec<u8>> {
+        match self {
+            Body::Memory(p) => p.more(),
+            Body::File(p) => p.more(),
+        }
+    }
+
+    fn sends_directly(&self) -> bool {
+        match self {
+            Body::Memory(p) => p.sends_directly(),
+            Body::File(p) => p.sends_directly(),
+        }
+    }
+
+    fn send_to(&mut self, channel: &mut sockloop::Channel) -> io::Result<usize> {
+        match self {
+            Body::Memory(p) => p.send_to(channel),
+            Body::File(p) => p.send_to(channel),
+        }
+    }
+}
 
 /// What a GET or HEAD of a file asked.
 pub struct FileRequest {
@@ -70,15 +97,19 @@ pub fn file(cfg: &Config, root: &Path, req: &FileRequest) -> io::Result<(Vec<u8>
     if head_only || count == 0 {
         return Ok((out, None));
     }
-    if let Some(contents) = &entry.contents {
-        out.extend_from_slice(&contents[start as usize..(start + count) as usize]);
-        return Ok((out, None));
-    }
     let tuning = files::tuning();
+    if let Some(contents) = &entry.contents {
+        let range = start as usize..(start + count) as usize;
+        if count <= tuning.inline_max {
+            out.extend_from_slice(&contents[range]);
+            return Ok((out, None));
+        }
+        return Ok((out, Some(Body::Memory(SharedProducer::new(contents.clone(), range)))));
+    }
     let body = FileProducer::new(entry.file.clone(), start, count);
     if count <= tuning.inline_max {
         out.extend_from_slice(&body.copy(count as usize).more()?);
         return Ok((out, None));
     }
-    Ok((out, Some(if tuning.copy { body.copy(64 * 1024) } else { body })))
+    Ok((out, Some(Body::File(if tuning.copy { body.copy(64 * 1024) } else { body }))))
 }

@@ -43,7 +43,7 @@ mod terminator;
 pub use context::ChatContext;
 
 pub use file_producer::FileProducer;
-pub use producer::{Producer, SimpleProducer};
+pub use producer::{Producer, SharedProducer, SimpleProducer};
 pub use terminator::{find_prefix_at_end, Terminator};
 
 use crate::{Channel, Context, Dispatcher};

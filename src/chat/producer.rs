@@ -183,3 +183,67 @@ impl Fifo {
         Ok(None)
     }
 }
+
+/// A range of shared bytes (an `Rc<[u8]>`, an `Arc<Vec<u8>>`, a `&'static [u8]` ...) as a
+/// producer that sends straight from them: [`send_to`](Producer::send_to) hands the slice to
+/// the socket, so many channels can send one cached body, or one broadcast, with no copy per
+/// channel and no buffer per channel (the kernel copies into the socket as it has room). Not
+/// in asynchat, whose producers always returned new strings; [`more`](Producer::more) still
+/// works, in chunks of 64 KiB.
+///
+/// ```
+/// use sockloop::chat::{Producer, SharedProducer};
+/// use std::rc::Rc;
+/// let body: Rc<[u8]> = Rc::from(&b"hello, world"[..]);
+/// let (a, b) = std::os::unix::net::UnixStream::pair()?;
+/// let mut ch = sockloop::Channel::from(a);
+/// let mut p = SharedProducer::new(body.clone(), 7..12);
+/// assert!(p.sends_directly());
+/// assert_eq!(p.send_to(&mut ch)?, 5);
+/// assert!(!p.sends_directly());
+/// let mut got = [0u8; 5];
+/// std::io::Read::read_exact(&mut &b, &mut got)?;
+/// assert_eq!(&got, b"world");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SharedProducer<B> {
+    bytes: B,
+    pos: usize,
+    end: usize,
+}
+
+impl<B: AsRef<[u8]> + 'static> SharedProducer<B> {
+    /// `range` of `bytes` (clipped to their length).
+    ///
+    /// ```
+    /// use sockloop::chat::{Producer, SharedProducer};
+    /// let mut p = SharedProducer::new(&b"abcdef"[..], 2..99);
+    /// assert_eq!(p.more()?, b"cdef");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new(bytes: B, range: std::ops::Range<usize>) -> SharedProducer<B> {
+        let len = bytes.as_ref().len();
+        let end = range.end.min(len);
+        SharedProducer { bytes, pos: range.start.min(end), end }
+    }
+}
+
+impl<B: AsRef<[u8]> + 'static> Producer for SharedProducer<B> {
+    fn more(&mut self) -> io::Result<Vec<u8>> {
+        let end = self.end.min(self.pos + 64 * 1024);
+        let chunk = self.bytes.as_ref()[self.pos..end].to_vec();
+        self.pos = end;
+        Ok(chunk)
+    }
+
+    fn sends_directly(&self) -> bool {
+        self.pos < self.end
+    }
+
+    fn send_to(&mut self, channel: &mut crate::Channel) -> io::Result<usize> {
+        let n = channel.send(&self.bytes.as_ref()[self.pos..self.end])?;
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -27,6 +27,7 @@ TYPES = {
     "mod.wasm": "application/wasm",
     "blob.xyz": "application/octet-stream",
     "big.bin": "application/octet-stream",
+    "video.mp4": "video/mp4",
 }
 content = {n: open(os.path.join(root, n), "rb").read() for n in TYPES}
 lastmod = {n: email.utils.formatdate(int(os.stat(os.path.join(root, n)).st_mtime), usegmt=True) for n in TYPES}
@@ -82,7 +83,7 @@ for method in ("GET", "HEAD"):
         assert body == (data if method == "GET" else b"")
 
 # Ranges, on a small file (read with the head) and a big one (sendfile from an offset).
-for name in ("small.txt", "big.bin"):
+for name in ("small.txt", "big.bin", "video.mp4"):
     data, etag, N = content[name], etags[name], len(content[name])
     cases = [
         ("bytes=0-9", 0, 9), ("bytes=3-", 3, N - 1), ("bytes=-7", N - 7, N - 1),
@@ -136,6 +137,8 @@ reqs = [
     ("HEAD", "/small.txt", {"Range": "bytes=0-1"}, 206, b""),
     ("GET", "/big.bin", {}, 200, big),
     ("GET", "/page.html", {}, 200, content["page.html"]),
+    ("GET", "/video.mp4", {"Range": "bytes=1000-"}, 206, content["video.mp4"][1000:]),
+    ("GET", "/video.mp4", {}, 200, content["video.mp4"]),
 ] * 3
 raw = b"".join(
     ("%s %s HTTP/1.1\r\nHost: t\r\n%s\r\n" % (m, p, "".join("%s: %s\r\n" % kv for kv in h.items()))).encode()
