@@ -172,6 +172,8 @@ impl Cache {
                 Ok((f, m)) => (f, m, index),
                 Err(e) => return Found::Status(status_of(&e)),
             }
+        } else if slash {
+            return Found::Status(404); // a file named as a directory (what open(2) says: ENOTDIR)
         } else {
             (file, meta, rel)
         };

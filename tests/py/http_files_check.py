@@ -121,6 +121,8 @@ for method in ("GET", "HEAD"):
 r, body = ask("GET", "/sub/")
 assert r.status == 200 and body == open(os.path.join(root, "sub", "index.html"), "rb").read()
 assert r.getheader("Content-Type") == "text/html; charset=utf-8"
+r, body = ask("GET", "/small.txt/")  # a file named as a directory
+assert r.status == 404, r.status
 conn.close()
 
 # The same, pipelined in one write: every response in order, exact bytes.
