@@ -14,6 +14,7 @@ const MAX_SENDFILE: u64 = 1 << 30;
 /// A byte range of a file as a [`Producer`] (what medusa's `file_producer` was for asynchat).
 ///
 /// By default the range goes straight from the page cache to the socket with `sendfile(2)`
+/// (where `sendfile` refuses the pair, `EINVAL` or `ENOSYS`, it reads and sends instead)
 /// ([`Channel::send_file`]): no copy through user space and no buffer per connection, so a
 /// slow reader costs no memory; the chat sends when the socket is writable and stops when it
 /// is full (backpressure), and the channel's soft limit is never approached since nothing is
@@ -153,7 +154,16 @@ impl<F: Borrow<File> + 'static> Producer for FileProducer<F> {
 
     fn send_to(&mut self, channel: &mut Channel) -> io::Result<usize> {
         let count = self.remaining().min(MAX_SENDFILE) as usize;
-        let n = channel.send_file(self.file.borrow(), &mut self.offset, count)?;
+        let n = match channel.send_file(self.file.borrow(), &mut self.offset, count) {
+            Ok(n) => n,
+            // A file or a channel sendfile cannot serve: read and send instead, from here on
+            // (the socket is writable, so the chat goes on at the next pass).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+                self.direct = false;
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 && channel.connected() && !channel.peer_closed() {
             // Nothing went: a full socket, or the end of a file that shrank.
             if self.file.borrow().metadata()?.len() <= self.offset {
@@ -186,6 +196,21 @@ mod tests {
         let mut long = FileProducer::new(f, 8, 5).copy(64);
         assert_eq!(long.more().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn falls_back_to_copy_where_sendfile_refuses() {
+        let src = temp("fb-src", b"0123456789");
+        let dst = std::env::temp_dir().join(format!("sockloop-fp-fb-dst-{}", std::process::id()));
+        // sendfile(2) refuses an O_APPEND destination with EINVAL.
+        let out = std::fs::OpenOptions::new().append(true).create(true).open(&dst).unwrap();
+        let mut ch = Channel::from_fd(std::os::fd::OwnedFd::from(out)).unwrap();
+        let mut fp = FileProducer::new(File::open(&src).unwrap(), 2, 5);
+        assert_eq!(fp.send_to(&mut ch).unwrap(), 0);
+        assert!(!fp.sends_directly());
+        assert_eq!(fp.more().unwrap(), b"23456");
+        std::fs::remove_file(src).unwrap();
+        std::fs::remove_file(dst).unwrap();
     }
 
     #[test]
