@@ -56,7 +56,7 @@ fn bounded_in_entries_descriptors_and_memory() {
         }
     }
     let (entries, memory) = files::usage();
-    assert_eq!(entries, files::MAX_ENTRIES);
+    assert!(entries <= files::MAX_ENTRIES && entries > files::MAX_ENTRIES / 2, "{entries} entries");
     // Contents are kept until MEMORY_TOTAL is reached; later entries keep only the descriptor.
     assert!(memory > 0 && memory <= files::MEMORY_TOTAL && memory % 8192 == 0, "{memory} bytes held");
     let now = open_fds();
