@@ -33,8 +33,8 @@ fn noise(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// A root with one file per common type, a 200 KiB binary and a 1.5 MiB video (past the
-/// in-memory limit), a subdirectory with an index, and a directory outside it holding a secret.
+/// A root with one file per common type, 48 KiB, 200 KiB and 1.5 MiB files (one per body
+/// path), a subdirectory with an index, and a directory outside it holding a secret.
 fn site() -> TempDir {
     let tmp = TempDir::new("files");
     let root = tmp.0.join("root");
@@ -56,8 +56,11 @@ fn site() -> TempDir {
     ] {
         std::fs::write(root.join(name), data).unwrap();
     }
-    std::fs::write(root.join("big.bin"), noise(200 * 1024 + 11, 7)).unwrap(); // sent from memory
-    std::fs::write(root.join("video.mp4"), noise(1536 * 1024 + 5, 11)).unwrap(); // sent with sendfile
+    // Sent with its head from memory (small.txt ...), straight from memory after its head
+    // (mid.dat: 32-64 KiB), and with sendfile (big.bin, video.mp4).
+    std::fs::write(root.join("mid.dat"), noise(48 * 1024 + 1, 5)).unwrap();
+    std::fs::write(root.join("big.bin"), noise(200 * 1024 + 11, 7)).unwrap();
+    std::fs::write(root.join("video.mp4"), noise(1536 * 1024 + 5, 11)).unwrap();
     tmp
 }
 
@@ -209,8 +212,7 @@ fn files_changed_on_disk_are_served_fresh(backend: Backend) {
     assert_eq!(c.get("/small.txt", "").status, 404);
     std::fs::write(root.join("small.txt"), b"back\n").unwrap();
     assert_eq!(c.get("/small.txt", "").body, b"back\n"); // failures are not cached
-                                                         // A big file (sent from memory) replaced by rename, and a bigger one (sent with sendfile)
-                                                         // rewritten in place.
+                                                         // A big file (sent with sendfile) replaced by rename, and a bigger one rewritten in place.
     let video = c.get("/video.mp4", "");
     assert_eq!(video.body.len(), 1536 * 1024 + 5);
     let new_video = noise(1536 * 1024 + 5, 12);

@@ -26,6 +26,7 @@ TYPES = {
     "icon.svg": "image/svg+xml",
     "mod.wasm": "application/wasm",
     "blob.xyz": "application/octet-stream",
+    "mid.dat": "application/octet-stream",
     "big.bin": "application/octet-stream",
     "video.mp4": "video/mp4",
 }
@@ -83,7 +84,7 @@ for method in ("GET", "HEAD"):
         assert body == (data if method == "GET" else b"")
 
 # Ranges, on a small file (read with the head) and a big one (sendfile from an offset).
-for name in ("small.txt", "big.bin", "video.mp4"):
+for name in ("small.txt", "mid.dat", "big.bin", "video.mp4"):
     data, etag, N = content[name], etags[name], len(content[name])
     cases = [
         ("bytes=0-9", 0, 9), ("bytes=3-", 3, N - 1), ("bytes=-7", N - 7, N - 1),
@@ -141,6 +142,8 @@ reqs = [
     ("GET", "/page.html", {}, 200, content["page.html"]),
     ("GET", "/video.mp4", {"Range": "bytes=1000-"}, 206, content["video.mp4"][1000:]),
     ("GET", "/video.mp4", {}, 200, content["video.mp4"]),
+    ("GET", "/mid.dat", {"Range": "bytes=100-"}, 206, content["mid.dat"][100:]),
+    ("GET", "/mid.dat", {}, 200, content["mid.dat"]),
 ] * 3
 raw = b"".join(
     ("%s %s HTTP/1.1\r\nHost: t\r\n%s\r\n" % (m, p, "".join("%s: %s\r\n" % kv for kv in h.items()))).encode()
