@@ -375,6 +375,7 @@ impl ChatState {
             }
             match self.fifo.next_chunk()? {
                 Some(chunk) => channel.send_all(&chunk)?,
+                None if self.fifo.front_sends_directly() => continue,
                 None => break,
             }
         }

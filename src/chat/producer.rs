@@ -166,10 +166,14 @@ impl Fifo {
         })
     }
 
-    /// The next non-empty chunk, dropping exhausted producers; `None` when all are done. A
+    /// The next non-empty chunk, dropping exhausted producers; `None` when all are done or the
+    /// front one sends directly. A
     /// producer that fails is dropped with its error.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         while let Some(front) = self.queue.front_mut() {
+            if front.sends_directly() {
+                return Ok(None); // its bytes go by send_to, never through the channel's buffer
+            }
             match front.more() {
                 Ok(chunk) if !chunk.is_empty() => return Ok(Some(chunk)),
                 Ok(_) => {}

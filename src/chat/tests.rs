@@ -197,6 +197,20 @@ fn direct_producers_keep_order_and_buffer_nothing() {
             Ok(())
         }
     }
+    /// A direct producer whose bytes must never be asked for through `more`.
+    struct OnlyDirect<P>(P);
+    impl<P: Producer> Producer for OnlyDirect<P> {
+        fn more(&mut self) -> io::Result<Vec<u8>> {
+            assert!(!self.0.sends_directly(), "more() asked of a producer that sends directly");
+            self.0.more()
+        }
+        fn sends_directly(&self) -> bool {
+            self.0.sends_directly()
+        }
+        fn send_to(&mut self, channel: &mut Channel) -> io::Result<usize> {
+            self.0.send_to(channel)
+        }
+    }
     let path = std::env::temp_dir().join(format!("sockloop-direct-{}", std::process::id()));
     let file_data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&path, &file_data).unwrap();
@@ -221,9 +235,9 @@ fn direct_producers_keep_order_and_buffer_nothing() {
     let (chat, channel) = lp.get_mut::<AsyncChat<Quiet>>(token).unwrap();
     chat.push(channel, b"<head>").unwrap();
     let file = std::fs::File::open(&path).unwrap();
-    chat.push_with_producer(channel, FileProducer::new(file, 10, 2_999_980)).unwrap();
+    chat.push_with_producer(channel, OnlyDirect(FileProducer::new(file, 10, 2_999_980))).unwrap();
     chat.push(channel, b"<mid>").unwrap();
-    chat.push_with_producer(channel, SharedProducer::new(shared.clone(), 5..2_000_000)).unwrap();
+    chat.push_with_producer(channel, OnlyDirect(SharedProducer::new(shared.clone(), 5..2_000_000))).unwrap();
     chat.push(channel, b"<end>").unwrap();
     channel.close_when_done();
     let mut max_pending = 0;
