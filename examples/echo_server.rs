@@ -7,7 +7,7 @@
 //! one shared buffer, keeps only unsent bytes per client, sets `TCP_NODELAY`, stops reading
 //! from a client whose unsent output passes the soft limit, and after a half-close sends
 //! everything owed before closing. SIGINT/SIGTERM: stop accepting, flush (5 s), print totals,
-//! exit 0.
+//! exit 0. `--threads N` runs N loops on the same address (`--sharing reuseport|handoff`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -18,6 +18,8 @@ use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -44,6 +46,8 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    #[command(flatten)]
+    threads: common::ThreadArgs,
 }
 
 #[derive(Default)]
@@ -111,14 +115,26 @@ impl Dispatcher for EchoServer {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let stats = Rc::new(Stats::default());
-    let server = EchoServer {
-        quiet: args.quiet,
-        soft_limit: args.soft_limit,
-        idle: args.idle_timeout.map(Duration::from_secs_f64),
-        stats: stats.clone(),
-    };
-    common::serve(args.backend, args.bind, args.backlog, args.grace, server)?;
-    println!("served {} connections, echoed {} bytes", stats.connections.get(), stats.bytes.get());
+    // Each loop counts in its own `Stats` (no atomics on the hot path) and adds them to the
+    // totals when it ends.
+    let totals = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let (quiet, soft_limit) = (args.quiet, args.soft_limit);
+    let idle = args.idle_timeout.map(Duration::from_secs_f64);
+    let t = totals.clone();
+    common::serve_threads(args.backend, args.bind, args.backlog, args.grace, &args.threads, move |member| {
+        let stats = Rc::new(Stats::default());
+        let (s, t) = (stats.clone(), t.clone());
+        member.on_exit(move |_| {
+            t[0].fetch_add(s.connections.get(), Ordering::Relaxed);
+            t[1].fetch_add(s.bytes.get(), Ordering::Relaxed);
+        });
+        EchoServer { quiet, soft_limit, idle, stats }
+    })?;
+    let [connections, bytes] = &*totals;
+    println!(
+        "served {} connections, echoed {} bytes",
+        connections.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed)
+    );
     Ok(())
 }

@@ -70,8 +70,10 @@
 //!
 //! Beyond asyncore: timers ([`LoopHandle::call_later`], [`LoopHandle::set_idle_timeout`]), a
 //! cross-thread [`Waker`], signals ([`LoopHandle::on_signal`]), graceful shutdown
-//! ([`Loop::shutdown`]), and backpressure through output limits
-//! ([`Channel::set_output_limits`]).
+//! ([`Loop::shutdown`]), backpressure through output limits
+//! ([`Channel::set_output_limits`]), and many cores: a loop per thread serving one address
+//! ([`group::LoopGroup`], [`group::SharedListener`]), the loops talking through
+//! [`group::GroupHandle`].
 //!
 //! ## Where things are
 //!
@@ -98,6 +100,7 @@ mod dispatcher;
 mod errors;
 pub mod event_loop;
 mod file;
+pub mod group;
 pub mod poller;
 mod sys;
 mod with_send;

@@ -32,19 +32,6 @@ fn start_echo_server(
     (guard, addr, stdout)
 }
 
-fn client(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect to echo_server");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn terminate(guard: &mut ChildGuard) {
-    let pid = rustix::process::Pid::from_child(guard.child());
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-}
-
 /// Message sizes for 200 clients, 1 B to 1 MiB (log-uniform, both ends included), at most
 /// 40 MiB in all.
 fn message_sizes(seed: u64) -> Vec<Vec<usize>> {
@@ -94,7 +81,7 @@ fn echo_server_200_concurrent_clients(backend: Backend) {
             std::thread::Builder::new()
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    let s = client(addr);
+                    let s = tcp_client(addr);
                     barrier.wait(); // all 200 connected at once
                     let mut rng = Rng(i as u64 * 7919 + 1);
                     let data: Vec<Vec<u8>> = msgs.iter().map(|&n| rng.bytes(n)).collect();
@@ -120,7 +107,7 @@ fn echo_server_200_concurrent_clients(backend: Backend) {
     for h in handles {
         h.join().unwrap_or_else(|_| panic!("{backend:?}: a client failed"));
     }
-    terminate(&mut server);
+    sigterm(&mut server);
     let status = server.wait_exit(DEADLINE);
     assert!(status.success(), "{backend:?}: exit status {status:?}");
     let mut rest = String::new();
@@ -133,7 +120,7 @@ fn echo_server_200_concurrent_clients(backend: Backend) {
 // flushes what it owes, prints what it served and exits 0 without waiting for the peer.
 fn echo_server_sigterm_flushes_and_exits_zero(backend: Backend) {
     let (mut server, addr, mut stdout) = start_echo_server(backend, &[]);
-    let s = client(addr);
+    let s = tcp_client(addr);
     std::io::Write::write_all(&mut &s, b"hello").unwrap();
     let mut got = [0u8; 5];
     (&s).read_exact(&mut got).unwrap();
@@ -147,7 +134,7 @@ fn echo_server_sigterm_flushes_and_exits_zero(backend: Backend) {
     });
     let mut echoed = vec![0u8; 1 << 20];
     (&s).read_exact(&mut echoed).unwrap();
-    terminate(&mut server);
+    sigterm(&mut server);
     // The server closes after flushing; with our unread input still in its buffer that
     // close may be a reset, which comes after the data it flushed.
     let mut tail = Vec::new();
@@ -276,8 +263,8 @@ fn examples_help() {
 // nothing is closed for idleness without it.
 fn echo_server_idle_timeout(backend: Backend) {
     let (_guard, addr, _stdout) = start_echo_server(backend, &["--idle-timeout", "1"]);
-    let mut silent = client(addr);
-    let mut talker = client(addr);
+    let mut silent = tcp_client(addr);
+    let mut talker = tcp_client(addr);
     let start = std::time::Instant::now();
     // The talker speaks every 100 ms for 1.5 s, well past the silent client's timeout.
     while start.elapsed() < std::time::Duration::from_millis(1500) {

@@ -124,6 +124,100 @@ pub struct Report {
     pub summaries: Vec<Summary>,
     /// The timer benchmark.
     pub timers: Option<TimerRates>,
+    /// Ratios to the `--baseline-bin-dir` build (empty without it).
+    pub vs_baseline: Vec<PairRatio>,
+}
+
+/// One server against the same program built from the baseline tree (`--baseline-bin-dir`):
+/// the ratio this build / baseline is taken within each round, then summarized over rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairRatio {
+    /// Scenario name.
+    pub scenario: String,
+    /// The server of this build (`sockloop-epoll`).
+    pub server: String,
+    /// Its baseline counterpart (`sockloop-epoll-base`).
+    pub baseline: String,
+    /// Rounds in which both succeeded.
+    pub rounds: usize,
+    /// Server CPU per round trip, this / baseline.
+    pub cpu_us_per_rt: Option<Stat>,
+    /// Syscalls per round trip (perf), this / baseline.
+    pub syscalls_per_rt: Option<Stat>,
+    /// Round trips per second, this / baseline.
+    pub rts_per_s: Option<Stat>,
+    /// Bytes per idle connection, this / baseline.
+    pub idle_bytes_per_conn: Option<Stat>,
+}
+
+/// Per-round ratios for each (server, baseline) pair in each scenario.
+pub fn pair_ratios(samples: &[Sample], scenarios: &[String], pairs: &[(String, String)]) -> Vec<PairRatio> {
+    let mut out = Vec::new();
+    for scn in scenarios {
+        for (srv, base) in pairs {
+            let ok = |name: &str| -> BTreeMap<usize, &Sample> {
+                samples
+                    .iter()
+                    .filter(|s| s.scenario == *scn && s.server == name && s.error.is_none())
+                    .map(|s| (s.round, s))
+                    .collect()
+            };
+            let (mine, theirs) = (ok(srv), ok(base));
+            let both: Vec<(&Sample, &Sample)> =
+                mine.iter().filter_map(|(r, a)| theirs.get(r).map(|b| (*a, *b))).collect();
+            if both.is_empty() {
+                continue;
+            }
+            let r = |f: &dyn Fn(&Sample) -> Option<f64>| {
+                Stat::of(&both.iter().filter_map(|(a, b)| Some(f(a)? / f(b)?)).collect::<Vec<_>>())
+            };
+            out.push(PairRatio {
+                scenario: scn.clone(),
+                server: srv.clone(),
+                baseline: base.clone(),
+                rounds: both.len(),
+                cpu_us_per_rt: r(&|s| Some(s.cpu_us_per_rt)),
+                syscalls_per_rt: r(&|s| s.syscalls_per_rt),
+                rts_per_s: r(&|s| Some(s.rts_per_s)),
+                idle_bytes_per_conn: r(&|s| s.idle_bytes_per_conn),
+            });
+        }
+    }
+    out
+}
+
+/// The `--baseline-bin-dir` table: one row per scenario and pair.
+pub fn pair_table(ratios: &[PairRatio], scenarios: &[(String, String)]) -> String {
+    let mut md = String::new();
+    if ratios.is_empty() {
+        return md;
+    }
+    let _ = writeln!(md, "\n### This build / baseline (`--baseline-bin-dir`), per-round ratios\n");
+    let _ = writeln!(
+        md,
+        "Each ratio is taken within one round (both servers measured in it), then median (min-max) over rounds; 1.00 is no change.\n"
+    );
+    let _ = writeln!(md, "| scenario | server / baseline | rounds | CPU µs/RT | syscalls/RT (perf) | RT/s | bytes per idle conn |");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
+    let f = |s: Option<Stat>| match s {
+        None => "-".to_string(),
+        Some(s) => format!("{:.3} ({:.3}-{:.3})", s.median, s.min, s.max),
+    };
+    for p in ratios {
+        let title = scenarios.iter().find(|(n, _)| *n == p.scenario).map_or(p.scenario.as_str(), |(_, t)| t);
+        let _ = writeln!(
+            md,
+            "| {title} | {} / {} | {} | {} | {} | {} | {} |",
+            p.server,
+            p.baseline,
+            p.rounds,
+            f(p.cpu_us_per_rt),
+            f(p.syscalls_per_rt),
+            f(p.rts_per_s),
+            f(p.idle_bytes_per_conn),
+        );
+    }
+    md
 }
 
 /// Summaries in (scenario order, server order); the baseline is `base_of(scenario)`.

@@ -32,8 +32,13 @@ pub struct Running {
 
 /// Starts `spec` pinned to `cpu` and waits (up to 15 s) for its `listening on` line.
 pub fn start(spec: &ServerSpec, cpu: usize) -> io::Result<Running> {
+    start_on(spec, &cpu.to_string())
+}
+
+/// [`start`] on a `taskset -c` CPU list (`0`, `0-3`, `0,2`).
+pub fn start_on(spec: &ServerSpec, cpus: &str) -> io::Result<Running> {
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cpu.to_string()).args(&spec.argv).args(["--bind", "127.0.0.1:0"]);
+    cmd.arg("-c").arg(cpus).args(&spec.argv).args(["--bind", "127.0.0.1:0"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("taskset: {e}")))?;
     let pid = child.id();

@@ -51,6 +51,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Parser)]
@@ -81,6 +83,8 @@ struct Args {
     /// Seconds to flush queued output on SIGINT/SIGTERM before closing.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    #[command(flatten)]
+    threads: common::ThreadArgs,
 }
 
 /// Largest request head (request line and headers), in bytes.
@@ -472,21 +476,33 @@ fn main() -> io::Result<()> {
         ),
         None => None,
     };
-    let cfg = Rc::new(Config {
-        root,
-        header_timeout: Duration::from_secs_f64(args.header_timeout),
-        max_body: args.max_body,
-        date: RefCell::new((0, String::new())),
-        connections: Cell::new(0),
-        requests: Cell::new(0),
-    });
-    common::serve(
-        args.backend,
-        args.bind,
-        args.backlog,
-        args.grace,
-        Server { cfg: cfg.clone(), idle: args.idle_timeout.map(Duration::from_secs_f64) },
-    )?;
-    println!("served {} connections, {} requests", cfg.connections.get(), cfg.requests.get());
+    let (header_timeout, max_body) = (Duration::from_secs_f64(args.header_timeout), args.max_body);
+    let idle = args.idle_timeout.map(Duration::from_secs_f64);
+    // Each loop has its own Config (its Date cache, its counters); the counters are added up
+    // when the loops end.
+    let totals = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let t = totals.clone();
+    common::serve_threads(args.backend, args.bind, args.backlog, args.grace, &args.threads, move |member| {
+        let cfg = Rc::new(Config {
+            root: root.clone(),
+            header_timeout,
+            max_body,
+            date: RefCell::new((0, String::new())),
+            connections: Cell::new(0),
+            requests: Cell::new(0),
+        });
+        let (c, t) = (cfg.clone(), t.clone());
+        member.on_exit(move |_| {
+            t[0].fetch_add(c.connections.get(), Ordering::Relaxed);
+            t[1].fetch_add(c.requests.get(), Ordering::Relaxed);
+        });
+        Server { cfg, idle }
+    })?;
+    let [connections, requests] = &*totals;
+    println!(
+        "served {} connections, {} requests",
+        connections.load(Ordering::Relaxed),
+        requests.load(Ordering::Relaxed)
+    );
     Ok(())
 }

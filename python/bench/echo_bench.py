@@ -1,13 +1,22 @@
-"""Server CPU per round trip of the seed's echo server (python/examples/echo_server.py):
+"""Server CPU per round trip of echo servers, 64 B ping-pong:
 
     python echo_bench.py SERVER_PYTHON MODE [--conns 50] [--idle 0] [--trips 20000]
+                         [--server-bin PATH] [--profile FILE]
 
-MODE `sockloop`: the script runs on SERVER_PYTHON after sockloop.install() (default backend);
-MODE `cpython-poll`: SERVER_PYTHON is CPython 3.11 and the script runs on its own asyncore with
-`use_poll=True` (the script calls asyncore.loop(); the runner makes use_poll default to True).
+MODEs:
+- `sockloop`: the seed's echo server (python/examples/echo_server.py, unmodified) on
+  SERVER_PYTHON after sockloop.install() (default backend);
+- `cpython-poll`: the same script on CPython 3.11's own asyncore (SERVER_PYTHON is 3.11),
+  with `use_poll=True` (the runner makes it asyncore.loop's default);
+- `chat-sockloop` / `chat-cpython`: chat_server.py, an async_chat line server (terminator
+  b"\n", `push` of each line), on sockloop or on CPython 3.11's asynchat;
+- `uvloop` / `asyncio`: uvloop_echo.py, an asyncio Protocol echo on uvloop / plain asyncio;
+- `mio`: the repository's hand-written Rust mio server (bench's `mio_echo`, --server-bin).
 The client (this process) opens IDLE connections that stay silent, then CONNS connections that
-each ping-pong 64 bytes; the server's utime+stime (from /proc/PID/stat) over the measured
-round trips, divided by their number, is printed as one JSON line."""
+each ping-pong one 64-byte line; the server's utime+stime (from /proc/PID/stat) over the
+measured round trips, divided by their number, is printed as one JSON line.  With --profile
+(sockloop and cpython modes) the server runs under cProfile and FILE gets its call counts per round trip
+together with the core's counters (passes, OS waits, events, Python interest calls)."""
 import argparse
 import json
 import os
@@ -18,13 +27,44 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(os.path.dirname(HERE), "examples", "echo_server.py")
-RUNNERS = {
-    "sockloop": "import sockloop, runpy, sys; sockloop.install(); sys.argv = sys.argv[1:]; "
-                "runpy.run_path(sys.argv[0], run_name='__main__')",
-    "cpython-poll": "import asyncore, functools, runpy, sys, warnings; "
-                    "asyncore.loop = functools.partial(asyncore.loop, use_poll=True); "
-                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+SEED = os.path.join(os.path.dirname(HERE), "examples", "echo_server.py")
+CHAT = os.path.join(HERE, "chat_server.py")
+UV = os.path.join(HERE, "uvloop_echo.py")
+ON_SOCKLOOP = ("import sockloop, runpy, sys; sockloop.install(); sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+ON_CPYTHON = ("import asyncore, functools, runpy, sys, warnings; "
+              "asyncore.loop = functools.partial(asyncore.loop, use_poll=True); "
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+# Under cProfile: SIGTERM writes the call counts and the core's counters, then exits.
+PROFILED = ("import cProfile, json, pstats, signal, sys, runpy\n"
+            "if sys.argv[1] == 'sockloop':\n"
+            "    import sockloop; sockloop.install()\n"
+            "else:\n"
+            "    import asyncore, functools, warnings\n"
+            "    asyncore.loop = functools.partial(asyncore.loop, use_poll=True)\n"
+            "kind = sys.argv.pop(1)\n"
+            "out = sys.argv.pop(1)\n"
+            "prof = cProfile.Profile()\n"
+            "def stop(*_):\n"
+            "    prof.disable()\n"
+            "    st = pstats.Stats(prof)\n"
+            "    calls = {'%s:%s' % (k[0].rsplit('/', 1)[-1], k[2]): v[1] for k, v in st.stats.items()}\n"
+            "    core = sys.modules['sockloop']._core.stats() if kind == 'sockloop' else {}\n"
+            "    json.dump({'calls': calls, 'core': core}, open(out, 'w'))\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "sys.argv = sys.argv[1:]\n"
+            "prof.enable()\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+# mode -> (how to start it, does it print one line per accepted connection)
+MODES = {
+    "sockloop": (lambda py, port: [py, "-c", ON_SOCKLOOP, SEED, "127.0.0.1", str(port)], True),
+    "cpython-poll": (lambda py, port: [py, "-c", ON_CPYTHON, SEED, "127.0.0.1", str(port)], True),
+    "chat-sockloop": (lambda py, port: [py, "-c", ON_SOCKLOOP, CHAT, "127.0.0.1", str(port)], False),
+    "chat-cpython": (lambda py, port: [py, "-W", "ignore", CHAT, "127.0.0.1", str(port)], False),
+    "uvloop": (lambda py, port: [py, UV, "127.0.0.1", str(port)], False),
+    "asyncio": (lambda py, port: [py, UV, "127.0.0.1", str(port), "--asyncio"], False),
+    "mio": (None, False),
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -38,21 +78,38 @@ def cpu_seconds(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("python")
-    ap.add_argument("mode", choices=sorted(RUNNERS))
+    ap.add_argument("mode", choices=sorted(MODES))
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--idle", type=int, default=0)
     ap.add_argument("--trips", type=int, default=20000)
+    ap.add_argument("--server-bin", help="the mio_echo binary (mode mio)")
+    ap.add_argument("--profile", help="write call counts per round trip here (sockloop modes)")
     a = ap.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([a.python, "-c", RUNNERS[a.mode], SCRIPT, "127.0.0.1", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    start, per_accept = MODES[a.mode]
+    if a.mode == "mio":
+        argv = [a.server_bin, "--bind", "127.0.0.1:%d" % port]
+    else:
+        argv = start(a.python, port)
+    if a.profile:
+        if a.mode not in ("sockloop", "chat-sockloop", "cpython-poll", "chat-cpython"):
+            ap.error("--profile needs a sockloop or cpython mode")
+        kind = "sockloop" if a.mode.endswith("sockloop") else "cpython"
+        script = SEED if a.mode in ("sockloop", "cpython-poll") else CHAT
+        argv = [a.python, "-W", "ignore", "-c", PROFILED, kind, a.profile, script,
+                "127.0.0.1", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     out = proc.stdout
     socks = []
     try:
         deadline = time.monotonic() + 20
+        if not per_accept:
+            line = out.readline()
+            if not line.startswith(b"listening on"):
+                raise RuntimeError("server did not start: %r" % line)
         while True:
             try:
                 socks.append(socket.create_connection(("127.0.0.1", port)))
@@ -60,18 +117,20 @@ def main():
             except ConnectionRefusedError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
-        out.readline()
+                time.sleep(0.05)  # start-up probe interval; the connect decides
+        if per_accept:
+            out.readline()
 
         def connect():
             c = socket.create_connection(("127.0.0.1", port))
-            out.readline()  # the server printed its accept: keeps listen(5) from overflowing
+            if per_accept:
+                out.readline()  # the server printed its accept: keeps listen(5) from overflowing
             return c
 
         idle = [connect() for _ in range(a.idle)]
         active = [connect() for _ in range(a.conns)]
         sel = selectors.DefaultSelector()
-        msg = b"x" * 64
+        msg = b"x" * 63 + b"\n"
         for c in active:
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             c.setblocking(False)
@@ -102,6 +161,18 @@ def main():
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         run(a.trips)
         c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        if a.profile:
+            proc.terminate()
+            proc.wait(timeout=30)
+            with open(a.profile) as f:
+                prof = json.load(f)
+            total = a.trips + min(2000, a.trips)
+            prof["per_trip"] = {k: round(v / total, 2) for k, v in
+                                sorted(prof.pop("calls").items(), key=lambda kv: -kv[1])
+                                if v >= total / 10}
+            prof["core_per_trip"] = {k: round(v / total, 3) for k, v in prof["core"].items()}
+            with open(a.profile, "w") as f:
+                json.dump(prof, f, indent=1)
         print(json.dumps({
             "mode": a.mode, "python": a.python.rsplit("/", 1)[-1], "conns": a.conns,
             "idle": a.idle, "trips": a.trips,

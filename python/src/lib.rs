@@ -8,9 +8,11 @@
 //!    [`sockloop::poller::Selector`], changing it only when an answer changes. A plain `dict`
 //!    is scanned whole every pass; an `asyncore.SocketMap` logs its changes, so only the
 //!    channels that changed, got an event or answer from Python are looked at (and all of them
-//!    every `FULL_SCAN_EVERY`);
-//! 2. waits with the GIL released, in slices of at most a second so that signal handlers
-//!    (Ctrl-C) run;
+//!    at least every `FULL_SCAN_EVERY`, during a wait too);
+//! 2. waits with the GIL released. A signal (Python's wakeup descriptor is the wake pair
+//!    while a loop runs in the main thread) or a `wake()` ends the OS wait: signal handlers
+//!    run, interest is asked again, and the wait resumes with the time left (PEP 475), so
+//!    such internal wake-ups never count as passes nor shorten the timeout;
 //! 3. dispatches the events to `handle_read_event` / `handle_write_event` / `handle_expt_event`
 //!    / `handle_close` following asyncore's `readwrite` (poll, epoll) or `read`/`write`/
 //!    `_exception` (select), with `ExitNow`, `KeyboardInterrupt` and `SystemExit` propagating
@@ -28,18 +30,23 @@
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
 use sockloop::poller::{Event, Interest, Selector};
 use sockloop::Backend;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::io::{Read, Write};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-/// The longest single wait with the GIL released: signal handlers run between slices.
+/// The longest single OS wait when signals cannot end it (no wakeup descriptor of ours):
+/// signal handlers run between slices.
 const SLICE: Duration = Duration::from_secs(1);
+/// How often waiting on epoll looks for descriptors closed behind the loop's back (epoll
+/// forgets them silently).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors that mean "the peer went away" (asyncore's `_DISCONNECTED`).
 fn is_disconnect(errno: i32) -> bool {
@@ -64,15 +71,45 @@ mod libc_errno {
     pub const ECONNRESET: i32 = libc::ECONNRESET;
 }
 
+/// Keys here are descriptors and type addresses, not chosen by an adversary: a multiply
+/// spreads them well enough, and SipHash costs more than the rest of a lookup.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
 /// One channel as registered: the object whose answers made the interest.
 struct Entry {
-    obj: Py<PyAny>,
+    /// The object, held weakly when it can be: the map owns its channels, so one that leaves
+    /// the map (closed) or a map that is abandoned is freed at once, as in CPython.
+    obj: Holder,
     interest: Interest,
     token: u64,
     seen: u64,
 }
 
-/// What a channel's `readable()`/`writable()` methods are, decided once per Python type.
+/// What a channel's `readable()`/`writable()` methods are, decided per Python type (and
+/// checked again every pass, so a method reassigned on a class is seen).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// Anything else: call the methods.
@@ -81,13 +118,15 @@ enum Kind {
     Plain,
     /// `dispatcher.readable` and `dispatcher_with_send.writable`.
     WithSend,
+    /// `async_chat.readable` and `async_chat.writable`.
+    Chat,
 }
 
 /// Readiness and dispatch for one asyncore map.
 #[pyclass(module = "sockloop._core")]
 struct Poller {
     sel: Selector,
-    entries: HashMap<RawFd, Entry>,
+    entries: FastMap<RawFd, Entry>,
     events: Vec<Event>,
     generation: u32,
     pass_no: u64,
@@ -95,15 +134,18 @@ struct Poller {
     reraised: Py<PyTuple>,
     /// `handle_error_in_except(obj, exc)`: calls `obj.handle_error()` with `exc` being handled.
     on_error: Py<PyAny>,
-    /// `(dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)` as found on
-    /// the classes, to recognise channels whose answers need no Python call.
-    builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
-    /// Per type (kept alive here, so its address is not reused by another type).
-    kinds: HashMap<usize, (Py<PyType>, Kind)>,
-    /// `os.fstat`, to find descriptors closed behind the loop's back (select refuses the set;
-    /// epoll silently forgets a closed descriptor, so it is checked every [`SLICE`]).
-    fstat: Py<PyAny>,
+    /// The package's own methods as taken at import (`readable`, `writable`, `ws_writable`,
+    /// `chat_readable`, `chat_writable`, `read_event`, `write_event`), to recognise channels
+    /// whose answers and event state machine need no Python frame.
+    builtins: Option<Py<PyDict>>,
+    /// Per type (kept alive here, so its address is not reused by another type): the kind and
+    /// the `readable`/`writable` attributes it was decided from.
+    kinds: FastMap<usize, TypeKind>,
+    /// When epoll last looked for descriptors closed behind the loop's back.
     last_sweep: Instant,
+    /// Whether a signal ends the OS wait (the Python side made the wake pair the process's
+    /// signal wakeup descriptor); otherwise the wait is sliced.
+    signals_wired: bool,
     /// `asyncore.SocketMap`: maps of exactly this type log their changes, so a pass looks only
     /// at what changed (see [`Poller::pass`]).
     tracked_type: Option<Py<PyType>>,
@@ -113,7 +155,7 @@ struct Poller {
     cursor: usize,
     last_full: Instant,
     /// Channels whose answers come from Python methods: asked every pass.
-    volatile: HashSet<RawFd>,
+    volatile: HashSet<RawFd, BuildHasherDefault<IntHasher>>,
     /// Channels dispatched to in the last pass: their state may have changed.
     touched: Vec<RawFd>,
     /// Read end of the wake pair (a sockloop addition): a byte written to the other end, by
@@ -122,8 +164,78 @@ struct Poller {
     waker: Py<Waker>,
     /// `_run_timers(map)` (Python): runs the due `call_later` callbacks of a `SocketMap`.
     run_timers: Option<Py<PyAny>>,
+    /// `_drop_cancelled_first(map)` (Python): pops cancelled entries off the top of the heap.
+    drop_cancelled: Option<Py<PyAny>>,
     /// `time.monotonic`, the clock of the timers' deadlines.
     monotonic: Py<PyAny>,
+}
+
+/// One entry of the per-type cache.
+struct TypeKind {
+    ty: Py<PyType>,
+    kind: Kind,
+    /// The type's `readable`, `writable`, `handle_read_event`, `handle_write_event`, as found
+    /// when the kind was decided.
+    attrs: [Option<Py<PyAny>>; 4],
+    /// `handle_read_event` / `handle_write_event` are the package's own: run them here.
+    read_ev: bool,
+    write_ev: bool,
+}
+
+const KIND_ATTRS: [&str; 4] = ["readable", "writable", "handle_read_event", "handle_write_event"];
+
+enum Holder {
+    Strong(Py<PyAny>),
+    Weak(Py<PyWeakrefReference>),
+}
+
+impl Holder {
+    /// A weak reference to `obj`, or `obj` itself when it cannot be weakly referenced.
+    fn new(obj: &Bound<'_, PyAny>) -> Holder {
+        match PyWeakrefReference::new(obj) {
+            Ok(w) => Holder::Weak(w.unbind()),
+            Err(_) => Holder::Strong(obj.clone().unbind()),
+        }
+    }
+
+    /// Whether this is (still) `obj`.
+    fn holds(&self, obj: &Bound<'_, PyAny>) -> bool {
+        match self {
+            Holder::Strong(o) => o.is(obj),
+            Holder::Weak(w) => {
+                // No new reference is made: compare the referent's address.
+                let r = w.bind(obj.py());
+                r.upgrade().is_some_and(|o| o.is(obj))
+            }
+        }
+    }
+}
+
+/// Process-wide counters for profiling (`_core.stats()`); relaxed increments only.
+mod counters {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    pub static PASSES: AtomicU64 = AtomicU64::new(0);
+    pub static OS_WAITS: AtomicU64 = AtomicU64::new(0);
+    pub static EVENTS: AtomicU64 = AtomicU64::new(0);
+    pub static PY_INTEREST: AtomicU64 = AtomicU64::new(0);
+    pub static NATIVE_INTEREST: AtomicU64 = AtomicU64::new(0);
+    pub static WAKEUPS: AtomicU64 = AtomicU64::new(0);
+    pub static FULL_SCANS: AtomicU64 = AtomicU64::new(0);
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn all() -> [(&'static str, u64); 7] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("passes", g(&PASSES)),
+            ("os_waits", g(&OS_WAITS)),
+            ("events", g(&EVENTS)),
+            ("python_interest_calls", g(&PY_INTEREST)),
+            ("native_interest_answers", g(&NATIVE_INTEREST)),
+            ("internal_wakeups", g(&WAKEUPS)),
+            ("full_scans", g(&FULL_SCANS)),
+        ]
+    }
 }
 
 /// The token of the wake pair's read end.
@@ -146,9 +258,11 @@ impl Waker {
     }
 }
 
-/// A tracked map is still scanned whole this often, for state changed behind the package's
-/// back (an attribute assigned directly from outside the channel's own handlers).
-const FULL_SCAN_EVERY: Duration = Duration::from_millis(100);
+/// A tracked map is still scanned whole this often, while waiting too, for state changed
+/// behind the package's back (`connected` or `accepting` assigned from outside, a
+/// `readable`/`writable` set on an instance). `out_buffer` assignments and the package's
+/// own methods mark the channel at once.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 /// The change log is emptied once it is this long.
 const LOG_LIMIT: usize = 4096;
 
@@ -168,16 +282,17 @@ fn token_fd(token: u64) -> RawFd {
 impl Poller {
     /// `Poller(backend, reraised, on_error, builtins=None)`.
     #[new]
-    #[pyo3(signature = (backend, reraised, on_error, builtins=None, tracked_type=None, run_timers=None))]
+    #[pyo3(signature = (backend, reraised, on_error, builtins=None, tracked_type=None, run_timers=None, drop_cancelled=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         backend: &str,
         reraised: Py<PyTuple>,
         on_error: Py<PyAny>,
-        builtins: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+        builtins: Option<Py<PyDict>>,
         tracked_type: Option<Py<PyType>>,
         run_timers: Option<Py<PyAny>>,
+        drop_cancelled: Option<Py<PyAny>>,
     ) -> PyResult<Poller> {
         let backend = Backend::parse(backend).ok_or_else(|| {
             PyValueError::new_err(format!("unknown backend {backend:?}: auto, select, poll or epoll"))
@@ -186,10 +301,23 @@ impl Poller {
         // The wake pair. select cannot watch a descriptor past 1023: then there is no waking.
         let (wake_rx, wake_tx) = match UnixStream::pair() {
             Ok((rx, tx)) => {
-                use std::os::fd::AsFd;
+                use std::os::fd::AsRawFd;
+                // select cannot watch a descriptor past FD_SETSIZE: move the read end lower.
+                let rx = if sel.backend() == Backend::Select { low_fd(rx) } else { rx };
+                if rx.as_raw_fd() >= 1024 && sel.backend() == Backend::Select {
+                    py.import("warnings")?.call_method1(
+                        "warn",
+                        (
+                            "sockloop: no descriptor below 1024 is free for the select backend's \
+                          wake-up pair: wake(), call_later() from other threads and signals \
+                          cannot end a wait early (it is sliced to 1 s instead)",
+                            py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                        ),
+                    )?;
+                }
                 let ok = rx.set_nonblocking(true).is_ok()
                     && tx.set_nonblocking(true).is_ok()
-                    && sel.set_interest(rx.as_fd(), WAKE_TOKEN, Interest::READ).is_ok();
+                    && sel.set_interest(std::os::fd::AsFd::as_fd(&rx), WAKE_TOKEN, Interest::READ).is_ok();
                 if ok {
                     (Some(rx), Some(tx))
                 } else {
@@ -200,28 +328,28 @@ impl Poller {
         };
         let waker = Py::new(py, Waker { tx: wake_tx })?;
         let monotonic = py.import("time")?.getattr("monotonic")?.unbind();
-        let fstat = py.import("os")?.getattr("fstat")?.unbind();
         Ok(Poller {
             sel,
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             events: Vec::with_capacity(256),
             generation: 0,
             pass_no: 0,
             reraised,
             on_error,
             builtins,
-            kinds: HashMap::new(),
-            fstat,
+            kinds: FastMap::default(),
             last_sweep: Instant::now(),
+            signals_wired: false,
             tracked_type,
             epoch: None,
             cursor: 0,
             last_full: Instant::now(),
-            volatile: HashSet::new(),
+            volatile: HashSet::default(),
             touched: Vec::new(),
             wake_rx,
             waker,
             run_timers,
+            drop_cancelled,
             monotonic,
         })
     }
@@ -238,18 +366,42 @@ impl Poller {
         self.waker.clone_ref(py)
     }
 
+    /// The descriptor to give `signal.set_wakeup_fd` (the wake pair's write end), or -1.
+    #[getter]
+    fn signal_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        match (&self.wake_rx, &self.waker.get().tx) {
+            (Some(_), Some(tx)) => tx.as_raw_fd(),
+            _ => -1,
+        }
+    }
+
+    /// Whether a signal ends the OS wait (see [`Poller::signal_fd`]).
+    #[setter]
+    fn set_signals_wired(&mut self, on: bool) {
+        self.signals_wired = on;
+    }
+
     /// How many descriptors are registered (for tests).
     fn __len__(&self) -> usize {
         self.entries.len()
     }
 
+    /// Between calls: the registrations stay in the kernel; the next pass scans the whole
+    /// map (it may be another map that got the same `id()`).
+    fn detach(&mut self) {
+        self.touched.clear();
+        self.epoch = None;
+    }
+
     /// Forgets every registration (and the objects it holds).
     fn clear(&mut self) {
         for (fd, _) in self.entries.drain() {
-            forget(&mut self.sel, fd);
+            sel_forget(&mut self.sel, fd);
         }
         self.volatile.clear();
         self.touched.clear();
+        self.kinds.clear();
         self.epoch = None;
     }
 
@@ -290,34 +442,54 @@ impl Poller {
 }
 
 impl Poller {
+    /// Drops the cached kinds of types whose `readable`/`writable` were reassigned since, and
+    /// asks for a full scan when any was (their channels' answers may differ now).
+    fn verify_kinds(&mut self, py: Python<'_>) {
+        let same = |now: Option<Bound<'_, PyAny>>, then: &Option<Py<PyAny>>| match (now, then) {
+            (Some(a), Some(b)) => a.is(b),
+            (None, None) => true,
+            _ => false,
+        };
+        let before = self.kinds.len();
+        self.kinds.retain(|_, tk| {
+            let ty = tk.ty.bind(py);
+            KIND_ATTRS.iter().zip(&tk.attrs).all(|(name, then)| same(ty.getattr(*name).ok(), then))
+        });
+        if self.kinds.len() != before {
+            self.epoch = None;
+        }
+    }
+
     fn kind(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<Kind> {
         let ty = obj.get_type();
         let key = ty.as_ptr() as usize;
-        if let Some((_, k)) = self.kinds.get(&key) {
-            return Ok(*k);
+        if let Some(tk) = self.kinds.get(&key) {
+            return Ok(tk.kind);
         }
         let py = obj.py();
-        let kind = match &self.builtins {
-            None => Kind::Python,
-            Some((readable, writable, ws_writable)) => {
-                let r = ty.getattr("readable").ok();
-                let w = ty.getattr("writable").ok();
-                let is = |a: &Option<Bound<'_, PyAny>>, b: &Py<PyAny>| {
-                    a.as_ref().is_some_and(|a| a.is(b.bind(py)))
-                };
-                if !is(&r, readable) {
-                    Kind::Python
-                } else if is(&w, writable) {
-                    Kind::Plain
-                } else if is(&w, ws_writable) {
-                    Kind::WithSend
-                } else {
-                    Kind::Python
-                }
+        let found: Vec<Option<Bound<'_, PyAny>>> = KIND_ATTRS.iter().map(|n| ty.getattr(*n).ok()).collect();
+        let own = |i: usize, key: &str| -> bool {
+            let Some(b) = &self.builtins else { return false };
+            match (found[i].as_ref(), b.bind(py).get_item(key).ok().flatten()) {
+                (Some(a), Some(b)) => a.is(&b),
+                _ => false,
             }
         };
+        let kind = if own(0, "readable") && own(1, "writable") {
+            Kind::Plain
+        } else if own(0, "readable") && own(1, "ws_writable") {
+            Kind::WithSend
+        } else if own(0, "chat_readable") && own(1, "chat_writable") {
+            Kind::Chat
+        } else {
+            Kind::Python
+        };
+        let (read_ev, write_ev) = (own(2, "read_event"), own(3, "write_event"));
         // The cache holds the type, so no other type can take its address while it is here.
-        self.kinds.insert(key, (ty.clone().unbind(), kind));
+        let mut attrs = found.into_iter().map(|a| a.map(Bound::unbind));
+        let attrs = [(); 4].map(|_| attrs.next().flatten());
+        let entry = TypeKind { ty: ty.clone().unbind(), kind, attrs, read_ev, write_ev };
+        self.kinds.insert(key, entry);
         Ok(kind)
     }
 
@@ -341,7 +513,10 @@ impl Poller {
                 }),
         };
         let volatile = fast.is_none();
-        let (read, write) = match (kind, fast) {
+        if !volatile {
+            counters::bump(&counters::NATIVE_INTEREST, 1);
+        }
+        let (read, write) = match (kind, fast.as_ref()) {
             (Kind::Plain, Some(_)) => (true, true),
             (Kind::WithSend, Some(d)) => {
                 let connected = match d.get_item(intern!(py, "connected"))? {
@@ -354,13 +529,32 @@ impl Poller {
                 };
                 (true, !connected || pending)
             }
+            (Kind::Chat, Some(d)) => {
+                let connected = match d.get_item(intern!(py, "connected"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "connected"))?.is_truthy()?,
+                };
+                let queued = match d.get_item(intern!(py, "producer_fifo"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "producer_fifo"))?.is_truthy()?,
+                };
+                (true, !connected || queued)
+            }
             _ => {
+                counters::bump(&counters::PY_INTEREST, 2);
                 let r = obj.call_method0(intern!(py, "readable"))?.is_truthy()?;
                 let w = obj.call_method0(intern!(py, "writable"))?.is_truthy()?;
                 (r, w)
             }
         };
-        let write = write && !obj.getattr(intern!(py, "accepting"))?.is_truthy()?;
+        let write = write
+            && !match &fast {
+                Some(d) => match d.get_item(intern!(py, "accepting"))? {
+                    Some(v) => v.is_truthy()?,
+                    None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+                },
+                None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+            };
         Ok((Interest { read, write }, volatile))
     }
 
@@ -373,13 +567,13 @@ impl Poller {
     ) -> PyResult<()> {
         if let Some(old) = self.entries.remove(&fd) {
             drop(old);
-            forget(&mut self.sel, fd);
+            sel_forget(&mut self.sel, fd);
         }
         self.generation = self.generation.wrapping_add(1);
         let token = (u64::from(self.generation) << 32) | u64::from(fd as u32);
-        let entry = Entry { obj: obj.clone().unbind(), interest, token, seen: self.pass_no };
+        let entry = Entry { obj: Holder::new(obj), interest, token, seen: self.pass_no };
         self.entries.insert(fd, entry);
-        match watch(&mut self.sel, fd, token, interest) {
+        match sel_watch(&mut self.sel, fd, token, interest) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc_errno::EBADF) || fd < 0 => {
                 // Closed behind the loop's back: it gets handle_close, as POLLNVAL would say.
@@ -404,12 +598,12 @@ impl Poller {
             self.volatile.remove(&fd);
         }
         match self.entries.get_mut(&fd) {
-            Some(e) if e.obj.is(obj) => {
+            Some(e) if e.obj.holds(obj) => {
                 e.seen = pass;
                 if e.interest != interest {
                     let token = e.token;
                     e.interest = interest;
-                    if watch(&mut self.sel, fd, token, interest).is_err() {
+                    if sel_watch(&mut self.sel, fd, token, interest).is_err() {
                         // The descriptor was closed and reopened under the same object:
                         // start over.
                         self.register(fd, obj, interest, invalid)?;
@@ -423,7 +617,7 @@ impl Poller {
 
     fn forget(&mut self, fd: RawFd) {
         if self.entries.remove(&fd).is_some() {
-            forget(&mut self.sel, fd);
+            sel_forget(&mut self.sel, fd);
         }
         self.volatile.remove(&fd);
     }
@@ -446,6 +640,7 @@ impl Poller {
         }
         self.touched.clear();
         self.last_full = Instant::now();
+        counters::bump(&counters::FULL_SCANS, 1);
         Ok(())
     }
 
@@ -499,41 +694,53 @@ impl Poller {
         Ok(true)
     }
 
+    /// Brings the registrations up to date with the map: only what changed on a tracked map
+    /// (unless a full scan is due), everything on a plain `dict`.
+    fn scan(&mut self, map: &Bound<'_, PyDict>, tracked: bool, invalid: &mut Vec<u64>) -> PyResult<()> {
+        // changed_scan declines (false) when a whole scan is due or the log cannot be trusted.
+        if !(tracked && self.changed_scan(map, invalid)?) {
+            self.full_scan(map, invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The first timer deadline of a tracked map, as an [`Instant`].
+    fn first_timer(&self, py: Python<'_>, map: &Bound<'_, PyDict>) -> PyResult<Option<Instant>> {
+        if self.run_timers.is_none() {
+            return Ok(None);
+        }
+        let list = map.getattr(intern!(py, "_sockloop_timers"))?.downcast_into::<PyList>()?;
+        if list.is_empty() {
+            return Ok(None);
+        }
+        // Entries are [when, seq, handle]; a cancelled one has None for its handle.
+        if list.get_item(0)?.get_item(2)?.is_none() {
+            if let Some(drop) = &self.drop_cancelled {
+                drop.bind(py).call1((map,))?;
+            }
+            if list.is_empty() {
+                return Ok(None);
+            }
+        }
+        let first: f64 = list.get_item(0)?.get_item(0)?.extract()?;
+        let now: f64 = self.monotonic.bind(py).call0()?.extract()?;
+        Ok(Some(Instant::now() + seconds(first - now)))
+    }
+
     fn pass(&mut self, py: Python<'_>, map: &Bound<'_, PyDict>, timeout: Option<f64>) -> PyResult<()> {
         self.pass_no += 1;
-        let mut invalid: Vec<u64> = Vec::new();
+        counters::bump(&counters::PASSES, 1);
         let tracked = self.tracked_type.as_ref().is_some_and(|t| map.get_type().is(t.bind(py)));
-        if !(tracked && self.changed_scan(map, &mut invalid)?) {
-            self.full_scan(map, &mut invalid)?;
-        }
-
+        self.verify_kinds(py);
+        let mut invalid: Vec<u64> = Vec::new();
+        self.scan(map, tracked, &mut invalid)?;
         self.events.clear();
         for token in invalid {
             self.events.push(Event { token, invalid: true, ..Event::default() });
         }
-        // Timers (SocketMap only): the wait ends at the first deadline.
-        let timers = if tracked && self.run_timers.is_some() {
-            let list = map.getattr(intern!(py, "_sockloop_timers"))?.downcast_into::<PyList>()?;
-            (!list.is_empty()).then_some(list)
-        } else {
-            None
-        };
-        let mut timeout = timeout;
-        if let Some(list) = &timers {
-            let first: f64 = list.get_item(0)?.get_item(0)?.extract()?;
-            let now: f64 = self.monotonic.bind(py).call0()?.extract()?;
-            let left = (first - now).max(0.0);
-            timeout = Some(timeout.map_or(left, |t| t.min(left)));
-        }
         if self.events.is_empty() {
-            self.wait(py, timeout)?;
-        }
-        if self.events.iter().any(|e| e.token == WAKE_TOKEN) {
-            self.events.retain(|e| e.token != WAKE_TOKEN);
-            if let Some(rx) = &self.wake_rx {
-                let mut buf = [0u8; 256];
-                while matches!((&*rx).read(&mut buf), Ok(n) if n > 0) {}
-            }
+            let deadline = timeout.map(|t| Instant::now() + seconds(t));
+            self.wait(py, map, tracked, deadline)?;
         }
         let events = std::mem::take(&mut self.events);
         // Whatever got an event may have changed its answers: look at it next pass.
@@ -559,69 +766,99 @@ impl Poller {
         Ok(())
     }
 
-    fn wait(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let deadline = timeout.map(|t| {
-            Instant::now() + Duration::from_secs_f64(if t.is_finite() && t > 0.0 { t.min(1e9) } else { 0.0 })
-        });
+    /// Waits until a channel has an event, `deadline` passes or a timer is due. Wake-ups of
+    /// our own (a signal, `wake()`, the periodic scan, epoll's sweep) are handled here and the
+    /// wait goes on with the time left: they are not passes.
+    fn wait(
+        &mut self,
+        py: Python<'_>,
+        map: &Bound<'_, PyDict>,
+        tracked: bool,
+        deadline: Option<Instant>,
+    ) -> PyResult<()> {
+        let epoll = self.sel.backend() == Backend::Epoll;
         loop {
-            let slice = match deadline {
-                None => SLICE,
-                Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
-            };
-            if self.sel.backend() == Backend::Epoll && self.last_sweep.elapsed() >= SLICE {
-                // epoll drops a descriptor closed behind the loop's back without a word:
-                // look for such descriptors once per second of waiting.
-                self.last_sweep = Instant::now();
-                self.find_closed(py)?;
-                if !self.events.is_empty() {
-                    return Ok(());
-                }
+            // The user's deadline and the first timer end the wait; the rest only interrupt it.
+            let timer = if tracked { self.first_timer(py, map)? } else { None };
+            let until = earliest(deadline, timer);
+            let mut inner = until;
+            if tracked {
+                inner = earliest(inner, Some(self.last_full + FULL_SCAN_EVERY));
             }
+            if epoll {
+                inner = earliest(inner, Some(self.last_sweep + SWEEP_EVERY));
+            }
+            if !self.signals_wired || self.wake_rx.is_none() {
+                inner = earliest(inner, Some(Instant::now() + SLICE));
+            }
+            let slice = inner.map(|d| d.saturating_duration_since(Instant::now()));
             let (sel, events) = (&mut self.sel, &mut self.events);
-            let r = py.allow_threads(|| sel.wait(events, Some(slice)));
+            let r = py.allow_threads(|| sel.wait(events, slice));
+            counters::bump(&counters::OS_WAITS, 1);
             match r {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc_errno::EBADF) => {
                     // select(2) refuses the whole set when one descriptor was closed behind
                     // the loop's back: find it and report it as POLLNVAL would.
-                    self.find_closed(py)?;
+                    self.find_closed();
                     return Ok(());
                 }
                 Err(e) => return Err(to_py_err(e)),
             }
+            let woken = self.events.iter().any(|e| e.token == WAKE_TOKEN);
+            counters::bump(&counters::EVENTS, self.events.len() as u64);
+            if woken {
+                self.events.retain(|e| e.token != WAKE_TOKEN);
+                if let Some(rx) = &self.wake_rx {
+                    let mut buf = [0u8; 256];
+                    while matches!((&*rx).read(&mut buf), Ok(n) if n > 0) {}
+                }
+            }
+            // Signal handlers run now (a KeyboardInterrupt leaves the loop), as PEP 475 says.
+            py.check_signals()?;
             if !self.events.is_empty() {
                 return Ok(());
             }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| d <= Instant::now()) {
+            let now = Instant::now();
+            if until.is_some_and(|d| d <= now) {
+                return Ok(());
+            }
+            counters::bump(&counters::WAKEUPS, 1);
+            let mut invalid = Vec::new();
+            if woken {
+                // wake(): ask for interest again (another thread may have queued output).
+                self.scan(map, tracked, &mut invalid)?;
+            } else if tracked && now >= self.last_full + FULL_SCAN_EVERY {
+                self.scan(map, tracked, &mut invalid)?;
+            }
+            for token in invalid {
+                self.events.push(Event { token, invalid: true, ..Event::default() });
+            }
+            if epoll && now >= self.last_sweep + SWEEP_EVERY {
+                self.last_sweep = now;
+                self.find_closed();
+            }
+            if !self.events.is_empty() {
                 return Ok(());
             }
         }
     }
 
-    fn find_closed(&mut self, py: Python<'_>) -> PyResult<()> {
-        let fstat = self.fstat.bind(py);
+    /// Descriptors closed behind the loop's back: each gets an `invalid` event (POLLNVAL).
+    fn find_closed(&mut self) {
         let mut bad = Vec::new();
         for (fd, e) in &self.entries {
-            if e.interest.is_empty() {
-                continue;
-            }
-            if let Err(err) = fstat.call1((*fd,)) {
-                if err.is_instance_of::<PyOSError>(py) {
-                    bad.push((*fd, e.token));
-                } else {
-                    return Err(err);
-                }
+            if !e.interest.is_empty() && !fd_is_open(*fd) {
+                bad.push((*fd, e.token));
             }
         }
         for (fd, token) in bad {
-            forget(&mut self.sel, fd);
+            sel_forget(&mut self.sel, fd);
             if let Some(e) = self.entries.get_mut(&fd) {
                 e.interest = Interest::NONE;
             }
             self.events.push(Event { token, invalid: true, ..Event::default() });
         }
-        Ok(())
     }
 
     /// The object to dispatch `token`'s event to: the map's current value for the descriptor,
@@ -633,7 +870,7 @@ impl Poller {
             return Ok(None);
         }
         match map.get_item(fd)? {
-            Some(obj) if obj.is(&entry.obj) => Ok(Some(obj)),
+            Some(obj) if entry.obj.holds(&obj) => Ok(Some(obj)),
             _ => Ok(None),
         }
     }
@@ -663,15 +900,52 @@ impl Poller {
         Ok(())
     }
 
+    /// `handle_read_event` / `handle_write_event` run here when the channel's class and
+    /// instance leave the package's own alone (one Python frame fewer per event). Returns
+    /// false when the Python method must be called instead.
+    fn native_event(&self, obj: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
+        let py = obj.py();
+        let Some(tk) = self.kinds.get(&(obj.get_type().as_ptr() as usize)) else { return Ok(false) };
+        if !(if write { tk.write_ev } else { tk.read_ev }) {
+            return Ok(false);
+        }
+        let Ok(d) = obj.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>() else {
+            return Ok(false);
+        };
+        let name = if write { intern!(py, "handle_write_event") } else { intern!(py, "handle_read_event") };
+        if d.contains(name)? {
+            return Ok(false);
+        }
+        let flag = |n: &Bound<'_, PyString>| -> PyResult<bool> {
+            match d.get_item(n)? {
+                Some(v) => v.is_truthy(),
+                None => obj.getattr(n)?.is_truthy(),
+            }
+        };
+        if flag(intern!(py, "accepting"))? {
+            // A listening channel: accept on read, nothing on write.
+            if !write {
+                obj.call_method0(intern!(py, "handle_accept"))?;
+            }
+            return Ok(true);
+        }
+        if flag(intern!(py, "connecting"))? && !flag(intern!(py, "connected"))? {
+            obj.call_method0(intern!(py, "handle_connect_event"))?;
+        }
+        let handler = if write { intern!(py, "handle_write") } else { intern!(py, "handle_read") };
+        obj.call_method0(handler)?;
+        Ok(true)
+    }
+
     /// poll and epoll: asyncore's `readwrite(obj, flags)` per event.
     fn dispatch_readwrite(&self, py: Python<'_>, map: &Bound<'_, PyDict>, events: &[Event]) -> PyResult<()> {
         for ev in events {
             let Some(obj) = self.target(map, ev.token)? else { continue };
             let run = || -> PyResult<()> {
-                if ev.readable {
+                if ev.readable && !self.native_event(&obj, false)? {
                     obj.call_method0(intern!(py, "handle_read_event"))?;
                 }
-                if ev.writable {
+                if ev.writable && !self.native_event(&obj, true)? {
                     obj.call_method0(intern!(py, "handle_write_event"))?;
                 }
                 if ev.priority {
@@ -704,10 +978,16 @@ impl Poller {
             (|e| e.writable, intern!(py, "handle_write_event")),
             (|e| e.priority, intern!(py, "handle_expt_event")),
         ];
-        for (pick, method) in phases {
+        for (phase, (pick, method)) in phases.into_iter().enumerate() {
             for ev in events.iter().filter(|e| pick(e)) {
                 let Some(obj) = self.target(map, ev.token)? else { continue };
-                if let Err(err) = obj.call_method0(method) {
+                let run = || -> PyResult<()> {
+                    if phase == 2 || !self.native_event(&obj, phase == 1)? {
+                        obj.call_method0(method)?;
+                    }
+                    Ok(())
+                };
+                if let Err(err) = run() {
                     self.handle_exception(py, &obj, err, false)?;
                 }
             }
@@ -716,29 +996,33 @@ impl Poller {
     }
 }
 
-/// The concrete backend `auto` stands for on this platform.
-#[pyfunction]
-fn default_backend() -> &'static str {
-    Backend::Auto.resolve().name()
+/// Seconds (any float) as a [`Duration`]: negative and NaN are zero, huge values capped.
+fn seconds(t: f64) -> Duration {
+    if t > 0.0 {
+        Duration::from_secs_f64(t.min(1e9))
+    } else {
+        Duration::ZERO
+    }
 }
 
-#[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Poller>()?;
-    m.add_function(wrap_pyfunction!(default_backend, m)?)?;
-    Ok(())
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 /// Watches a descriptor number from Python; a negative one (a closed socket) is `EBADF`.
-fn watch(sel: &mut Selector, fd: RawFd, token: u64, interest: Interest) -> std::io::Result<()> {
+fn sel_watch(sel: &mut Selector, fd: RawFd, token: u64, interest: Interest) -> std::io::Result<()> {
     if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(libc_errno::EBADF));
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
     }
     sel.set_interest(py_fd(fd), token, interest)
 }
 
-/// Stops watching a descriptor number from Python (errors mean it was not watched).
-fn forget(sel: &mut Selector, fd: RawFd) {
+/// Stops watching a descriptor number from Python (an error means it was not watched).
+fn sel_forget(sel: &mut Selector, fd: RawFd) {
     if fd >= 0 {
         let _ = sel.remove(py_fd(fd));
     }
@@ -752,4 +1036,54 @@ fn py_fd(fd: RawFd) -> BorrowedFd<'static> {
     // callers handle: the kernel checks every number, so a stale one is an error, never
     // memory unsafety.
     unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)`; no Python call).
+fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags; it takes no pointer and is defined for
+    // any integer (an unknown one fails with EBADF).
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// The stream moved to the lowest free descriptor (`fcntl(F_DUPFD)`), when that is lower.
+fn low_fd(s: UnixStream) -> UnixStream {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: F_DUPFD duplicates a descriptor we own; a non-negative result is a new
+    // descriptor that nothing else owns, so the UnixStream built from it owns it alone.
+    let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if fd >= 0 && fd < s.as_raw_fd() {
+        // SAFETY: see above; `s` is dropped (closing the old descriptor) once replaced.
+        unsafe { UnixStream::from_raw_fd(fd) }
+    } else {
+        if fd >= 0 {
+            // SAFETY: closing the duplicate we just made and own.
+            unsafe { libc::close(fd) };
+        }
+        s
+    }
+}
+
+/// The process's loop counters (for profiling): passes, OS waits, events, interest answers
+/// asked in Python or given natively, internal wake-ups, full scans.
+#[pyfunction]
+fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in counters::all() {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
+/// The concrete backend `auto` stands for on this platform.
+#[pyfunction]
+fn default_backend() -> &'static str {
+    Backend::Auto.resolve().name()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Poller>()?;
+    m.add_function(wrap_pyfunction!(default_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
+    Ok(())
 }

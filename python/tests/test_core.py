@@ -269,8 +269,9 @@ class CoreTests(unittest.TestCase):
                 self.assertEqual(m, {})
 
     def test_ctrl_c_interrupts_a_long_wait(self):
-        # The wait runs with the GIL released in slices of at most a second; SIGINT's handler
-        # runs between them and KeyboardInterrupt leaves loop().
+        # The wait runs with the GIL released; SIGINT ends it (the wake pair is Python's signal
+        # wakeup descriptor while the loop runs), its handler runs and KeyboardInterrupt
+        # leaves loop().
         code = (
             "import socket, sys\n"
             "from sockloop import asyncore\n"

@@ -147,6 +147,30 @@ impl Loop {
         }
     }
 
+    /// Calls `token`'s [`handle_accepted`](Dispatcher::handle_accepted) with a connection
+    /// accepted elsewhere (a [`LoopGroup`](crate::group::LoopGroup) handing sockets between
+    /// loops), as if its own `handle_accept` had accepted it: a panic or an error reaches its
+    /// `handle_error`. Gives the socket back if `token` is no longer in the map.
+    pub(crate) fn deliver_accepted(
+        &mut self,
+        token: Token,
+        sock: socket2::Socket,
+        addr: socket2::SockAddr,
+    ) -> Result<(), socket2::Socket> {
+        let mut conn = Some((sock, addr));
+        self.with_body(token, |lp, body| {
+            let Some((sock, addr)) = conn.take() else { return };
+            let which = Handler::Accept;
+            if let Err(e) = lp.invoke(token, body, which, |h, cx| h.handle_accepted(sock, addr, cx)) {
+                lp.report(token, body, which, e);
+            }
+        });
+        match conn {
+            Some((sock, _)) => Err(sock),
+            None => Ok(()),
+        }
+    }
+
     /// Runs one handler, routes its failure, then delivers a due `handle_close`.
     pub(super) fn call(&mut self, token: Token, body: &mut Body, which: Handler) {
         if let Err(e) = self.invoke(token, body, which, |h, cx| run_handler(h, which, cx)) {

@@ -607,6 +607,21 @@ pub fn clear_my_logs() {
 // Child processes
 
 /// Kills and reaps its child on drop.
+/// A blocking TCP client of a test server: read and write timeouts at [`DEADLINE`], Nagle off.
+pub fn tcp_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Sends SIGTERM to the guarded child.
+pub fn sigterm(guard: &mut ChildGuard) {
+    let pid = rustix::process::Pid::from_child(guard.child());
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+}
+
 pub struct ChildGuard(pub Option<std::process::Child>);
 
 impl ChildGuard {

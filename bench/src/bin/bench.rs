@@ -40,7 +40,8 @@ struct Args {
     /// Skip the perf stat runs (syscall counts without slowing the server).
     #[arg(long)]
     no_perf: bool,
-    /// Only these servers (comma-separated names as in the tables).
+    /// Only these servers (comma-separated names as in the tables; applies to the echo and the
+    /// HTTP servers).
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
     /// Only these scenarios (comma-separated: 1x64B,50x64B,500x1KiB,50x64B+5000idle,10x64KiB,http).
@@ -52,6 +53,13 @@ struct Args {
     /// Where the release binaries are (default: next to this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// A second build to compare against, e.g. `main`'s examples built into another target
+    /// directory (DIR is its `release/`: DIR/examples/echo_server and DIR/examples/http_server).
+    /// Adds the servers `sockloop-epoll-base` and `sockloop-http-base`, measured like
+    /// `sockloop-epoll` and `sockloop-http` and interleaved with them in every round, and a
+    /// table of per-round ratios (this build / baseline).
+    #[arg(long, value_name = "DIR")]
+    baseline_bin_dir: Option<PathBuf>,
     /// Python with asyncore (default: pyenv's 3.11.7, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -131,7 +139,10 @@ fn has_asyncore(python: &Path) -> Result<(), String> {
     }
 }
 
-fn servers(bin: &Path, python: &Path) -> Vec<ServerSpec> {
+/// The servers built from the `--baseline-bin-dir` tree are named like their counterpart plus this.
+const BASE_SUFFIX: &str = "-base";
+
+fn servers(bin: &Path, python: &Path, baseline: Option<&Path>) -> Vec<ServerSpec> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let exists = |p: &Path| if p.exists() { None } else { Some(format!("{} not built", p.display())) };
     let echo = bin.join("examples/echo_server");
@@ -142,6 +153,14 @@ fn servers(bin: &Path, python: &Path) -> Vec<ServerSpec> {
             argv: vec![s(&echo), "--backend".into(), be.into(), "--quiet".into()],
             unavailable: exists(&echo),
         });
+        if let Some(base) = baseline.filter(|_| be == "epoll") {
+            let echo = base.join("examples/echo_server");
+            v.push(ServerSpec {
+                name: format!("sockloop-{be}{BASE_SUFFIX}"),
+                argv: vec![s(&echo), "--backend".into(), be.into(), "--quiet".into()],
+                unavailable: exists(&echo),
+            });
+        }
     }
     let mio = bin.join("mio_echo");
     v.push(ServerSpec { name: "mio".into(), argv: vec![s(&mio)], unavailable: exists(&mio) });
@@ -162,7 +181,7 @@ fn servers(bin: &Path, python: &Path) -> Vec<ServerSpec> {
     v
 }
 
-fn http_servers(bin: &Path, python: &Path) -> (Vec<ServerSpec>, Option<String>) {
+fn http_servers(bin: &Path, python: &Path, baseline: Option<&Path>) -> (Vec<ServerSpec>, Option<String>) {
     let http = bin.join("examples/http_server");
     let hyper = bin.join("hyper_hello");
     let wrk = Command::new("wrk").arg("--version").output().is_ok();
@@ -173,12 +192,20 @@ fn http_servers(bin: &Path, python: &Path) -> (Vec<ServerSpec>, Option<String>) 
     if !http.exists() {
         why.push(format!("{} does not exist yet (issue 3)", http.display()));
     }
-    let specs = vec![
-        ServerSpec {
-            name: "sockloop-http".into(),
+    let mut specs = vec![ServerSpec {
+        name: "sockloop-http".into(),
+        argv: vec![http.to_string_lossy().into_owned()],
+        unavailable: None,
+    }];
+    if let Some(base) = baseline {
+        let http = base.join("examples/http_server");
+        specs.push(ServerSpec {
+            name: format!("sockloop-http{BASE_SUFFIX}"),
             argv: vec![http.to_string_lossy().into_owned()],
-            unavailable: None,
-        },
+            unavailable: (!http.exists()).then(|| format!("{} not built", http.display())),
+        });
+    }
+    specs.extend([
         ServerSpec {
             name: "hyper".into(),
             argv: vec![hyper.to_string_lossy().into_owned()],
@@ -195,7 +222,7 @@ fn http_servers(bin: &Path, python: &Path) -> (Vec<ServerSpec>, Option<String>) 
             ],
             unavailable: has_asyncore(python).err(),
         },
-    ];
+    ]);
     (specs, if why.is_empty() { None } else { Some(why.join("; ")) })
 }
 
@@ -428,7 +455,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let want = |name: &str, list: &[String]| list.is_empty() || list.iter().any(|x| x == name);
     let mut notes = vec![format!("RLIMIT_NOFILE raised to {nofile}")];
     let mut specs = Vec::new();
-    for s in servers(&bin, &python) {
+    let baseline = args.baseline_bin_dir.as_deref();
+    if let Some(b) = baseline {
+        notes.push(format!("baseline (`-base` servers) from {}", b.display()));
+    }
+    for s in servers(&bin, &python, baseline) {
         if !want(&s.name, &args.servers) {
             continue;
         }
@@ -438,9 +469,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let scns: Vec<&Scenario> = SCENARIOS.iter().filter(|s| want(s.name, &args.scenarios)).collect();
-    let (all_http, http_skip) = http_servers(&bin, &python);
+    let (all_http, http_skip) = http_servers(&bin, &python, baseline);
     let mut http_specs = Vec::new();
     for s in all_http {
+        if !want(&s.name, &args.servers) {
+            continue;
+        }
         match &s.unavailable {
             Some(why) => notes.push(format!("{}: skipped: {why}", s.name)),
             None => http_specs.push(s),
@@ -450,6 +484,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if run_http {
         if let Some(why) = &http_skip {
             notes.push(format!("HTTP scenario skipped: {why}"));
+        } else if http_specs.is_empty() {
+            notes.push("HTTP scenario skipped: --servers names no HTTP server".into());
         }
     }
     let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
@@ -498,6 +534,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let names: Vec<String> = specs.iter().chain(http_specs.iter()).map(|s| s.name.clone()).collect();
     let scn_only: Vec<String> = scn_names.iter().map(|s| s.0.clone()).collect();
     let sums = report::summarize(&samples, &scn_only, &names, base_of);
+    let pairs: Vec<(String, String)> = names
+        .iter()
+        .filter_map(|b| b.strip_suffix(BASE_SUFFIX).filter(|s| names.iter().any(|n| n == s)))
+        .map(|s| (s.to_string(), format!("{s}{BASE_SUFFIX}")))
+        .collect();
+    let vs_baseline = report::pair_ratios(&samples, &scn_only, &pairs);
 
     notes.push(format!("load average after the echo and HTTP runs: {}", loadavg()));
     let timer_rates = if args.timers > 0 {
@@ -537,6 +579,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          (stops the server at every call, so the next message is often already there when a \
          read-until-EAGAIN server reads again: it under-counts those EAGAIN reads).\n",
     );
+    md.push_str(&report::pair_table(&vs_baseline, &scn_names));
     md.push_str(&report::scenario_tables(&sums, &scn_names, base_of));
     if scns.iter().any(|s| s.idle > 0) {
         md.push_str(&report::idle_table(&sums, "50x64B", "50x64B+5000idle", 5000));
@@ -553,8 +596,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&args.markdown, &md)?;
-    let rep =
-        Report { date, command, machine, settings, notes, samples, summaries: sums, timers: timer_rates };
+    let rep = Report {
+        date,
+        command,
+        machine,
+        settings,
+        notes,
+        samples,
+        summaries: sums,
+        timers: timer_rates,
+        vs_baseline,
+    };
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -2,7 +2,7 @@
 
     import sockloop
     sockloop.install()          # `import asyncore` / `import asynchat` now give sockloop's
-    import asyncore             # CPython 3.11 API; the loop waits with epoll on Linux
+    import asyncore             # Python 3.11 API; the loop waits with epoll on Linux
 
 `sockloop.asyncore` and `sockloop.asynchat` can also be imported directly.
 """

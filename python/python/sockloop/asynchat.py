@@ -1,318 +1,223 @@
-# -*- Mode: Python; tab-width: 4 -*-
-#       Id: asynchat.py,v 2.26 2000/09/07 22:29:26 rushing Exp
-#       Author: Sam Rushing <rushing@nightmare.com>
+"""sockloop's `asynchat`: record-oriented channels over sockloop's asyncore.
 
-# ======================================================================
-# Copyright 1996 by Sam Rushing
-#
-#                         All Rights Reserved
-#
-# Permission to use, copy, modify, and distribute this software and
-# its documentation for any purpose and without fee is hereby
-# granted, provided that the above copyright notice appear in all
-# copies and that both that copyright notice and this permission
-# notice appear in supporting documentation, and that the name of Sam
-# Rushing not be used in advertising or publicity pertaining to
-# distribution of the software without specific, written prior
-# permission.
-#
-# SAM RUSHING DISCLAIMS ALL WARRANTIES WITH REGARD TO THIS SOFTWARE,
-# INCLUDING ALL IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS, IN
-# NO EVENT SHALL SAM RUSHING BE LIABLE FOR ANY SPECIAL, INDIRECT OR
-# CONSEQUENTIAL DAMAGES OR ANY DAMAGES WHATSOEVER RESULTING FROM LOSS
-# OF USE, DATA OR PROFITS, WHETHER IN AN ACTION OF CONTRACT,
-# NEGLIGENCE OR OTHER TORTIOUS ACTION, ARISING OUT OF OR IN
-# CONNECTION WITH THE USE OR PERFORMANCE OF THIS SOFTWARE.
-# ======================================================================
-
-# sockloop: this module is CPython 3.11's Lib/asynchat.py (Copyright 1996 Sam Rushing, notice
-# above; changes Copyright Python Software Foundation, PSF License, see LICENSE-PSF in this
-# package), over sockloop.asyncore.
-
-r"""A class supporting chat-style (command/response) protocols.
-
-This class adds support for 'chat' style protocols - where one side
-sends a 'command', and the other sends a response (examples would be
-the common internet protocols - smtp, nntp, ftp, etc..).
-
-The handle_read() method looks at the input stream for the current
-'terminator' (usually '\r\n' for single-line responses, '\r\n.\r\n'
-for multi-line output), calling self.found_terminator() on its
-receipt.
-
-for example:
-Say you build an async nntp client using this class.  At the start
-of the connection, you'll have self.terminator set to '\r\n', in
-order to process the single-line greeting.  Just before issuing a
-'LIST' command you'll set it to '\r\n.\r\n'.  The output of the LIST
-command will be accumulated (using your own 'collect_incoming_data'
-method) up to the terminator, and then control will be returned to
-you - by calling your self.found_terminator() method.
+An `async_chat` cuts its input into records at a terminator (a byte string, a byte count, or
+None for "no records") and hands them to `collect_incoming_data` / `found_terminator`; its
+output is a queue of byte strings and producers (objects with `more()`), written out as the
+socket accepts it.  The specification is `docs/python-compat.md`, section 5.
 """
+
 from collections import deque
 
 from . import asyncore
 
+__all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
+
+
+def find_prefix_at_end(haystack, needle):
+    """How many bytes at the end of `haystack` could begin `needle` (0 when none could)."""
+    for size in range(len(needle) - 1, 0, -1):
+        if haystack.endswith(needle[:size]):
+            return size
+    return 0
+
+
+_NEGATIVE_COUNT = "the number of received bytes must be positive"
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_SLICED = _BYTES_LIKE + (str,)
 
 
 class async_chat(asyncore.dispatcher):
-    """This is an abstract class.  You must derive from this class, and add
-    the two methods collect_incoming_data() and found_terminator()"""
+    """A dispatcher that reads records and writes queued data and producers."""
 
-    # these are overridable defaults
-
+    # How much one recv() asks for, and how much one send() is given.
     ac_in_buffer_size = 65536
     ac_out_buffer_size = 65536
 
-    # we don't want to enable the use of encoding by default, because that is a
-    # sign of an application bug that we don't want to pass silently
-
+    # With use_encoding set, str terminators and str output are encoded with `encoding`.
     use_encoding = 0
-    encoding = 'latin-1'
+    encoding = "latin-1"
+
+    terminator = None
 
     def __init__(self, sock=None, map=None):
-        # for string terminator matching
-        self.ac_in_buffer = b''
-
-        # we use a list here rather than io.BytesIO for a few reasons...
-        # del lst[:] is faster than bio.truncate(0)
-        # lst = [] is faster than bio.truncate(0)
-        self.incoming = []
-
-        # we toss the use of the "simple producer" and replace it with
-        # a pure deque, which the original fifo was a wrapping of
-        self.producer_fifo = deque()
+        self.producer_fifo = deque()    # bytes, producers, and None (close_when_done)
+        self.incoming = []              # pieces of the current record
+        self.ac_in_buffer = b""         # input not yet cut into records
         asyncore.dispatcher.__init__(self, sock, map)
 
-    def collect_incoming_data(self, data):
-        raise NotImplementedError("must be implemented in subclass")
+    # -- records in ---------------------------------------------------------------------
+    def set_terminator(self, term):
+        """b'\\r\\n' and the like, a number of bytes, or None (everything is data)."""
+        if isinstance(term, int):
+            if term < 0:
+                raise ValueError(_NEGATIVE_COUNT)
+        elif isinstance(term, str) and self.use_encoding:
+            term = term.encode(self.encoding)
+        self.terminator = term
+
+    def get_terminator(self):
+        """The terminator now in force (a count decreases as bytes arrive)."""
+        return self.terminator
+
+    def _get_data(self):
+        joined = b"".join(self.incoming)
+        self.incoming.clear()
+        return joined
 
     def _collect_incoming_data(self, data):
         self.incoming.append(data)
 
-    def _get_data(self):
-        d = b''.join(self.incoming)
-        del self.incoming[:]
-        return d
-
-    def found_terminator(self):
-        raise NotImplementedError("must be implemented in subclass")
-
-    def set_terminator(self, term):
-        """Set the input delimiter.
-
-        Can be a fixed string of any length, an integer, or None.
-        """
-        if isinstance(term, str) and self.use_encoding:
-            term = bytes(term, self.encoding)
-        elif isinstance(term, int) and term < 0:
-            raise ValueError('the number of received bytes must be positive')
-        self.terminator = term
-
-    def get_terminator(self):
-        return self.terminator
-
-    # grab some more data from the socket,
-    # throw it to the collector method,
-    # check for the terminator,
-    # if found, transition to the next state.
+    def collect_incoming_data(self, data):
+        """Keeps `data` for the record (join them with _get_data()); override at will."""
+        self._collect_incoming_data(data)
 
     def handle_read(self):
-
+        size = self.ac_in_buffer_size
         try:
-            data = self.recv(self.ac_in_buffer_size)
+            data = self.recv(size)
         except BlockingIOError:
-            return
+            return              # woken for nothing: not an error
         except OSError:
             self.handle_error()
             return
-
-        if isinstance(data, str) and self.use_encoding:
-            data = bytes(str, self.encoding)
-        self.ac_in_buffer = self.ac_in_buffer + data
-
-        # Continue to search for self.terminator in self.ac_in_buffer,
-        # while calling self.collect_incoming_data.  The while loop
-        # is necessary because we might read several data+terminator
-        # combos with a single recv(4096).
-
-        while self.ac_in_buffer:
-            lb = len(self.ac_in_buffer)
-            terminator = self.get_terminator()
-            if not terminator:
-                # no terminator, collect it all
-                self.collect_incoming_data(self.ac_in_buffer)
-                self.ac_in_buffer = b''
-            elif isinstance(terminator, int):
-                # numeric terminator
-                n = terminator
-                if lb < n:
-                    self.collect_incoming_data(self.ac_in_buffer)
-                    self.ac_in_buffer = b''
-                    self.terminator = self.terminator - lb
-                else:
-                    self.collect_incoming_data(self.ac_in_buffer[:n])
-                    self.ac_in_buffer = self.ac_in_buffer[n:]
-                    self.terminator = 0
-                    self.found_terminator()
+        if self.use_encoding and isinstance(data, str):
+            data = data.encode(self.encoding)
+        buf = self.ac_in_buffer + data if self.ac_in_buffer else data
+        # Each round re-reads the buffer and the terminator: the callbacks may change both.
+        while buf:
+            term = self.get_terminator()
+            if not term:
+                # No records: everything is data.
+                self.ac_in_buffer = b""
+                self.collect_incoming_data(buf)
+            elif not isinstance(term, int):
+                at = buf.find(term)
+                if at < 0:
+                    # Keep a tail that may be the start of the terminator for the next read.
+                    keep = find_prefix_at_end(buf, term)
+                    cut = len(buf) - keep
+                    self.ac_in_buffer = buf[cut:] if keep else b""
+                    if cut:
+                        self.collect_incoming_data(buf[:cut])
+                    break
+                self.ac_in_buffer = buf[at + len(term):]
+                if at:
+                    self.collect_incoming_data(buf[:at])
+                self.found_terminator()
+            elif len(buf) < term:
+                # A count not reached yet: take it all, count down.
+                self.ac_in_buffer = b""
+                self.terminator = term - len(buf)
+                self.collect_incoming_data(buf)
             else:
-                # 3 cases:
-                # 1) end of buffer matches terminator exactly:
-                #    collect data, transition
-                # 2) end of buffer matches some prefix:
-                #    collect data to the prefix
-                # 3) end of buffer does not match any prefix:
-                #    collect data
-                terminator_len = len(terminator)
-                index = self.ac_in_buffer.find(terminator)
-                if index != -1:
-                    # we found the terminator
-                    if index > 0:
-                        # don't bother reporting the empty string
-                        # (source of subtle bugs)
-                        self.collect_incoming_data(self.ac_in_buffer[:index])
-                    self.ac_in_buffer = self.ac_in_buffer[index+terminator_len:]
-                    # This does the Right Thing if the terminator
-                    # is changed here.
-                    self.found_terminator()
-                else:
-                    # check for a prefix of the terminator
-                    index = find_prefix_at_end(self.ac_in_buffer, terminator)
-                    if index:
-                        if index != lb:
-                            # we found a prefix, collect up to the prefix
-                            self.collect_incoming_data(self.ac_in_buffer[:-index])
-                            self.ac_in_buffer = self.ac_in_buffer[-index:]
-                        break
-                    else:
-                        # no prefix, collect it all
-                        self.collect_incoming_data(self.ac_in_buffer)
-                        self.ac_in_buffer = b''
+                self.ac_in_buffer = buf[term:]
+                self.terminator = 0
+                self.collect_incoming_data(buf[:term])
+                self.found_terminator()
+            buf = self.ac_in_buffer
+
+    def found_terminator(self):
+        """Called at the end of each record; subclasses must define it."""
+        raise NotImplementedError("must be implemented in subclass")
+
+    # -- data out -------------------------------------------------------------------------
+    def push(self, data):
+        if not isinstance(data, _BYTES_LIKE):
+            raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
+        step = self.ac_out_buffer_size
+        fifo = self.producer_fifo
+        idle = not fifo
+        if len(data) <= step:
+            fifo.append(data)
+        else:
+            fifo.extend(data[i:i + step] for i in range(0, len(data), step))
+        self.initiate_send()
+        if idle and fifo:
+            # Output left over: the core must watch this channel for writing.
+            asyncore._note_interest(self)
+
+    def push_with_producer(self, producer):
+        """Queues an object whose more() hands out bytes until it returns b''."""
+        fifo = self.producer_fifo
+        idle = not fifo
+        fifo.append(producer)
+        self.initiate_send()
+        if idle and fifo:
+            asyncore._note_interest(self)
+
+    def close_when_done(self):
+        """Closes the channel once everything queued before this call has been sent."""
+        fifo = self.producer_fifo
+        if not fifo:
+            asyncore._note_interest(self)
+        fifo.append(None)
+
+    def discard_buffers(self):
+        self.ac_in_buffer = b""
+        self.incoming.clear()
+        self.producer_fifo.clear()
+
+    def writable(self):
+        return bool(self.producer_fifo) or not self.connected
+
+    def readable(self):
+        return True
+
+    def handle_close(self):
+        """The peer has gone (or close_when_done's marker was reached): close."""
+        self.close()
 
     def handle_write(self):
         self.initiate_send()
 
-    def handle_close(self):
-        self.close()
-
-    def push(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError('data argument must be byte-ish (%r)',
-                            type(data))
-        sabs = self.ac_out_buffer_size
-        if len(data) > sabs:
-            for i in range(0, len(data), sabs):
-                self.producer_fifo.append(data[i:i+sabs])
-        else:
-            self.producer_fifo.append(data)
-        self.initiate_send()
-
-    def push_with_producer(self, producer):
-        self.producer_fifo.append(producer)
-        self.initiate_send()
-
-    def readable(self):
-        "predicate for inclusion in the readable for select()"
-        # cannot use the old predicate, it violates the claim of the
-        # set_terminator method.
-
-        # return (len(self.ac_in_buffer) <= self.ac_in_buffer_size)
-        return 1
-
-    def writable(self):
-        "predicate for inclusion in the writable for select()"
-        return self.producer_fifo or (not self.connected)
-
-    def close_when_done(self):
-        "automatically close this channel once the outgoing queue is empty"
-        self.producer_fifo.append(None)
-
     def initiate_send(self):
-        while self.producer_fifo and self.connected:
-            first = self.producer_fifo[0]
-            # handle empty string/buffer or None entry
-            if not first:
-                del self.producer_fifo[0]
-                if first is None:
-                    self.handle_close()
-                    return
-
-            # handle classic producer behavior
-            obs = self.ac_out_buffer_size
-            try:
-                data = first[:obs]
-            except TypeError:
-                data = first.more()
-                if data:
-                    self.producer_fifo.appendleft(data)
+        fifo = self.producer_fifo
+        while fifo and self.connected:
+            head = fifo[0]
+            if head is None:
+                # close_when_done()'s marker reached: all before it has gone out.
+                fifo.popleft()
+                self.handle_close()
+                return
+            if not isinstance(head, _SLICED) and hasattr(head, "more"):
+                # A producer: its next piece goes in front of it.
+                piece = head.more()
+                if piece:
+                    fifo.appendleft(piece)
                 else:
-                    del self.producer_fifo[0]
+                    fifo.popleft()
                 continue
-
-            if isinstance(data, str) and self.use_encoding:
-                data = bytes(data, self.encoding)
-
-            # send the data
+            if not head:
+                fifo.popleft()
+                continue
+            limit = self.ac_out_buffer_size
+            chunk = head[:limit] if len(head) > limit else head
+            if self.use_encoding and isinstance(chunk, str):
+                chunk = chunk.encode(self.encoding)
             try:
-                num_sent = self.send(data)
+                sent = self.send(chunk)
             except OSError:
                 self.handle_error()
                 return
-
-            if num_sent:
-                if num_sent < len(data) or obs < len(first):
-                    self.producer_fifo[0] = first[num_sent:]
+            if sent:
+                if chunk is head and sent >= len(head):
+                    fifo.popleft()
                 else:
-                    del self.producer_fifo[0]
-            # we tried to send some actual data
+                    fifo[0] = head[sent:]
             return
 
-    def discard_buffers(self):
-        # Emergencies only!
-        self.ac_in_buffer = b''
-        del self.incoming[:]
-        self.producer_fifo.clear()
+
+# The core answers readable()/writable() itself for channels that leave these two alone.
+asyncore._NATIVE_ANSWERS.update(chat_readable=async_chat.readable,
+                                chat_writable=async_chat.writable)
 
 
 class simple_producer:
+    """Hands out `data` in pieces of `buffer_size` bytes."""
 
     def __init__(self, data, buffer_size=512):
-        self.data = data
-        self.buffer_size = buffer_size
+        self.data, self.buffer_size = data, buffer_size
 
     def more(self):
-        if len(self.data) > self.buffer_size:
-            result = self.data[:self.buffer_size]
-            self.data = self.data[self.buffer_size:]
-            return result
-        else:
-            result = self.data
-            self.data = b''
-            return result
-
-
-# Given 'haystack', see if any prefix of 'needle' is at its end.  This
-# assumes an exact match has already been checked.  Return the number of
-# characters matched.
-# for example:
-# f_p_a_e("qwerty\r", "\r\n") => 1
-# f_p_a_e("qwertydkjf", "\r\n") => 0
-# f_p_a_e("qwerty\r\n", "\r\n") => <undefined>
-
-# this could maybe be made faster with a computed regex?
-# [answer: no; circa Python-2.0, Jan 2001]
-# new python:   28961/s
-# old python:   18307/s
-# re:        12820/s
-# regex:     14035/s
-
-def find_prefix_at_end(haystack, needle):
-    l = len(needle) - 1
-    while l and not haystack.endswith(needle[:l]):
-        l -= 1
-    return l
-
-# As in sockloop.asyncore: the module name users know, for repr() and tracebacks.
-for _cls in (async_chat, simple_producer):
-    _cls.__module__ = "asynchat"
-del _cls
+        piece, self.data = self.data[:self.buffer_size], self.data[self.buffer_size:]
+        return piece

@@ -1,143 +1,129 @@
-# -*- Mode: Python -*-
-#   Id: asyncore.py,v 2.51 2000/09/07 22:29:26 rushing Exp
-#   Author: Sam Rushing <rushing@nightmare.com>
+"""sockloop's `asyncore`: the dispatcher model of Python 3.11's module, with the loop in Rust.
 
-# ======================================================================
-# Copyright 1996 by Sam Rushing
-#
-#                         All Rights Reserved
-#
-# Permission to use, copy, modify, and distribute this software and
-# its documentation for any purpose and without fee is hereby
-# granted, provided that the above copyright notice appear in all
-# copies and that both that copyright notice and this permission
-# notice appear in supporting documentation, and that the name of Sam
-# Rushing not be used in advertising or publicity pertaining to
-# distribution of the software without specific, written prior
-# permission.
-#
-# SAM RUSHING DISCLAIMS ALL WARRANTIES WITH REGARD TO THIS SOFTWARE,
-# INCLUDING ALL IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS, IN
-# NO EVENT SHALL SAM RUSHING BE LIABLE FOR ANY SPECIAL, INDIRECT OR
-# CONSEQUENTIAL DAMAGES OR ANY DAMAGES WHATSOEVER RESULTING FROM LOSS
-# OF USE, DATA OR PROFITS, WHETHER IN AN ACTION OF CONTRACT,
-# NEGLIGENCE OR OTHER TORTIOUS ACTION, ARISING OUT OF OR IN
-# CONNECTION WITH THE USE OR PERFORMANCE OF THIS SOFTWARE.
-# ======================================================================
+The specification is `docs/python-compat.md`.  This module is the Python face: the classes
+users subclass, the helpers they import, and the glue that hands a map to the Rust core
+(`sockloop._core.Poller`), which asks every channel for its interest, keeps that interest
+registered with the kernel (select, poll or epoll), waits with the GIL released and calls the
+`handle_*_event` methods below.
 
-# sockloop: this module is CPython 3.11's Lib/asyncore.py (Copyright 1996 Sam Rushing, notice
-# above; changes Copyright Python Software Foundation, PSF License, see LICENSE-PSF in this
-# package), with the loop (poll, poll2, loop) replaced by sockloop's Rust core (_core): the
-# wait, the interest bookkeeping and the dispatch to handle_*_event run in Rust, with select,
-# poll or epoll.  Everything else is CPython's code, so behaviour matches it.
-
-"""Basic infrastructure for asynchronous socket service clients and servers.
-
-There are only two ways to have a program on a single processor do "more
-than one thing at a time".  Multi-threaded programming is the simplest and
-most popular way to do it, but there is another very different technique,
-that lets you have nearly all the advantages of multi-threading, without
-actually using multiple threads. it's really only practical if your program
-is largely I/O bound. If your program is CPU bound, then pre-emptive
-scheduled threads are probably what you really need. Network servers are
-rarely CPU-bound, however.
-
-If your operating system supports the select() system call in its I/O
-library (and nearly all do), then you can use it to juggle multiple
-communication channels at once; doing other work while your I/O is taking
-place in the "background."  Although this strategy can seem strange and
-complex, especially at first, it is in many ways easier to understand and
-control than multi-threaded programming. The module documented here solves
-many of the difficult problems for you, making the task of building
-sophisticated high-performance network servers and clients a snap.
+Additions, not in 3.11: `loop(..., backend=)`, `SOCKLOOP_BACKEND`, `SocketMap`,
+`call_later`, `wake`.
 """
 
-import select
-import socket
-import sys
-import time
-import warnings
-
+import heapq
+import itertools
 import math
 import os
-from errno import EALREADY, EINPROGRESS, EWOULDBLOCK, ECONNRESET, EINVAL, \
-     ENOTCONN, ESHUTDOWN, EISCONN, EBADF, ECONNABORTED, EPIPE, EAGAIN, \
-     errorcode
-
-import heapq
+import select
+import signal
+import socket
+import sys
 import threading
+import time
+import warnings
+import weakref
+
+from errno import (EAGAIN, EALREADY, EBADF, ECONNABORTED, ECONNRESET, EINPROGRESS, EINVAL,
+                   EISCONN, ENOTCONN, EPIPE, ESHUTDOWN, EWOULDBLOCK, errorcode)
+
+from socket import AF_INET, SO_ERROR, SO_REUSEADDR, SOCK_STREAM, SOL_SOCKET
 
 from . import _core
 
-# No __all__, as in CPython: `from asyncore import *` gives every public name.
-
-# sockloop addition: the backend `loop`, `poll` and `poll2` use when none is given.  'auto' is
-# epoll on Linux (poll elsewhere) whatever `use_poll` says; the environment variable
-# SOCKLOOP_BACKEND (auto, select, poll or epoll) changes it for a whole program.
-default_backend = os.environ.get("SOCKLOOP_BACKEND", "auto").strip().lower() or "auto"
-if default_backend not in ("auto", "select", "poll", "epoll"):
-    raise ValueError("SOCKLOOP_BACKEND must be auto, select, poll or epoll, not %r"
-                     % default_backend)
+_BACKENDS = ("auto", "select", "poll", "epoll")
 
 
-_DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE,
-                           EBADF})
+def _backend_name(value, what):
+    name = str(value).strip().lower() or "auto"
+    if name not in _BACKENDS:
+        raise ValueError("%s must be one of %s, not %r" % (what, ", ".join(_BACKENDS), value))
+    return name
 
-_LOG_LIMIT = 65536  # a SocketMap's change log never holds more entries than this
+
+#: The backend of `loop`, `poll` and `poll2` when none is given (sockloop addition).  'auto'
+#: means epoll on Linux whatever `use_poll` says.
+default_backend = _backend_name(os.environ.get("SOCKLOOP_BACKEND", "auto"), "SOCKLOOP_BACKEND")
+
+# accept() gives None for these; connect() leaves the channel connecting for these.
+_ACCEPT_NOTHING = frozenset((EAGAIN, EWOULDBLOCK, ECONNABORTED))
+_CONNECT_UNDER_WAY = frozenset({EINPROGRESS, EALREADY, EWOULDBLOCK}
+                               | ({EINVAL} if os.name == "nt" else set()))
+
+# Errors that say the peer is gone: recv/send close the channel instead of raising.
+_DISCONNECTED = frozenset((EPIPE, EBADF, ECONNABORTED, ESHUTDOWN, ENOTCONN, ECONNRESET))
+
+# Readiness bits of poll(2), for readwrite().
+_POLL_IN = getattr(select, "POLLIN", 1)
+_POLL_PRI = getattr(select, "POLLPRI", 2)
+_POLL_OUT = getattr(select, "POLLOUT", 4)
+_POLL_GONE = (getattr(select, "POLLHUP", 16) | getattr(select, "POLLERR", 8)
+              | getattr(select, "POLLNVAL", 32))
+
+
+class ExitNow(Exception):
+    """Raise it from a handler to leave the loop (it never reaches handle_error)."""
+
+
+# What escapes from a handler instead of going to handle_error().
+_reraised_exceptions = (ExitNow, KeyboardInterrupt, SystemExit)
+
+
+# ---------------------------------------------------------------------------------------
+# Maps.  Any dict works; a SocketMap also tells the core which descriptors changed.
+
+_LOG_LIMIT = 65536
+
 
 class SocketMap(dict):
-    """A dict (fd -> channel) that tells sockloop's loop which entries changed.
+    """A dict of descriptor -> channel that records which keys changed (sockloop addition).
 
-    A sockloop addition: `socket_map` is one, and any map may be.  With a plain dict the loop
-    looks at every channel on every pass, as CPython's asyncore does; with a SocketMap it looks
-    only at the channels that changed (added, removed, replaced, dispatched to, sent to, set
-    listening or connecting), at those whose readable()/writable() are overridden in Python
-    (asked every pass, as in CPython), and at all of them at least every 0.1 s, so a pass costs
-    O(active channels) rather than O(all channels).  It is a dict in every other respect."""
+    With a plain dict the core asks every channel for its interest on every pass, as 3.11
+    does; with a SocketMap it asks only the channels that changed (added, removed, replaced,
+    given an event, given output through the package's methods, set listening or connecting)
+    and those whose readable()/writable() are written in Python.  In every other respect it
+    is a dict; `socket_map` is one."""
 
-    __slots__ = ("_sockloop_log", "_sockloop_epoch", "_sockloop_timers")
+    __slots__ = ("_sockloop_log", "_sockloop_epoch", "_sockloop_timers", "_sockloop_cancelled",
+                 "_sockloop_pushes", "__weakref__")
 
     def __init__(self, *args, **kwargs):
         dict.__init__(self, *args, **kwargs)
         self._sockloop_log = []
         self._sockloop_epoch = 0
-        self._sockloop_timers = []   # heap of TimerHandle (call_later)
+        self._sockloop_timers = []      # heap of [when, seq, TimerHandle or None]
+        self._sockloop_cancelled = 0    # about how many of them are cancelled
+        self._sockloop_pushes = [0, 0]  # call_later pushes begun, ended (for _compact)
+
+    def _sockloop_note(self, key):
+        log = self._sockloop_log
+        log.append(key)
+        if len(log) > _LOG_LIMIT:
+            self._sockloop_reset()
 
     def _sockloop_reset(self):
-        # Changes the loop cannot follow one by one: every channel is looked at next pass.
-        # Also bounds the log when no sockloop loop reads it (a program with its own loop).
+        # Too much changed to follow key by key: the core rescans the whole map.
         self._sockloop_epoch += 1
         self._sockloop_log.clear()
 
     def __setitem__(self, key, value):
         dict.__setitem__(self, key, value)
-        self._sockloop_log.append(key)
-        if len(self._sockloop_log) > _LOG_LIMIT:
-            self._sockloop_reset()
+        self._sockloop_note(key)
 
     def __delitem__(self, key):
         dict.__delitem__(self, key)
-        self._sockloop_log.append(key)
-        if len(self._sockloop_log) > _LOG_LIMIT:
-            self._sockloop_reset()
+        self._sockloop_note(key)
 
     def pop(self, key, *default):
-        self._sockloop_log.append(key)
-        if len(self._sockloop_log) > _LOG_LIMIT:
-            self._sockloop_reset()
+        self._sockloop_note(key)
         return dict.pop(self, key, *default)
 
     def popitem(self):
-        key, value = dict.popitem(self)
-        self._sockloop_log.append(key)
-        if len(self._sockloop_log) > _LOG_LIMIT:
-            self._sockloop_reset()
-        return key, value
+        pair = dict.popitem(self)
+        self._sockloop_note(pair[0])
+        return pair
 
     def setdefault(self, key, default=None):
-        self._sockloop_log.append(key)
-        if len(self._sockloop_log) > _LOG_LIMIT:
-            self._sockloop_reset()
+        self._sockloop_note(key)
         return dict.setdefault(self, key, default)
 
     def clear(self):
@@ -149,8 +135,7 @@ class SocketMap(dict):
         self._sockloop_reset()
 
     def __ior__(self, other):
-        dict.update(self, other)
-        self._sockloop_reset()
+        self.update(other)
         return self
 
     def copy(self):
@@ -160,162 +145,151 @@ class SocketMap(dict):
         return (SocketMap, (dict(self),))
 
 
+socket_map = SocketMap()
+
+
+def _note_interest(channel):
+    """Tells the core that `channel`'s readable()/writable() answer may have changed."""
+    m = channel.__dict__.get("_map")
+    if type(m) is SocketMap:
+        fd = channel.__dict__.get("_fileno")
+        if fd is not None:
+            m._sockloop_note(fd)
+
+
+# ---------------------------------------------------------------------------------------
+# Timers and waking (sockloop additions), safe from other threads and from signal handlers
+# without any lock: the heap holds lists [when, seq, handle] that compare in C, so each
+# heappush/heappop is one uninterruptible step; cancel() clears the entry's handle (one C
+# store); dead entries are dropped by the loop's own thread when they make up half the heap,
+# in a way that notices a push made meanwhile (see _compact).
+
+_timer_order = itertools.count()
+
+
 class TimerHandle:
-    """What call_later() returns (sockloop addition): `cancel()` it, read `when`."""
+    """What call_later() returns: `when` (a time.monotonic() deadline) and `cancel()`."""
 
-    __slots__ = ("when", "_seq", "_callback", "_args", "cancelled")
+    __slots__ = ("when", "_callback", "_args", "_entry", "_map")
 
-    def __init__(self, when, seq, callback, args):
+    def __init__(self, when, callback, args, map):
         self.when = when
-        self._seq = seq
         self._callback = callback
         self._args = args
-        self.cancelled = False
+        self._entry = [when, next(_timer_order), self]
+        self._map = map
+
+    @property
+    def cancelled(self):
+        return self._entry[2] is None
 
     def __lt__(self, other):
-        return (self.when, self._seq) < (other.when, other._seq)
-
-    def __getitem__(self, i):
-        # The Rust core reads the first deadline as timers[0][0].
-        if i == 0:
-            return self.when
-        raise IndexError(i)
+        return self._entry < other._entry
 
     def cancel(self):
-        """The callback will not run (O(1); the entry leaves the heap when it comes due)."""
-        self.cancelled = True
+        """The callback will not run."""
+        if self._entry[2] is None:
+            return
+        self._entry[2] = None
         self._callback = self._args = None
+        m, self._map = self._map, None
+        if m is not None:
+            m._sockloop_cancelled += 1
 
     def __repr__(self):
         return "<TimerHandle when=%r%s>" % (self.when, " cancelled" if self.cancelled else "")
 
 
-_timer_lock = threading.Lock()
-_timer_seq = 0
+def _compact(map):
+    # Only the loop's thread calls this.  A push that starts after `begun` was read makes
+    # the counts differ and the swap is skipped; one that ended before is in the snapshot.
+    heap = map._sockloop_timers
+    for _ in range(3):
+        begun = map._sockloop_pushes[0]
+        if begun != map._sockloop_pushes[1]:
+            return
+        live = [e for e in heap[:] if e[2] is not None]
+        heapq.heapify(live)
+        # No call and no backward jump from the test to the store: nothing runs between.
+        if map._sockloop_pushes[0] == begun:
+            heap[:] = live
+            map._sockloop_cancelled = 0
+            return
+
 
 def call_later(delay, callback, *args, map=None):
-    """Runs `callback(*args)` once, `delay` seconds from now, from the loop serving `map`
-    (default: socket_map), after that pass's events.  A sockloop addition: CPython's asyncore
-    has no timers.  `map` must be a SocketMap (socket_map is one).  Safe from any thread (the
-    loop is woken to take the new deadline into account).  An exception raised by the
-    callback propagates out of loop(), as ExitNow does.  Returns a TimerHandle."""
-    global _timer_seq
+    """Runs `callback(*args)` once, about `delay` seconds from now, in the loop serving `map`
+    (default: socket_map, which must be a SocketMap), after that pass's events.  Safe from
+    any thread and from signal handlers.  An exception from the callback leaves loop().
+    Returns a TimerHandle."""
     if map is None:
         map = socket_map
     if not isinstance(map, SocketMap):
         raise TypeError("call_later needs a SocketMap (asyncore.socket_map is one), not %s"
                         % type(map).__name__)
-    with _timer_lock:
-        _timer_seq += 1
-        handle = TimerHandle(time.monotonic() + max(0.0, delay), _timer_seq, callback, args)
-        heapq.heappush(map._sockloop_timers, handle)
+    handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, args, map)
+    counts = map._sockloop_pushes
+    counts[0] += 1
+    heapq.heappush(map._sockloop_timers, handle._entry)
+    counts[1] += 1
     wake(map)
     return handle
 
+
 def _run_timers(map):
-    # Called by the Rust core after a pass when map has timers: runs those that are due.
+    # The core calls this after a pass when the map has timers, and during a wait when the
+    # first entry is a cancelled one (to find the real first deadline).
     heap = map._sockloop_timers
     now = time.monotonic()
-    while True:
-        with _timer_lock:
-            if not heap or heap[0].when > now:
-                return
-            handle = heapq.heappop(heap)
-        if not handle.cancelled:
-            callback, args = handle._callback, handle._args
-            handle.cancel()
-            callback(*args)
+    while heap:
+        entry = heapq.heappop(heap)
+        handle = entry[2]
+        if handle is None:
+            if map._sockloop_cancelled > 0:
+                map._sockloop_cancelled -= 1
+            continue
+        if entry[0] > now:
+            heapq.heappush(heap, entry)   # not due: back it goes
+            break
+        callback, args = handle._callback, handle._args
+        handle.cancel()
+        callback(*args)
+    if map._sockloop_cancelled * 2 > len(heap) > 64:
+        _compact(map)
 
-# The wakers of the pollers serving each map right now (id(map) -> {waker: count}).
+
+def _drop_cancelled_first(map):
+    # The core calls this when the first deadline belongs to a cancelled timer.
+    heap = map._sockloop_timers
+    while heap:
+        entry = heapq.heappop(heap)
+        if entry[2] is not None:
+            heapq.heappush(heap, entry)
+            return
+        if map._sockloop_cancelled > 0:
+            map._sockloop_cancelled -= 1
+
+
+# id(map) -> list of the wakers of the pollers serving it now.
 _wakers = {}
-_wakers_lock = threading.Lock()
+
 
 def wake(map=None):
-    """Ends the wait of every loop()/poll() currently serving `map` (default: socket_map), from
-    any thread, so that it asks readable()/writable() again and runs due timers.  A sockloop
-    addition (CPython's asyncore cannot be woken)."""
+    """Ends the current wait of every loop()/poll() serving `map` (default: socket_map), so
+    that it asks for interest again and runs due timers.  Safe from any thread and from
+    signal handlers (sockloop addition)."""
     if map is None:
         map = socket_map
-    with _wakers_lock:
-        wakers = list(_wakers.get(id(map), ()))
-    for w in wakers:
-        w.wake()
+    for waker in tuple(_wakers.get(id(map), ())):
+        waker.wake()
 
-def _touch(obj):
-    # A channel's interest may have changed outside its own dispatch (sockloop addition).
-    m = obj.__dict__.get("_map")
-    if type(m) is SocketMap:
-        fd = obj.__dict__.get("_fileno")
-        if fd is not None:
-            m._sockloop_log.append(fd)
-            if len(m._sockloop_log) > _LOG_LIMIT:
-                m._sockloop_reset()
 
-try:
-    socket_map
-except NameError:
-    socket_map = SocketMap()
-
-def _strerror(err):
-    try:
-        return os.strerror(err)
-    except (ValueError, OverflowError, NameError):
-        if err in errorcode:
-            return errorcode[err]
-        return "Unknown error %s" %err
-
-class ExitNow(Exception):
-    pass
-
-_reraised_exceptions = (ExitNow, KeyboardInterrupt, SystemExit)
-
-def read(obj):
-    try:
-        obj.handle_read_event()
-    except _reraised_exceptions:
-        raise
-    except:
-        obj.handle_error()
-
-def write(obj):
-    try:
-        obj.handle_write_event()
-    except _reraised_exceptions:
-        raise
-    except:
-        obj.handle_error()
-
-def _exception(obj):
-    try:
-        obj.handle_expt_event()
-    except _reraised_exceptions:
-        raise
-    except:
-        obj.handle_error()
-
-def readwrite(obj, flags):
-    try:
-        if flags & select.POLLIN:
-            obj.handle_read_event()
-        if flags & select.POLLOUT:
-            obj.handle_write_event()
-        if flags & select.POLLPRI:
-            obj.handle_expt_event()
-        if flags & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-            obj.handle_close()
-    except OSError as e:
-        if e.errno not in _DISCONNECTED:
-            obj.handle_error()
-        else:
-            obj.handle_close()
-    except _reraised_exceptions:
-        raise
-    except:
-        obj.handle_error()
+# ---------------------------------------------------------------------------------------
+# Calling one handler of one object, with 3.11's rules for what its exceptions do.
 
 def _handle_error_in_except(obj, exc):
-    # The Rust core calls this with the exception a handler raised, so that handle_error()
-    # runs inside an except block, as in CPython (compact_traceback() and a bare raise see it).
+    # handle_error() must run while `exc` is being handled: sys.exc_info(),
+    # compact_traceback() and a bare `raise` inside it all see the exception.
     try:
         raise exc
     except BaseException:
@@ -323,547 +297,613 @@ def _handle_error_in_except(obj, exc):
     finally:
         exc = None
 
-# One _core.Poller per (thread, map, backend), kept between calls so that interest stays
-# registered in the kernel across loop() and poll() calls; a few per thread at most.
+
+def _call(obj, method):
+    try:
+        getattr(obj, method)()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def read(obj):
+    """obj.handle_read_event(); errors other than ExitNow & co. go to obj.handle_error()."""
+    _call(obj, "handle_read_event")
+
+
+def write(obj):
+    """obj.handle_write_event(), with read()'s error rules."""
+    _call(obj, "handle_write_event")
+
+
+def _exception(obj):
+    """obj.handle_expt_event(), with read()'s error rules."""
+    _call(obj, "handle_expt_event")
+
+
+def readwrite(obj, flags):
+    """Dispatches poll(2) `flags` for one object: in, out and priority to the three event
+    methods, hang-up, error and invalid to handle_close().  An OSError meaning the peer left
+    closes the channel; other errors go to handle_error()."""
+    try:
+        for bit, method in ((_POLL_IN, "handle_read_event"), (_POLL_OUT, "handle_write_event"),
+                            (_POLL_PRI, "handle_expt_event"), (_POLL_GONE, "handle_close")):
+            if flags & bit:
+                getattr(obj, method)()
+    except OSError as err:
+        if err.errno in _DISCONNECTED:
+            obj.handle_close()
+        else:
+            obj.handle_error()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+# ---------------------------------------------------------------------------------------
+# Passes: each (thread, map, backend) gets a _core.Poller, kept while the map is in use so
+# that interest stays registered with the kernel between calls.
+
 _local = threading.local()
-_CACHED_POLLERS = 4
+_POLLERS_KEPT = 4
+_wakers_lock = threading.RLock()
 
-def _resolve_backend(backend):
-    if backend is None:
-        backend = default_backend
-    backend = str(backend).lower()
-    if backend not in ("auto", "select", "poll", "epoll"):
-        raise ValueError("backend must be 'auto', 'select', 'poll' or 'epoll', not %r"
-                         % (backend,))
-    return backend
 
-def _acquire(map, backend):
-    cache = getattr(_local, "pollers", None)
-    if cache is None:
-        cache = _local.pollers = {}
-    hit = cache.pop((id(map), backend), None)
-    if hit is not None and hit[0] is map:
-        poller = hit[1]
-    else:
-        builtins = (dispatcher.readable, dispatcher.writable, dispatcher_with_send.writable)
-        poller = _core.Poller(backend, _reraised_exceptions, _handle_error_in_except, builtins,
-                              SocketMap, _run_timers)
-    waker = poller.waker
+def _checked_timeout(timeout, poll_rules):
+    """3.11's treatment of a timeout: select() refuses a negative one, poll() waits without
+    limit; both refuse NaN and infinity (as their conversions do).  None: no limit."""
+    if timeout is None:
+        return None
+    t = float(timeout)
+    if math.isnan(t):
+        raise ValueError("Invalid value NaN (not a number)")
+    if math.isinf(t) and t > 0:
+        raise OverflowError("timeout is too large")
+    if t < 0:
+        if poll_rules:
+            return None
+        raise ValueError("timeout must be non-negative")
+    return t
+
+
+def _poller_for(map, backend):
+    # A poller kept from an earlier call on (what is probably) the same map still has the
+    # channels registered with the kernel, held weakly; its first pass scans the whole map,
+    # so a different map that got the same id() is served correctly too.
+    cache = _local.__dict__.setdefault("pollers", {})
+    kept = cache.pop((id(map), backend), None)
+    poller = None
+    if kept is not None:
+        poller, ref = kept
+        if ref is None or ref() is not map:
+            # Maybe another map under the same id(): trust none of the change log.
+            poller.detach()
+    if poller is None:
+        poller = _core.Poller(backend, _reraised_exceptions, _handle_error_in_except,
+                              _NATIVE_ANSWERS, SocketMap, _run_timers, _drop_cancelled_first)
     with _wakers_lock:
-        ws = _wakers.setdefault(id(map), {})
-        ws[waker] = ws.get(waker, 0) + 1
-    return poller
+        _wakers.setdefault(id(map), []).append(poller.waker)
+    # In the main thread a signal ends the wait at once: the wake pair becomes Python's
+    # signal wakeup descriptor, unless someone else's (asyncio's) is in place.
+    wired = False
+    fd = poller.signal_fd
+    if fd >= 0 and threading.current_thread() is threading.main_thread():
+        try:
+            before = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        except ValueError:
+            before = None
+        if before is not None:
+            if before == -1 or before == fd:
+                wired = True
+            else:
+                signal.set_wakeup_fd(before)
+    poller.signals_wired = wired
+    return poller, wired
 
-def _release(map, backend, poller):
-    # While a poller is in use it is out of the cache, so a nested loop() on the same map
-    # (from a handler) gets a poller of its own.
-    waker = poller.waker
+
+def _put_back(map, backend, held):
+    poller, wired = held
+    if wired:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:
+            pass
+        poller.signals_wired = False
     with _wakers_lock:
         ws = _wakers.get(id(map))
         if ws is not None:
-            n = ws.get(waker, 0) - 1
-            if n > 0:
-                ws[waker] = n
-            else:
-                ws.pop(waker, None)
-                if not ws:
-                    del _wakers[id(map)]
-    cache = _local.pollers
-    cache[(id(map), backend)] = (map, poller)
-    while len(cache) > _CACHED_POLLERS:
-        del cache[next(iter(cache))]
+            try:
+                ws.remove(poller.waker)
+            except ValueError:
+                pass
+            if not ws:
+                del _wakers[id(map)]
+    if not map:
+        poller.clear()
+        return
+    # The registrations stay; the channels are held weakly, so an abandoned map is freed. A
+    # SocketMap is remembered weakly too: the same map again needs no whole scan.
+    ref = weakref.ref(map) if type(map) is SocketMap else None
+    cache = _local.__dict__.setdefault("pollers", {})
+    cache[(id(map), backend)] = (poller, ref)
+    while len(cache) > _POLLERS_KEPT:
+        cache.pop(next(iter(cache)))[0].clear()
 
-def _pass(timeout, map, backend):
+
+def _one_pass(timeout, map, backend, poll_rules):
     if map is None:
         map = socket_map
     if not map:
         return
-    backend = _resolve_backend(backend)
-    poller = _acquire(map, backend)
+    timeout = _checked_timeout(timeout, poll_rules)
+    backend = default_backend if backend is None else _backend_name(backend, "backend")
+    held = _poller_for(map, backend)
     try:
-        poller.poll(map, timeout)
+        held[0].poll(map, timeout)
     finally:
-        _release(map, backend, poller)
+        _put_back(map, backend, held)
+
 
 def poll(timeout=0.0, map=None, backend=None):
-    """One pass over `map` (default: socket_map), waiting at most `timeout` seconds.
+    """One pass over `map` (default: socket_map), waiting at most `timeout` seconds.  The wait
+    uses `default_backend` unless `backend` is given (sockloop addition)."""
+    _one_pass(timeout, map, backend, False)
 
-    CPython's poll() used select(); here the pass runs on the default backend (see
-    `default_backend`) unless `backend` names one (a sockloop addition)."""
-    _pass(timeout, map, backend)
 
 def poll2(timeout=0.0, map=None, backend=None):
-    """One pass over `map`, like poll() (CPython's used poll(2))."""
-    _pass(timeout, map, backend)
+    """poll() with poll(2)'s timeout rules (a negative timeout waits without limit)."""
+    _one_pass(timeout, map, backend, True)
 
-poll3 = poll2                           # Alias for backward compatibility
 
-def loop(timeout=30.0, use_poll=False, map=None, count=None, backend=None):
+poll3 = poll2
+
+
+_LOOP_TIMEOUT = 30.0
+
+
+def loop(timeout=_LOOP_TIMEOUT, use_poll=False, map=None, count=None, backend=None):
     """Passes over `map` (default: socket_map) until it is empty, or `count` passes.
-
-    `timeout` caps each wait (seconds).  `backend` (a sockloop addition) is 'auto' (epoll on
-    Linux), 'select', 'poll' or 'epoll'; when None, `default_backend`.  `use_poll` is accepted
-    for compatibility: the backend decides how the loop waits."""
+    `timeout` caps one wait, in seconds.  `backend` (sockloop addition): 'auto' (epoll on
+    Linux), 'select', 'poll' or 'epoll'; None means `default_backend`.  `use_poll` picks
+    which of 3.11's timeout rules apply; the backend decides how the loop waits."""
     if map is None:
         map = socket_map
     if count is not None:
         count = math.ceil(count)
-        if not (map and count > 0):
+        if count <= 0:
             return
-    elif not map:
+    if not map:
         return
-    backend = _resolve_backend(backend)
-    poller = _acquire(map, backend)
+    timeout = _checked_timeout(timeout, use_poll)
+    backend = default_backend if backend is None else _backend_name(backend, "backend")
+    held = _poller_for(map, backend)
     try:
-        poller.run(map, timeout, count)
+        held[0].run(map, timeout, count)
     finally:
-        _release(map, backend, poller)
+        _put_back(map, backend, held)
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers that dependents import.
+
+def _strerror(err):
+    try:
+        text = os.strerror(err)
+    except (OverflowError, ValueError, NameError):
+        text = None
+    return text or errorcode.get(err) or "Unknown error %s" % (err,)
+
+
+def compact_traceback():
+    """((file, function, line), type, value, info) of the exception being handled; `info`
+    lists every frame as [file|function|line], outermost first."""
+    kind, value, tb = sys.exc_info()
+    if tb is None:
+        raise AssertionError("traceback does not exist")
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, code.co_name, str(tb.tb_lineno)))
+        tb = tb.tb_next
+    del tb
+    info = " ".join("[%s|%s|%s]" % f for f in frames)
+    return frames[-1], kind, value, info
+
+
+def close_all(map=None, ignore_all=False):
+    """Closes every channel of `map` (default: socket_map) and empties it.  An EBADF from a
+    close is ignored; other errors propagate unless `ignore_all` (except ExitNow & co.)."""
+    if map is None:
+        map = socket_map
+    for channel in list(map.values()):
+        try:
+            channel.close()
+        except _reraised_exceptions:
+            raise
+        except OSError as err:
+            if err.errno != EBADF and not ignore_all:
+                raise
+        except BaseException:
+            if not ignore_all:
+                raise
+    map.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# Channels.
+
+def _shown_module(cls):
+    name = cls.__module__
+    return name[len("sockloop."):] if name.startswith("sockloop.") else name
+
 
 class dispatcher:
+    """A non-blocking socket in a map, with event handlers to override."""
 
-    debug = False
+    # The state a new channel starts in (instances assign their own).
+    addr = None                 # the peer, or the address bound or connected to
+    accepting = False           # listen() was called
+    connecting = False          # connect() is under way
     connected = False
-    accepting = False
-    connecting = False
-    closing = False
-    addr = None
-    ignore_log_types = frozenset({'warning'})
+    closing = False             # kept for subclasses that use it; the package does not
+    debug = False               # dispatcher_with_send.send logs what it sends
+    ignore_log_types = frozenset({"warning"})   # log_info() levels not printed
 
     def __init__(self, sock=None, map=None):
-        if map is None:
-            self._map = socket_map
-        else:
-            self._map = map
-
+        self._map = socket_map if map is None else map
         self._fileno = None
-
-        if sock:
-            # Set to nonblocking just to make sure for cases where we
-            # get a socket from a blocking source.
-            sock.setblocking(False)
-            self.set_socket(sock, map)
-            self.connected = True
-            # The constructor no longer requires that the socket
-            # passed be connected.
-            try:
-                self.addr = sock.getpeername()
-            except OSError as err:
-                if err.errno in (ENOTCONN, EINVAL):
-                    # To handle the case where we got an unconnected
-                    # socket.
-                    self.connected = False
-                else:
-                    # The socket is broken in some unknown way, alert
-                    # the user and remove it from the map (to prevent
-                    # polling of broken sockets).
-                    self.del_channel(map)
-                    raise
-        else:
-            self.socket = None
+        self.socket = None
+        if sock is None:
+            return
+        sock.setblocking(False)
+        self.set_socket(sock, map)
+        try:
+            peer = sock.getpeername()
+        except OSError as err:
+            if err.errno not in (EINVAL, ENOTCONN):
+                self.del_channel(map)
+                raise
+            return              # not connected (yet): `connected` stays false
+        self.addr, self.connected = peer, True
 
     def __repr__(self):
-        status = [self.__class__.__module__+"."+self.__class__.__qualname__]
+        cls = type(self)
+        words = ["%s.%s" % (_shown_module(cls), cls.__qualname__)]
         if self.accepting and self.addr:
-            status.append('listening')
+            words.append("listening")
         elif self.connected:
-            status.append('connected')
+            words.append("connected")
         if self.addr is not None:
             try:
-                status.append('%s:%d' % self.addr)
+                words.append("%s:%d" % self.addr)
             except TypeError:
-                status.append(repr(self.addr))
-        return '<%s at %#x>' % (' '.join(status), id(self))
+                words.append(repr(self.addr))
+        return "<%s at %#x>" % (" ".join(words), id(self))
+
+    __str__ = __repr__
+
+    # -- logging ---------------------------------------------------------------------
+    def log(self, message):
+        print("log:", message, file=sys.stderr)
+
+    def log_info(self, message, type="info"):
+        if type in self.ignore_log_types:
+            return
+        print("%s: %s" % (type, message))
+
+    # -- membership of the map ----------------------------------------------------------
+    def del_channel(self, map=None):
+        owner = self._map if map is None else map
+        fd, self._fileno = self._fileno, None
+        if fd in owner:
+            del owner[fd]
 
     def add_channel(self, map=None):
-        #self.log_info('adding channel %s' % self)
-        if map is None:
-            map = self._map
-        map[self._fileno] = self
+        owner = self._map if map is None else map
+        owner[self._fileno] = self
 
-    def del_channel(self, map=None):
-        fd = self._fileno
-        if map is None:
-            map = self._map
-        if fd in map:
-            #self.log_info('closing channel %d:%s' % (fd, self))
-            del map[fd]
-        self._fileno = None
-
-    def create_socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM):
-        self.family_and_type = family, type
-        sock = socket.socket(family, type)
-        sock.setblocking(False)
-        self.set_socket(sock)
-
+    # -- the socket -----------------------------------------------------------------------
     def set_socket(self, sock, map=None):
-        self.socket = sock
-        self._fileno = sock.fileno()
+        self.socket, self._fileno = sock, sock.fileno()
         self.add_channel(map)
 
+    def create_socket(self, family=AF_INET, type=SOCK_STREAM):
+        s = socket.socket(family, type)
+        s.setblocking(False)
+        self.family_and_type = (family, type)
+        self.set_socket(s)
+
     def set_reuse_addr(self):
-        # try to re-use a server port if possible
+        # One more than the current value (any non-zero value turns it on); never fails.
+        s = self.socket
         try:
-            self.socket.setsockopt(
-                socket.SOL_SOCKET, socket.SO_REUSEADDR,
-                self.socket.getsockopt(socket.SOL_SOCKET,
-                                       socket.SO_REUSEADDR) | 1
-                )
+            on = s.getsockopt(SOL_SOCKET, SO_REUSEADDR) | 1
+            s.setsockopt(SOL_SOCKET, SO_REUSEADDR, on)
         except OSError:
             pass
 
-    # ==================================================
-    # predicates for select()
-    # these are used as filters for the lists of sockets
-    # to pass to select().
-    # ==================================================
-
-    def readable(self):
-        return True
-
-    def writable(self):
-        return True
-
-    # ==================================================
-    # socket object methods.
-    # ==================================================
-
     def listen(self, num):
         self.accepting = True
-        _touch(self)
-        if os.name == 'nt' and num > 5:
-            num = 5
+        _note_interest(self)
         return self.socket.listen(num)
 
     def bind(self, addr):
         self.addr = addr
-        return self.socket.bind(addr)
-
-    def connect(self, address):
-        self.connected = False
-        self.connecting = True
-        _touch(self)
-        err = self.socket.connect_ex(address)
-        if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) \
-        or err == EINVAL and os.name == 'nt':
-            self.addr = address
-            return
-        if err in (0, EISCONN):
-            self.addr = address
-            self.handle_connect_event()
-        else:
-            raise OSError(err, errorcode[err])
+        self.socket.bind(addr)
 
     def accept(self):
-        # XXX can return either an address pair or None
         try:
-            conn, addr = self.socket.accept()
-        except TypeError:
-            return None
-        except OSError as why:
-            if why.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
-                return None
-            else:
+            pair = self.socket.accept()
+        except TypeError:       # the socket object has gone
+            pair = None
+        except OSError as err:
+            if err.errno not in _ACCEPT_NOTHING:
                 raise
-        else:
-            return conn, addr
+            pair = None
+        return pair
 
+    def connect(self, address):
+        self.connected, self.connecting = False, True
+        _note_interest(self)
+        code = self.socket.connect_ex(address)
+        if code in _CONNECT_UNDER_WAY:
+            self.addr = address
+            return
+        if code not in (0, EISCONN):
+            raise OSError(code, errorcode[code])
+        self.addr = address
+        self.handle_connect_event()
+
+    # -- data -----------------------------------------------------------------------------
     def send(self, data):
         try:
-            result = self.socket.send(data)
-            return result
-        except OSError as why:
-            if why.errno == EWOULDBLOCK:
+            return self.socket.send(data)
+        except OSError as err:
+            if err.errno == EWOULDBLOCK:
                 return 0
-            elif why.errno in _DISCONNECTED:
-                self.handle_close()
-                return 0
-            else:
+            if err.errno not in _DISCONNECTED:
                 raise
+        self.handle_close()
+        return 0
 
     def recv(self, buffer_size):
+        sock = self.socket
         try:
-            data = self.socket.recv(buffer_size)
-            if not data:
-                # a closed connection is indicated by signaling
-                # a read condition, and having recv() return 0.
-                self.handle_close()
-                return b''
-            else:
-                return data
-        except OSError as why:
-            # winsock sometimes raises ENOTCONN
-            if why.errno in _DISCONNECTED:
-                self.handle_close()
-                return b''
-            else:
+            data = sock.recv(buffer_size)
+        except OSError as err:
+            if err.errno not in _DISCONNECTED:
                 raise
+            data = b""
+        if not data:
+            # The peer has gone: end of stream or a reset.
+            self.handle_close()
+            return b""
+        return data
 
     def close(self):
-        self.connected = False
-        self.accepting = False
-        self.connecting = False
+        self.connected = self.accepting = self.connecting = False
         self.del_channel()
-        if self.socket is not None:
-            try:
-                self.socket.close()
-            except OSError as why:
-                if why.errno not in (ENOTCONN, EBADF):
-                    raise
+        sock = self.socket
+        if sock is None:
+            return
+        try:
+            sock.close()
+        except OSError as err:
+            if err.errno not in (ENOTCONN, EBADF):
+                raise
 
-    # log and log_info may be overridden to provide more sophisticated
-    # logging and warning methods. In general, log is for 'hit' logging
-    # and 'log_info' is for informational, warning and error logging.
+    # -- what the loop watches --------------------------------------------------------------
+    def writable(self):
+        """Watch for write readiness?  Yes, by default."""
+        return True
 
-    def log(self, message):
-        sys.stderr.write('log: %s\n' % str(message))
+    def readable(self):
+        """Watch for read readiness?  Yes, by default."""
+        return True
 
-    def log_info(self, message, type='info'):
-        if type not in self.ignore_log_types:
-            print('%s: %s' % (type, message))
+    # -- events, as the loop delivers them ------------------------------------------------------
+    def _pending_error(self):
+        return self.socket.getsockopt(SOL_SOCKET, SO_ERROR)
+
+    def handle_connect_event(self):
+        code = self._pending_error()
+        if code:
+            raise OSError(code, _strerror(code))
+        self.handle_connect()
+        self.connecting, self.connected = False, True
 
     def handle_read_event(self):
         if self.accepting:
-            # accepting sockets are never connected, they "spawn" new
-            # sockets that are connected
             self.handle_accept()
-        elif not self.connected:
-            if self.connecting:
-                self.handle_connect_event()
-            self.handle_read()
-        else:
-            self.handle_read()
-
-    def handle_connect_event(self):
-        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
-            raise OSError(err, _strerror(err))
-        self.handle_connect()
-        self.connected = True
-        self.connecting = False
+            return
+        if self.connecting and not self.connected:
+            self.handle_connect_event()
+        self.handle_read()
 
     def handle_write_event(self):
         if self.accepting:
-            # Accepting sockets shouldn't get a write event.
-            # We will pretend it didn't happen.
+            # A listening socket is never written to.
             return
-
-        if not self.connected:
-            if self.connecting:
-                self.handle_connect_event()
+        if self.connecting and not self.connected:
+            self.handle_connect_event()
         self.handle_write()
 
     def handle_expt_event(self):
-        # handle_expt_event() is called if there might be an error on the
-        # socket, or if there is OOB data
-        # check for the error condition first
-        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
-            # we can get here when select.select() says that there is an
-            # exceptional condition on the socket
-            # since there is an error, we'll go ahead and close the socket
-            # like we would in a subclassed handle_read() that received no
-            # data
+        try:
+            failed = self._pending_error()
+        except OSError:
+            # No error state to read: treat it as a failed socket too.
+            failed = True
+        if failed:
+            # Priority readiness on a failed socket: it is gone, not urgent data.
             self.handle_close()
         else:
             self.handle_expt()
 
     def handle_error(self):
-        nil, t, v, tbinfo = compact_traceback()
-
-        # sometimes a user repr method will crash.
+        where, kind, value, info = compact_traceback()
         try:
-            self_repr = repr(self)
-        except:
-            self_repr = '<__repr__(self) failed for object at %0x>' % id(self)
-
-        self.log_info(
-            'uncaptured python exception, closing channel %s (%s:%s %s)' % (
-                self_repr,
-                t,
-                v,
-                tbinfo
-                ),
-            'error'
-            )
+            me = repr(self)
+        except BaseException:
+            me = "<__repr__(self) failed for object at %0x>" % id(self)
+        self.log_info("uncaptured python exception, closing channel %s (%s:%s %s)"
+                      % (me, kind, value, info), "error")
         self.handle_close()
 
-    def handle_expt(self):
-        self.log_info('unhandled incoming priority event', 'warning')
-
-    def handle_read(self):
-        self.log_info('unhandled read event', 'warning')
-
-    def handle_write(self):
-        self.log_info('unhandled write event', 'warning')
-
-    def handle_connect(self):
-        self.log_info('unhandled connect event', 'warning')
-
     def handle_accept(self):
-        pair = self.accept()
-        if pair is not None:
-            self.handle_accepted(*pair)
+        accepted = self.accept()
+        if accepted is None:
+            return
+        sock, addr = accepted
+        self.handle_accepted(sock, addr)
 
+    # -- handlers a subclass overrides ---------------------------------------------------------
     def handle_accepted(self, sock, addr):
         sock.close()
-        self.log_info('unhandled accepted event', 'warning')
+        self.log_info("unhandled accepted event", "warning")
 
     def handle_close(self):
-        self.log_info('unhandled close event', 'warning')
+        self.log_info("unhandled close event", "warning")
         self.close()
 
-# ---------------------------------------------------------------------------
-# adds simple buffered output capability, useful for simple clients.
-# [for more sophisticated usage use asynchat.async_chat]
-# ---------------------------------------------------------------------------
+    def handle_connect(self):
+        self.log_info("unhandled connect event", "warning")
+
+    def handle_read(self):
+        self.log_info("unhandled read event", "warning")
+
+    def handle_write(self):
+        self.log_info("unhandled write event", "warning")
+
+    def handle_expt(self):
+        self.log_info("unhandled incoming priority event", "warning")
+
 
 class dispatcher_with_send(dispatcher):
+    """A dispatcher with an output buffer: send() queues, and the loop writes it out."""
 
     def __init__(self, sock=None, map=None):
+        self.__dict__["out_buffer"] = b""
         dispatcher.__init__(self, sock, map)
-        self.out_buffer = b''
+
+    # `out_buffer` lives in the instance's __dict__ (the core reads it there); assigning it
+    # from anywhere (`other.out_buffer += data` in another channel's handler) tells the loop
+    # that this channel's writable() answer may have changed.
+    def _get_out_buffer(self):
+        try:
+            return self.__dict__["out_buffer"]
+        except KeyError:
+            raise AttributeError("out_buffer") from None
+
+    def _set_out_buffer(self, value):
+        d = self.__dict__
+        if bool(value) != bool(d.get("out_buffer")):
+            m = d.get("_map")
+            if type(m) is SocketMap:
+                m._sockloop_note(d.get("_fileno"))
+        d["out_buffer"] = value
+
+    out_buffer = property(_get_out_buffer, _set_out_buffer)
+
+    def writable(self):
+        return bool(self.out_buffer) or not self.connected
 
     def initiate_send(self):
-        num_sent = 0
-        num_sent = dispatcher.send(self, self.out_buffer[:65536])
-        self.out_buffer = self.out_buffer[num_sent:]
+        # Straight to __dict__ (no property): the buffer only shrinks here, and a channel left
+        # watched for writing with nothing to write is looked at again after that event.
+        d = self.__dict__
+        pending = d["out_buffer"]
+        sent = dispatcher.send(self, pending[:65536])
+        if sent:
+            d["out_buffer"] = pending[sent:]
 
     def handle_write(self):
         self.initiate_send()
-
-    def writable(self):
-        return (not self.connected) or len(self.out_buffer)
 
     def send(self, data):
         if self.debug:
-            self.log_info('sending %s' % repr(data))
-        self.out_buffer = self.out_buffer + data
-        # sockloop: the loop must look at this channel's writable() again (inlined _touch).
-        m = self._map
-        if type(m) is SocketMap:
-            log = m._sockloop_log
-            log.append(self._fileno)
-            if len(log) > _LOG_LIMIT:
-                m._sockloop_reset()
+            self.log_info("sending %s" % repr(data))
+        d = self.__dict__
+        pending = d["out_buffer"]
+        d["out_buffer"] = pending + data
+        if not pending:
+            # Now writable: tell the core (inlined _note_interest, this is the hot path).
+            m = d["_map"]
+            if type(m) is SocketMap:
+                log = m._sockloop_log
+                log.append(d["_fileno"])
+                if len(log) > _LOG_LIMIT:
+                    m._sockloop_reset()
         self.initiate_send()
 
-# ---------------------------------------------------------------------------
-# used for debugging.
-# ---------------------------------------------------------------------------
 
-def compact_traceback():
-    t, v, tb = sys.exc_info()
-    tbinfo = []
-    if not tb: # Must have a traceback
-        raise AssertionError("traceback does not exist")
-    while tb:
-        tbinfo.append((
-            tb.tb_frame.f_code.co_filename,
-            tb.tb_frame.f_code.co_name,
-            str(tb.tb_lineno)
-            ))
-        tb = tb.tb_next
+# The package's own answers, which the core gives without calling Python when a channel's
+# class and instance leave them alone.  Taken here, at import, before anyone patches them.
+# asynchat adds async_chat's two when it is imported (sockloop's package imports both).
+_NATIVE_ANSWERS = {
+    "readable": dispatcher.readable,
+    "writable": dispatcher.writable,
+    "ws_writable": dispatcher_with_send.writable,
+    "read_event": dispatcher.handle_read_event,
+    "write_event": dispatcher.handle_write_event,
+}
 
-    # just to be safe
-    del tb
 
-    file, function, line = tbinfo[-1]
-    info = ' '.join(['[%s|%s|%s]' % x for x in tbinfo])
-    return (file, function, line), t, v, info
+# ---------------------------------------------------------------------------------------
+# Files (POSIX): a descriptor that looks enough like a socket for the dispatcher.
 
-def close_all(map=None, ignore_all=False):
-    if map is None:
-        map = socket_map
-    for x in list(map.values()):
-        try:
-            x.close()
-        except OSError as x:
-            if x.errno == EBADF:
-                pass
-            elif not ignore_all:
-                raise
-        except _reraised_exceptions:
-            raise
-        except:
-            if not ignore_all:
-                raise
-    map.clear()
-
-# Asynchronous File I/O:
-#
-# After a little research (reading man pages on various unixen, and
-# digging through the linux kernel), I've determined that select()
-# isn't meant for doing asynchronous file i/o.
-# Heartening, though - reading linux/mm/filemap.c shows that linux
-# supports asynchronous read-ahead.  So _MOST_ of the time, the data
-# will be sitting in memory for us already when we go to read it.
-#
-# What other OS's (besides NT) support async file i/o?  [VMS?]
-#
-# Regardless, this is useful for pipes, and stdin/stdout...
-
-if os.name == 'posix':
+if os.name == "posix":
     class file_wrapper:
-        # Here we override just enough to make a file
-        # look like a socket for the purposes of asyncore.
-        # The passed fd is automatically os.dup()'d
+        """Owns a duplicate of a file descriptor and offers the socket calls a dispatcher
+        makes on it."""
 
         def __init__(self, fd):
             self.fd = os.dup(fd)
 
-        def __del__(self):
-            if self.fd >= 0:
-                warnings.warn("unclosed file %r" % self, ResourceWarning,
-                              source=self)
-            self.close()
-
-        def recv(self, *args):
-            return os.read(self.fd, *args)
-
-        def send(self, *args):
-            return os.write(self.fd, *args)
-
-        def getsockopt(self, level, optname, buflen=None):
-            if (level == socket.SOL_SOCKET and
-                optname == socket.SO_ERROR and
-                not buflen):
-                return 0
-            raise NotImplementedError("Only asyncore specific behaviour "
-                                      "implemented.")
-
-        read = recv
-        write = send
-
-        def close(self):
-            if self.fd < 0:
-                return
-            fd = self.fd
-            self.fd = -1
-            os.close(fd)
-
         def fileno(self):
             return self.fd
 
+        def read(self, *size):
+            return os.read(self.fd, *size)
+
+        def write(self, *data):
+            return os.write(self.fd, *data)
+
+        recv, send = read, write
+
+        def getsockopt(self, level, optname, buflen=None):
+            # Only what dispatcher asks: "is there a pending error?"  Never.
+            if (level, optname, buflen) == (SOL_SOCKET, SO_ERROR, None):
+                return 0
+            raise NotImplementedError("Only asyncore specific behaviour implemented.")
+
+        def close(self):
+            # -1 first: a failing os.close still leaves the wrapper closed.
+            fd, self.fd = self.fd, -1
+            if fd >= 0:
+                os.close(fd)
+
+        def __del__(self):
+            if getattr(self, "fd", -1) < 0:
+                return
+            warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+            self.close()
+
     class file_dispatcher(dispatcher):
+        """A dispatcher over a file descriptor (a pipe, a tty, an inotify handle ...)."""
 
         def __init__(self, fd, map=None):
             dispatcher.__init__(self, None, map)
-            self.connected = True
-            try:
+            if hasattr(fd, "fileno"):
                 fd = fd.fileno()
-            except AttributeError:
-                pass
-            self.set_file(fd)
-            # set it to non-blocking mode
             os.set_blocking(fd, False)
+            self.connected = True
+            self.set_file(fd)
 
         def set_file(self, fd):
-            self.socket = file_wrapper(fd)
-            self._fileno = self.socket.fileno()
+            wrapper = file_wrapper(fd)
+            self.socket = wrapper
+            self._fileno = wrapper.fileno()
             self.add_channel()
-
-# The classes carry the module name users know (and that install() registers), so that
-# repr() reads '<asyncore.dispatcher at 0x...>' as in CPython.
-for _cls in (ExitNow, dispatcher, dispatcher_with_send, file_wrapper, file_dispatcher):
-    _cls.__module__ = "asyncore"
-del _cls
