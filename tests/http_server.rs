@@ -224,12 +224,14 @@ fn no_path_leaves_the_root() {
         ("/./small.txt?x=../../y", b"hello, world\n"),
         ("//small.txt", b"hello, world\n"),
         ("/sub/", b"<p>sub index</p>\n"),
-        ("/sub", b"<p>sub index</p>\n"),
         ("http://test/small.txt", b"hello, world\n"),
     ] {
         let (resp, _) = ask(&server, &get(path));
         assert_eq!((resp.status, resp.body.as_slice()), (200, body), "{path}");
     }
+    // A directory named without its slash is redirected to it (relative links need it).
+    let (resp, _) = ask(&server, &get("/sub?x=1"));
+    assert_eq!((resp.status, resp.header("location")), (301, Some("/sub/?x=1")));
     assert_eq!(ask(&server, &get("/nothing/here")).0.status, 404);
     let (status, _) = server.stop();
     assert!(status.success());

@@ -10,9 +10,41 @@ mod smtp_command;
 #[path = "../examples/http_server/request.rs"]
 mod http_request;
 
+#[allow(dead_code)]
+#[path = "../examples/http_server/range.rs"]
+mod http_range;
+
+#[allow(dead_code)]
+#[path = "../examples/http_server/conditional.rs"]
+mod http_conditional;
+
+#[allow(dead_code)]
+#[path = "../examples/http_server/mime.rs"]
+mod http_mime;
+
 use proptest::prelude::*;
 
 proptest! {
+    /// Any Range value against any length: whole, unsatisfiable, or a part inside the file.
+    #[test]
+    fn ranges_stay_inside_the_file(value in "(bytes|Bytes|items)?=?[-0-9, ]{0,24}", len in 0u64..5000) {
+        if let http_range::Range::Part(first, last) = http_range::parse(value.as_bytes(), len) {
+            prop_assert!(first <= last && last < len);
+        }
+    }
+
+    /// Any bytes as a date or a validator: no panic.
+    #[test]
+    fn validators_never_panic(data in proptest::collection::vec(any::<u8>(), 0..60)) {
+        let _ = http_conditional::parse_http_date(&data);
+        let c = http_conditional::Conditions {
+            if_none_match: Some(data.clone()),
+            if_range: Some(data),
+            ..Default::default()
+        };
+        let _ = (c.not_modified("\"x\"", 5), c.range_applies("\"x\"", 5));
+    }
+
     /// Any bytes: a request or a refusal with a 4xx/5xx status, never a panic.
     #[test]
     fn http_heads_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {

@@ -9,15 +9,24 @@
 //! line (`\r\n\r\n` terminator, at most 8 KiB: 431, or 414 when the request line alone is too
 //! long); request bodies are read with a numeric terminator from `Content-Length` and
 //! dropped; a `Transfer-Encoding` body is refused with 501. Malformed request line, version or
-//! headers: 400 (never 505). Methods other than GET and HEAD: 405 with `Allow`. Every file
-//! response carries `Content-Length` and a `Content-Type` from the extension; files are sent
-//! through a producer in 64 KiB reads, so a big file is never held in memory. Responses are
+//! headers: 400 (never 505). Methods other than GET and HEAD: 405 with `Allow`. Responses are
 //! produced lazily in order, so a pipelined burst costs a few bytes per queued request, and
 //! reading from a client stops while 32 responses are queued for it.
 //!
+//! Files (`respond.rs`): every file response carries `Content-Length`, `Last-Modified`, an
+//! `ETag`, `Accept-Ranges: bytes` and a `Content-Type` from the extension (`mime.rs`);
+//! `If-None-Match` (first) or `If-Modified-Since` answer 304 (`conditional.rs`); one `Range`
+//! answers 206 or 416, several the whole file, and a stale `If-Range` the whole file
+//! (`range.rs`); a directory without its trailing slash is redirected (301) and with it serves
+//! its `index.html`. Small files go out with their head; larger ones with `sendfile(2)` from
+//! the page cache (`sockloop::chat::FileProducer`), so a big file to a slow reader costs no
+//! memory. A file that shrinks while being sent closes that connection.
+//!
 //! No path resolves outside the root: the target is percent-decoded per segment, `..`, an
-//! encoded `/` or `\` or NUL is refused (400), and the resolved path is canonicalized (symlinks
-//! followed) and must stay under the canonical root (403).
+//! encoded `/` or `\` or NUL is refused (400), and the kernel resolves the rest beneath the
+//! root (`openat2` with `RESOLVE_BENEATH`: a symlink out is 403). Open files and their metadata
+//! are cached per thread and resolved again after a second (`files.rs`), so what is on disk is
+//! served within one second of a change.
 //!
 //! Per-connection timeouts: `--header-timeout` (a request head must arrive within it once
 //! begun: 408) and `--idle-timeout SECS` (off by default; no traffic at all: closed). No cap on requests per
@@ -25,7 +34,12 @@
 //! print totals, exit 0. With `--tls-cert CERT --tls-key KEY` it serves HTTPS (ALPN
 //! `http/1.1`) with the same behaviour.
 
+mod conditional;
+mod files;
+mod mime;
+mod range;
 mod request;
+mod respond;
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -36,13 +50,9 @@ use clap::Parser;
 use sockloop::chat::{AsyncChat, ChatContext, ChatHandler, InputLimit, Producer};
 use sockloop::{Backend, Channel, Context, Dispatcher, SockAddr, Socket, TimerId};
 use std::cell::{Cell, RefCell};
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,8 +97,6 @@ struct Args {
 const MAX_HEAD: usize = 8192;
 /// Responses queued for one client before reading from it pauses.
 const MAX_QUEUED: usize = 32;
-/// Bytes read from a file per producer chunk; files up to this size go out with their head.
-const CHUNK: usize = 64 * 1024;
 
 const BUILTIN_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>sockloop http_server</title></head>\n\
 <body><h1>It works</h1><p>Served by sockloop's http_server example (asyncore and asynchat in Rust). \
@@ -145,6 +153,9 @@ fn http_date(secs: u64) -> String {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -152,38 +163,11 @@ fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         _ => "Unknown",
-    }
-}
-
-fn content_type(path: &Path) -> &'static str {
-    let ext = path.extension().and_then(OsStr::to_str).unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "txt" | "text" | "md" => "text/plain; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "ico" => "image/x-icon",
-        "pdf" => "application/pdf",
-        "wasm" => "application/wasm",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        "mp4" => "video/mp4",
-        "mp3" => "audio/mpeg",
-        "zip" => "application/zip",
-        "gz" => "application/gzip",
-        "tar" => "application/x-tar",
-        _ => "application/octet-stream",
     }
 }
 
@@ -214,14 +198,14 @@ fn simple_response(cfg: &Config, status: u16, keep_alive: bool, head_only: bool,
 /// requests cost little and files are opened one at a time, in order.
 enum Job {
     Bytes(Vec<u8>),
-    Serve { segments: Vec<Vec<u8>>, head_only: bool, keep_alive: bool },
+    Serve(respond::FileRequest),
 }
 
 /// One response as an asynchat producer.
 struct Reply {
     cfg: Rc<Config>,
     job: Option<Job>,
-    file: Option<(File, u64)>,
+    file: Option<respond::Body>,
     queued: Rc<Cell<usize>>,
 }
 
@@ -232,34 +216,10 @@ impl Drop for Reply {
 }
 
 impl Reply {
-    /// Resolves a path under the root, or the status to answer with.
-    fn resolve(root: &Path, segments: &[Vec<u8>]) -> Result<PathBuf, u16> {
-        let mut path = root.to_path_buf();
-        for s in segments {
-            path.push(OsStr::from_bytes(s));
-        }
-        let status_of = |e: io::Error| -> u16 {
-            match e.kind() {
-                io::ErrorKind::PermissionDenied => 403,
-                _ => 404,
-            }
-        };
-        let mut real = std::fs::canonicalize(&path).map_err(status_of)?;
-        if !real.starts_with(root) {
-            return Err(403);
-        }
-        if real.is_dir() {
-            real = std::fs::canonicalize(real.join("index.html")).map_err(status_of)?;
-            if !real.starts_with(root) {
-                return Err(403);
-            }
-        }
-        Ok(real)
-    }
-
     /// The response to a GET or HEAD: its head, and the body or the file to stream.
-    fn serve(&mut self, segments: &[Vec<u8>], head_only: bool, keep_alive: bool) -> io::Result<Vec<u8>> {
+    fn serve(&mut self, req: &respond::FileRequest) -> io::Result<Vec<u8>> {
         let cfg = self.cfg.clone();
+        let (segments, head_only, keep_alive) = (&req.segments, req.head_only, req.keep_alive);
         let Some(root) = cfg.root.as_deref() else {
             if segments.is_empty() || (segments.len() == 1 && segments[0] == b"index.html") {
                 let mut out = response_head(
@@ -277,59 +237,9 @@ impl Reply {
             }
             return Ok(simple_response(&cfg, 404, keep_alive, head_only, ""));
         };
-        let path = match Self::resolve(root, segments) {
-            Ok(p) => p,
-            Err(status) => return Ok(simple_response(&cfg, status, keep_alive, head_only, "")),
-        };
-        // O_NONBLOCK: a FIFO swapped in after the checks must not block the loop.
-        let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path);
-        let (file, len) = match file.and_then(|f| f.metadata().map(|m| (f, m))) {
-            Ok((f, m)) if m.is_file() => (f, m.len()),
-            Ok(_) => return Ok(simple_response(&cfg, 403, keep_alive, head_only, "")),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Ok(simple_response(&cfg, 403, keep_alive, head_only, ""))
-            }
-            Err(_) => return Ok(simple_response(&cfg, 404, keep_alive, head_only, "")),
-        };
-        let mut out = response_head(&cfg, 200, keep_alive, content_type(&path), len, "");
-        if head_only || len == 0 {
-            return Ok(out);
-        }
-        self.file = Some((file, len));
-        if len as usize <= CHUNK {
-            let body = self.next_file_chunk()?;
-            out.extend_from_slice(&body);
-        }
-        Ok(out)
-    }
-
-    /// The next piece of the file; an early end of file fails the producer, which closes the
-    /// connection (its Content-Length can no longer be honoured).
-    fn next_file_chunk(&mut self) -> io::Result<Vec<u8>> {
-        let Some((file, remaining)) = self.file.as_mut() else { return Ok(Vec::new()) };
-        let want = (*remaining).min(CHUNK as u64) as usize;
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            match file.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if got < want {
-            self.file = None;
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "a file shrank or failed while being sent",
-            ));
-        }
-        *remaining -= got as u64;
-        if *remaining == 0 {
-            self.file = None;
-        }
-        Ok(buf)
+        let (head, body) = respond::file(&cfg, root, req)?;
+        self.file = body;
+        Ok(head)
     }
 }
 
@@ -337,11 +247,18 @@ impl Producer for Reply {
     fn more(&mut self) -> io::Result<Vec<u8>> {
         match self.job.take() {
             Some(Job::Bytes(b)) => Ok(b),
-            Some(Job::Serve { segments, head_only, keep_alive }) => {
-                self.serve(&segments, head_only, keep_alive)
-            }
-            None => self.next_file_chunk(),
+            Some(Job::Serve(req)) => self.serve(&req),
+            None => self.file.as_mut().map_or(Ok(Vec::new()), |f| f.more()),
         }
+    }
+
+    /// The file after the head goes with `sendfile`.
+    fn sends_directly(&self) -> bool {
+        self.job.is_none() && self.file.as_ref().is_some_and(|f| f.sends_directly())
+    }
+
+    fn send_to(&mut self, channel: &mut Channel) -> io::Result<usize> {
+        self.file.as_mut().map_or(Ok(0), |f| f.send_to(channel))
     }
 }
 
@@ -399,7 +316,13 @@ impl Http {
         let keep_alive = req.keep_alive;
         let job = match req.method.as_str() {
             "GET" | "HEAD" => match request::path_segments(&req.target) {
-                Ok(segments) => Job::Serve { segments, head_only, keep_alive },
+                Ok(segments) => Job::Serve(respond::FileRequest {
+                    segments,
+                    cond: conditional::Conditions::of(&req.headers),
+                    target: req.target.clone(),
+                    head_only,
+                    keep_alive,
+                }),
                 Err(refusal) => {
                     Job::Bytes(simple_response(&self.cfg, refusal.status, keep_alive, head_only, ""))
                 }

@@ -149,6 +149,20 @@ pub fn parse_head(head: &[u8]) -> Result<Request, Refusal> {
     Ok(req)
 }
 
+/// The path and the query (with its `?`, or empty) of a request target in origin or
+/// absolute form, still percent-encoded: what a redirect to the same path with a `/` keeps.
+pub fn path_and_query(target: &str) -> (&str, &str) {
+    let path = match target.strip_prefix("http://").or_else(|| target.strip_prefix("https://")) {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    let path = path.split('#').next().unwrap_or(path);
+    match path.find('?') {
+        Some(i) => (&path[..i], &path[i..]),
+        None => (path, ""),
+    }
+}
+
 /// The path of a request target (origin form `/a/b?q`, or absolute form `http://h/a/b`) as
 /// decoded segments, safe to join under a root: no segment is empty, `.` or `..`, or holds
 /// `/`, `\` or NUL after percent-decoding. A target that tries to climb out is refused (400).
@@ -240,5 +254,8 @@ mod tests {
         assert!(path_segments("/a%00").is_err());
         assert!(path_segments("/a%zz").is_err());
         assert!(path_segments("*").is_err());
+        assert_eq!(path_and_query("/a/b?x=1#f"), ("/a/b", "?x=1"));
+        assert_eq!(path_and_query("http://h/sub"), ("/sub", ""));
+        assert_eq!(path_and_query("http://h"), ("/", ""));
     }
 }

@@ -355,6 +355,61 @@ impl Channel {
         }
     }
 
+    /// Sends up to `count` bytes of `file` from `*offset` straight from the page cache
+    /// (`sendfile(2)`, no copy through user space) and advances `*offset`; returns how many
+    /// went. Like [`send`](Channel::send): `Ok(0)` when it would block or the peer is gone (a
+    /// disconnect schedules `handle_close`). `Ok(0)` is also what the end of the file gives, so
+    /// a caller that knows the length tells a shrunken file by `file`'s size. Output queued by
+    /// [`send_all`](Channel::send_all) goes first: call this only when
+    /// [`pending_output`](Channel::pending_output) is 0. Not in asyncore (medusa read files
+    /// into producers); no SIGPIPE is raised (it is ignored the first time, as for pipes). On a
+    /// TLS channel it fails with `EOPNOTSUPP` (the bytes must be encrypted), which
+    /// [`FileProducer`](crate::chat::FileProducer) takes as "read and send instead".
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// let dir = std::env::temp_dir().join(format!("sockloop-sendfile-doc-{}", std::process::id()));
+    /// std::fs::write(&dir, b"hello, page cache")?;
+    /// let file = std::fs::File::open(&dir)?;
+    /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    /// let mut ch = sockloop::Channel::from(a);
+    /// let mut offset = 7;
+    /// assert_eq!(ch.send_file(&file, &mut offset, 100)?, 10);
+    /// assert_eq!(offset, 17);
+    /// let mut got = [0u8; 10];
+    /// b.read_exact(&mut got)?;
+    /// assert_eq!(&got, b"page cache");
+    /// std::fs::remove_file(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            // The file's bytes would bypass the encryption: refuse as sendfile refuses a pair
+            // it cannot serve, so a FileProducer reads and sends (through TLS) instead.
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        if !self.can_send() || count == 0 {
+            return Ok(0);
+        }
+        crate::sys::ignore_default_sigpipe();
+        let res = loop {
+            match rustix::fs::sendfile(self.as_fd(), file, Some(&mut *offset), count) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other.map_err(io::Error::from),
+            }
+        };
+        match res {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if is_disconnect(&e) => {
+                self.mark_broken();
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// asyncore `recv(buffer_size)`: reads into `buf`. `Ok(0)` means the peer closed (or
     /// disconnected) and `handle_close` is scheduled; `Err(WouldBlock)` after a spurious
     /// readiness is not an error: returned from a handler with `?`, the loop ignores it.

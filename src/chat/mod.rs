@@ -36,12 +36,14 @@
 //! ```
 
 mod context;
+mod file_producer;
 mod producer;
 mod terminator;
 
 pub use context::ChatContext;
 
-pub use producer::{Producer, SimpleProducer};
+pub use file_producer::FileProducer;
+pub use producer::{Producer, SharedProducer, SimpleProducer};
 pub use terminator::{find_prefix_at_end, Terminator};
 
 use crate::{Channel, Context, Dispatcher};
@@ -356,10 +358,24 @@ impl ChatState {
     /// asynchat `initiate_send`: moves producer output to the channel while it has room.
     /// (A draining channel closes once this has emptied the fifo and the channel flushed it:
     /// the loop sees both through `holds_output`.)
+    ///
+    /// A producer that [sends directly](Producer::sends_directly) (a file by `sendfile`) goes
+    /// once the channel's queued bytes are out; after a send that leaves it unfinished the
+    /// socket is taken to be full (a short send), and the next write readiness resumes it.
     fn refill(&mut self, channel: &mut Channel) -> io::Result<()> {
         while channel.pending_output() < self.out_buffer_size && !channel.is_closed() {
+            if self.fifo.front_sends_directly() {
+                if channel.pending_output() > 0 || self.fifo.send_front(channel)? == 0 {
+                    break;
+                }
+                if self.fifo.front_sends_directly() {
+                    break;
+                }
+                continue;
+            }
             match self.fifo.next_chunk()? {
                 Some(chunk) => channel.send_all(&chunk)?,
+                None if self.fifo.front_sends_directly() => continue,
                 None => break,
             }
         }

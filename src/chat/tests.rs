@@ -1,6 +1,7 @@
 //! Property tests: whatever the split points of the input, `AsyncChat` delivers the records a
 //! simple reference parser finds, for string, numeric and no terminators, and for terminators
-//! changed mid-stream (a line announcing the length of the record that follows, as HTTP does).
+//! changed mid-stream (a line announcing the length of the record that follows, as HTTP does);
+//! and producers that send directly (FileProducer, SharedProducer) keeping order under backpressure.
 
 use super::*;
 use crate::event_loop::Token;
@@ -180,4 +181,76 @@ fn a_line_over_the_record_limit_fails_with_input_limit() {
     let err = chat.feed(b"0123456789A", &mut ChatIo::of(&mut cx)).unwrap_err();
     assert!(InputLimit::is(&err), "{err}");
     assert_eq!(chat.handler.records, vec![b"0123456789".to_vec()]);
+}
+
+/// Producers that send directly (a file by sendfile, shared bytes) under backpressure: bytes
+/// queued before and after them keep their order, nothing is buffered on the channel while
+/// they send, and a slow reader gets every byte.
+#[test]
+fn direct_producers_keep_order_and_buffer_nothing() {
+    use std::io::Read;
+    use std::rc::Rc;
+    struct Quiet;
+    impl ChatHandler for Quiet {
+        fn collect_incoming_data(&mut self, _: &[u8]) {}
+        fn found_terminator(&mut self, _: &mut ChatContext<'_>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    /// A direct producer whose bytes must never be asked for through `more`.
+    struct OnlyDirect<P>(P);
+    impl<P: Producer> Producer for OnlyDirect<P> {
+        fn more(&mut self) -> io::Result<Vec<u8>> {
+            assert!(!self.0.sends_directly(), "more() asked of a producer that sends directly");
+            self.0.more()
+        }
+        fn sends_directly(&self) -> bool {
+            self.0.sends_directly()
+        }
+        fn send_to(&mut self, channel: &mut Channel) -> io::Result<usize> {
+            self.0.send_to(channel)
+        }
+    }
+    let path = std::env::temp_dir().join(format!("sockloop-direct-{}", std::process::id()));
+    let file_data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &file_data).unwrap();
+    let shared: Rc<[u8]> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect::<Vec<_>>().into();
+    let (mut peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("{e}"),
+            }
+            if got.len() < 200_000 {
+                std::thread::sleep(std::time::Duration::from_micros(200)); // slow at first
+            }
+        }
+    });
+    let mut lp = Loop::new().unwrap();
+    let token = lp.add(Channel::from(ours), AsyncChat::new(Quiet)).unwrap();
+    let (chat, channel) = lp.get_mut::<AsyncChat<Quiet>>(token).unwrap();
+    chat.push(channel, b"<head>").unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    chat.push_with_producer(channel, OnlyDirect(FileProducer::new(file, 10, 2_999_980))).unwrap();
+    chat.push(channel, b"<mid>").unwrap();
+    chat.push_with_producer(channel, OnlyDirect(SharedProducer::new(shared.clone(), 5..2_000_000))).unwrap();
+    chat.push(channel, b"<end>").unwrap();
+    channel.close_when_done();
+    let mut max_pending = 0;
+    while lp.get_mut::<AsyncChat<Quiet>>(token).is_some() {
+        lp.poll(Some(std::time::Duration::from_secs(5))).unwrap();
+        if let Some((_, channel)) = lp.get_mut::<AsyncChat<Quiet>>(token) {
+            max_pending = max_pending.max(channel.pending_output());
+        }
+    }
+    let got = reader.join().unwrap();
+    let want = [b"<head>".as_slice(), &file_data[10..2_999_990], b"<mid>", &shared[5..], b"<end>"].concat();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the bytes arrived out of order or changed");
+    assert!(max_pending <= 5, "{max_pending} bytes were buffered on the channel");
+    std::fs::remove_file(&path).unwrap();
 }
