@@ -267,11 +267,7 @@ pub trait Dispatcher: Any {
         match cx.channel.accept() {
             Ok(Some((sock, addr))) => self.handle_accepted(sock, addr, cx),
             Ok(None) => Ok(()),
-            Err(e) if crate::errors::is_fd_exhaustion(&e) => {
-                log::warn!("sockloop: accept: {e}; pausing accepts for 500 ms");
-                cx.lp.pause_reading(cx.token(), std::time::Duration::from_millis(500));
-                Ok(())
-            }
+            Err(e) if pause_if_out_of_descriptors(&e, cx) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -390,6 +386,18 @@ pub trait Dispatcher: Any {
     fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> {
         None
     }
+}
+
+/// What a listener does when `accept` fails for want of descriptors (EMFILE/ENFILE): pause
+/// its reading for 500 ms, so the loop rests instead of spinning and the waiting clients stay in
+/// the kernel's backlog. Returns whether `e` was such a failure.
+pub(crate) fn pause_if_out_of_descriptors(e: &io::Error, cx: &mut Context<'_>) -> bool {
+    if !crate::errors::is_fd_exhaustion(e) {
+        return false;
+    }
+    log::warn!("sockloop: accept: {e}; pausing accepts for 500 ms");
+    cx.lp.pause_reading(cx.token(), std::time::Duration::from_millis(500));
+    true
 }
 
 /// Finds a `T` in `d` or in the dispatchers it wraps.

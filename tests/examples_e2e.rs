@@ -6,31 +6,10 @@ mod support;
 
 use sockloop::Backend;
 use std::io::{BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use support::*;
-
-/// Starts echo_server on `backend` with a free port; returns the guard, its address and its
-/// stdout (after the `listening on` line).
-fn start_echo_server(
-    backend: Backend,
-    extra: &[&str],
-) -> (ChildGuard, SocketAddr, BufReader<std::process::ChildStdout>) {
-    let mut cmd = Command::new(example_path("echo_server"));
-    cmd.args(["--bind", "127.0.0.1:0", "--quiet", "--backend", backend.name()]).args(extra);
-    let mut guard =
-        ChildGuard(Some(cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("spawn echo_server")));
-    let stdout = BufReader::new(guard.child().stdout.take().unwrap());
-    let (line, stdout) = read_line_within(stdout, DEADLINE);
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|a| a.trim_end().parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("first line should be `listening on HOST:PORT`, got {line:?}"));
-    assert_eq!(line, format!("listening on {addr}\n"), "exactly that line");
-    assert_ne!(addr.port(), 0, "the real port, not 0");
-    (guard, addr, stdout)
-}
 
 /// Message sizes for 200 clients, 1 B to 1 MiB (log-uniform, both ends included), at most
 /// 40 MiB in all.

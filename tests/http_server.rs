@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
-use support::process::{have, py_script, python, read_to_close, Server};
+use support::process::{have, read_to_close, run_py_check, Server};
 use support::TempDir;
 
 const SECRET: &[u8] = b"TOP SECRET: outside the root";
@@ -55,18 +55,7 @@ fn http_client_keep_alive_and_pipelining(backend: Backend) {
     let tmp = site();
     let root = root_of(&tmp);
     let server = Server::start("http_server", &["--root", &root, "--backend", backend.name()]);
-    let out = Command::new(python())
-        .arg(py_script("http_check.py"))
-        .args([server.port().to_string(), root])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
-        "http.client run failed: {}{}\nserver stderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.stderr()
-    );
+    run_py_check("http_check.py", &server, &[server.port().to_string(), root]);
     let (status, out) = server.stop();
     assert!(status.success(), "exit status {status}");
     assert!(out.contains("served"), "{out}");

@@ -21,24 +21,13 @@ use support::*;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// Starts echo_server with `--threads 2` on `backend`; returns the guard, its address and its
-/// stdout after the (single) `listening on` line.
+/// `echo_server --threads 2` on a free loopback port, with its address and its stdout after
+/// the (single) `listening on` line.
 fn start_echo(
     backend: Backend,
     extra: &[&str],
 ) -> (ChildGuard, SocketAddr, BufReader<std::process::ChildStdout>) {
-    let mut cmd = Command::new(example_path("echo_server"));
-    cmd.args(["--bind", "127.0.0.1:0", "--quiet", "--threads", "2", "--backend", backend.name()]).args(extra);
-    let mut guard =
-        ChildGuard(Some(cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("spawn echo_server")));
-    let stdout = BufReader::new(guard.child().stdout.take().unwrap());
-    let (line, stdout) = read_line_within(stdout, DEADLINE);
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|a| a.trim_end().parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("first line should be `listening on HOST:PORT`, got {line:?}"));
-    assert_ne!(addr.port(), 0, "the real port, not 0");
-    (guard, addr, stdout)
+    start_echo_server(backend, &[&["--threads", "2"], extra].concat())
 }
 
 /// Everything after the `listening on` line, once the process has exited 0.

@@ -68,6 +68,22 @@ enum Io {
     File(File),
 }
 
+impl Io {
+    /// One write of `data`, retried on EINTR; sockets never raise SIGPIPE (`MSG_NOSIGNAL`).
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        loop {
+            let r = match self {
+                Io::Socket(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
+                Io::File(f) => f.write(data),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 /// The socket half of an asyncore `dispatcher`: a non-blocking descriptor, its state flags and
 /// its unsent output.
 ///
@@ -334,16 +350,13 @@ impl Channel {
 
     /// `send` on the descriptor itself.
     fn send_raw(&mut self, data: &[u8]) -> io::Result<usize> {
-        let res = loop {
-            let r = match &mut self.io {
-                Io::Socket(s) => s.send_with_flags(data, libc::MSG_NOSIGNAL),
-                Io::File(f) => f.write(data),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
+        let res = self.io.write(data);
+        self.sent(res)
+    }
+
+    /// asyncore's rules for the result of a send: would-block is 0 bytes, a disconnect is 0
+    /// bytes and marks the peer gone (so `handle_close` follows), anything else is returned.
+    fn sent(&mut self, res: io::Result<usize>) -> io::Result<usize> {
         match res {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
@@ -399,15 +412,7 @@ impl Channel {
                 other => break other.map_err(io::Error::from),
             }
         };
-        match res {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) if is_disconnect(&e) => {
-                self.mark_broken();
-                Ok(0)
-            }
-            Err(e) => Err(e),
-        }
+        self.sent(res)
     }
 
     /// asyncore `recv(buffer_size)`: reads into `buf`. `Ok(0)` means the peer closed (or
@@ -573,20 +578,8 @@ impl Channel {
     /// ```
     pub fn flush(&mut self) -> io::Result<()> {
         while self.out.len() > 0 && self.can_send() {
-            let res = match &mut self.io {
-                Io::Socket(s) => s.send_with_flags(self.out.pending(), libc::MSG_NOSIGNAL),
-                Io::File(f) => f.write(self.out.pending()),
-            };
-            let n = match res {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) if is_disconnect(&e) => {
-                    self.mark_broken();
-                    0
-                }
-                Err(e) => return Err(e),
-            };
+            let res = self.io.write(self.out.pending());
+            let n = self.sent(res)?;
             if n == 0 {
                 break;
             }

@@ -9,7 +9,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 /// How the loops of a group share one listening address.
 ///
@@ -379,11 +378,7 @@ impl<D: Dispatcher> Dispatcher for Served<D> {
             match cx.channel.accept() {
                 Ok(Some((sock, addr))) => self.hand(sock, addr, cx)?,
                 Ok(None) => break,
-                Err(e) if crate::errors::is_fd_exhaustion(&e) => {
-                    log::warn!("sockloop: accept: {e}; pausing accepts for 500 ms");
-                    cx.lp.pause_reading(cx.token(), Duration::from_millis(500));
-                    break;
-                }
+                Err(e) if crate::dispatcher::pause_if_out_of_descriptors(&e, cx) => break,
                 Err(e) => return Err(e),
             }
         }

@@ -9,9 +9,11 @@ pub mod process;
 
 use sockloop::{Backend, Channel, Context, Dispatcher, Domain, Loop, SockAddr, Socket, Type};
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -719,4 +721,25 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // after_comm starts at field 3 (state): utime is field 14, stime field 15.
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Starts echo_server on `backend` with a free port; returns the guard, its address and its
+/// stdout (after the `listening on` line).
+pub fn start_echo_server(
+    backend: Backend,
+    extra: &[&str],
+) -> (ChildGuard, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut cmd = Command::new(example_path("echo_server"));
+    cmd.args(["--bind", "127.0.0.1:0", "--quiet", "--backend", backend.name()]).args(extra);
+    let mut guard =
+        ChildGuard(Some(cmd.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("spawn echo_server")));
+    let stdout = BufReader::new(guard.child().stdout.take().unwrap());
+    let (line, stdout) = read_line_within(stdout, DEADLINE);
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|a| a.trim_end().parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("first line should be `listening on HOST:PORT`, got {line:?}"));
+    assert_eq!(line, format!("listening on {addr}\n"), "exactly that line");
+    assert_ne!(addr.port(), 0, "the real port, not 0");
+    (guard, addr, stdout)
 }

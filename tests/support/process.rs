@@ -30,6 +30,19 @@ pub fn python() -> &'static str {
     "python3"
 }
 
+/// Runs the Python check `script` (from `tests/py/`) against `server` with `args`, and fails
+/// the test with both sides' output unless it exits 0 and prints `OK`.
+pub fn run_py_check(script: &str, server: &Server, args: &[String]) {
+    let out = Command::new(python()).arg(py_script(script)).args(args).output().expect("run python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{script} failed: {}{}\nserver stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.stderr()
+    );
+}
+
 /// The directory of the Python helper scripts.
 pub fn py_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("py").join(name)
