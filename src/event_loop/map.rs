@@ -260,8 +260,13 @@ impl Map {
 
     /// Whether `handle_close` is owed to `channel` now (and marks it delivered).
     pub fn take_close_due(&mut self, token: Token, channel: &Channel) -> bool {
+        // The channel's own state first: after almost every handler the peer is still there,
+        // and then the entry need not be looked up.
+        if !channel.peer_closed() || channel.is_closed() {
+            return false;
+        }
         let Some(entry) = self.entry_mut(token) else { return false };
-        if channel.peer_closed() && !channel.is_closed() && !entry.close_reported {
+        if !entry.close_reported {
             entry.close_reported = true;
             return true;
         }
