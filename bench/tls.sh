@@ -7,11 +7,17 @@
 #   echo:       echo_server plain and with --tls-cert, 50 connections of 64 B ping-pong from
 #               bench's tls_pingpong (rustls clients).
 # Server CPU is utime+stime from /proc/PID/stat over wrk's run, divided by its requests.
-# usage: bench/tls.sh [SECONDS]   (needs nginx and wrk; run after `cargo build --release
-#        --examples` and `cargo build --release -p sockloop-bench`)
+# ROUNDS rounds run the six measurements in turn (each server against its peer in the same
+# round, so both see the same load); the end prints each figure's median and the median of
+# the per-round ratios. STRACE=1 adds syscalls per keep-alive request for both servers
+# (`strace -c -f` over 2 s of a separate wrk run; strace slows the server, so only the
+# counts are meaningful).
+# usage: bench/tls.sh [SECONDS] [ROUNDS]   (needs nginx and wrk; run after `cargo build
+#        --release --examples` and `cargo build --release -p sockloop-bench`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
+rounds=${2:-1}
 bin=${CARGO_TARGET_DIR:-target}/release/examples
 dir=$(mktemp -d /tmp/sockloop-tls-bench.XXXXXX)
 trap 'kill $(cat "$dir"/pids 2>/dev/null) 2>/dev/null || true; rm -rf "$dir"' EXIT
@@ -38,7 +44,22 @@ measure() {
     local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     local errs; errs=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr -s ' ' | paste -sd';' || true)
     awk -v r="$reqs" -v t=$((t1 - t0)) -v hz="$hz" -v s="$secs" -v l="$label" -v e="$errs" \
-        'BEGIN { printf "%-34s %9d req %9.0f req/s %7.1f us CPU/req %s\n", l, r, r / s, t / hz * 1e6 / r, e }'
+        'BEGIN { printf "%-34s %9d req %9.0f req/s %7.1f us CPU/req %s\n", l, r, r / s, t / hz * 1e6 / r, e }' |
+        tee -a "$dir/results"
+}
+
+# Syscalls per keep-alive request of server pid $1 on port $2: strace -c over 2 s of wrk.
+syscalls() {
+    local pid=$1 port=$2 label=$3
+    taskset -c 1 wrk -t1 -c50 -d4s "https://127.0.0.1:$port/f2k.bin" > "$dir/wrk-strace" &
+    local w=$!
+    sleep 0.5
+    timeout -s INT 2 strace -c -f -p "$pid" -o "$dir/strace" 2>/dev/null || true
+    wait $w
+    # Requests: the socket writes (one response each for both servers, as counted here).
+    awk -v l="$label" '$NF ~ /^(sendto|write|writev|sendmsg)$/ { w += $4 }
+        $1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { calls[$NF] = $4 }
+        END { printf "%-34s syscalls per response:", l; for (k in calls) if (calls[k] / w >= 0.01) printf " %s %.2f", k, calls[k] / w; printf "\n" }' "$dir/strace"
 }
 
 port_n=$((20000 + RANDOM % 20000))
@@ -62,11 +83,6 @@ hs=$!
 for _ in $(seq 50); do grep -q "listening on" "$dir/hs.out" 2>/dev/null && break; sleep 0.1; done
 port_s=$(sed -n 's/^listening on 127.0.0.1://p' "$dir/hs.out")
 sleep 0.5
-echo "== $(date -u +%FT%TZ), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-measure "$hs" "$port_s" "sockloop http_server keep-alive"
-measure "$ngx" "$port_n" "nginx keep-alive"
-measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"
-measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"
 
 # echo_server, plain then TLS: server CPU per 64 B round trip at 50 connections.
 echo_run() {
@@ -82,12 +98,38 @@ echo_run() {
     kill "$es"
     # The window is secs plus the 0.5 s warm-up (connections and handshakes) the CPU also covers.
     awk -v r="$rts" -v t=$((t1 - t0)) -v hz="$hz" -v s="$secs" -v l="$label" \
-        'BEGIN { printf "%-34s %9d rt  %9.0f rt/s  %7.2f us CPU/rt (incl. warm-up)\n", l, r, r / s, t / hz * 1e6 / r }'
+        'BEGIN { printf "%-34s %9d rt  %9.0f rt/s  %7.2f us CPU/rt (incl. warm-up)\n", l, r, r / s, t / hz * 1e6 / r }' |
+        tee -a "$dir/results"
 }
 pp=${CARGO_TARGET_DIR:-target}/release/tls_pingpong
-if [ -x "$pp" ]; then
-    tls_ca="" echo_run "echo_server plain, 64 B x 50"
-    tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
-else
-    echo "(no $pp: cargo build --release -p sockloop-bench for the echo figures)"
+[ -x "$pp" ] || echo "(no $pp: cargo build --release -p sockloop-bench for the echo figures)"
+for round in $(seq "$rounds"); do
+    echo "== round $round/$rounds, $(date -u +%FT%TZ), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    measure "$hs" "$port_s" "sockloop http_server keep-alive"
+    measure "$ngx" "$port_n" "nginx keep-alive"
+    measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"
+    measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"
+    if [ -x "$pp" ]; then
+        tls_ca="" echo_run "echo_server plain, 64 B x 50"
+        tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+    fi
+done
+if [ "${STRACE:-0}" = 1 ]; then
+    syscalls "$hs" "$port_s" "sockloop http_server keep-alive"
+    syscalls "$ngx" "$port_n" "nginx keep-alive"
 fi
+echo "== medians over $rounds round(s), loadavg at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+# The CPU figure of each line is the field before "us"; lines come in round order.
+awk '{ for (i = 1; i <= NF; i++) if ($i == "us") v = $(i - 1); l = substr($0, 1, 34); sub(/ +$/, "", l)
+       n[l]++; x[l, n[l]] = v; if (!(l in seen)) { seen[l] = 1; order[++k] = l } }
+     function median(a, l, m,   i, j, t, s) { for (i = 1; i <= m; i++) s[i] = a[l, i]
+         for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
+         return m % 2 ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2 }
+     function ratios(a, b, label,   i, r, m) { if (!(a in seen) || !(b in seen)) return
+         m = n[a] < n[b] ? n[a] : n[b]; for (i = 1; i <= m; i++) r["r", i] = x[a, i] / x[b, i]
+         printf "  ratio %-28s %6.2fx (median of per-round ratios; rounds:", label, median(r, "r", m)
+         for (i = 1; i <= m; i++) printf " %.2f", r["r", i]; printf ")\n" }
+     END { for (i = 1; i <= k; i++) printf "  %-34s %8.2f us (median of %d)\n", order[i], median(x, order[i], n[order[i]]), n[order[i]]
+           ratios("sockloop http_server keep-alive", "nginx keep-alive", "keep-alive sockloop/nginx")
+           ratios("sockloop http_server handshakes", "nginx handshakes", "handshakes sockloop/nginx")
+           ratios("echo_server TLS 1.3, 64 B x 50", "echo_server plain, 64 B x 50", "echo TLS/plain") }' "$dir/results"

@@ -204,8 +204,12 @@ impl Engine {
         self.plain.extend_from_slice(data);
     }
 
-    /// Plaintext queued and not sealed yet.
+    /// Plaintext queued and not sealed yet (none once it can never be sent: after a failure
+    /// or `close_notify`).
     pub fn pending_plain(&self) -> usize {
+        if self.failed || self.close_sent {
+            return 0;
+        }
         self.plain.len()
     }
 
@@ -215,10 +219,14 @@ impl Engine {
     }
 
     /// Seals the queued plaintext into records (as few as fit: one per 16 KiB), for `drain`.
-    /// Nothing happens during the handshake (the plaintext waits, still counted as pending),
-    /// after a failure or after `close_notify`.
+    /// Nothing happens during the handshake (the plaintext waits, still counted as pending);
+    /// after a failure or after `close_notify` it is dropped.
     pub fn seal(&mut self) -> io::Result<()> {
-        if self.plain.is_empty() || self.conn.is_handshaking() || self.failed || self.close_sent {
+        if self.failed || self.close_sent {
+            self.plain = Vec::new(); // it can never be sent
+            return Ok(());
+        }
+        if self.plain.is_empty() || self.conn.is_handshaking() {
             return Ok(());
         }
         self.conn.writer().write_all(&self.plain)?;
