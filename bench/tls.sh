@@ -11,7 +11,8 @@
 # round, so both see the same load); the end prints each figure's median and the median of
 # the per-round ratios. STRACE=1 adds syscalls per keep-alive request for both servers
 # (`strace -c -f` over 2 s of a separate wrk run; strace slows the server, so only the
-# counts are meaningful).
+# counts are meaningful). BASELINE=DIR also measures DIR/http_server and DIR/echo_server (an
+# older build) in every round, for before/after ratios under the same load.
 # usage: bench/tls.sh [SECONDS] [ROUNDS]   (needs nginx and wrk; run after `cargo build
 #        --release --examples` and `cargo build --release -p sockloop-bench`)
 set -euo pipefail
@@ -82,13 +83,21 @@ taskset -c 0 "$bin/http_server" --bind 127.0.0.1:0 --root "$dir/root" --tls-cert
 hs=$!
 for _ in $(seq 50); do grep -q "listening on" "$dir/hs.out" 2>/dev/null && break; sleep 0.1; done
 port_s=$(sed -n 's/^listening on 127.0.0.1://p' "$dir/hs.out")
+base=${BASELINE:-}
+if [ -n "$base" ]; then
+    taskset -c 0 "$base/http_server" --bind 127.0.0.1:0 --root "$dir/root" --tls-cert "$dir/cert.pem" \
+        --tls-key "$dir/key.pem" > "$dir/hb.out" & echo $! >> "$dir/pids"
+    hb=$!
+    for _ in $(seq 50); do grep -q "listening on" "$dir/hb.out" 2>/dev/null && break; sleep 0.1; done
+    port_b=$(sed -n 's/^listening on 127.0.0.1://p' "$dir/hb.out")
+fi
 sleep 0.5
 
 # echo_server, plain then TLS: server CPU per 64 B round trip at 50 connections.
 echo_run() {
-    local label=$1; shift
+    local label=$1 es_bin=$2; shift 2
     : > "$dir/es.out"
-    taskset -c 0 "$bin/echo_server" --bind 127.0.0.1:0 --quiet "$@" > "$dir/es.out" & echo $! >> "$dir/pids"
+    taskset -c 0 "$es_bin" --bind 127.0.0.1:0 --quiet "$@" > "$dir/es.out" & echo $! >> "$dir/pids"
     local es=$!
     for _ in $(seq 50); do grep -q "listening on" "$dir/es.out" 2>/dev/null && break; sleep 0.1; done
     local addr; addr=$(sed -n 's/^listening on //p' "$dir/es.out")
@@ -107,16 +116,21 @@ for round in $(seq "$rounds"); do
     echo "== round $round/$rounds, $(date -u +%FT%TZ), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
     measure "$hs" "$port_s" "sockloop http_server keep-alive"
     measure "$ngx" "$port_n" "nginx keep-alive"
+    [ -z "$base" ] || measure "$hb" "$port_b" "baseline http_server keep-alive"
     measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"
     measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"
     if [ -x "$pp" ]; then
-        tls_ca="" echo_run "echo_server plain, 64 B x 50"
-        tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+        tls_ca="" echo_run "echo_server plain, 64 B x 50" "$bin/echo_server"
+        tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" "$bin/echo_server" \
+            --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+        [ -z "$base" ] || tls_ca="--ca $dir/ca.pem" echo_run "baseline echo_server TLS 64 B x 50" \
+            "$base/echo_server" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
     fi
 done
 if [ "${STRACE:-0}" = 1 ]; then
     syscalls "$hs" "$port_s" "sockloop http_server keep-alive"
     syscalls "$ngx" "$port_n" "nginx keep-alive"
+    [ -z "$base" ] || syscalls "$hb" "$port_b" "baseline http_server keep-alive"
 fi
 echo "== medians over $rounds round(s), loadavg at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 # The CPU figure of each line is the field before "us"; lines come in round order.
@@ -132,4 +146,7 @@ awk '{ for (i = 1; i <= NF; i++) if ($i == "us") v = $(i - 1); l = substr($0, 1,
      END { for (i = 1; i <= k; i++) printf "  %-34s %8.2f us (median of %d)\n", order[i], median(x, order[i], n[order[i]]), n[order[i]]
            ratios("sockloop http_server keep-alive", "nginx keep-alive", "keep-alive sockloop/nginx")
            ratios("sockloop http_server handshakes", "nginx handshakes", "handshakes sockloop/nginx")
-           ratios("echo_server TLS 1.3, 64 B x 50", "echo_server plain, 64 B x 50", "echo TLS/plain") }' "$dir/results"
+           ratios("echo_server TLS 1.3, 64 B x 50", "echo_server plain, 64 B x 50", "echo TLS/plain")
+           ratios("baseline http_server keep-alive", "nginx keep-alive", "keep-alive baseline/nginx")
+           ratios("sockloop http_server keep-alive", "baseline http_server keep-alive", "keep-alive sockloop/baseline")
+           ratios("echo_server TLS 1.3, 64 B x 50", "baseline echo_server TLS 64 B x 50", "echo TLS sockloop/baseline") }' "$dir/results"

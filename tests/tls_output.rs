@@ -109,7 +109,9 @@ fn handshake_plaintext_is_pending_output(backend: Backend) {
     let errors = Rc::new(RefCell::new(Vec::new()));
     let want = b"early, then more".len();
     lp.add(ch, Collect { got: got.clone(), want, errors: errors.clone() }).unwrap();
-    drive(&mut lp, "the early plaintext echoed", |_| got.borrow().len() >= want || !errors.borrow().is_empty());
+    drive(&mut lp, "the early plaintext echoed", |_| {
+        got.borrow().len() >= want || !errors.borrow().is_empty()
+    });
     assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
     assert_eq!(&got.borrow()[..], b"early, then more");
     drive(&mut lp, "only the listener left", |lp| lp.len() == 1);
@@ -288,7 +290,12 @@ fn one_recv_takes_several_records(backend: Backend) {
     drive_join(&mut lp, "the 40 KiB read", client);
     drive(&mut lp, "the server side closed", |lp| lp.is_empty());
     let reads = reads.borrow();
-    assert!(got.borrow()[..] == data[..], "received {} of {} bytes, or not exactly", got.borrow().len(), data.len());
+    assert!(
+        got.borrow()[..] == data[..],
+        "received {} of {} bytes, or not exactly",
+        got.borrow().len(),
+        data.len()
+    );
     match reads.first() {
         Some(Ok(n)) => assert!(*n >= 16 * 1024, "the first recv took {n} bytes: {reads:?}"),
         other => panic!("the first recv gave {other:?} (all reads: {reads:?})"),

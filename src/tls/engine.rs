@@ -131,7 +131,8 @@ impl Engine {
                 self.tcp_eof = true;
             }
             let plaintext = self.process(n)?;
-            if n == 0 || self.peer_closed || self.conn.is_handshaking() || !src.filled() || plaintext >= want {
+            if n == 0 || self.peer_closed || self.conn.is_handshaking() || !src.filled() || plaintext >= want
+            {
                 return Ok(true);
             }
         }
