@@ -2,6 +2,8 @@
 # TLS benchmark (issue 13): http_server --tls-cert/--tls-key against nginx (one worker, no
 # master, same ECDSA P-256 certificate, TLS 1.3), both pinned to CPU 0, wrk pinned to CPU 1.
 #   keep-alive: wrk -c50 GETs of a 2 KiB file over 50 TLS connections;
+#   pipelined:  the same with 10 GETs written at once per connection (wrk's pipelining script):
+#               several responses per handler, which a TLS channel sends as one record;
 #   handshakes: wrk -c50 with `Connection: close`, so every request is a new connection and a
 #               full TLS 1.3 handshake (wrk does not resume sessions);
 #   echo:       echo_server plain and with --tls-cert, 50 connections of 64 B ping-pong from
@@ -9,9 +11,9 @@
 # Server CPU is utime+stime from /proc/PID/stat over wrk's run, divided by its requests.
 # ROUNDS rounds run the six measurements in turn (each server against its peer in the same
 # round, so both see the same load); the end prints each figure's median and the median of
-# the per-round ratios. STRACE=1 adds syscalls per keep-alive request for both servers
-# (`strace -c -f` over 2 s of a separate wrk run; strace slows the server, so only the
-# counts are meaningful). BASELINE=DIR also measures DIR/http_server and DIR/echo_server (an
+# the per-round ratios. STRACE=1 adds syscalls per request (keep-alive and pipelined) for
+# each server (`strace -c -f` over a separate 2 s wrk run; strace slows the server, so only
+# the counts are meaningful). BASELINE=DIR also measures DIR/http_server and DIR/echo_server (an
 # older build) in every round, for before/after ratios under the same load.
 # usage: bench/tls.sh [SECONDS] [ROUNDS]   (needs nginx and wrk; run after `cargo build
 #        --release --examples` and `cargo build --release -p sockloop-bench`)
@@ -32,6 +34,14 @@ openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CA
     -out "$dir/cert.pem" -days 2 -extfile "$dir/ext" 2>/dev/null
 mkdir "$dir/root"
 head -c 2048 /dev/urandom > "$dir/root/f2k.bin"
+cat > "$dir/pipeline.lua" <<'LUA'
+init = function(args)
+    local r = {}
+    for i = 1, 10 do r[i] = wrk.format(nil, "/f2k.bin") end
+    req = table.concat(r)
+end
+request = function() return req end
+LUA
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
@@ -49,18 +59,18 @@ measure() {
         tee -a "$dir/results"
 }
 
-# Syscalls per keep-alive request of server pid $1 on port $2: strace -c over 2 s of wrk.
+# Syscalls per request of server pid $1 on port $2: strace -c over a 2 s wrk run (its 50 new
+# connections' handshakes included).
 syscalls() {
-    local pid=$1 port=$2 label=$3
-    taskset -c 1 wrk -t1 -c50 -d4s "https://127.0.0.1:$port/f2k.bin" > "$dir/wrk-strace" &
-    local w=$!
-    sleep 0.5
-    timeout -s INT 2 strace -c -f -p "$pid" -o "$dir/strace" 2>/dev/null || true
-    wait $w
-    # Requests: the socket writes (one response each for both servers, as counted here).
-    awk -v l="$label" '$NF ~ /^(sendto|write|writev|sendmsg)$/ { w += $4 }
-        $1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { calls[$NF] = $4 }
-        END { printf "%-34s syscalls per response:", l; for (k in calls) if (calls[k] / w >= 0.01) printf " %s %.2f", k, calls[k] / w; printf "\n" }' "$dir/strace"
+    local pid=$1 port=$2 label=$3; shift 3
+    strace -c -f -p "$pid" -o "$dir/strace" 2>/dev/null &
+    local st=$!
+    sleep 0.5 # strace attaches
+    local out; out=$(taskset -c 1 wrk -t1 -c50 -d2s "$@" "https://127.0.0.1:$port/f2k.bin")
+    kill -INT "$st"; wait "$st" || true
+    local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -v l="$label" -v r="$reqs" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { calls[$NF] = $4 }
+        END { printf "%-34s syscalls per request:", l; for (k in calls) if (calls[k] / r >= 0.01) printf " %s %.2f", k, calls[k] / r; printf "\n" }' "$dir/strace"
 }
 
 port_n=$((20000 + RANDOM % 20000))
@@ -114,23 +124,46 @@ pp=${CARGO_TARGET_DIR:-target}/release/tls_pingpong
 [ -x "$pp" ] || echo "(no $pp: cargo build --release -p sockloop-bench for the echo figures)"
 for round in $(seq "$rounds"); do
     echo "== round $round/$rounds, $(date -u +%FT%TZ), $(nproc) CPUs, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-    measure "$hs" "$port_s" "sockloop http_server keep-alive"
-    measure "$ngx" "$port_n" "nginx keep-alive"
-    [ -z "$base" ] || measure "$hb" "$port_b" "baseline http_server keep-alive"
-    measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"
-    measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"
+    # Even rounds run each group in reverse order, so no server always goes first.
+    keepalive=(
+        'measure "$hs" "$port_s" "sockloop http_server keep-alive"'
+        'measure "$ngx" "$port_n" "nginx keep-alive"'
+    )
+    [ -z "$base" ] || keepalive+=('measure "$hb" "$port_b" "baseline http_server keep-alive"')
+    pipelined=(
+        'measure "$hs" "$port_s" "sockloop http_server pipelined" -s "$dir/pipeline.lua"'
+        'measure "$ngx" "$port_n" "nginx pipelined" -s "$dir/pipeline.lua"'
+    )
+    [ -z "$base" ] || pipelined+=('measure "$hb" "$port_b" "baseline http_server pipelined" -s "$dir/pipeline.lua"')
+    handshakes=(
+        'measure "$hs" "$port_s" "sockloop http_server handshakes" -H "Connection: close"'
+        'measure "$ngx" "$port_n" "nginx handshakes" -H "Connection: close"'
+    )
+    echoes=()
     if [ -x "$pp" ]; then
-        tls_ca="" echo_run "echo_server plain, 64 B x 50" "$bin/echo_server"
-        tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" "$bin/echo_server" \
-            --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
-        [ -z "$base" ] || tls_ca="--ca $dir/ca.pem" echo_run "baseline echo_server TLS 64 B x 50" \
-            "$base/echo_server" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"
+        echoes=(
+            'tls_ca="" echo_run "echo_server plain, 64 B x 50" "$bin/echo_server"'
+            'tls_ca="--ca $dir/ca.pem" echo_run "echo_server TLS 1.3, 64 B x 50" "$bin/echo_server" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"'
+        )
+        [ -z "$base" ] || echoes+=('tls_ca="--ca $dir/ca.pem" echo_run "baseline echo_server TLS 64 B x 50" "$base/echo_server" --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem"')
     fi
+    for group in keepalive pipelined handshakes echoes; do
+        unset -n cmds 2>/dev/null || true
+        declare -n cmds=$group
+        n=${#cmds[@]}
+        for ((i = 0; i < n; i++)); do
+            j=$((round % 2 ? i : n - 1 - i))
+            eval "${cmds[$j]}"
+        done
+    done
 done
 if [ "${STRACE:-0}" = 1 ]; then
     syscalls "$hs" "$port_s" "sockloop http_server keep-alive"
     syscalls "$ngx" "$port_n" "nginx keep-alive"
     [ -z "$base" ] || syscalls "$hb" "$port_b" "baseline http_server keep-alive"
+    syscalls "$hs" "$port_s" "sockloop http_server pipelined" -s "$dir/pipeline.lua"
+    syscalls "$ngx" "$port_n" "nginx pipelined" -s "$dir/pipeline.lua"
+    [ -z "$base" ] || syscalls "$hb" "$port_b" "baseline http_server pipelined" -s "$dir/pipeline.lua"
 fi
 echo "== medians over $rounds round(s), loadavg at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 # The CPU figure of each line is the field before "us"; lines come in round order.
@@ -145,8 +178,10 @@ awk '{ for (i = 1; i <= NF; i++) if ($i == "us") v = $(i - 1); l = substr($0, 1,
          for (i = 1; i <= m; i++) printf " %.2f", r["r", i]; printf ")\n" }
      END { for (i = 1; i <= k; i++) printf "  %-34s %8.2f us (median of %d)\n", order[i], median(x, order[i], n[order[i]]), n[order[i]]
            ratios("sockloop http_server keep-alive", "nginx keep-alive", "keep-alive sockloop/nginx")
+           ratios("sockloop http_server pipelined", "nginx pipelined", "pipelined sockloop/nginx")
            ratios("sockloop http_server handshakes", "nginx handshakes", "handshakes sockloop/nginx")
            ratios("echo_server TLS 1.3, 64 B x 50", "echo_server plain, 64 B x 50", "echo TLS/plain")
            ratios("baseline http_server keep-alive", "nginx keep-alive", "keep-alive baseline/nginx")
            ratios("sockloop http_server keep-alive", "baseline http_server keep-alive", "keep-alive sockloop/baseline")
+           ratios("sockloop http_server pipelined", "baseline http_server pipelined", "pipelined sockloop/baseline")
            ratios("echo_server TLS 1.3, 64 B x 50", "baseline echo_server TLS 64 B x 50", "echo TLS sockloop/baseline") }' "$dir/results"
