@@ -55,11 +55,17 @@ const KIND_POLL: u64 = 0;
 const KIND_WAKER: u64 = 1;
 /// The completion of a `POLL_REMOVE` itself: nothing to do.
 const KIND_CANCEL: u64 = 2;
+/// A second look at a descriptor whose completion carried only a wake-up's hint (see `recheck`).
+const KIND_CHECK: u64 = 3;
 /// The arm sequence takes the 30 bits between the kind and the descriptor.
 const SEQ_MASK: u32 = (1 << 30) - 1;
 
 fn poll_data(fd: RawFd, seq: u32) -> u64 {
-    (KIND_POLL << KIND_SHIFT) | (u64::from(seq & SEQ_MASK) << 32) | u64::from(fd as u32)
+    user_data(KIND_POLL, fd, seq)
+}
+
+fn user_data(kind: u64, fd: RawFd, seq: u32) -> u64 {
+    (kind << KIND_SHIFT) | (u64::from(seq & SEQ_MASK) << 32) | u64::from(fd as u32)
 }
 
 const WAKER_DATA: u64 = KIND_WAKER << KIND_SHIFT;
@@ -77,6 +83,8 @@ struct Slot {
     armed: bool,
     /// On `to_arm` (so it is queued once).
     queued: bool,
+    /// The sequence number of the last second look (it only grows).
+    check_seq: u32,
 }
 
 pub(crate) struct Uring {
@@ -89,13 +97,23 @@ pub(crate) struct Uring {
     to_arm: Vec<RawFd>,
     /// The waker's eventfd, and whether its multishot poll is in flight.
     waker: Option<(RawFd, bool)>,
+    /// Descriptors whose completion needs a second look in this wait (kept for its capacity).
+    suspects: Vec<RawFd>,
 }
 
 impl Uring {
     /// A ring, or an error naming io_uring and why the kernel refused it.
     pub fn new() -> io::Result<Uring> {
         let (ring, flags) = ring_ops::build(SQ_ENTRIES, CQ_ENTRIES)?;
-        Ok(Uring { ring, flags, owner: None, slots: Vec::new(), to_arm: Vec::new(), waker: None })
+        Ok(Uring {
+            ring,
+            flags,
+            owner: None,
+            slots: Vec::new(),
+            to_arm: Vec::new(),
+            waker: None,
+            suspects: Vec::new(),
+        })
     }
 
     fn slot(&mut self, fd: RawFd) -> &mut Slot {
@@ -185,6 +203,7 @@ impl Uring {
         for (i, &fd) in todo.iter().enumerate() {
             let slot = &mut self.slots[fd as usize];
             slot.queued = false;
+            let slot = &mut self.slots[fd as usize];
             if !slot.known || slot.armed || slot.interest.is_empty() {
                 continue;
             }
@@ -211,8 +230,30 @@ impl Uring {
         result
     }
 
-    /// Turns the completions waiting in the queue into events.
-    fn reap(&mut self, events: &mut Vec<Event>) {
+    /// Takes a second look at the descriptors in `suspects`: for each, a poll for its interest
+    /// and its cancel, submitted together, so only readiness present at that moment completes
+    /// it (with `vfs_poll`'s true mask); the answers are reaped as events.
+    fn recheck(&mut self, suspects: &mut Vec<RawFd>, events: &mut Vec<Event>) -> io::Result<()> {
+        for fd in suspects.drain(..) {
+            let slot = &mut self.slots[fd as usize];
+            slot.check_seq = slot.check_seq.wrapping_add(1) & SEQ_MASK;
+            let data = user_data(KIND_CHECK, fd, slot.check_seq);
+            let look = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.interest)).build().user_data(data);
+            let cancel = opcode::PollRemove::new(data).build().user_data(CANCEL_DATA);
+            ring_ops::push(&mut self.ring, &look)?;
+            ring_ops::push(&mut self.ring, &cancel)?;
+        }
+        ring_ops::flush(&self.ring)?;
+        self.reap(events, None);
+        Ok(())
+    }
+
+    /// Turns the completions waiting in the queue into events. A poll completed by a wake-up
+    /// reports the wake-up's mask, not the descriptor's state, and a socket's "data arrived"
+    /// wake-up says `POLLIN | POLLPRI` whatever arrived; when it is the urgent byte alone,
+    /// reading would even lose it (a plain `recv` skips the mark). So a completion that says
+    /// `POLLPRI` is not reported: its descriptor goes to `suspects` for a second look.
+    fn reap(&mut self, events: &mut Vec<Event>, mut suspects: Option<&mut Vec<RawFd>>) {
         let mut woken = false;
         let mut cq = self.ring.completion();
         cq.sync();
@@ -243,14 +284,24 @@ impl Uring {
                     }
                     slot.armed = false;
                     let res = cqe.result();
-                    if res == -libc::ECANCELED {
-                        // Cancelled by the kernel (not by us): arm again.
-                    } else {
-                        events.push(event(slot.token, res));
+                    match suspects.as_deref_mut() {
+                        Some(list) if res > 0 && res & i32::from(libc::POLLPRI) != 0 => list.push(fd),
+                        // ECANCELED: cancelled by the kernel, not by us: armed again below.
+                        _ if res == -libc::ECANCELED || res == 0 => {}
+                        _ => events.push(event(slot.token, res)),
                     }
                     if !slot.interest.is_empty() && !slot.queued {
                         slot.queued = true;
                         self.to_arm.push(fd);
+                    }
+                }
+                KIND_CHECK => {
+                    let fd = (data & 0xffff_ffff) as u32 as RawFd;
+                    let seq = (data >> 32) as u32 & SEQ_MASK;
+                    let Some(slot) = self.slots.get_mut(fd as usize) else { continue };
+                    let res = cqe.result();
+                    if slot.known && slot.check_seq == seq && res > 0 {
+                        events.push(event(slot.token, res));
                     }
                 }
                 _ => {}
@@ -341,7 +392,10 @@ impl Poller for Uring {
         self.own()?;
         self.arm_pending()?;
         let result = ring_ops::submit_and_wait(&self.ring, timeout);
-        self.reap(events);
-        result
+        let mut suspects = std::mem::take(&mut self.suspects);
+        self.reap(events, Some(&mut suspects));
+        let checked = if suspects.is_empty() { Ok(()) } else { self.recheck(&mut suspects, events) };
+        self.suspects = suspects;
+        result.and(checked)
     }
 }
