@@ -279,6 +279,62 @@ fn waits_from_another_thread(backend: Backend) {
     sel.remove(a.as_fd()).unwrap();
 }
 
+/// Plain data is never reported as urgent (io_uring: a poll completed by a wake-up carries the
+/// wake-up's mask, POLLIN|POLLPRI for any data), however the arrivals fall between the waits:
+/// a writer keeps 16 sockets busy while the selector reads them.
+fn plain_data_is_never_urgent(backend: Backend) {
+    let mut sel = selector(backend);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..16 {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        sel.set_interest(a.as_fd(), i, Interest::READ).unwrap();
+        ours.push(a);
+        theirs.push(b);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for b in &mut theirs {
+                    match b.write(b"data") {
+                        Ok(n) => sent += n as u64,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("write: {e}"),
+                    }
+                }
+                std::thread::yield_now();
+            }
+            sent
+        })
+    };
+    let mut got = 0u64;
+    let mut buf = [0u8; 4096];
+    let mut events = Vec::new();
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        events.clear();
+        sel.wait(&mut events, Some(Duration::from_millis(50))).unwrap();
+        for ev in &events {
+            assert!(!ev.priority, "plain data reported as urgent: {ev:?}");
+            if ev.readable {
+                match (&ours[ev.token as usize]).read(&mut buf) {
+                    Ok(n) => got += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = writer.join().unwrap();
+    assert!(got > 0 && got <= sent, "read {got} of {sent} bytes");
+}
+
 backend_tests!(
     unknown_fd_is_watched,
     known_fd_interest_is_changed,
@@ -290,6 +346,7 @@ backend_tests!(
     unread_input_is_reported_again,
     stale_readiness_never_reaches_a_reused_number,
     waits_from_another_thread,
+    plain_data_is_never_urgent,
 );
 
 /// `parse` and `name` know uring; where the kernel refuses io_uring, asking for it fails with an

@@ -284,8 +284,12 @@ impl Uring {
                     }
                     slot.armed = false;
                     let res = cqe.result();
+                    let hint = res > 0 && res & i32::from(libc::POLLPRI) != 0;
                     match suspects.as_deref_mut() {
-                        Some(list) if res > 0 && res & i32::from(libc::POLLPRI) != 0 => list.push(fd),
+                        Some(list) if hint => list.push(fd),
+                        // A hint that arrived during the second looks: not reported; the re-arm
+                        // at the next wait tells again (level-triggered, so nothing is lost).
+                        None if hint => {}
                         // ECANCELED: cancelled by the kernel, not by us: armed again below.
                         _ if res == -libc::ECANCELED || res == 0 => {}
                         _ => events.push(event(slot.token, res)),
