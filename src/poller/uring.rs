@@ -85,6 +85,8 @@ struct Slot {
     queued: bool,
     /// The sequence number of the last second look (it only grows).
     check_seq: u32,
+    /// A second look is due at the next wait, in place of the re-arm (see `Uring::wait`).
+    look: bool,
 }
 
 pub(crate) struct Uring {
@@ -203,8 +205,13 @@ impl Uring {
         for (i, &fd) in todo.iter().enumerate() {
             let slot = &mut self.slots[fd as usize];
             slot.queued = false;
-            let slot = &mut self.slots[fd as usize];
             if !slot.known || slot.armed || slot.interest.is_empty() {
+                continue;
+            }
+            if std::mem::take(&mut slot.look) {
+                if let Err(e) = self.push_look(fd) {
+                    result = Err(e);
+                }
                 continue;
             }
             slot.seq = slot.seq.wrapping_add(1) & SEQ_MASK;
@@ -235,17 +242,22 @@ impl Uring {
     /// it (with `vfs_poll`'s true mask); the answers are reaped as events.
     fn recheck(&mut self, suspects: &mut Vec<RawFd>, events: &mut Vec<Event>) -> io::Result<()> {
         for fd in suspects.drain(..) {
-            let slot = &mut self.slots[fd as usize];
-            slot.check_seq = slot.check_seq.wrapping_add(1) & SEQ_MASK;
-            let data = user_data(KIND_CHECK, fd, slot.check_seq);
-            let look = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.interest)).build().user_data(data);
-            let cancel = opcode::PollRemove::new(data).build().user_data(CANCEL_DATA);
-            ring_ops::push(&mut self.ring, &look)?;
-            ring_ops::push(&mut self.ring, &cancel)?;
+            self.push_look(fd)?;
         }
         ring_ops::flush(&self.ring)?;
         self.reap(events, None);
         Ok(())
+    }
+
+    /// Pushes a second look at `fd`: a poll for its interest and, right behind it, its cancel.
+    fn push_look(&mut self, fd: RawFd) -> io::Result<()> {
+        let slot = &mut self.slots[fd as usize];
+        slot.check_seq = slot.check_seq.wrapping_add(1) & SEQ_MASK;
+        let data = user_data(KIND_CHECK, fd, slot.check_seq);
+        let look = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.interest)).build().user_data(data);
+        let cancel = opcode::PollRemove::new(data).build().user_data(CANCEL_DATA);
+        ring_ops::push(&mut self.ring, &look)?;
+        ring_ops::push(&mut self.ring, &cancel)
     }
 
     /// Turns the completions waiting in the queue into events. A poll completed by a wake-up
@@ -304,8 +316,16 @@ impl Uring {
                     let seq = (data >> 32) as u32 & SEQ_MASK;
                     let Some(slot) = self.slots.get_mut(fd as usize) else { continue };
                     let res = cqe.result();
-                    if slot.known && slot.check_seq == seq && res > 0 {
+                    if !slot.known || slot.check_seq != seq {
+                        continue;
+                    }
+                    if res > 0 {
                         events.push(event(slot.token, res));
+                    }
+                    // Ready or not, the descriptor is watched again from the next wait.
+                    if !slot.interest.is_empty() && !slot.queued && !slot.armed {
+                        slot.queued = true;
+                        self.to_arm.push(fd);
                     }
                 }
                 _ => {}
@@ -360,6 +380,7 @@ impl Poller for Uring {
         slot.token = token;
         slot.interest = interest;
         if changed {
+            self.slot(raw).look = false;
             self.cancel(raw)?;
             if !interest.is_empty() {
                 self.queue_arm(raw);
@@ -377,6 +398,7 @@ impl Poller for Uring {
         let slot = self.slot(raw);
         slot.known = false;
         slot.interest = Interest::NONE;
+        slot.look = false;
         if cancelled {
             // The poll holds the file: let the kernel drop it now, before the caller closes the
             // descriptor, so closing it really closes the socket. The completions stay queued
@@ -395,10 +417,21 @@ impl Poller for Uring {
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         self.own()?;
         self.arm_pending()?;
+        let first = events.len();
         let result = ring_ops::submit_and_wait(&self.ring, timeout);
         let mut suspects = std::mem::take(&mut self.suspects);
         self.reap(events, Some(&mut suspects));
-        let checked = if suspects.is_empty() { Ok(()) } else { self.recheck(&mut suspects, events) };
+        let mut checked = Ok(());
+        if events.len() > first {
+            // The loop has work: the second looks ride on the next wait's enter (they complete
+            // within it, so it does not block on them), instead of costing one of their own.
+            for fd in suspects.drain(..) {
+                self.slots[fd as usize].look = true;
+            }
+        } else if !suspects.is_empty() {
+            // Nothing else to report: look now, so a wait returns only with something to do.
+            checked = self.recheck(&mut suspects, events);
+        }
         self.suspects = suspects;
         result.and(checked)
     }
