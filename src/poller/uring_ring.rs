@@ -36,6 +36,14 @@ pub(crate) fn build(sq: u32, cq: u32) -> io::Result<(IoUring, RingFlags)> {
             _ => {}
         }
         match b.build(sq) {
+            // The wait's timeout rides on the enter itself (Linux 5.11); without it there is no
+            // one-syscall wait with a timeout.
+            Ok(ring) if !ring.params().is_feature_ext_arg() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "io_uring is not usable: this kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11)",
+                ))
+            }
             Ok(ring) => return Ok((ring, RingFlags { single_issuer: attempt == 0 })),
             // An older kernel that does not know a flag: try fewer.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
