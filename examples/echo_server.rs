@@ -31,7 +31,7 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
-    /// Readiness backend: auto, select, poll or epoll.
+    /// Readiness backend: auto, select, poll, epoll or uring (io_uring, Linux).
     #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// Do not print a line per connection.

@@ -25,7 +25,7 @@ use std::rc::Rc;
 struct Args {
     /// http://host[:port]/path
     url: String,
-    /// Readiness backend: auto, select, poll or epoll.
+    /// Readiness backend: auto, select, poll, epoll or uring (io_uring, Linux).
     #[arg(long, default_value = "auto")]
     backend: String,
     /// For https:// URLs: trust only the certificates in this PEM file.

@@ -208,6 +208,133 @@ fn wake_token_is_refused(backend: Backend) {
     (&a).read_exact(&mut byte).unwrap();
 }
 
+/// Level-triggered: input left unread is reported by every wait, not only the first.
+fn unread_input_is_reported_again(backend: Backend) {
+    let mut sel = selector(backend);
+    let (a, mut b) = UnixStream::pair().unwrap();
+    sel.set_interest(a.as_fd(), 7, Interest::READ).unwrap();
+    b.write_all(b"xy").unwrap();
+    for round in 0..3 {
+        let ev = event_for(&mut sel, 7, "unread input");
+        assert!(ev.readable, "round {round}: {ev:?}");
+    }
+    // Read one byte of two: still readable. Read the other: quiet.
+    let mut byte = [0u8; 1];
+    (&a).read_exact(&mut byte).unwrap();
+    assert!(event_for(&mut sel, 7, "one byte left").readable);
+    (&a).read_exact(&mut byte).unwrap();
+    let evs = wait_once(&mut sel, QUIET);
+    assert!(evs.is_empty(), "drained, still reported: {evs:?}");
+}
+
+/// A readiness seen for a descriptor that is then removed and closed never reaches the next
+/// descriptor given the same number, even when the old one was ready at the time of removal
+/// (io_uring: its poll had completed, or was cancelled, with the completion still queued).
+fn stale_readiness_never_reaches_a_reused_number(backend: Backend) {
+    let _one_at_a_time = CLOSED_FD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sel = selector(backend);
+    for round in 0..3 {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let old = high_fd(&a);
+        drop(a);
+        sel.set_interest(old.as_fd(), 1, Interest::READ).unwrap();
+        // Arm it (nothing to read yet), then make it ready without waiting again.
+        assert!(wait_once(&mut sel, Duration::ZERO).is_empty(), "round {round}");
+        b.write_all(b"x").unwrap();
+        let raw = old.as_raw_fd();
+        sel.remove(old.as_fd()).unwrap();
+        drop(old);
+        // The same number, now a descriptor with nothing to read.
+        let (c, _d) = UnixStream::pair().unwrap();
+        let new = rustix::io::fcntl_dupfd_cloexec(&c, raw).unwrap();
+        assert_eq!(new.as_raw_fd(), raw, "round {round}: the number was not reused");
+        sel.set_interest(new.as_fd(), 2, Interest::READ).unwrap();
+        for _ in 0..2 {
+            let evs = wait_once(&mut sel, QUIET);
+            assert!(evs.is_empty(), "round {round}: a stale readiness was delivered: {evs:?}");
+        }
+        sel.remove(new.as_fd()).unwrap();
+    }
+}
+
+/// A selector built and waited on by one thread keeps working when another thread waits on it
+/// (a loop built on one thread and run on another; the Python package's released GIL).
+fn waits_from_another_thread(backend: Backend) {
+    let mut sel = selector(backend);
+    let waker = sel.waker().unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    sel.set_interest(a.as_fd(), 7, Interest::READ).unwrap();
+    assert!(wait_once(&mut sel, Duration::ZERO).is_empty());
+    b.write_all(b"x").unwrap();
+    let mut sel = std::thread::spawn(move || {
+        assert!(event_for(&mut sel, 7, "input, on another thread").readable);
+        waker.wake().unwrap();
+        assert!(event_for(&mut sel, Selector::WAKE_TOKEN, "a wake, on another thread").readable);
+        sel
+    })
+    .join()
+    .unwrap();
+    // And back on the first thread.
+    assert!(event_for(&mut sel, 7, "input, back on the first thread").readable);
+    sel.remove(a.as_fd()).unwrap();
+}
+
+/// Plain data is never reported as urgent (io_uring: a poll completed by a wake-up carries the
+/// wake-up's mask, POLLIN|POLLPRI for any data), however the arrivals fall between the waits:
+/// a writer keeps 16 sockets busy while the selector reads them.
+fn plain_data_is_never_urgent(backend: Backend) {
+    let mut sel = selector(backend);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..16 {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        sel.set_interest(a.as_fd(), i, Interest::READ).unwrap();
+        ours.push(a);
+        theirs.push(b);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for b in &mut theirs {
+                    match b.write(b"data") {
+                        Ok(n) => sent += n as u64,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("write: {e}"),
+                    }
+                }
+                std::thread::yield_now();
+            }
+            sent
+        })
+    };
+    let mut got = 0u64;
+    let mut buf = [0u8; 4096];
+    let mut events = Vec::new();
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        events.clear();
+        sel.wait(&mut events, Some(Duration::from_millis(50))).unwrap();
+        for ev in &events {
+            assert!(!ev.priority, "plain data reported as urgent: {ev:?}");
+            if ev.readable {
+                match (&ours[ev.token as usize]).read(&mut buf) {
+                    Ok(n) => got += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = writer.join().unwrap();
+    assert!(got > 0 && got <= sent, "read {got} of {sent} bytes");
+}
+
 backend_tests!(
     unknown_fd_is_watched,
     known_fd_interest_is_changed,
@@ -216,4 +343,26 @@ backend_tests!(
     remove_twice_is_ok,
     wake_from_another_thread,
     wake_token_is_refused,
+    unread_input_is_reported_again,
+    stale_readiness_never_reaches_a_reused_number,
+    waits_from_another_thread,
+    plain_data_is_never_urgent,
 );
+
+/// `parse` and `name` know uring; where the kernel refuses io_uring, asking for it fails with an
+/// error that names io_uring.
+#[test]
+fn uring_is_named_and_refusal_is_clear() {
+    assert_eq!(Backend::parse("uring"), Some(Backend::Uring));
+    assert_eq!(Backend::Uring.name(), "uring");
+    match Selector::new(Backend::Uring) {
+        Ok(sel) => {
+            assert!(Backend::all().contains(&Backend::Uring));
+            assert_eq!(sel.backend(), Backend::Uring);
+        }
+        Err(e) => {
+            assert!(!Backend::all().contains(&Backend::Uring));
+            assert!(e.to_string().contains("io_uring"), "{e}");
+        }
+    }
+}

@@ -77,7 +77,7 @@ struct Args {
     /// Largest request body (read and dropped) before answering 413 and closing.
     #[arg(long, default_value_t = 16 << 20)]
     max_body: u64,
-    /// Readiness backend: auto, select, poll or epoll.
+    /// Readiness backend: auto, select, poll, epoll or uring (io_uring, Linux).
     #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// listen(2) backlog.

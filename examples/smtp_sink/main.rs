@@ -78,7 +78,7 @@ struct Args {
     /// fsync each message before answering 250 (slower; the loop waits for the disk).
     #[arg(long)]
     fsync: bool,
-    /// Readiness backend: auto, select, poll or epoll.
+    /// Readiness backend: auto, select, poll, epoll or uring (io_uring, Linux).
     #[arg(long, default_value = "auto", value_parser = common::parse_backend)]
     backend: Backend,
     /// listen(2) backlog.

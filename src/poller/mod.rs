@@ -16,12 +16,17 @@
 //!   [`Selector::wait`] retries it with the time that is left.
 //!
 //! `select.rs` and `poll.rs` hold the crate's only `unsafe` outside `sys/`: the two syscalls
-//! over raw descriptor tables, each with its `// SAFETY:`.
+//! over raw descriptor tables, each with its `// SAFETY:`. The io_uring backend (`uring.rs`)
+//! keeps its own in `uring_ring.rs`, the calls that hand memory to the kernel.
 
 mod epoll;
 mod poll;
 mod select;
 mod selector;
+#[cfg(target_os = "linux")]
+mod uring;
+#[cfg(target_os = "linux")]
+mod uring_ring;
 
 pub use selector::{Selector, SelectorWaker};
 
@@ -50,16 +55,33 @@ pub enum Backend {
     Poll,
     /// `epoll(7)` (Linux): cost per pass grows with ready channels, not with all channels.
     Epoll,
+    /// `io_uring(7)` (Linux 6.0+): readiness from single-shot polls re-armed each pass, all of
+    /// a pass's changes and its wait in one `io_uring_enter`. Fails with an error naming
+    /// io_uring where the kernel refuses it (`kernel.io_uring_disabled`, seccomp); it is in
+    /// [`Backend::all`] only where the kernel accepts it.
+    ///
+    /// ```
+    /// use sockloop::{Backend, Loop};
+    /// if Backend::all().contains(&Backend::Uring) {
+    ///     let lp = Loop::with_backend(Backend::Uring)?;
+    ///     assert_eq!(lp.backend(), Backend::Uring);
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    Uring,
 }
 
 impl Backend {
-    /// Every concrete backend available on this platform, for tests and benchmarks that cover all.
+    /// Every concrete backend available on this platform, for tests and benchmarks that cover
+    /// all. Uring is listed only if the kernel lets this process set up a ring (probed once).
     ///
     /// ```
     /// assert!(sockloop::Backend::all().contains(&sockloop::Backend::Select));
     /// ```
     pub fn all() -> &'static [Backend] {
-        if cfg!(target_os = "linux") || cfg!(target_os = "android") {
+        if cfg!(target_os = "linux") && uring_available() {
+            &[Backend::Select, Backend::Poll, Backend::Epoll, Backend::Uring]
+        } else if cfg!(target_os = "linux") || cfg!(target_os = "android") {
             &[Backend::Select, Backend::Poll, Backend::Epoll]
         } else {
             &[Backend::Select, Backend::Poll]
@@ -80,7 +102,7 @@ impl Backend {
         }
     }
 
-    /// Parses `auto`, `select`, `poll` or `epoll` (for command-line flags).
+    /// Parses `auto`, `select`, `poll`, `epoll` or `uring` (for command-line flags).
     ///
     /// ```
     /// assert_eq!(sockloop::Backend::parse("poll"), Some(sockloop::Backend::Poll));
@@ -92,6 +114,7 @@ impl Backend {
             "select" => Some(Backend::Select),
             "poll" => Some(Backend::Poll),
             "epoll" => Some(Backend::Epoll),
+            "uring" | "io_uring" => Some(Backend::Uring),
             _ => None,
         }
     }
@@ -107,6 +130,7 @@ impl Backend {
             Backend::Select => "select",
             Backend::Poll => "poll",
             Backend::Epoll => "epoll",
+            Backend::Uring => "uring",
         }
     }
 }
@@ -203,6 +227,8 @@ fn new_poller(backend: Backend) -> io::Result<Box<dyn Poller>> {
         Backend::Poll => Box::new(poll::Poll::new()),
         #[cfg(any(target_os = "linux", target_os = "android"))]
         Backend::Epoll => Box::new(epoll::Epoll::new()?),
+        #[cfg(target_os = "linux")]
+        Backend::Uring => Box::new(uring::Uring::new()?),
         other => {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -210,6 +236,17 @@ fn new_poller(backend: Backend) -> io::Result<Box<dyn Poller>> {
             ))
         }
     })
+}
+
+/// Whether this process may set up an io_uring instance: probed once, then cached.
+fn uring_available() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *PROBE.get_or_init(|| uring::Uring::new().is_ok())
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 /// The error for a descriptor that is not open, the same on every backend.

@@ -27,7 +27,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 // One test per backend
 
 /// For each `NAME` given, a module `NAME` holding one `#[test]` per backend (`NAME::select`,
-/// `NAME::poll`, `NAME::epoll`), each calling the file's `fn NAME(backend: Backend)` with its
+/// `NAME::poll`, `NAME::epoll`, `NAME::uring`), each calling the file's `fn NAME(backend: Backend)` with its
 /// backend, so `cargo test -- ::epoll` runs one backend and a failure names it. The test
 /// functions stay ordinary items (rustfmt formats them; it leaves macro bodies alone), and the
 /// invocation names them after they are defined. Attributes before a name (`#[ignore = "..."]`,
@@ -63,6 +63,18 @@ macro_rules! backend_tests {
             $($attr)*
             fn epoll() {
                 super::$name(::sockloop::Backend::Epoll)
+            }
+
+            #[test]
+            #[cfg(target_os = "linux")]
+            $($attr)*
+            fn uring() {
+                // Where the kernel refuses io_uring (a sysctl, seccomp) there is nothing to test.
+                if !::sockloop::Backend::all().contains(&::sockloop::Backend::Uring) {
+                    eprintln!("io_uring is not available here: skipped");
+                    return;
+                }
+                super::$name(::sockloop::Backend::Uring)
             }
         }
     };

@@ -147,7 +147,7 @@ fn servers(bin: &Path, python: &Path, baseline: Option<&Path>) -> Vec<ServerSpec
     let exists = |p: &Path| if p.exists() { None } else { Some(format!("{} not built", p.display())) };
     let echo = bin.join("examples/echo_server");
     let mut v = Vec::new();
-    for be in ["epoll", "poll", "select"] {
+    for be in ["epoll", "uring", "poll", "select"] {
         v.push(ServerSpec {
             name: format!("sockloop-{be}"),
             argv: vec![s(&echo), "--backend".into(), be.into(), "--quiet".into()],

@@ -1,0 +1,109 @@
+//! The few calls on the io_uring instance that need care: building it with the best setup
+//! flags the kernel accepts, pushing a submission (the crate marks it `unsafe`: the kernel may
+//! read the memory an entry points to until the operation completes), and entering the kernel.
+//!
+//! The entries pushed by this backend point at no memory of ours: polls and their cancels carry
+//! only a descriptor and user data. That is what each `// SAFETY:` below relies on.
+#![cfg(target_os = "linux")]
+#![allow(unsafe_code)]
+
+use io_uring::{squeue, types, IoUring};
+use std::io;
+use std::time::Duration;
+
+/// The setup the kernel accepted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingFlags {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`, created disabled: enable it on the thread that submits.
+    pub single_issuer: bool,
+}
+
+/// Builds a ring: `SINGLE_ISSUER | DEFER_TASKRUN` (disabled until enabled on its thread), else
+/// `COOP_TASKRUN`, else no flags. A refusal (`EPERM`, `ENOSYS`, ...) is returned as an error
+/// naming io_uring.
+pub(crate) fn build(sq: u32, cq: u32) -> io::Result<(IoUring, RingFlags)> {
+    let mut last = None;
+    for attempt in 0..3 {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq).setup_clamp();
+        match attempt {
+            0 => {
+                b.setup_single_issuer().setup_defer_taskrun().setup_r_disabled();
+            }
+            1 => {
+                b.setup_coop_taskrun();
+            }
+            _ => {}
+        }
+        match b.build(sq) {
+            // The wait's timeout rides on the enter itself (Linux 5.11); without it there is no
+            // one-syscall wait with a timeout.
+            Ok(ring) if !ring.params().is_feature_ext_arg() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "io_uring is not usable: this kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11)",
+                ))
+            }
+            Ok(ring) => return Ok((ring, RingFlags { single_issuer: attempt == 0 })),
+            // An older kernel that does not know a flag: try fewer.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(refused(e)),
+        }
+    }
+    Err(refused(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))))
+}
+
+fn refused(e: io::Error) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::EPERM) => " (refused: see the kernel.io_uring_disabled sysctl, or a seccomp filter)",
+        Some(libc::ENOSYS) => " (this kernel, or a seccomp filter, does not offer the syscall)",
+        Some(libc::ENOMEM) => " (out of locked memory: see RLIMIT_MEMLOCK)",
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("io_uring is not available: io_uring_setup failed: {e}{why}"))
+}
+
+/// Queues one entry; if the submission queue is full, submits what it holds first.
+pub(crate) fn push(ring: &mut IoUring, sqe: &squeue::Entry) -> io::Result<()> {
+    for _ in 0..2 {
+        // SAFETY: every entry this backend builds is a poll, a poll removal or a cancel: it
+        // names a descriptor and user data and points at no buffer, so nothing the kernel reads
+        // later can be freed or moved under it.
+        if unsafe { ring.submission().push(sqe) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+    Err(io::Error::other("io_uring submission queue full"))
+}
+
+/// Submits what is queued and runs the kernel's deferred work without waiting (so a cancelled
+/// poll lets go of its file now).
+pub(crate) fn flush(ring: &IoUring) -> io::Result<()> {
+    let zero = types::Timespec::new();
+    let args = types::SubmitArgs::new().timespec(&zero);
+    match ring.submitter().submit_with_args(1, &args) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pass's one `io_uring_enter`: submits what is queued and waits for a completion, up to
+/// `timeout` (`None`: no limit). A timeout is not an error; `EINTR` is `Interrupted`.
+pub(crate) fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<()> {
+    let res = match timeout {
+        None => ring.submitter().submit_and_wait(1),
+        Some(d) => {
+            let ts = types::Timespec::new().sec(d.as_secs()).nsec(d.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&ts);
+            ring.submitter().submit_with_args(1, &args)
+        }
+    };
+    match res {
+        Ok(_) => Ok(()),
+        // ETIME: the timeout passed; EBUSY: the completion queue overflowed, reap it first.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EBUSY)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
