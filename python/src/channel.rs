@@ -221,6 +221,12 @@ fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: &Bound<'_, 
     attr(obj, d, name)?.is_truthy()
 }
 
+/// A flag that usually stays a class default (`accepting`, `debug`, ...): one ordinary
+/// lookup rather than a dictionary probe first.
+fn class_flag(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+    obj.getattr(name)?.is_truthy()
+}
+
 /// `obj.name(*args)` without a bound-method object or an argument tuple in between.
 fn call_method<'py>(
     obj: &Bound<'py, PyAny>,
@@ -560,7 +566,7 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
 /// Before a read or write handler: finish a connect under way.
 fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    if !flag(obj, d, intern!(py, "connected"))? && flag(obj, d, intern!(py, "connecting"))? {
+    if !flag(obj, d, intern!(py, "connected"))? && class_flag(obj, intern!(py, "connecting"))? {
         invoke(obj, d, intern!(py, "handle_connect_event"), &[])?;
     }
     Ok(())
@@ -568,7 +574,7 @@ fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
 
 fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    if flag(obj, d, intern!(py, "accepting"))? {
+    if class_flag(obj, intern!(py, "accepting"))? {
         return invoke(obj, d, intern!(py, "handle_accept"), &[]).map(drop);
     }
     connect_if_pending(obj, d)?;
@@ -577,7 +583,7 @@ fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult
 
 fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    if flag(obj, d, intern!(py, "accepting"))? {
+    if class_flag(obj, intern!(py, "accepting"))? {
         return Ok(()); // a listening socket is never written to
     }
     connect_if_pending(obj, d)?;
@@ -643,7 +649,7 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
     let obj = ch.as_any();
     let d = inst_dict(obj);
     let d = d.as_ref();
-    if flag(obj, d, intern!(py, "debug"))? {
+    if class_flag(obj, intern!(py, "debug"))? {
         let line = format!("sending {}", data.repr()?);
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
@@ -684,14 +690,10 @@ fn is_bytes_like(v: &Bound<'_, PyAny>) -> bool {
 }
 
 /// `value.encode(self.encoding)` when `value` is a `str` and `use_encoding` is set.
-fn encoded<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    value: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn encoded<'py>(obj: &Bound<'py, PyAny>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    if value.is_instance_of::<PyString>() && flag(obj, d, intern!(py, "use_encoding"))? {
-        let enc = attr(obj, d, intern!(py, "encoding"))?;
+    if value.is_instance_of::<PyString>() && class_flag(obj, intern!(py, "use_encoding"))? {
+        let enc = obj.getattr(intern!(py, "encoding"))?;
         return value.call_method1(intern!(py, "encode"), (enc,));
     }
     Ok(value)
@@ -723,14 +725,14 @@ fn as_bytes<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
 
 fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    let size = attr(obj, d, intern!(py, "ac_in_buffer_size"))?;
+    let size = obj.getattr(intern!(py, "ac_in_buffer_size"))?;
     let data = match invoke(obj, d, intern!(py, "recv"), &[&size]) {
         Ok(v) => v,
         Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(()), // woken for nothing
         Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
         Err(e) => return Err(e),
     };
-    let data = encoded(obj, d, data)?;
+    let data = encoded(obj, data)?;
     let in_buf = intern!(py, "ac_in_buffer");
     let held = attr(obj, d, in_buf)?;
     let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
@@ -809,7 +811,7 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     }
     let d = inst_dict(obj);
     let d = d.as_ref();
-    let step = attr(obj, d, intern!(py, "ac_out_buffer_size"))?;
+    let step = obj.getattr(intern!(py, "ac_out_buffer_size"))?;
     let fifo = chat_queue(obj, d)?;
     let append = intern!(py, "append");
     let len = data.len()? as isize;
@@ -867,9 +869,9 @@ fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
             call_method(&fifo, popleft, &[])?;
             continue;
         }
-        let limit: isize = attr(obj, d, intern!(py, "ac_out_buffer_size"))?.extract()?;
+        let limit: isize = obj.getattr(intern!(py, "ac_out_buffer_size"))?.extract()?;
         let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
-        let chunk = encoded(obj, d, chunk)?;
+        let chunk = encoded(obj, chunk)?;
         let sent = match invoke(obj, d, intern!(py, "send"), &[&chunk]) {
             Ok(n) => n,
             Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),

@@ -488,14 +488,10 @@ impl Poller {
         // from the instance's state; anything else is asked in Python, as CPython does.
         let fast = match kind {
             Kind::Python => None,
-            _ => obj
-                .getattr(intern!(py, "__dict__"))
-                .ok()
-                .and_then(|d| d.downcast_into::<PyDict>().ok())
-                .filter(|d| {
-                    !d.contains(intern!(py, "readable")).unwrap_or(true)
-                        && !d.contains(intern!(py, "writable")).unwrap_or(true)
-                }),
+            _ => channel::inst_dict(obj).filter(|d| {
+                !d.contains(intern!(py, "readable")).unwrap_or(true)
+                    && !d.contains(intern!(py, "writable")).unwrap_or(true)
+            }),
         };
         let volatile = fast.is_none();
         if !volatile {
