@@ -89,6 +89,9 @@ struct Entry {
     /// The object, held weakly when it can be: the map owns its channels, so one that leaves
     /// the map (closed) or a map that is abandoned is freed at once, as in CPython.
     obj: Holder,
+    /// The descriptor as a Python int, made once: looking the map up with it allocates
+    /// nothing (descriptors past 256 are not among Python's cached small ints).
+    key: Py<PyAny>,
     interest: Interest,
     token: u64,
     seen: u64,
@@ -552,7 +555,8 @@ impl Poller {
         }
         self.generation = self.generation.wrapping_add(1);
         let token = (u64::from(self.generation) << 32) | u64::from(fd as u32);
-        let entry = Entry { obj: Holder::new(obj), interest, token, seen: self.pass_no };
+        let key = fd.into_pyobject(obj.py())?.into_any().unbind();
+        let entry = Entry { obj: Holder::new(obj), key, interest, token, seen: self.pass_no };
         self.entries.insert(fd, entry);
         match sel_watch(&mut self.sel, fd, token, interest) {
             Ok(()) => Ok(()),
@@ -675,7 +679,11 @@ impl Poller {
         fds.sort_unstable();
         fds.dedup();
         for fd in fds {
-            match map.get_item(fd)? {
+            let found = match self.entries.get(&fd) {
+                Some(e) => map.get_item(e.key.bind(py))?,
+                None => map.get_item(fd)?,
+            };
+            match found {
                 Some(obj) => {
                     if let Some(e) = self.entries.get_mut(&fd) {
                         e.seen = self.pass_no;
@@ -863,7 +871,7 @@ impl Poller {
         if entry.token != token {
             return Ok(None);
         }
-        match map.get_item(fd)? {
+        match map.get_item(entry.key.bind(map.py()))? {
             Some(obj) if entry.obj.holds(&obj) => Ok(Some(obj)),
             _ => Ok(None),
         }

@@ -3,8 +3,9 @@
 The specification is `docs/python-compat.md`.  This module is the Python face: the classes
 users subclass, the helpers they import, and the glue that hands a map to the Rust core
 (`sockloop._core.Poller`), which asks every channel for its interest, keeps that interest
-registered with the kernel (select, poll or epoll), waits with the GIL released and calls the
-`handle_*_event` methods below.
+registered with the kernel (select, poll or epoll), waits with the GIL released and delivers
+the events.  The classes stand on `sockloop._core.Channel`, which holds the per-event methods
+(recv, send, close, the handle_*_event state machine, the output buffer) in Rust.
 
 Additions, not in 3.11: `loop(..., backend=)`, `SOCKLOOP_BACKEND`, `SocketMap`,
 `call_later`, `wake`.
