@@ -28,6 +28,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
@@ -896,6 +897,19 @@ impl Channel {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Channel {
         Channel { out_buffer: None, marks: None, fd: -1, watched_write: false, marked: false }
+    }
+
+    /// `out_buffer` may hold any object (even one that refers back to the channel): the
+    /// garbage collector sees it, so such a cycle is collected.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(b) = &self.out_buffer {
+            visit.call(b)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.out_buffer = None;
     }
 
     /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.

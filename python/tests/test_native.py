@@ -347,6 +347,21 @@ class NativeCore(unittest.TestCase):
         self.feed(c, [b"a-", b"-b--"])
         self.assertEqual(c.lines, [b"a", b"b"])
 
+    def test_a_cycle_through_out_buffer_is_collected(self):
+        import gc
+        import weakref
+
+        class Holder(bytes):
+            pass
+
+        w = asyncore.dispatcher_with_send()
+        w.out_buffer = Holder(b"queued")
+        w.out_buffer.owner = w            # channel -> out_buffer -> channel
+        gone = weakref.ref(w)
+        del w
+        gc.collect()
+        self.assertIsNone(gone())
+
     def test_bad_input_gives_python_exceptions(self):
         c = self.chat(b"\n")
         with self.assertRaises(TypeError):
