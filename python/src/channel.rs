@@ -22,8 +22,8 @@
 //! "marks", and a native method (or an assignment to `out_buffer`) that makes a channel's
 //! pending output disagree with what the kernel watches puts the channel's descriptor on it.
 
+use crate::sys::{call_method, instance_dict, recv_dontwait, send_dontwait};
 use pyo3::exceptions::{PyAttributeError, PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
-use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -192,18 +192,6 @@ fn native_of(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<Nat> {
     table.iter().find(|(q, _)| *q == p).map(|(_, k)| *k)
 }
 
-/// The instance's `__dict__`, or `None` when it has none.
-pub fn inst_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
-    let py = obj.py();
-    // SAFETY: `obj` is a live object; PyObject_GenericGetDict returns a new reference to its
-    // dictionary, or NULL with an exception set (no dictionary), which from_owned_ptr_or_err
-    // takes over.
-    let d = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))
-    };
-    d.ok()?.downcast_into::<PyDict>().ok()
-}
-
 /// `obj.name`, looked for in the instance dictionary first.
 fn attr<'py>(
     obj: &Bound<'py, PyAny>,
@@ -226,29 +214,6 @@ fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: &Bound<'_, 
 /// lookup rather than a dictionary probe first.
 fn class_flag(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
     obj.getattr(name)?.is_truthy()
-}
-
-/// `obj.name(*args)` without a bound-method object or an argument tuple in between.
-fn call_method<'py>(
-    obj: &Bound<'py, PyAny>,
-    name: &Bound<'py, PyString>,
-    args: &[&Bound<'py, PyAny>],
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    let (o, n) = (obj.as_ptr(), name.as_ptr());
-    let end = std::ptr::null_mut::<ffi::PyObject>();
-    // SAFETY: `o`, `n` and the arguments are live objects borrowed for the call, and the
-    // variadic list ends with NULL as PyObject_CallMethodObjArgs requires.
-    let r = unsafe {
-        match args {
-            [] => ffi::PyObject_CallMethodObjArgs(o, n, end),
-            [a] => ffi::PyObject_CallMethodObjArgs(o, n, a.as_ptr(), end),
-            [a, b] => ffi::PyObject_CallMethodObjArgs(o, n, a.as_ptr(), b.as_ptr(), end),
-            _ => return obj.call_method1(name, PyTuple::new(py, args)?),
-        }
-    };
-    // SAFETY: the call returns a new reference, or NULL with an exception set.
-    unsafe { Bound::from_owned_ptr_or_err(py, r) }
 }
 
 /// `socket.socket`: objects of exactly this class are read and written here directly.
@@ -283,10 +248,6 @@ fn os_error(code: i32) -> PyErr {
     PyOSError::new_err((code, text))
 }
 
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
 /// The most one direct `recv` takes (larger requests use the socket's method).
 const DIRECT_RECV_MAX: usize = 65536;
 
@@ -303,24 +264,17 @@ fn direct_recv<'py>(
     let fd = direct_fd(sock)?;
     // Not zeroed (a memset of 64 KiB per call would cost more than the call): recv(2)
     // writes the first `n` bytes, and only those are read.
-    let mut buf = std::mem::MaybeUninit::<[u8; DIRECT_RECV_MAX]>::uninit();
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); DIRECT_RECV_MAX];
     loop {
-        // SAFETY: `buf` is writable for `size` <= its length bytes; `fd` is the socket's
-        // open descriptor (just read from it, the GIL held throughout); MSG_DONTWAIT makes
-        // the call return at once, so the GIL is not held across a wait.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), size, libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            // SAFETY: recv(2) wrote the first `n` (<= size) bytes of `buf`.
-            let got = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-            return Some(Ok(PyBytes::new(py, got).into_any()));
-        }
-        let code = last_errno();
-        if code != libc::EINTR {
-            return Some(Err(os_error(code)));
-        }
-        // PEP 475: handlers run, then the call is made again.
-        if let Err(e) = py.check_signals() {
-            return Some(Err(e));
+        match recv_dontwait(fd, &mut buf[..size]) {
+            Ok(got) => return Some(Ok(PyBytes::new(py, got).into_any())),
+            Err(code) if code != libc::EINTR => return Some(Err(os_error(code))),
+            // PEP 475: handlers run, then the call is made again.
+            Err(_) => {
+                if let Err(e) = py.check_signals() {
+                    return Some(Err(e));
+                }
+            }
         }
     }
 }
@@ -333,21 +287,15 @@ fn direct_send<'py>(
     let py = sock.py();
     let bytes = data.downcast::<PyBytes>().ok()?.as_bytes();
     let fd = direct_fd(sock)?;
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     loop {
-        // SAFETY: `bytes` is readable for its length (the bytes object is alive and
-        // immutable); `fd` as in direct_recv; MSG_NOSIGNAL: EPIPE is reported, as Python's
-        // ignored SIGPIPE makes it anyway.
-        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), flags) };
-        if n >= 0 {
-            return Some(n.into_pyobject(py).map(|v| v.into_any()).map_err(PyErr::from));
-        }
-        let code = last_errno();
-        if code != libc::EINTR {
-            return Some(Err(os_error(code)));
-        }
-        if let Err(e) = py.check_signals() {
-            return Some(Err(e));
+        match send_dontwait(fd, bytes, 0) {
+            Ok(n) => return Some(n.into_pyobject(py).map(|v| v.into_any()).map_err(PyErr::from)),
+            Err(code) if code != libc::EINTR => return Some(Err(os_error(code))),
+            Err(_) => {
+                if let Err(e) = py.check_signals() {
+                    return Some(Err(e));
+                }
+            }
         }
     }
 }
@@ -431,7 +379,7 @@ fn run<'py>(
 /// `obj.name()` for an event the loop delivers (`handle_read_event` and the like): the native
 /// state machine unless the name is replaced on the class or the instance.
 pub fn deliver(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<()> {
-    let d = inst_dict(obj);
+    let d = instance_dict(obj);
     invoke(obj, d.as_ref(), name, &[]).map(drop)
 }
 
@@ -648,7 +596,7 @@ fn slice<'py>(value: &Bound<'py, PyAny>, start: isize, end: Option<isize>) -> Py
 fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = ch.py();
     let obj = ch.as_any();
-    let d = inst_dict(obj);
+    let d = instance_dict(obj);
     let d = d.as_ref();
     if class_flag(obj, intern!(py, "debug"))? {
         let line = format!("sending {}", data.repr()?);
@@ -810,7 +758,7 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let msg = format!("data argument must be byte-ish ({})", data.get_type().repr()?);
         return Err(PyTypeError::new_err(msg));
     }
-    let d = inst_dict(obj);
+    let d = instance_dict(obj);
     let d = d.as_ref();
     let step = obj.getattr(intern!(py, "ac_out_buffer_size"))?;
     let fifo = chat_queue(obj, d)?;
@@ -835,7 +783,7 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let d = inst_dict(obj);
+    let d = instance_dict(obj);
     let d = d.as_ref();
     chat_queue(obj, d)?.call_method1(intern!(py, "append"), (producer,))?;
     invoke(obj, d, intern!(py, "initiate_send"), &[])?;
@@ -935,50 +883,50 @@ impl Channel {
     /// Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.
     fn recv<'py>(slf: &Bound<'py, Self>, buffer_size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        recv(obj, inst_dict(obj).as_ref(), buffer_size)
+        recv(obj, instance_dict(obj).as_ref(), buffer_size)
     }
 
     /// What the socket took: 0 when it would block or the peer has gone (then closed).
     fn send<'py>(slf: &Bound<'py, Self>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        send(obj, inst_dict(obj).as_ref(), data)
+        send(obj, instance_dict(obj).as_ref(), data)
     }
 
     /// Leaves the map and closes the socket.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        close(obj, inst_dict(obj).as_ref())
+        close(obj, instance_dict(obj).as_ref())
     }
 
     /// `(socket, address)`, or None when nobody is waiting (or gave up already).
     fn accept<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        accept(obj, inst_dict(obj).as_ref())
+        accept(obj, instance_dict(obj).as_ref())
     }
 
     fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        handle_accept(obj, inst_dict(obj).as_ref())
+        handle_accept(obj, instance_dict(obj).as_ref())
     }
 
     fn handle_connect_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        connect_event(obj, inst_dict(obj).as_ref())
+        connect_event(obj, instance_dict(obj).as_ref())
     }
 
     fn handle_read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        read_event(obj, inst_dict(obj).as_ref())
+        read_event(obj, instance_dict(obj).as_ref())
     }
 
     fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        write_event(obj, inst_dict(obj).as_ref())
+        write_event(obj, instance_dict(obj).as_ref())
     }
 
     fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        expt_event(obj, inst_dict(obj).as_ref())
+        expt_event(obj, instance_dict(obj).as_ref())
     }
 
     /// `dispatcher_with_send.send`: queue `data` and try to send at once.
@@ -989,38 +937,39 @@ impl Channel {
     /// `dispatcher_with_send.initiate_send`: up to 64 KiB of `out_buffer` to the socket.
     fn _ws_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        ws_initiate_send(obj, inst_dict(obj).as_ref())
+        ws_initiate_send(obj, instance_dict(obj).as_ref())
     }
 
     /// `handle_write` of both buffered classes: `self.initiate_send()`.
     fn _handle_write_sends(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, inst_dict(obj).as_ref(), intern!(obj.py(), "initiate_send"), &[]).map(drop)
+        invoke(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "initiate_send"), &[]).map(drop)
     }
 
     /// `async_chat.handle_read`: cut what arrives into records at the terminator.
     fn _chat_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        chat_handle_read(obj, inst_dict(obj).as_ref())
+        chat_handle_read(obj, instance_dict(obj).as_ref())
     }
 
     /// `async_chat.get_terminator`.
     fn _chat_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        attr(obj, inst_dict(obj).as_ref(), intern!(obj.py(), "terminator"))
+        attr(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "terminator"))
     }
 
     /// `async_chat.collect_incoming_data`: `self._collect_incoming_data(data)`.
     fn _chat_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, inst_dict(obj).as_ref(), intern!(obj.py(), "_collect_incoming_data"), &[data]).map(drop)
+        invoke(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "_collect_incoming_data"), &[data])
+            .map(drop)
     }
 
     /// `async_chat._collect_incoming_data`: `self.incoming.append(data)`.
     fn _chat_collect_plain(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
         let py = obj.py();
-        attr(obj, inst_dict(obj).as_ref(), intern!(py, "incoming"))?
+        attr(obj, instance_dict(obj).as_ref(), intern!(py, "incoming"))?
             .call_method1(intern!(py, "append"), (data,))?;
         Ok(())
     }
@@ -1038,6 +987,6 @@ impl Channel {
     /// `async_chat.initiate_send`: at most one send from the head of `producer_fifo`.
     fn _chat_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        chat_initiate_send(obj, inst_dict(obj).as_ref())
+        chat_initiate_send(obj, instance_dict(obj).as_ref())
     }
 }

@@ -28,6 +28,7 @@
 //! `POLLNVAL` does) on every backend, never an exception out of the wait.
 
 mod channel;
+mod sys;
 
 use channel::{is_disconnect, os_errno, Channel, Marks};
 use pyo3::exceptions::PyValueError;
@@ -40,7 +41,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::io::{Read, Write};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -291,7 +292,7 @@ impl Poller {
             Ok((rx, tx)) => {
                 use std::os::fd::AsRawFd;
                 // select cannot watch a descriptor past FD_SETSIZE: move the read end lower.
-                let rx = if sel.backend() == Backend::Select { low_fd(rx) } else { rx };
+                let rx = if sel.backend() == Backend::Select { sys::lowest_fd(rx) } else { rx };
                 if rx.as_raw_fd() >= 1024 && sel.backend() == Backend::Select {
                     py.import("warnings")?.call_method1(
                         "warn",
@@ -491,7 +492,7 @@ impl Poller {
         // from the instance's state; anything else is asked in Python, as CPython does.
         let fast = match kind {
             Kind::Python => None,
-            _ => channel::inst_dict(obj).filter(|d| {
+            _ => sys::instance_dict(obj).filter(|d| {
                 !d.contains(intern!(py, "readable")).unwrap_or(true)
                     && !d.contains(intern!(py, "writable")).unwrap_or(true)
             }),
@@ -850,7 +851,7 @@ impl Poller {
     fn find_closed(&mut self) {
         let mut bad = Vec::new();
         for (fd, e) in &self.entries {
-            if !e.interest.is_empty() && !fd_is_open(*fd) {
+            if !e.interest.is_empty() && !sys::fd_is_open(*fd) {
                 bad.push((*fd, e.token));
             }
         }
@@ -974,48 +975,13 @@ fn sel_watch(sel: &mut Selector, fd: RawFd, token: u64, interest: Interest) -> s
     if fd < 0 {
         return Err(std::io::Error::from_raw_os_error(libc::EBADF));
     }
-    sel.set_interest(py_fd(fd), token, interest)
+    sel.set_interest(sys::borrow_fd(fd), token, interest)
 }
 
 /// Stops watching a descriptor number from Python (an error means it was not watched).
 fn sel_forget(sel: &mut Selector, fd: RawFd) {
     if fd >= 0 {
-        let _ = sel.remove(py_fd(fd));
-    }
-}
-
-/// A non-negative descriptor number from Python as the `BorrowedFd` the selector takes.
-fn py_fd(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: `fd` is not -1 (the callers check), and the number comes from a Python socket
-    // object's fileno() that the map holds (or, when removing, held until now); a descriptor
-    // Python closed behind the map's back makes the selector call fail with EBADF, which the
-    // callers handle: the kernel checks every number, so a stale one is an error, never
-    // memory unsafety.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)`; no Python call).
-fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD reads the descriptor's flags; it takes no pointer and is defined for
-    // any integer (an unknown one fails with EBADF).
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
-}
-
-/// The stream moved to the lowest free descriptor (`fcntl(F_DUPFD)`), when that is lower.
-fn low_fd(s: UnixStream) -> UnixStream {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: F_DUPFD duplicates a descriptor we own; a non-negative result is a new
-    // descriptor that nothing else owns, so the UnixStream built from it owns it alone.
-    let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if fd >= 0 && fd < s.as_raw_fd() {
-        // SAFETY: see above; `s` is dropped (closing the old descriptor) once replaced.
-        unsafe { UnixStream::from_raw_fd(fd) }
-    } else {
-        if fd >= 0 {
-            // SAFETY: closing the duplicate we just made and own.
-            unsafe { libc::close(fd) };
-        }
-        s
+        let _ = sel.remove(sys::borrow_fd(fd));
     }
 }
 
