@@ -26,6 +26,8 @@ mod selector;
 #[cfg(target_os = "linux")]
 mod uring;
 #[cfg(target_os = "linux")]
+mod uring_buf;
+#[cfg(target_os = "linux")]
 mod uring_ring;
 
 pub use selector::{Selector, SelectorWaker};
