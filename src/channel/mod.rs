@@ -114,9 +114,46 @@ pub struct Channel {
     /// or a STARTTLS upgrade attached one: `recv`/`send` then carry plaintext, `out` TLS records.
     #[cfg(feature = "tls")]
     tls: Option<Box<crate::tls::Engine>>,
+    /// io_uring stream mode (issue 15, WIP): input the ring already received, which `recv`
+    /// hands out without a syscall (see `poller/uring.rs`).
+    ring_in: Option<Box<RingIn>>,
+}
+
+/// What the ring received for a channel in io_uring stream mode, not yet handed out.
+#[derive(Default)]
+pub(crate) struct RingIn {
+    pub bytes: Vec<u8>,
+    pub pos: usize,
+    pub end: bool,
+    pub error: Option<i32>,
 }
 
 impl Channel {
+    /// Whether the loop may let the ring receive for this channel: a connected, plain (not
+    /// TLS) stream socket.
+    pub(crate) fn ring_eligible(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return false;
+        }
+        matches!(self.state, State::Connected(Peer::Open))
+            && matches!(&self.io, Io::Socket(s) if s.r#type().is_ok_and(|t| t == socket2::Type::STREAM))
+    }
+
+    /// The ring's input for this channel, in io_uring stream mode.
+    pub(crate) fn ring_in(&mut self) -> Option<&mut RingIn> {
+        self.ring_in.as_deref_mut()
+    }
+
+    /// Puts the channel in io_uring stream mode.
+    pub(crate) fn set_ring_mode(&mut self) {
+        self.ring_in.get_or_insert_with(Box::default);
+    }
+
+    /// Received bytes are waiting to be handed out (a read is due without a wait).
+    pub(crate) fn ring_has_input(&self) -> bool {
+        self.ring_in.as_ref().is_some_and(|r| r.pos < r.bytes.len() || r.end || r.error.is_some())
+    }
     fn with_io(io: Io) -> Channel {
         Channel {
             io,
@@ -128,6 +165,7 @@ impl Channel {
             hard_limit: DEFAULT_HARD_LIMIT,
             #[cfg(feature = "tls")]
             tls: None,
+            ring_in: None,
         }
     }
 
@@ -433,6 +471,31 @@ impl Channel {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
             return self.tls_recv(buf);
+        }
+        if let Some(r) = self.ring_in.as_deref_mut() {
+            if r.pos < r.bytes.len() {
+                let n = (r.bytes.len() - r.pos).min(buf.len());
+                buf[..n].copy_from_slice(&r.bytes[r.pos..r.pos + n]);
+                r.pos += n;
+                if r.pos == r.bytes.len() {
+                    r.bytes.clear();
+                    r.pos = 0;
+                }
+                return Ok(n);
+            }
+            if let Some(errno) = r.error.take() {
+                let e = io::Error::from_raw_os_error(errno);
+                if is_disconnect(&e) {
+                    self.mark_broken();
+                    return Ok(0);
+                }
+                return Err(e);
+            }
+            if r.end && !buf.is_empty() {
+                self.state = self.state.peer_ended();
+                return Ok(0);
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         let res = loop {
             let r = match &mut self.io {

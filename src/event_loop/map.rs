@@ -119,7 +119,7 @@ impl Map {
         self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect()
     }
 
-    pub fn insert(&mut self, channel: Channel, handler: Box<dyn Dispatcher>) -> io::Result<Token> {
+    pub fn insert(&mut self, mut channel: Channel, handler: Box<dyn Dispatcher>) -> io::Result<Token> {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let vacant = self.entries.vacant_entry();
@@ -133,6 +133,12 @@ impl Map {
             () => interest::interest(inputs(&channel, &*handler, false)),
         };
         self.selector.set_interest(channel.as_fd(), token.to_raw(), watched)?;
+        if self.selector.backend() == Backend::Uring
+            && channel.ring_eligible()
+            && self.selector.set_stream(channel.as_fd())?
+        {
+            channel.set_ring_mode();
+        }
         let volatile = handler.volatile();
         // A channel added after its peer already ended is re-asked at once, which delivers its
         // handle_close.
@@ -216,7 +222,11 @@ impl Map {
             }
             return t.watch;
         }
-        interest::interest(now)
+        let want = interest::interest(now);
+        if want.read && channel.ring_has_input() {
+            self.ready.push(token);
+        }
+        want
     }
 
     /// Whether read events are due without a wait.

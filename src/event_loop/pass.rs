@@ -146,6 +146,12 @@ impl Loop {
             return self.handshake_event(token, body, ev);
         }
         if ev.readable && open(body) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&body.channel));
+            if let Some(r) = body.channel.ring_in() {
+                let (end, error) = self.handle.map.selector().move_received(fd, &mut r.bytes);
+                r.end |= end;
+                r.error = r.error.or(error);
+            }
             let which = if body.channel.accepting() { Handler::Accept } else { Handler::Read };
             self.call(token, body, which);
         }

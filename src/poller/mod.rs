@@ -33,7 +33,7 @@ mod uring_ring;
 pub use selector::{Selector, SelectorWaker};
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
 /// Which readiness API a [`Loop`](crate::Loop) waits with.
@@ -219,6 +219,15 @@ pub(crate) trait Poller: Send + Sync {
     fn watch_waker(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<bool> {
         self.set_interest(fd, token, Interest::READ)?;
         Ok(true)
+    }
+    /// Lets the backend receive a known stream socket's input itself (io_uring). Returns
+    /// whether it does; the others do not.
+    fn set_stream(&mut self, _fd: BorrowedFd<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
+    /// Appends what the backend received for `fd` to `into`; returns (end of stream, errno).
+    fn move_received(&mut self, _fd: RawFd, _into: &mut Vec<u8>) -> (bool, Option<i32>) {
+        (false, None)
     }
 }
 

@@ -651,6 +651,29 @@ impl Poller for Uring {
         Ok(())
     }
 
+    fn set_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        Uring::set_stream(self, fd, true).map(|_| true)
+    }
+
+    fn move_received(&mut self, fd: RawFd, into: &mut Vec<u8>) -> (bool, Option<i32>) {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return (false, None) };
+        let Some(st) = slot.stream.as_mut() else { return (false, None) };
+        if !st.inbox.is_empty() {
+            into.extend_from_slice(&st.inbox);
+            let mut spare = std::mem::take(&mut st.inbox);
+            if self.spare.len() < SPARE_INBOXES {
+                spare.clear();
+                self.spare.push(spare);
+            }
+        }
+        let out = (st.eof, st.error);
+        if slot.wants_recv() && !slot.queued {
+            slot.queued = true;
+            self.to_arm.push(fd);
+        }
+        out
+    }
+
     fn watch_waker(&mut self, fd: BorrowedFd<'_>, _token: u64) -> io::Result<bool> {
         self.waker = Some((fd.as_raw_fd(), false));
         Ok(false)
