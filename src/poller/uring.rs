@@ -93,9 +93,7 @@ struct Stream {
     eof: bool,
     /// A receive failed with this errno (reported once the inbox is empty).
     error: Option<i32>,
-    /// The sequence number of the last receive armed (it only grows).
-    seq: u32,
-    /// A receive with sequence `seq` is in flight.
+    /// A receive with sequence `Slot::recv_seq` is in flight.
     armed: bool,
     /// The wait (`Uring::waits`) that last reported it, so a wait reports it once.
     reported: u32,
@@ -130,6 +128,10 @@ struct Slot {
     check_seq: u32,
     /// A second look is due at the next wait, in place of the re-arm (see `Uring::wait`).
     look: bool,
+    /// The sequence number of the last receive armed for this number: it only grows, also
+    /// across `remove` and stream mode off and on, so a late completion of an earlier receive
+    /// never passes for the current one.
+    recv_seq: u32,
     /// Stream mode: the ring receives for this descriptor (boxed: most descriptors have none).
     stream: Option<Box<Stream>>,
 }
@@ -279,9 +281,11 @@ impl Uring {
 
     /// Cancels `fd`'s receive in flight, if any.
     fn cancel_recv(&mut self, fd: RawFd) -> io::Result<bool> {
-        let Some(st) = self.slot(fd).stream.as_mut().filter(|st| st.armed) else { return Ok(false) };
+        let slot = self.slot(fd);
+        let seq = slot.recv_seq;
+        let Some(st) = slot.stream.as_mut().filter(|st| st.armed) else { return Ok(false) };
         st.armed = false;
-        let target = user_data(KIND_RECV, fd, st.seq);
+        let target = user_data(KIND_RECV, fd, seq);
         let sqe = opcode::AsyncCancel::new(target).build().user_data(CANCEL_DATA);
         ring_ops::push(&mut self.ring, &sqe)?;
         Ok(true)
@@ -317,12 +321,12 @@ impl Uring {
             let slot = &mut self.slots[fd as usize];
             slot.queued = false;
             if slot.wants_recv() {
-                let st = slot.stream.as_mut().expect("wants_recv");
-                st.seq = st.seq.wrapping_add(1) & SEQ_MASK;
-                st.armed = true;
+                slot.recv_seq = slot.recv_seq.wrapping_add(1) & SEQ_MASK;
+                let seq = slot.recv_seq;
+                slot.stream.as_mut().expect("wants_recv").armed = true;
                 let sqe = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
                     .build()
-                    .user_data(user_data(KIND_RECV, fd, st.seq));
+                    .user_data(user_data(KIND_RECV, fd, seq));
                 match ring_ops::push(&mut self.ring, &sqe) {
                     Ok(()) => self.recvs += 1,
                     Err(e) => {
@@ -509,7 +513,7 @@ impl Uring {
                         self.recvs = self.recvs.saturating_sub(1);
                     }
                     let live = self.slots.get(fd as usize).is_some_and(|s| {
-                        s.known && s.stream.as_ref().is_some_and(|st| st.armed && st.seq == seq)
+                        s.known && s.recv_seq == seq && s.stream.as_ref().is_some_and(|st| st.armed)
                     });
                     // A completion that carries a buffer gives it back at once, stale or not.
                     if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
