@@ -640,6 +640,8 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn flush(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        self.tls_seal()?;
         while self.out.len() > 0 && self.can_send() {
             let res = self.io.write(self.out.pending());
             let n = self.sent(res)?;
@@ -652,8 +654,8 @@ impl Channel {
     }
 
     /// Drops output queued by [`send_all`](Channel::send_all) that was not sent yet. On a TLS
-    /// channel the queue holds encrypted records, part of which may be on the wire already:
-    /// dropping the rest would break the stream, so it is kept.
+    /// channel only the plaintext not sealed yet is dropped: the queue's encrypted records, part
+    /// of which may be on the wire already, are kept (dropping them would break the stream).
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
@@ -665,7 +667,7 @@ impl Channel {
     pub fn discard_output(&mut self) {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
-            return;
+            return self.tls_discard_plain();
         }
         self.drop_output();
     }
@@ -676,7 +678,9 @@ impl Channel {
     }
 
     /// Bytes accepted by [`send_all`](Channel::send_all) that the kernel has not taken yet
-    /// (asyncore's `len(out_buffer)`).
+    /// (asyncore's `len(out_buffer)`). On a TLS channel: the queued records plus the plaintext
+    /// not sealed yet (sent during the handshake, or in the running handler: the loop seals
+    /// and writes a handler's output once it returns).
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
@@ -684,10 +688,14 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pending_output(&self) -> usize {
+        #[cfg(feature = "tls")]
+        return self.out.len() + self.tls_pending_plain();
+        #[cfg(not(feature = "tls"))]
         self.out.len()
     }
 
-    /// The unsent output itself (asyncore's `dispatcher_with_send.out_buffer`).
+    /// The unsent output itself (asyncore's `dispatcher_with_send.out_buffer`). On a TLS
+    /// channel: the sealed records only, not the plaintext still waiting to be sealed.
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
@@ -734,7 +742,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn over_soft_limit(&self) -> bool {
-        self.out.len() > self.soft_limit
+        self.pending_output() > self.soft_limit
     }
 
     /// asyncore `close()`: the loop removes the channel from its map and closes the descriptor
@@ -768,7 +776,7 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn close_when_done(&mut self) {
-        self.state = self.state.draining(self.out.len() > 0);
+        self.state = self.state.draining(self.pending_output() > 0);
     }
 
     /// Where the channel is in its life (asyncore's flags as one value).

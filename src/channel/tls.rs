@@ -1,29 +1,118 @@
 //! The TLS half of [`Channel`]: attaching a session (server, client, STARTTLS upgrade in place),
-//! plaintext `recv`/`send` through it, and the engine facts the loop asks for. The records
-//! rustls produces go into the channel's own output queue, so flushing, output limits and
-//! write interest treat them like any other queued bytes.
+//! plaintext `recv`/`send` through it, and the engine facts the loop asks for.
+//!
+//! Output: `send`/`send_all` queue plaintext in the engine; it is sealed and written when the
+//! handler returns (the loop's commit), when a record's worth (16 KiB) is queued, on `flush`
+//! or on `close`, so the sends of one handler become as few records as fit and one write.
+//! The records go straight to the socket when nothing is queued before them (one `writev`,
+//! no copy), and what the socket does not take joins the channel's output queue, so flushing,
+//! output limits and write interest treat them like any other queued bytes. Plaintext not
+//! sealed yet (during the handshake, or until the commit) counts as pending output too.
+//!
+//! Input: one `recv` reads ciphertext while the socket fills what rustls offers, decrypting up
+//! to the caller's buffer (at most rustls' 16 KiB received-plaintext limit).
 
+use super::output::OutBuf;
 use super::{Channel, Io, State};
 use crate::errors::is_disconnect;
-use crate::tls::{Engine, TlsAcceptor, TlsConnector};
-use std::io::{self, Read};
+use crate::tls::{Ciphertext, Engine, TlsAcceptor, TlsConnector, RECORD_PLAINTEXT};
+use std::io::{self, IoSlice, Read, Write};
 use std::time::Duration;
 
-/// Reads ciphertext from the channel's descriptor for rustls, retrying `EINTR`.
-struct Source<'a>(&'a mut Io);
+/// Reads ciphertext from the channel's descriptor for rustls, retrying `EINTR`, and remembers
+/// whether the last read filled the buffer it was given.
+struct Source<'a> {
+    io: &'a mut Io,
+    filled: bool,
+}
 
 impl Read for Source<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let r = match self.0 {
+            let r = match self.io {
                 Io::Socket(s) => s.read(buf),
                 Io::File(f) => f.read(buf),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+                other => {
+                    self.filled = matches!(other, Ok(n) if n == buf.len() && n > 0);
+                    return other;
+                }
             }
         }
+    }
+}
+
+impl Ciphertext for Source<'_> {
+    fn filled(&self) -> bool {
+        self.filled
+    }
+}
+
+/// Where rustls writes its records: straight to the socket while nothing is queued before
+/// them (`direct`), into the channel's queue otherwise (and for whatever the socket did not
+/// take). It always takes everything, so rustls keeps nothing back.
+struct Sink<'a> {
+    io: &'a mut Io,
+    out: &'a mut OutBuf,
+    direct: bool,
+    /// The peer is gone (a disconnect on a write): nothing more is kept.
+    gone: bool,
+    /// A write failed otherwise: reported once the records are taken.
+    error: Option<io::Error>,
+}
+
+impl Sink<'_> {
+    fn try_direct(&mut self, bufs: &[IoSlice<'_>]) -> usize {
+        if !self.direct || self.out.len() > 0 {
+            return 0;
+        }
+        loop {
+            let r = match self.io {
+                Io::Socket(s) => s.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
+                Io::File(f) => f.write_vectored(bufs),
+            };
+            match r {
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.direct = false;
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                    } else if is_disconnect(&e) {
+                        self.gone = true;
+                    } else {
+                        self.error = Some(e);
+                    }
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(data)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let total = bufs.iter().map(|b| b.len()).sum();
+        let mut skip = self.try_direct(bufs);
+        if !self.gone {
+            for b in bufs {
+                let part = &b[skip.min(b.len())..];
+                skip = skip.saturating_sub(b.len());
+                if !part.is_empty() {
+                    self.out.push(part);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -183,7 +272,7 @@ impl Channel {
             if fed || engine.handshaking() || engine.failed {
                 break;
             }
-            match self.tls_feed() {
+            match self.tls_feed(buf.len()) {
                 Ok(true) => {}
                 Ok(false) if self.peer_closed() => return Ok(0),
                 Ok(false) => break,
@@ -196,12 +285,13 @@ impl Channel {
         Err(io::ErrorKind::WouldBlock.into())
     }
 
-    /// Reads ciphertext once, processes it, queues and flushes what rustls answers (handshake
-    /// messages, alerts). A disconnect marks the peer gone.
-    fn tls_feed(&mut self) -> io::Result<bool> {
+    /// Reads ciphertext (several records, up to `want` bytes of plaintext, once established),
+    /// processes it, queues and flushes what rustls answers (handshake messages, alerts). A
+    /// disconnect marks the peer gone.
+    fn tls_feed(&mut self, want: usize) -> io::Result<bool> {
         let Channel { io, tls, out, .. } = self;
         let engine = tls.as_mut().expect("a TLS channel");
-        let fed = engine.feed(&mut Source(io));
+        let fed = engine.feed(&mut Source { io, filled: false }, want);
         // Whatever the outcome, send what rustls has to say (an alert on failure).
         let drained = engine.drain(out);
         match fed {
@@ -238,17 +328,61 @@ impl Channel {
     }
 
     pub(super) fn tls_send_all(&mut self, data: &[u8]) -> io::Result<()> {
-        let queued = self.out.len() + data.len();
+        let queued = self.pending_output() + data.len();
         if queued > self.hard_limit {
             return Err(crate::errors::OutputLimit::error(queued, self.hard_limit));
         }
         self.tls_queue(data)
     }
 
+    /// Queues plaintext; a record's worth is sealed and written at once.
     fn tls_queue(&mut self, data: &[u8]) -> io::Result<()> {
         let engine = self.tls.as_mut().expect("a TLS channel");
-        engine.write_plain(data)?;
-        engine.drain(&mut self.out)?;
+        engine.queue_plain(data);
+        if engine.pending_plain() >= RECORD_PLAINTEXT && !engine.handshaking() {
+            self.tls_flush()?;
+        }
+        Ok(())
+    }
+
+    /// Plaintext queued and not sealed yet (0 without TLS).
+    pub(super) fn tls_pending_plain(&self) -> usize {
+        self.tls.as_ref().map_or(0, |e| e.pending_plain())
+    }
+
+    /// Drops plaintext not sealed yet (`discard_output`): none of it is on the wire.
+    pub(super) fn tls_discard_plain(&mut self) {
+        if let Some(e) = self.tls.as_mut() {
+            e.discard_plain();
+        }
+    }
+
+    /// Seals the queued plaintext and writes the records: straight to the socket when nothing
+    /// is queued before them and the connect is done, into the output queue otherwise. Called
+    /// by `flush` before it sends the queue.
+    pub(super) fn tls_seal(&mut self) -> io::Result<()> {
+        let direct = self.state != State::Connecting && self.can_send();
+        let Channel { io, tls, out, .. } = self;
+        let Some(engine) = tls.as_mut() else { return Ok(()) };
+        if engine.pending_plain() == 0 {
+            return Ok(());
+        }
+        engine.seal()?;
+        let mut sink = Sink { io, out, direct, gone: false, error: None };
+        engine.drain(&mut sink)?;
+        let (gone, error) = (sink.gone, sink.error);
+        if gone {
+            self.mark_broken();
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    /// The loop's commit after a handler: seal and write what it sent (nothing to do when it
+    /// sent nothing). Errors are the handler's write errors.
+    pub(crate) fn tls_commit(&mut self) -> io::Result<()> {
+        if self.tls_pending_plain() == 0 {
+            return Ok(());
+        }
         self.tls_flush()
     }
 
@@ -266,6 +400,7 @@ impl Channel {
     /// draining channel is done, and keeps it open until the alert is flushed.
     pub(crate) fn tls_close_notify(&mut self) -> bool {
         let Some(engine) = self.tls.as_mut() else { return false };
+        // The plaintext still queued is sealed first (before the alert).
         if !engine.close_notify() {
             return false;
         }
@@ -274,7 +409,7 @@ impl Channel {
 
     /// During the handshake: read what the peer sent and answer it.
     pub(crate) fn tls_advance(&mut self) -> io::Result<()> {
-        self.tls_feed().map(|_| ())
+        self.tls_feed(crate::tls::RECORD_PLAINTEXT).map(|_| ())
     }
 
     /// The engine's inputs to the interest rule (`None` without TLS).

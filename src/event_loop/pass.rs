@@ -306,8 +306,14 @@ impl Loop {
     }
 
     /// The one place a peer's end becomes `handle_close`: once per channel, after the handler
-    /// that saw it (or when the channel is put back, if it ended while lent elsewhere).
+    /// that saw it (or when the channel is put back, if it ended while lent elsewhere). Also
+    /// where a TLS channel's output from the handler is sealed and written.
     fn finish(&mut self, token: Token, body: &mut Body) {
+        // A TLS channel seals and writes what the handler sent, in one go.
+        #[cfg(feature = "tls")]
+        if let Err(e) = body.channel.tls_commit() {
+            self.report(token, body, Handler::Write, e);
+        }
         if self.handle.map.take_close_due(token, &body.channel) {
             self.call(token, body, Handler::Close);
         }

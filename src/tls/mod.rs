@@ -52,6 +52,6 @@ mod engine;
 pub(crate) mod interest;
 
 pub use config::{load_certs, load_key, TlsAcceptor, TlsConnector, DEFAULT_HANDSHAKE_TIMEOUT};
-pub(crate) use engine::Engine;
+pub(crate) use engine::{Ciphertext, Engine, RECORD_PLAINTEXT};
 /// The rustls crate sockloop's TLS is built on, for configurations built by hand.
 pub use rustls;
