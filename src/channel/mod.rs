@@ -126,18 +126,69 @@ pub(crate) struct RingIn {
     pub pos: usize,
     pub end: bool,
     pub error: Option<i32>,
+    /// The ring no longer receives for this channel (it started TLS): once these bytes are
+    /// handed out, input is read from the socket again.
+    pub left: bool,
+}
+
+impl RingIn {
+    /// Hands out what is held: bytes, else the error, else the end (`Ok(0)`). `None` when
+    /// nothing is held (would-block while the ring receives; the socket's turn once it left).
+    fn take(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if self.pos < self.bytes.len() {
+            let n = (self.bytes.len() - self.pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.bytes.len() {
+                self.bytes.clear();
+                self.pos = 0;
+            }
+            return Some(Ok(n));
+        }
+        if let Some(errno) = self.error.take() {
+            return Some(Err(io::Error::from_raw_os_error(errno)));
+        }
+        if self.end {
+            return Some(Ok(0));
+        }
+        None
+    }
 }
 
 impl Channel {
     /// Whether the loop may let the ring receive for this channel: a connected, plain (not
-    /// TLS) stream socket.
-    pub(crate) fn ring_eligible(&self) -> bool {
+    /// TLS) stream socket, and for TCP only when its dispatcher needs no urgent data
+    /// (`urgent`: [`Dispatcher::urgent_data`](crate::Dispatcher::urgent_data)), since a receive
+    /// on the ring reads past the urgent mark. Unix streams have no urgent data.
+    pub(crate) fn ring_eligible(&self, urgent: bool) -> bool {
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
             return false;
         }
+        let Io::Socket(s) = &self.io else { return false };
         matches!(self.state, State::Connected(Peer::Open))
-            && matches!(&self.io, Io::Socket(s) if s.r#type().is_ok_and(|t| t == socket2::Type::STREAM))
+            && s.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+            && (!urgent || s.local_addr().is_ok_and(|a| a.family() == libc::AF_UNIX as libc::sa_family_t))
+    }
+
+    /// A TLS engine was attached while the ring receives for this channel: the loop must take
+    /// it out of stream mode (`ring_leave`) before the engine reads the socket.
+    pub(crate) fn ring_leave_due(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.ring_in.as_ref().is_some_and(|r| !r.left);
+        }
+        false
+    }
+
+    /// The ring stopped receiving for this channel: `bytes` (what it received and had not
+    /// handed over, after what the channel holds), then the end or error, then the socket.
+    pub(crate) fn ring_leave(&mut self, bytes: Vec<u8>, end: bool, error: Option<i32>) {
+        let r = self.ring_in.get_or_insert_with(Box::default);
+        r.bytes.extend_from_slice(&bytes);
+        r.end |= end;
+        r.error = r.error.or(error);
+        r.left = true;
     }
 
     /// The ring's input for this channel, in io_uring stream mode.
@@ -472,40 +523,17 @@ impl Channel {
         if self.tls.is_some() {
             return self.tls_recv(buf);
         }
-        if let Some(r) = self.ring_in.as_deref_mut() {
-            if r.pos < r.bytes.len() {
-                let n = (r.bytes.len() - r.pos).min(buf.len());
-                buf[..n].copy_from_slice(&r.bytes[r.pos..r.pos + n]);
-                r.pos += n;
-                if r.pos == r.bytes.len() {
-                    r.bytes.clear();
-                    r.pos = 0;
-                }
-                return Ok(n);
-            }
-            if let Some(errno) = r.error.take() {
-                let e = io::Error::from_raw_os_error(errno);
-                if is_disconnect(&e) {
-                    self.mark_broken();
-                    return Ok(0);
-                }
-                return Err(e);
-            }
-            if r.end && !buf.is_empty() {
-                self.state = self.state.peer_ended();
-                return Ok(0);
-            }
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let res = loop {
-            let r = match &mut self.io {
-                Io::Socket(s) => s.read(buf),
-                Io::File(f) => f.read(buf),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
+        let held = match self.ring_in.as_deref_mut() {
+            Some(r) => match r.take(buf) {
+                Some(res) => Some(res),
+                None if r.left => None,
+                None => Some(Err(io::ErrorKind::WouldBlock.into())),
+            },
+            None => None,
+        };
+        let res = match held {
+            Some(res) => res,
+            None => self.read_io(buf),
         };
         match res {
             Ok(0) if !buf.is_empty() => {
@@ -518,6 +546,20 @@ impl Channel {
                 Ok(0)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// One read from the descriptor, retried on EINTR.
+    fn read_io(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let r = match &mut self.io {
+                Io::Socket(s) => s.read(buf),
+                Io::File(f) => f.read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
     }
 

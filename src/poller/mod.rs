@@ -225,6 +225,11 @@ pub(crate) trait Poller: Send + Sync {
     fn set_stream(&mut self, _fd: BorrowedFd<'_>) -> io::Result<bool> {
         Ok(false)
     }
+    /// Takes `fd` out of the backend's receiving for good; returns what it received and did not
+    /// hand over, and (end of stream, errno) behind it.
+    fn leave_stream(&mut self, _fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        Ok((Vec::new(), false, None))
+    }
     /// Appends what the backend received for `fd` to `into`; returns (end of stream, errno).
     fn move_received(&mut self, _fd: RawFd, _into: &mut Vec<u8>) -> (bool, Option<i32>) {
         (false, None)

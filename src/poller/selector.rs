@@ -119,6 +119,12 @@ impl Selector {
         self.poller.set_stream(fd)
     }
 
+    /// Takes `fd` out of io_uring stream mode: what was received and not handed over, and
+    /// (end of stream, errno) behind it. The descriptor's input is polled again.
+    pub(crate) fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        self.poller.leave_stream(fd)
+    }
+
     /// Appends what the backend received for `fd`; returns (end of stream, errno).
     pub(crate) fn move_received(
         &mut self,

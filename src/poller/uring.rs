@@ -93,8 +93,12 @@ struct Stream {
     eof: bool,
     /// A receive failed with this errno (reported once the inbox is empty).
     error: Option<i32>,
-    /// A receive with sequence `Slot::recv_seq` is in flight.
+    /// A receive with sequence `Slot::recv_seq` is in flight and not cancelled.
     armed: bool,
+    /// The kernel has not ended the receive with sequence `Slot::recv_seq` yet (live or
+    /// cancelled): what it still delivers belongs to this stream, and no new receive is armed
+    /// before it ends, so bytes never arrive out of order.
+    inflight: bool,
     /// The wait (`Uring::waits`) that last reported it, so a wait reports it once.
     reported: u32,
 }
@@ -144,7 +148,7 @@ impl Slot {
             && self
                 .stream
                 .as_ref()
-                .is_some_and(|s| !s.armed && !s.eof && s.error.is_none() && s.inbox.len() < INBOX_CAP)
+                .is_some_and(|s| !s.inflight && !s.eof && s.error.is_none() && s.inbox.len() < INBOX_CAP)
     }
 
     /// The poll mask, in stream mode without the input the receive covers.
@@ -181,6 +185,11 @@ pub(crate) struct Uring {
     /// Emptied inboxes kept for the next stream that receives (no allocation per round trip,
     /// and an idle stream holds no buffer).
     spare: Vec<Vec<u8>>,
+    /// Streams whose read interest came back while their inbox holds something: reported by
+    /// the next wait, which does not sleep then (no completion may ever come for those bytes).
+    due: Vec<RawFd>,
+    /// Events reaped outside a wait (while a stream left ring mode), delivered by the next one.
+    deferred: Vec<Event>,
 }
 
 /// Spare inboxes kept at most (each up to `INBOX_CAP` bytes).
@@ -203,6 +212,8 @@ impl Uring {
             waits: 0,
             recvs: 0,
             spare: Vec::new(),
+            due: Vec::new(),
+            deferred: Vec::new(),
         })
     }
 
@@ -259,6 +270,7 @@ impl Uring {
             slot.armed = false;
             if let Some(st) = slot.stream.as_mut() {
                 st.armed = false;
+                st.inflight = false;
             }
             slot.queued = slot.known && !slot.interest.is_empty();
             if slot.queued {
@@ -323,14 +335,18 @@ impl Uring {
             if slot.wants_recv() {
                 slot.recv_seq = slot.recv_seq.wrapping_add(1) & SEQ_MASK;
                 let seq = slot.recv_seq;
-                slot.stream.as_mut().expect("wants_recv").armed = true;
+                let st = slot.stream.as_mut().expect("wants_recv");
+                st.armed = true;
+                st.inflight = true;
                 let sqe = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
                     .build()
                     .user_data(user_data(KIND_RECV, fd, seq));
                 match ring_ops::push(&mut self.ring, &sqe) {
                     Ok(()) => self.recvs += 1,
                     Err(e) => {
-                        self.slots[fd as usize].stream.as_mut().expect("wants_recv").armed = false;
+                        let st = self.slots[fd as usize].stream.as_mut().expect("wants_recv");
+                        st.armed = false;
+                        st.inflight = false;
                         result = Err(e);
                     }
                 }
@@ -396,6 +412,48 @@ impl Uring {
         };
         self.queue_arm(raw);
         Ok(left)
+    }
+
+    /// Takes a descriptor out of stream mode for good (a channel that starts TLS reads the
+    /// socket itself from now on): cancels its receive and waits for the kernel to end it, so
+    /// nothing more is taken from the socket, then returns what was received and not handed
+    /// over (the oldest first), and whether the stream ended or failed behind it. Input is
+    /// watched with polls again from the next wait. Completions reaped meanwhile for other
+    /// descriptors are kept for the next wait.
+    pub(crate) fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        let raw = fd.as_raw_fd();
+        if self.slot(raw).stream.is_none() {
+            return Ok((Vec::new(), false, None));
+        }
+        self.own()?;
+        self.cancel_recv(raw)?;
+        // Bounded: each round waits at most a millisecond for a completion (no spin); the
+        // cancel of a receive ends it within the first round or two.
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let mut rounds = 0;
+        while self.slot(raw).stream.as_ref().is_some_and(|st| st.inflight) && rounds < 1000 {
+            rounds += 1;
+            let r = ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(1)));
+            self.reap(&mut deferred, None);
+            if let Err(e) = r {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.deferred = deferred;
+                    return Err(e);
+                }
+            }
+        }
+        // This descriptor's own read events are the caller's business now.
+        let token = self.slot(raw).token;
+        deferred.retain(|ev| ev.token != token || ev.writable || ev.priority || ev.hangup || ev.error);
+        self.deferred = deferred;
+        if self.slot(raw).stream.as_ref().is_some_and(|st| st.inflight) {
+            return Err(io::Error::other("io_uring: a cancelled receive did not end"));
+        }
+        self.due.retain(|&d| d != raw);
+        self.cancel(raw)?; // the poll's mask gains the input again
+        let st = self.slot(raw).stream.take().expect("checked");
+        self.queue_arm(raw);
+        Ok((st.inbox, st.eof, st.error))
     }
 
     /// `recv` for a descriptor in stream mode: copies received bytes into `buf` (the oldest
@@ -512,8 +570,10 @@ impl Uring {
                     if !more {
                         self.recvs = self.recvs.saturating_sub(1);
                     }
+                    // This stream's receive, live or cancelled: what it took from the socket is
+                    // the stream's, whatever the channel wants now (dropping it would lose bytes).
                     let live = self.slots.get(fd as usize).is_some_and(|s| {
-                        s.known && s.recv_seq == seq && s.stream.as_ref().is_some_and(|st| st.armed)
+                        s.known && s.recv_seq == seq && s.stream.as_ref().is_some_and(|st| st.inflight)
                     });
                     // A completion that carries a buffer gives it back at once, stale or not.
                     if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
@@ -541,12 +601,17 @@ impl Uring {
                     }
                     if !more {
                         st.armed = false;
+                        st.inflight = false;
                     }
-                    if (!st.inbox.is_empty() || st.eof || st.error.is_some()) && st.reported != self.waits {
+                    // Reported only while the channel wants input (readable() false: no event).
+                    if slot.interest.read
+                        && (!st.inbox.is_empty() || st.eof || st.error.is_some())
+                        && st.reported != self.waits
+                    {
                         st.reported = self.waits;
                         events.push(Event { token, readable: true, ..Event::default() });
                     }
-                    if more && st.inbox.len() >= INBOX_CAP {
+                    if more && st.armed && st.inbox.len() >= INBOX_CAP {
                         self.over.push(fd);
                     } else if !more && !slot.queued {
                         slot.queued = true;
@@ -625,6 +690,15 @@ impl Poller for Uring {
             self.slot(raw).look = false;
             if !interest.read {
                 self.cancel_recv(raw)?;
+            } else if self
+                .slot(raw)
+                .stream
+                .as_ref()
+                .is_some_and(|st| !st.inbox.is_empty() || st.eof || st.error.is_some())
+            {
+                // Input received before readable() went false: report it, as a level-triggered
+                // backend reports data still in the socket.
+                self.due.push(raw);
             }
             self.cancel(raw)?;
             if !interest.is_empty() {
@@ -659,6 +733,10 @@ impl Poller for Uring {
         Uring::set_stream(self, fd, true).map(|_| true)
     }
 
+    fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        Uring::leave_stream(self, fd)
+    }
+
     fn move_received(&mut self, fd: RawFd, into: &mut Vec<u8>) -> (bool, Option<i32>) {
         let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return (false, None) };
         let Some(st) = slot.stream.as_mut() else { return (false, None) };
@@ -683,14 +761,31 @@ impl Poller for Uring {
         Ok(false)
     }
 
-    fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait(&mut self, events: &mut Vec<Event>, mut timeout: Option<Duration>) -> io::Result<()> {
         self.own()?;
         self.arm_pending()?;
         let first = events.len();
         self.waits = self.waits.wrapping_add(1);
+        if !self.deferred.is_empty() || !self.due.is_empty() {
+            timeout = Some(Duration::ZERO); // something to report already: do not sleep
+        }
         let result = ring_ops::submit_and_wait(&self.ring, timeout);
+        events.append(&mut self.deferred);
         let mut suspects = std::mem::take(&mut self.suspects);
         self.reap(events, Some(&mut suspects));
+        for fd in std::mem::take(&mut self.due) {
+            let waits = self.waits;
+            let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known && s.interest.read) else {
+                continue;
+            };
+            let token = slot.token;
+            if let Some(st) = slot.stream.as_mut() {
+                if (!st.inbox.is_empty() || st.eof || st.error.is_some()) && st.reported != waits {
+                    st.reported = waits;
+                    events.push(Event { token, readable: true, ..Event::default() });
+                }
+            }
+        }
         let mut checked = Ok(());
         if events.len() > first {
             // The loop has work: the second looks ride on the next wait's enter (they complete
