@@ -201,6 +201,11 @@ impl Channel {
         self.ring_in.get_or_insert_with(Box::default);
     }
 
+    /// How many received bytes the channel holds from the ring, not yet handed out.
+    pub(crate) fn ring_held(&self) -> usize {
+        self.ring_in.as_ref().map_or(0, |r| r.bytes.len() - r.pos)
+    }
+
     /// Received bytes are waiting to be handed out (a read is due without a wait).
     pub(crate) fn ring_has_input(&self) -> bool {
         self.ring_in.as_ref().is_some_and(|r| r.pos < r.bytes.len() || r.end || r.error.is_some())
