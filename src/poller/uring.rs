@@ -964,6 +964,56 @@ mod tests {
     }
 
     #[test]
+    fn leaving_stream_mode_hands_over_every_byte_in_order_then_polls_again() {
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        b.write_all(b"abc").unwrap();
+        readable(&mut u, 1);
+        b.write_all(b"def").unwrap();
+        let (mut got, end, error) = u.leave_stream(a.as_fd()).unwrap();
+        assert!(!end && error.is_none());
+        assert_eq!(u.recvs, 0, "the receive ended before leave_stream returned");
+        let mut buf = [0u8; 16];
+        if let Ok(n) = (&a).read(&mut buf) {
+            got.extend_from_slice(&buf[..n]); // what the ring had not taken is in the socket
+        }
+        assert_eq!(got, b"abcdef", "lost or reordered bytes");
+        // Input is polled again: new data is a readiness event, not a receive.
+        b.write_all(b"g").unwrap();
+        readable(&mut u, 1);
+        assert_eq!((&a).read(&mut buf).unwrap(), 1);
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn input_held_while_reading_was_off_is_reported_when_it_comes_back() {
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        b.write_all(b"held").unwrap();
+        readable(&mut u, 1);
+        u.set_interest(a.as_fd(), 1, Interest::NONE).unwrap();
+        let mut events = Vec::new();
+        u.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.iter().all(|e| e.token != 1), "no event without read interest: {events:?}");
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        // No new data: the held bytes alone are reported, and the wait does not sleep for them.
+        let t0 = Instant::now();
+        events.clear();
+        u.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert!(events.iter().any(|e| e.token == 1 && e.readable), "{events:?}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        let mut buf = [0u8; 8];
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Bytes(4));
+        assert_eq!(&buf[..4], b"held");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
     fn dropping_the_poller_with_receives_in_flight_ends_them_first() {
         let Some(mut u) = uring() else { return };
         let (a, _b) = UnixStream::pair().unwrap();
