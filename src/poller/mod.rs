@@ -58,7 +58,10 @@ pub enum Backend {
     /// `epoll(7)` (Linux): cost per pass grows with ready channels, not with all channels.
     Epoll,
     /// `io_uring(7)` (Linux 6.0+): readiness from single-shot polls re-armed each pass, all of
-    /// a pass's changes and its wait in one `io_uring_enter`. Fails with an error naming
+    /// a pass's changes and its wait in one `io_uring_enter`; a connected stream channel that
+    /// allows it (Unix streams, and TCP where
+    /// [`Dispatcher::urgent_data`](crate::Dispatcher::urgent_data) is false) has its input
+    /// received on the ring instead, so its `recv` costs no syscall. Fails with an error naming
     /// io_uring where the kernel refuses it (`kernel.io_uring_disabled`, seccomp); it is in
     /// [`Backend::all`] only where the kernel accepts it.
     ///
