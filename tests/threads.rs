@@ -166,8 +166,10 @@ fn load_shares(pid: u32, addr: SocketAddr, work: u64) -> (Vec<f64>, u64) {
 }
 
 // Both threads carry load: with 50 connections from one client, each of the two loop threads
-// takes at least a quarter of the process's CPU (over at least 1.5 s of server CPU), for each
-// way of sharing the address.
+// takes at least 15% of the process's CPU (over at least 1.5 s of server CPU), for each way of
+// sharing the address. An even split is 50%; a thread left out gets ~0%. The bound is loose
+// because on a loaded 2-core machine the scheduler, not the sharing, decides short-term shares
+// (25% failed once in a full-suite run beside two other builds).
 fn both_threads_carry_load(backend: Backend) {
     for sharing in ["reuseport", "handoff"] {
         let (mut server, addr, stdout) = start_echo(backend, &["--sharing", sharing]);
@@ -176,9 +178,9 @@ fn both_threads_carry_load(backend: Backend) {
         assert!(used >= 100, "{backend:?}/{sharing}: the server used only {used} ticks in the deadline");
         for (i, s) in shares.iter().enumerate() {
             assert!(
-                *s >= 0.25,
+                *s >= 0.15,
                 "{backend:?}/{sharing}: loop thread {i} took {:.0}% of the process's CPU (shares {:?} of {used} \
-                 ticks); each of two should take at least 25%",
+                 ticks); each of two should take at least 15%",
                 s * 100.0,
                 shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect::<Vec<_>>()
             );

@@ -27,7 +27,11 @@
 //! its previous owner. Descriptors closed behind the loop's back get `handle_close` (as
 //! `POLLNVAL` does) on every backend, never an exception out of the wait.
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+mod channel;
+mod sys;
+
+use channel::{is_disconnect, os_errno, Channel, Marks};
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
@@ -37,8 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::io::{Read, Write};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest single OS wait when signals cannot end it (no wakeup descriptor of ours):
@@ -48,27 +53,9 @@ const SLICE: Duration = Duration::from_secs(1);
 /// forgets them silently).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Errors that mean "the peer went away" (asyncore's `_DISCONNECTED`).
-fn is_disconnect(errno: i32) -> bool {
-    [
-        libc_errno::ECONNRESET,
-        libc_errno::ENOTCONN,
-        libc_errno::ESHUTDOWN,
-        libc_errno::ECONNABORTED,
-        libc_errno::EPIPE,
-        libc_errno::EBADF,
-    ]
-    .contains(&errno)
-}
-
 /// The few errno values this module needs.
 mod libc_errno {
     pub const EBADF: i32 = libc::EBADF;
-    pub const EPIPE: i32 = libc::EPIPE;
-    pub const ENOTCONN: i32 = libc::ENOTCONN;
-    pub const ESHUTDOWN: i32 = libc::ESHUTDOWN;
-    pub const ECONNABORTED: i32 = libc::ECONNABORTED;
-    pub const ECONNRESET: i32 = libc::ECONNRESET;
 }
 
 /// Keys here are descriptors and type addresses, not chosen by an adversary: a multiply
@@ -103,6 +90,9 @@ struct Entry {
     /// The object, held weakly when it can be: the map owns its channels, so one that leaves
     /// the map (closed) or a map that is abandoned is freed at once, as in CPython.
     obj: Holder,
+    /// The descriptor as a Python int, made once: looking the map up with it allocates
+    /// nothing (descriptors past 256 are not among Python's cached small ints).
+    key: Py<PyAny>,
     interest: Interest,
     token: u64,
     seen: u64,
@@ -168,21 +158,20 @@ struct Poller {
     drop_cancelled: Option<Py<PyAny>>,
     /// `time.monotonic`, the clock of the timers' deadlines.
     monotonic: Py<PyAny>,
+    /// Channels whose pending output changed through the package's own methods (they put
+    /// their descriptor here; see [`channel`]).
+    marks: Marks,
 }
 
 /// One entry of the per-type cache.
 struct TypeKind {
     ty: Py<PyType>,
     kind: Kind,
-    /// The type's `readable`, `writable`, `handle_read_event`, `handle_write_event`, as found
-    /// when the kind was decided.
-    attrs: [Option<Py<PyAny>>; 4],
-    /// `handle_read_event` / `handle_write_event` are the package's own: run them here.
-    read_ev: bool,
-    write_ev: bool,
+    /// The type's `readable` and `writable`, as found when the kind was decided.
+    attrs: [Option<Py<PyAny>>; 2],
 }
 
-const KIND_ATTRS: [&str; 4] = ["readable", "writable", "handle_read_event", "handle_write_event"];
+const KIND_ATTRS: [&str; 2] = ["readable", "writable"];
 
 enum Holder {
     Strong(Py<PyAny>),
@@ -303,7 +292,7 @@ impl Poller {
             Ok((rx, tx)) => {
                 use std::os::fd::AsRawFd;
                 // select cannot watch a descriptor past FD_SETSIZE: move the read end lower.
-                let rx = if sel.backend() == Backend::Select { low_fd(rx) } else { rx };
+                let rx = if sel.backend() == Backend::Select { sys::lowest_fd(rx) } else { rx };
                 if rx.as_raw_fd() >= 1024 && sel.backend() == Backend::Select {
                     py.import("warnings")?.call_method1(
                         "warn",
@@ -351,6 +340,7 @@ impl Poller {
             run_timers,
             drop_cancelled,
             monotonic,
+            marks: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -484,11 +474,10 @@ impl Poller {
         } else {
             Kind::Python
         };
-        let (read_ev, write_ev) = (own(2, "read_event"), own(3, "write_event"));
         // The cache holds the type, so no other type can take its address while it is here.
         let mut attrs = found.into_iter().map(|a| a.map(Bound::unbind));
-        let attrs = [(); 4].map(|_| attrs.next().flatten());
-        let entry = TypeKind { ty: ty.clone().unbind(), kind, attrs, read_ev, write_ev };
+        let attrs = [(); 2].map(|_| attrs.next().flatten());
+        let entry = TypeKind { ty: ty.clone().unbind(), kind, attrs };
         self.kinds.insert(key, entry);
         Ok(kind)
     }
@@ -503,14 +492,10 @@ impl Poller {
         // from the instance's state; anything else is asked in Python, as CPython does.
         let fast = match kind {
             Kind::Python => None,
-            _ => obj
-                .getattr(intern!(py, "__dict__"))
-                .ok()
-                .and_then(|d| d.downcast_into::<PyDict>().ok())
-                .filter(|d| {
-                    !d.contains(intern!(py, "readable")).unwrap_or(true)
-                        && !d.contains(intern!(py, "writable")).unwrap_or(true)
-                }),
+            _ => sys::instance_dict(obj).filter(|d| {
+                !d.contains(intern!(py, "readable")).unwrap_or(true)
+                    && !d.contains(intern!(py, "writable")).unwrap_or(true)
+            }),
         };
         let volatile = fast.is_none();
         if !volatile {
@@ -523,9 +508,9 @@ impl Poller {
                     Some(v) => v.is_truthy()?,
                     None => obj.getattr(intern!(py, "connected"))?.is_truthy()?,
                 };
-                let pending = match d.get_item(intern!(py, "out_buffer"))? {
-                    Some(v) => v.len()? > 0,
-                    None => obj.getattr(intern!(py, "out_buffer"))?.len()? > 0,
+                let pending = match obj.downcast::<Channel>() {
+                    Ok(ch) => Channel::pending_out(ch)?,
+                    Err(_) => obj.getattr(intern!(py, "out_buffer"))?.is_truthy()?,
                 };
                 (true, !connected || pending)
             }
@@ -571,7 +556,8 @@ impl Poller {
         }
         self.generation = self.generation.wrapping_add(1);
         let token = (u64::from(self.generation) << 32) | u64::from(fd as u32);
-        let entry = Entry { obj: Holder::new(obj), interest, token, seen: self.pass_no };
+        let key = fd.into_pyobject(obj.py())?.into_any().unbind();
+        let entry = Entry { obj: Holder::new(obj), key, interest, token, seen: self.pass_no };
         self.entries.insert(fd, entry);
         match sel_watch(&mut self.sel, fd, token, interest) {
             Ok(()) => Ok(()),
@@ -592,6 +578,11 @@ impl Poller {
     fn reconcile(&mut self, fd: RawFd, obj: &Bound<'_, PyAny>, invalid: &mut Vec<u64>) -> PyResult<()> {
         let pass = self.pass_no;
         let (interest, volatile) = self.interest(obj)?;
+        if let Ok(ch) = obj.downcast::<Channel>() {
+            if let Ok(mut c) = ch.try_borrow_mut() {
+                c.attach(&self.marks, fd, interest.write);
+            }
+        }
         if volatile {
             self.volatile.insert(fd);
         } else {
@@ -639,6 +630,9 @@ impl Poller {
             self.forget(fd);
         }
         self.touched.clear();
+        if let Ok(mut q) = self.marks.lock() {
+            q.clear();
+        }
         self.last_full = Instant::now();
         counters::bump(&counters::FULL_SCANS, 1);
         Ok(())
@@ -655,7 +649,12 @@ impl Poller {
         let fresh =
             self.epoch == Some(epoch) && self.cursor <= len && self.last_full.elapsed() < FULL_SCAN_EVERY;
         let mut fds: Vec<RawFd> = Vec::new();
+        let marked = match self.marks.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(_) => Vec::new(),
+        };
         if fresh {
+            fds.extend(marked);
             fds.append(&mut self.touched);
             fds.extend(self.volatile.iter().copied());
             for i in self.cursor..len {
@@ -681,7 +680,11 @@ impl Poller {
         fds.sort_unstable();
         fds.dedup();
         for fd in fds {
-            match map.get_item(fd)? {
+            let found = match self.entries.get(&fd) {
+                Some(e) => map.get_item(e.key.bind(py))?,
+                None => map.get_item(fd)?,
+            };
+            match found {
                 Some(obj) => {
                     if let Some(e) = self.entries.get_mut(&fd) {
                         e.seen = self.pass_no;
@@ -848,7 +851,7 @@ impl Poller {
     fn find_closed(&mut self) {
         let mut bad = Vec::new();
         for (fd, e) in &self.entries {
-            if !e.interest.is_empty() && !fd_is_open(*fd) {
+            if !e.interest.is_empty() && !sys::fd_is_open(*fd) {
                 bad.push((*fd, e.token));
             }
         }
@@ -869,7 +872,7 @@ impl Poller {
         if entry.token != token {
             return Ok(None);
         }
-        match map.get_item(fd)? {
+        match map.get_item(entry.key.bind(map.py()))? {
             Some(obj) if entry.obj.holds(&obj) => Ok(Some(obj)),
             _ => Ok(None),
         }
@@ -888,53 +891,12 @@ impl Poller {
         if err.is_instance(py, self.reraised.bind(py)) {
             return Err(err);
         }
-        if disconnect_closes && err.is_instance_of::<PyOSError>(py) {
-            let errno =
-                err.value(py).getattr(intern!(py, "errno")).ok().and_then(|v| v.extract::<i32>().ok());
-            if errno.is_some_and(is_disconnect) {
-                obj.call_method0(intern!(py, "handle_close"))?;
-                return Ok(());
-            }
+        if disconnect_closes && os_errno(py, &err).is_some_and(is_disconnect) {
+            obj.call_method0(intern!(py, "handle_close"))?;
+            return Ok(());
         }
         self.on_error.bind(py).call1((obj, err.into_value(py)))?;
         Ok(())
-    }
-
-    /// `handle_read_event` / `handle_write_event` run here when the channel's class and
-    /// instance leave the package's own alone (one Python frame fewer per event). Returns
-    /// false when the Python method must be called instead.
-    fn native_event(&self, obj: &Bound<'_, PyAny>, write: bool) -> PyResult<bool> {
-        let py = obj.py();
-        let Some(tk) = self.kinds.get(&(obj.get_type().as_ptr() as usize)) else { return Ok(false) };
-        if !(if write { tk.write_ev } else { tk.read_ev }) {
-            return Ok(false);
-        }
-        let Ok(d) = obj.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>() else {
-            return Ok(false);
-        };
-        let name = if write { intern!(py, "handle_write_event") } else { intern!(py, "handle_read_event") };
-        if d.contains(name)? {
-            return Ok(false);
-        }
-        let flag = |n: &Bound<'_, PyString>| -> PyResult<bool> {
-            match d.get_item(n)? {
-                Some(v) => v.is_truthy(),
-                None => obj.getattr(n)?.is_truthy(),
-            }
-        };
-        if flag(intern!(py, "accepting"))? {
-            // A listening channel: accept on read, nothing on write.
-            if !write {
-                obj.call_method0(intern!(py, "handle_accept"))?;
-            }
-            return Ok(true);
-        }
-        if flag(intern!(py, "connecting"))? && !flag(intern!(py, "connected"))? {
-            obj.call_method0(intern!(py, "handle_connect_event"))?;
-        }
-        let handler = if write { intern!(py, "handle_write") } else { intern!(py, "handle_read") };
-        obj.call_method0(handler)?;
-        Ok(true)
     }
 
     /// poll and epoll: asyncore's `readwrite(obj, flags)` per event.
@@ -942,14 +904,15 @@ impl Poller {
         for ev in events {
             let Some(obj) = self.target(map, ev.token)? else { continue };
             let run = || -> PyResult<()> {
-                if ev.readable && !self.native_event(&obj, false)? {
-                    obj.call_method0(intern!(py, "handle_read_event"))?;
+                // The package's own event methods run natively unless replaced (see channel).
+                if ev.readable {
+                    channel::deliver(&obj, intern!(py, "handle_read_event"))?;
                 }
-                if ev.writable && !self.native_event(&obj, true)? {
-                    obj.call_method0(intern!(py, "handle_write_event"))?;
+                if ev.writable {
+                    channel::deliver(&obj, intern!(py, "handle_write_event"))?;
                 }
                 if ev.priority {
-                    obj.call_method0(intern!(py, "handle_expt_event"))?;
+                    channel::deliver(&obj, intern!(py, "handle_expt_event"))?;
                 }
                 if ev.hangup || ev.error || ev.invalid {
                     obj.call_method0(intern!(py, "handle_close"))?;
@@ -978,16 +941,10 @@ impl Poller {
             (|e| e.writable, intern!(py, "handle_write_event")),
             (|e| e.priority, intern!(py, "handle_expt_event")),
         ];
-        for (phase, (pick, method)) in phases.into_iter().enumerate() {
+        for (pick, method) in phases {
             for ev in events.iter().filter(|e| pick(e)) {
                 let Some(obj) = self.target(map, ev.token)? else { continue };
-                let run = || -> PyResult<()> {
-                    if phase == 2 || !self.native_event(&obj, phase == 1)? {
-                        obj.call_method0(method)?;
-                    }
-                    Ok(())
-                };
-                if let Err(err) = run() {
+                if let Err(err) = channel::deliver(&obj, method) {
                     self.handle_exception(py, &obj, err, false)?;
                 }
             }
@@ -1018,48 +975,13 @@ fn sel_watch(sel: &mut Selector, fd: RawFd, token: u64, interest: Interest) -> s
     if fd < 0 {
         return Err(std::io::Error::from_raw_os_error(libc::EBADF));
     }
-    sel.set_interest(py_fd(fd), token, interest)
+    sel.set_interest(sys::borrow_fd(fd), token, interest)
 }
 
 /// Stops watching a descriptor number from Python (an error means it was not watched).
 fn sel_forget(sel: &mut Selector, fd: RawFd) {
     if fd >= 0 {
-        let _ = sel.remove(py_fd(fd));
-    }
-}
-
-/// A non-negative descriptor number from Python as the `BorrowedFd` the selector takes.
-fn py_fd(fd: RawFd) -> BorrowedFd<'static> {
-    // SAFETY: `fd` is not -1 (the callers check), and the number comes from a Python socket
-    // object's fileno() that the map holds (or, when removing, held until now); a descriptor
-    // Python closed behind the map's back makes the selector call fail with EBADF, which the
-    // callers handle: the kernel checks every number, so a stale one is an error, never
-    // memory unsafety.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-/// Whether `fd` is an open descriptor (`fcntl(F_GETFD)`; no Python call).
-fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD reads the descriptor's flags; it takes no pointer and is defined for
-    // any integer (an unknown one fails with EBADF).
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
-}
-
-/// The stream moved to the lowest free descriptor (`fcntl(F_DUPFD)`), when that is lower.
-fn low_fd(s: UnixStream) -> UnixStream {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: F_DUPFD duplicates a descriptor we own; a non-negative result is a new
-    // descriptor that nothing else owns, so the UnixStream built from it owns it alone.
-    let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if fd >= 0 && fd < s.as_raw_fd() {
-        // SAFETY: see above; `s` is dropped (closing the old descriptor) once replaced.
-        unsafe { UnixStream::from_raw_fd(fd) }
-    } else {
-        if fd >= 0 {
-            // SAFETY: closing the duplicate we just made and own.
-            unsafe { libc::close(fd) };
-        }
-        s
+        let _ = sel.remove(sys::borrow_fd(fd));
     }
 }
 
@@ -1083,6 +1005,8 @@ fn default_backend() -> &'static str {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Poller>()?;
+    m.add_class::<Channel>()?;
+    m.add_function(wrap_pyfunction!(channel::register, m)?)?;
     m.add_function(wrap_pyfunction!(default_backend, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())

@@ -206,6 +206,21 @@ pub struct Event {
     pub invalid: bool,
 }
 
+impl Event {
+    /// The event `poll(2)`'s `revents` bits describe (poll and io_uring's `POLL_ADD` share them).
+    pub(crate) fn from_poll_bits(token: u64, re: i16) -> Event {
+        Event {
+            token,
+            readable: re & libc::POLLIN != 0,
+            writable: re & libc::POLLOUT != 0,
+            priority: re & libc::POLLPRI != 0,
+            hangup: re & libc::POLLHUP != 0,
+            error: re & libc::POLLERR != 0,
+            invalid: re & libc::POLLNVAL != 0,
+        }
+    }
+}
+
 /// The small interface every backend implements. `Send + Sync` (plain data and descriptors),
 /// so a [`Selector`] can change threads. The contract is in the module documentation.
 pub(crate) trait Poller: Send + Sync {

@@ -102,15 +102,7 @@ impl Poller for Poll {
             if re == 0 {
                 continue;
             }
-            events.push(Event {
-                token,
-                readable: re & libc::POLLIN != 0,
-                writable: re & libc::POLLOUT != 0,
-                priority: re & libc::POLLPRI != 0,
-                hangup: re & libc::POLLHUP != 0,
-                error: re & libc::POLLERR != 0,
-                invalid: re & libc::POLLNVAL != 0,
-            });
+            events.push(Event::from_poll_bits(token, re));
         }
         Ok(())
     }

@@ -659,16 +659,7 @@ fn event(token: u64, res: i32) -> Event {
         // loop gives the channel its error path rather than waiting forever.
         return Event { token, error: true, invalid: res == -libc::EBADF, ..Event::default() };
     }
-    let re = res as i16;
-    Event {
-        token,
-        readable: re & libc::POLLIN != 0,
-        writable: re & libc::POLLOUT != 0,
-        priority: re & libc::POLLPRI != 0,
-        hangup: re & libc::POLLHUP != 0,
-        error: re & libc::POLLERR != 0,
-        invalid: re & libc::POLLNVAL != 0,
-    }
+    Event::from_poll_bits(token, res as i16)
 }
 
 impl Poller for Uring {

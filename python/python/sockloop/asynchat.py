@@ -8,7 +8,7 @@ socket accepts it.  The specification is `docs/python-compat.md`, section 5.
 
 from collections import deque
 
-from . import asyncore
+from . import _core, asyncore
 
 __all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
 
@@ -22,8 +22,6 @@ def find_prefix_at_end(haystack, needle):
 
 
 _NEGATIVE_COUNT = "the number of received bytes must be positive"
-_BYTES_LIKE = (bytes, bytearray, memoryview)
-_SLICED = _BYTES_LIKE + (str,)
 
 
 class async_chat(asyncore.dispatcher):
@@ -55,95 +53,35 @@ class async_chat(asyncore.dispatcher):
             term = term.encode(self.encoding)
         self.terminator = term
 
-    def get_terminator(self):
-        """The terminator now in force (a count decreases as bytes arrive)."""
-        return self.terminator
+    # The terminator now in force (a count decreases as bytes arrive).
+    get_terminator = _core.Channel._chat_get_terminator
 
     def _get_data(self):
         joined = b"".join(self.incoming)
         self.incoming.clear()
         return joined
 
-    def _collect_incoming_data(self, data):
-        self.incoming.append(data)
+    # collect_incoming_data(data) keeps a piece of the record: by default it calls
+    # _collect_incoming_data, which appends to `incoming` (join with _get_data()).  Both are
+    # native; override either at will.
+    collect_incoming_data = _core.Channel._chat_collect_incoming_data
+    _collect_incoming_data = _core.Channel._chat_collect_plain
 
-    def collect_incoming_data(self, data):
-        """Keeps `data` for the record (join them with _get_data()); override at will."""
-        self._collect_incoming_data(data)
-
-    def handle_read(self):
-        size = self.ac_in_buffer_size
-        try:
-            data = self.recv(size)
-        except BlockingIOError:
-            return              # woken for nothing: not an error
-        except OSError:
-            self.handle_error()
-            return
-        if self.use_encoding and isinstance(data, str):
-            data = data.encode(self.encoding)
-        buf = self.ac_in_buffer + data if self.ac_in_buffer else data
-        # Each round re-reads the buffer and the terminator: the callbacks may change both.
-        while buf:
-            term = self.get_terminator()
-            if not term:
-                # No records: everything is data.
-                self.ac_in_buffer = b""
-                self.collect_incoming_data(buf)
-            elif not isinstance(term, int):
-                at = buf.find(term)
-                if at < 0:
-                    # Keep a tail that may be the start of the terminator for the next read.
-                    keep = find_prefix_at_end(buf, term)
-                    cut = len(buf) - keep
-                    self.ac_in_buffer = buf[cut:] if keep else b""
-                    if cut:
-                        self.collect_incoming_data(buf[:cut])
-                    break
-                self.ac_in_buffer = buf[at + len(term):]
-                if at:
-                    self.collect_incoming_data(buf[:at])
-                self.found_terminator()
-            elif len(buf) < term:
-                # A count not reached yet: take it all, count down.
-                self.ac_in_buffer = b""
-                self.terminator = term - len(buf)
-                self.collect_incoming_data(buf)
-            else:
-                self.ac_in_buffer = buf[term:]
-                self.terminator = 0
-                self.collect_incoming_data(buf[:term])
-                self.found_terminator()
-            buf = self.ac_in_buffer
+    # Reads ac_in_buffer_size bytes through self.recv and cuts ac_in_buffer into records:
+    # everything before the terminator goes to collect_incoming_data, then found_terminator()
+    # runs (a count terminator counts down; None means no records).  Native.
+    handle_read = _core.Channel._chat_handle_read
 
     def found_terminator(self):
         """Called at the end of each record; subclasses must define it."""
         raise NotImplementedError("must be implemented in subclass")
 
     # -- data out -------------------------------------------------------------------------
-    def push(self, data):
-        if not isinstance(data, _BYTES_LIKE):
-            raise TypeError("data argument must be byte-ish (%r)" % (type(data),))
-        step = self.ac_out_buffer_size
-        fifo = self.producer_fifo
-        idle = not fifo
-        if len(data) <= step:
-            fifo.append(data)
-        else:
-            fifo.extend(data[i:i + step] for i in range(0, len(data), step))
-        self.initiate_send()
-        if idle and fifo:
-            # Output left over: the core must watch this channel for writing.
-            asyncore._note_interest(self)
-
-    def push_with_producer(self, producer):
-        """Queues an object whose more() hands out bytes until it returns b''."""
-        fifo = self.producer_fifo
-        idle = not fifo
-        fifo.append(producer)
-        self.initiate_send()
-        if idle and fifo:
-            asyncore._note_interest(self)
+    # push(data) queues bytes (split into ac_out_buffer_size pieces) and calls
+    # self.initiate_send(); push_with_producer(p) queues an object whose more() hands out
+    # bytes until it returns b''.  Both native.
+    push = _core.Channel._chat_push
+    push_with_producer = _core.Channel._chat_push_with_producer
 
     def close_when_done(self):
         """Closes the channel once everything queued before this call has been sent."""
@@ -167,44 +105,12 @@ class async_chat(asyncore.dispatcher):
         """The peer has gone (or close_when_done's marker was reached): close."""
         self.close()
 
-    def handle_write(self):
-        self.initiate_send()
+    handle_write = _core.Channel._handle_write_sends
 
-    def initiate_send(self):
-        fifo = self.producer_fifo
-        while fifo and self.connected:
-            head = fifo[0]
-            if head is None:
-                # close_when_done()'s marker reached: all before it has gone out.
-                fifo.popleft()
-                self.handle_close()
-                return
-            if not isinstance(head, _SLICED) and hasattr(head, "more"):
-                # A producer: its next piece goes in front of it.
-                piece = head.more()
-                if piece:
-                    fifo.appendleft(piece)
-                else:
-                    fifo.popleft()
-                continue
-            if not head:
-                fifo.popleft()
-                continue
-            limit = self.ac_out_buffer_size
-            chunk = head[:limit] if len(head) > limit else head
-            if self.use_encoding and isinstance(chunk, str):
-                chunk = chunk.encode(self.encoding)
-            try:
-                sent = self.send(chunk)
-            except OSError:
-                self.handle_error()
-                return
-            if sent:
-                if chunk is head and sent >= len(head):
-                    fifo.popleft()
-                else:
-                    fifo[0] = head[sent:]
-            return
+    # At most one send from the head of producer_fifo: None there (close_when_done) closes,
+    # a producer's more() is asked for its next piece, a str is encoded when use_encoding
+    # is set.  Native.
+    initiate_send = _core.Channel._chat_initiate_send
 
 
 # The core answers readable()/writable() itself for channels that leave these two alone.

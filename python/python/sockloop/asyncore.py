@@ -3,8 +3,9 @@
 The specification is `docs/python-compat.md`.  This module is the Python face: the classes
 users subclass, the helpers they import, and the glue that hands a map to the Rust core
 (`sockloop._core.Poller`), which asks every channel for its interest, keeps that interest
-registered with the kernel (select, poll or epoll), waits with the GIL released and calls the
-`handle_*_event` methods below.
+registered with the kernel (select, poll or epoll), waits with the GIL released and delivers
+the events.  The classes stand on `sockloop._core.Channel`, which holds the per-event methods
+(recv, send, close, the handle_*_event state machine, the output buffer) in Rust.
 
 Additions, not in 3.11: `loop(..., backend=)`, `SOCKLOOP_BACKEND`, `SocketMap`,
 `call_later`, `wake`.
@@ -44,8 +45,7 @@ def _backend_name(value, what):
 #: means epoll on Linux whatever `use_poll` says.
 default_backend = _backend_name(os.environ.get("SOCKLOOP_BACKEND", "auto"), "SOCKLOOP_BACKEND")
 
-# accept() gives None for these; connect() leaves the channel connecting for these.
-_ACCEPT_NOTHING = frozenset((EAGAIN, EWOULDBLOCK, ECONNABORTED))
+# connect() leaves the channel connecting for these.
 _CONNECT_UNDER_WAY = frozenset({EINPROGRESS, EALREADY, EWOULDBLOCK}
                                | ({EINVAL} if os.name == "nt" else set()))
 
@@ -539,8 +539,14 @@ def _shown_module(cls):
     return name[len("sockloop."):] if name.startswith("sockloop.") else name
 
 
-class dispatcher:
-    """A non-blocking socket in a map, with event handlers to override."""
+class dispatcher(_core.Channel):
+    """A non-blocking socket in a map, with event handlers to override.
+
+    The base class, `sockloop._core.Channel`, holds the methods the loop runs for every
+    event, written in Rust: `recv`, `send`, `close`, `accept`, `handle_read_event`,
+    `handle_write_event`, `handle_expt_event`, `handle_connect_event`, `handle_accept`.
+    They call the others (`handle_read`, `handle_close`, ...) by name, so overriding any of
+    them, on a class or on one instance, works as it would in pure Python."""
 
     # The state a new channel starts in (instances assign their own).
     addr = None                 # the peer, or the address bound or connected to
@@ -633,17 +639,6 @@ class dispatcher:
         self.addr = addr
         self.socket.bind(addr)
 
-    def accept(self):
-        try:
-            pair = self.socket.accept()
-        except TypeError:       # the socket object has gone
-            pair = None
-        except OSError as err:
-            if err.errno not in _ACCEPT_NOTHING:
-                raise
-            pair = None
-        return pair
-
     def connect(self, address):
         self.connected, self.connecting = False, True
         _note_interest(self)
@@ -656,44 +651,6 @@ class dispatcher:
         self.addr = address
         self.handle_connect_event()
 
-    # -- data -----------------------------------------------------------------------------
-    def send(self, data):
-        try:
-            return self.socket.send(data)
-        except OSError as err:
-            if err.errno == EWOULDBLOCK:
-                return 0
-            if err.errno not in _DISCONNECTED:
-                raise
-        self.handle_close()
-        return 0
-
-    def recv(self, buffer_size):
-        sock = self.socket
-        try:
-            data = sock.recv(buffer_size)
-        except OSError as err:
-            if err.errno not in _DISCONNECTED:
-                raise
-            data = b""
-        if not data:
-            # The peer has gone: end of stream or a reset.
-            self.handle_close()
-            return b""
-        return data
-
-    def close(self):
-        self.connected = self.accepting = self.connecting = False
-        self.del_channel()
-        sock = self.socket
-        if sock is None:
-            return
-        try:
-            sock.close()
-        except OSError as err:
-            if err.errno not in (ENOTCONN, EBADF):
-                raise
-
     # -- what the loop watches --------------------------------------------------------------
     def writable(self):
         """Watch for write readiness?  Yes, by default."""
@@ -703,45 +660,7 @@ class dispatcher:
         """Watch for read readiness?  Yes, by default."""
         return True
 
-    # -- events, as the loop delivers them ------------------------------------------------------
-    def _pending_error(self):
-        return self.socket.getsockopt(SOL_SOCKET, SO_ERROR)
-
-    def handle_connect_event(self):
-        code = self._pending_error()
-        if code:
-            raise OSError(code, _strerror(code))
-        self.handle_connect()
-        self.connecting, self.connected = False, True
-
-    def handle_read_event(self):
-        if self.accepting:
-            self.handle_accept()
-            return
-        if self.connecting and not self.connected:
-            self.handle_connect_event()
-        self.handle_read()
-
-    def handle_write_event(self):
-        if self.accepting:
-            # A listening socket is never written to.
-            return
-        if self.connecting and not self.connected:
-            self.handle_connect_event()
-        self.handle_write()
-
-    def handle_expt_event(self):
-        try:
-            failed = self._pending_error()
-        except OSError:
-            # No error state to read: treat it as a failed socket too.
-            failed = True
-        if failed:
-            # Priority readiness on a failed socket: it is gone, not urgent data.
-            self.handle_close()
-        else:
-            self.handle_expt()
-
+    # -- events: the loop delivers them through the native handle_*_event methods ----------
     def handle_error(self):
         where, kind, value, info = compact_traceback()
         try:
@@ -751,13 +670,6 @@ class dispatcher:
         self.log_info("uncaptured python exception, closing channel %s (%s:%s %s)"
                       % (me, kind, value, info), "error")
         self.handle_close()
-
-    def handle_accept(self):
-        accepted = self.accept()
-        if accepted is None:
-            return
-        sock, addr = accepted
-        self.handle_accepted(sock, addr)
 
     # -- handlers a subclass overrides ---------------------------------------------------------
     def handle_accepted(self, sock, addr):
@@ -782,61 +694,22 @@ class dispatcher:
 
 
 class dispatcher_with_send(dispatcher):
-    """A dispatcher with an output buffer: send() queues, and the loop writes it out."""
+    """A dispatcher with an output buffer: send() queues, and the loop writes it out.
+
+    `out_buffer` is kept by the native base (assigning it from anywhere tells the loop whether
+    the channel has output); `send`, `initiate_send` and `handle_write` are native too."""
 
     def __init__(self, sock=None, map=None):
-        self.__dict__["out_buffer"] = b""
+        self.out_buffer = b""
         dispatcher.__init__(self, sock, map)
-
-    # `out_buffer` lives in the instance's __dict__ (the core reads it there); assigning it
-    # from anywhere (`other.out_buffer += data` in another channel's handler) tells the loop
-    # that this channel's writable() answer may have changed.
-    def _get_out_buffer(self):
-        try:
-            return self.__dict__["out_buffer"]
-        except KeyError:
-            raise AttributeError("out_buffer") from None
-
-    def _set_out_buffer(self, value):
-        d = self.__dict__
-        if bool(value) != bool(d.get("out_buffer")):
-            m = d.get("_map")
-            if type(m) is SocketMap:
-                m._sockloop_note(d.get("_fileno"))
-        d["out_buffer"] = value
-
-    out_buffer = property(_get_out_buffer, _set_out_buffer)
 
     def writable(self):
         return bool(self.out_buffer) or not self.connected
 
-    def initiate_send(self):
-        # Straight to __dict__ (no property): the buffer only shrinks here, and a channel left
-        # watched for writing with nothing to write is looked at again after that event.
-        d = self.__dict__
-        pending = d["out_buffer"]
-        sent = dispatcher.send(self, pending[:65536])
-        if sent:
-            d["out_buffer"] = pending[sent:]
-
-    def handle_write(self):
-        self.initiate_send()
-
-    def send(self, data):
-        if self.debug:
-            self.log_info("sending %s" % repr(data))
-        d = self.__dict__
-        pending = d["out_buffer"]
-        d["out_buffer"] = pending + data
-        if not pending:
-            # Now writable: tell the core (inlined _note_interest, this is the hot path).
-            m = d["_map"]
-            if type(m) is SocketMap:
-                log = m._sockloop_log
-                log.append(d["_fileno"])
-                if len(log) > _LOG_LIMIT:
-                    m._sockloop_reset()
-        self.initiate_send()
+    # Queue, then try at once; 64 KiB at most per attempt, through dispatcher.send.
+    send = _core.Channel._ws_send
+    initiate_send = _core.Channel._ws_initiate_send
+    handle_write = _core.Channel._handle_write_sends
 
 
 # The package's own answers, which the core gives without calling Python when a channel's
@@ -846,9 +719,9 @@ _NATIVE_ANSWERS = {
     "readable": dispatcher.readable,
     "writable": dispatcher.writable,
     "ws_writable": dispatcher_with_send.writable,
-    "read_event": dispatcher.handle_read_event,
-    "write_event": dispatcher.handle_write_event,
 }
+
+_core._register(dispatcher, _handle_error_in_except)
 
 
 # ---------------------------------------------------------------------------------------

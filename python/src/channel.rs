@@ -1,0 +1,992 @@
+//! `sockloop._core.Channel`: the native base class under `asyncore.dispatcher`.
+//!
+//! The Python classes (`dispatcher`, `dispatcher_with_send`, `async_chat`) subclass
+//! [`Channel`] and take their hot methods from it: `recv`, `send`, `close`, `accept`, the
+//! event state machine (`handle_read_event`, `handle_write_event`, `handle_expt_event`,
+//! `handle_connect_event`, `handle_accept`), the output buffer of `dispatcher_with_send` and
+//! the record splitting and output queue of `async_chat`. Those methods run here without a
+//! Python frame.
+//!
+//! A method here that calls another method of the channel by name (`self.initiate_send()`,
+//! `self.recv(...)`, ...) first looks the name up the way Python would: an attribute of that
+//! name in the instance's `__dict__`, or a class attribute that is not one of this class's own
+//! methods, is called as Python would call it; otherwise the native code runs directly. The
+//! lookup is made on every call (a class attribute's identity, then the instance dictionary),
+//! so a method replaced on a class or an instance at any moment is honoured.
+//!
+//! State stays where Python code expects it: `connected`, `accepting`, `connecting`,
+//! `socket`, `_fileno`, `_map`, `ac_in_buffer`, `producer_fifo`, `terminator` ... in the
+//! instance's `__dict__` (or as class defaults), read and written here through it. Only
+//! `out_buffer` lives in the object itself (a property), because the loop must learn when it
+//! stops or starts being empty: the poller gives each channel of a `SocketMap` a queue of
+//! "marks", and a native method (or an assignment to `out_buffer`) that makes a channel's
+//! pending output disagree with what the kernel watches puts the channel's descriptor on it.
+
+use crate::sys::{call_method, instance_dict, recv_dontwait, send_dontwait};
+use pyo3::exceptions::{PyAttributeError, PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+/// Descriptors whose pending output changed, for the poller that registered them.
+pub type Marks = Arc<Mutex<Vec<RawFd>>>;
+
+/// Errors that mean "the peer went away" (asyncore's `_DISCONNECTED`).
+pub fn is_disconnect(errno: i32) -> bool {
+    [libc::ECONNRESET, libc::ENOTCONN, libc::ESHUTDOWN, libc::ECONNABORTED, libc::EPIPE, libc::EBADF]
+        .contains(&errno)
+}
+
+/// The `errno` of an `OSError`, `None` for any other exception.
+pub fn os_errno(py: Python<'_>, err: &PyErr) -> Option<i32> {
+    if !err.is_instance_of::<PyOSError>(py) {
+        return None;
+    }
+    err.value(py).getattr(intern!(py, "errno")).ok()?.extract().ok()
+}
+
+/// The native base class of `asyncore.dispatcher`.
+#[pyclass(subclass, module = "sockloop._core")]
+pub struct Channel {
+    /// `dispatcher_with_send`'s `out_buffer` (`None`: the attribute is not set).
+    out_buffer: Option<Py<PyAny>>,
+    /// The queue of the poller that registered this channel last, with the descriptor and
+    /// whether the kernel watches it for writing.
+    marks: Option<Marks>,
+    fd: RawFd,
+    watched_write: bool,
+    /// Already on `marks` since the poller last looked at it.
+    marked: bool,
+}
+
+impl Channel {
+    /// The poller registered this channel: note where to mark it and what is watched.
+    pub fn attach(&mut self, marks: &Marks, fd: RawFd, watched_write: bool) {
+        if !self.marks.as_ref().is_some_and(|m| Arc::ptr_eq(m, marks)) {
+            self.marks = Some(Arc::clone(marks));
+        }
+        self.fd = fd;
+        self.watched_write = watched_write;
+        self.marked = false;
+    }
+
+    /// Whether `out_buffer` holds bytes (for the native `writable()` answer).
+    pub fn pending_out(slf: &Bound<'_, Channel>) -> PyResult<bool> {
+        let py = slf.py();
+        let buf = slf.try_borrow().ok().and_then(|c| c.out_buffer.as_ref().map(|b| b.bind(py).clone()));
+        match buf {
+            Some(b) => b.is_truthy(),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Tells the loop that `obj`'s pending output is now `pending`, if that differs from what the
+/// kernel watches.
+fn note(obj: &Bound<'_, PyAny>, pending: bool) {
+    if let Ok(ch) = obj.downcast::<Channel>() {
+        note_channel(ch, pending);
+    }
+}
+
+fn note_channel(ch: &Bound<'_, Channel>, pending: bool) {
+    let Ok(mut c) = ch.try_borrow_mut() else { return };
+    if c.marked || pending == c.watched_write {
+        return;
+    }
+    if let Some(m) = &c.marks {
+        if let Ok(mut q) = m.lock() {
+            q.push(c.fd);
+        }
+        c.marked = true;
+    }
+}
+
+/// The package's Python pieces the natives need: the `dispatcher` class (its `send` is what
+/// `dispatcher_with_send` sends through) and `_handle_error_in_except`.
+struct Registry {
+    dispatcher: Py<PyType>,
+    on_error: Py<PyAny>,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+/// `_register(dispatcher, on_error)`: called by `asyncore` at import.
+#[pyfunction]
+#[pyo3(name = "_register")]
+pub fn register(dispatcher: Py<PyType>, on_error: Py<PyAny>) {
+    if let Ok(mut r) = REGISTRY.lock() {
+        *r = Some(Registry { dispatcher, on_error });
+    }
+}
+
+fn registry(py: Python<'_>) -> Option<(Bound<'_, PyType>, Bound<'_, PyAny>)> {
+    let r = REGISTRY.lock().ok()?;
+    r.as_ref().map(|r| (r.dispatcher.bind(py).clone(), r.on_error.bind(py).clone()))
+}
+
+/// `obj.handle_error()` with `err` being handled (so `sys.exc_info()` and a bare `raise` see
+/// it), as an `except OSError: self.handle_error()` block would.
+fn report(obj: &Bound<'_, PyAny>, err: PyErr) -> PyResult<()> {
+    let py = obj.py();
+    match registry(py) {
+        Some((_, on_error)) => on_error.call1((obj, err.into_value(py))).map(drop),
+        None => obj.call_method0(intern!(py, "handle_error")).map(drop),
+    }
+}
+
+/// The native methods that other methods call by name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nat {
+    Recv,
+    Send,
+    Accept,
+    HandleAccept,
+    ConnectEvent,
+    ReadEvent,
+    WriteEvent,
+    ExptEvent,
+    WsInitiateSend,
+    WriteSends,
+    ChatHandleRead,
+    ChatGetTerminator,
+    ChatCollect,
+    ChatCollectPlain,
+    ChatInitiateSend,
+}
+
+const NAT_NAMES: [(&str, Nat); 15] = [
+    ("recv", Nat::Recv),
+    ("send", Nat::Send),
+    ("accept", Nat::Accept),
+    ("handle_accept", Nat::HandleAccept),
+    ("handle_connect_event", Nat::ConnectEvent),
+    ("handle_read_event", Nat::ReadEvent),
+    ("handle_write_event", Nat::WriteEvent),
+    ("handle_expt_event", Nat::ExptEvent),
+    ("_ws_initiate_send", Nat::WsInitiateSend),
+    ("_handle_write_sends", Nat::WriteSends),
+    ("_chat_handle_read", Nat::ChatHandleRead),
+    ("_chat_get_terminator", Nat::ChatGetTerminator),
+    ("_chat_collect_incoming_data", Nat::ChatCollect),
+    ("_chat_collect_plain", Nat::ChatCollectPlain),
+    ("_chat_initiate_send", Nat::ChatInitiateSend),
+];
+
+/// The addresses of this class's method descriptors (the class keeps them alive).
+static NATIVES: GILOnceCell<Vec<(usize, Nat)>> = GILOnceCell::new();
+
+fn native_of(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<Nat> {
+    let table = NATIVES.get_or_init(py, || {
+        let ty = py.get_type::<Channel>();
+        NAT_NAMES
+            .iter()
+            .filter_map(|(name, k)| ty.getattr(*name).ok().map(|a| (a.as_ptr() as usize, *k)))
+            .collect()
+    });
+    let p = attr.as_ptr() as usize;
+    table.iter().find(|(q, _)| *q == p).map(|(_, k)| *k)
+}
+
+/// `obj.name`, looked for in the instance dictionary first.
+fn attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(d) = d {
+        if let Some(v) = d.get_item(name)? {
+            return Ok(v);
+        }
+    }
+    obj.getattr(name)
+}
+
+fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+    attr(obj, d, name)?.is_truthy()
+}
+
+/// A flag that usually stays a class default (`accepting`, `debug`, ...): one ordinary
+/// lookup rather than a dictionary probe first.
+fn class_flag(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+    obj.getattr(name)?.is_truthy()
+}
+
+/// `socket.socket`: objects of exactly this class are read and written here directly.
+static SOCKET_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// The descriptor of `sock` when it is a plain non-blocking `socket.socket` (timeout 0), so
+/// that a `recv(2)`/`send(2)` here does what its `recv`/`send` methods would. Anything else
+/// (an SSL socket, a file wrapper, a subclass, a socket with a timeout) goes through its
+/// methods.
+fn direct_fd(sock: &Bound<'_, PyAny>) -> Option<RawFd> {
+    let py = sock.py();
+    let ty = SOCKET_TYPE
+        .get_or_try_init(py, || -> PyResult<Py<PyType>> {
+            Ok(py.import("socket")?.getattr("socket")?.downcast_into::<PyType>()?.unbind())
+        })
+        .ok()?;
+    if !sock.get_type().is(ty.bind(py)) {
+        return None;
+    }
+    let timeout: f64 = sock.getattr(intern!(py, "timeout")).ok()?.extract().ok()?;
+    if timeout != 0.0 {
+        return None;
+    }
+    let fd: RawFd = call_method(sock, intern!(py, "fileno"), &[]).ok()?.extract().ok()?;
+    (fd >= 0).then_some(fd)
+}
+
+/// `OSError(code, strerror)`, which Python turns into the errno's subclass.
+fn os_error(code: i32) -> PyErr {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default().to_owned();
+    PyOSError::new_err((code, text))
+}
+
+/// The most one direct `recv` takes (larger requests use the socket's method).
+const DIRECT_RECV_MAX: usize = 65536;
+
+/// `sock.recv(size)` for a plain socket, as a system call; `None`: use the method.
+fn direct_recv<'py>(
+    sock: &Bound<'py, PyAny>,
+    size: &Bound<'py, PyAny>,
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let py = sock.py();
+    let size: usize = size.extract().ok()?;
+    if size > DIRECT_RECV_MAX {
+        return None;
+    }
+    let fd = direct_fd(sock)?;
+    // Not zeroed (a memset of 64 KiB per call would cost more than the call): recv(2)
+    // writes the first `n` bytes, and only those are read.
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); DIRECT_RECV_MAX];
+    loop {
+        match recv_dontwait(fd, &mut buf[..size]) {
+            Ok(got) => return Some(Ok(PyBytes::new(py, got).into_any())),
+            Err(code) if code != libc::EINTR => return Some(Err(os_error(code))),
+            // PEP 475: handlers run, then the call is made again.
+            Err(_) => {
+                if let Err(e) = py.check_signals() {
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// `sock.send(data)` for a plain socket and `bytes` data, as a system call.
+fn direct_send<'py>(
+    sock: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let py = sock.py();
+    let bytes = data.downcast::<PyBytes>().ok()?.as_bytes();
+    let fd = direct_fd(sock)?;
+    loop {
+        match send_dontwait(fd, bytes, 0) {
+            Ok(n) => return Some(n.into_pyobject(py).map(|v| v.into_any()).map_err(PyErr::from)),
+            Err(code) if code != libc::EINTR => return Some(Err(os_error(code))),
+            Err(_) => {
+                if let Err(e) = py.check_signals() {
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Where a call by name goes.
+enum Target {
+    Native(Nat),
+    Python,
+}
+
+/// Python's lookup of `obj.name`, reduced to "one of ours, not shadowed" or the attribute.
+fn resolve<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Target> {
+    let shadowed = match d {
+        Some(d) => d.contains(name)?,
+        None => false,
+    };
+    if !shadowed {
+        if let Ok(a) = obj.get_type().getattr(name) {
+            if let Some(k) = native_of(obj.py(), &a) {
+                return Ok(Target::Native(k));
+            }
+        }
+    }
+    Ok(Target::Python)
+}
+
+/// `obj.name(*args)`, natively when the name leads to one of this class's methods.
+fn invoke<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    name: &Bound<'py, PyString>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    match resolve(obj, d, name)? {
+        Target::Native(k) if args.len() == arity(k) => run(obj, d, k, args),
+        _ => call_method(obj, name, args),
+    }
+}
+
+fn arity(k: Nat) -> usize {
+    match k {
+        Nat::Recv | Nat::Send | Nat::ChatCollect | Nat::ChatCollectPlain => 1,
+        _ => 0,
+    }
+}
+
+fn run<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    k: Nat,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let none = || py.None().into_bound(py);
+    match k {
+        Nat::Recv => recv(obj, d, args[0]),
+        Nat::Send => send(obj, d, args[0]),
+        Nat::Accept => accept(obj, d),
+        Nat::HandleAccept => handle_accept(obj, d).map(|_| none()),
+        Nat::ConnectEvent => connect_event(obj, d).map(|_| none()),
+        Nat::ReadEvent => read_event(obj, d).map(|_| none()),
+        Nat::WriteEvent => write_event(obj, d).map(|_| none()),
+        Nat::ExptEvent => expt_event(obj, d).map(|_| none()),
+        Nat::WsInitiateSend => ws_initiate_send(obj, d).map(|_| none()),
+        Nat::WriteSends => invoke(obj, d, intern!(py, "initiate_send"), &[]).map(|_| none()),
+        Nat::ChatHandleRead => chat_handle_read(obj, d).map(|_| none()),
+        Nat::ChatGetTerminator => attr(obj, d, intern!(py, "terminator")),
+        Nat::ChatCollect => invoke(obj, d, intern!(py, "_collect_incoming_data"), args).map(|_| none()),
+        Nat::ChatCollectPlain => {
+            attr(obj, d, intern!(py, "incoming"))?.call_method1(intern!(py, "append"), (args[0],))?;
+            Ok(none())
+        }
+        Nat::ChatInitiateSend => chat_initiate_send(obj, d).map(|_| none()),
+    }
+}
+
+/// `obj.name()` for an event the loop delivers (`handle_read_event` and the like): the native
+/// state machine unless the name is replaced on the class or the instance.
+pub fn deliver(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<()> {
+    let d = instance_dict(obj);
+    invoke(obj, d.as_ref(), name, &[]).map(drop)
+}
+
+// -- the dispatcher's methods ------------------------------------------------------------
+
+fn socket_of<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    attr(obj, d, intern!(obj.py(), "socket"))
+}
+
+fn recv<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    size: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let sock = socket_of(obj, d)?;
+    let got = match direct_recv(&sock, size) {
+        Some(r) => r,
+        None => call_method(&sock, intern!(py, "recv"), &[size]),
+    };
+    match got {
+        Ok(data) => {
+            if data.is_truthy()? {
+                return Ok(data);
+            }
+        }
+        Err(e) => {
+            if !os_errno(py, &e).is_some_and(is_disconnect) {
+                return Err(e);
+            }
+        }
+    }
+    // End of stream, or the peer reset the connection.
+    call_method(obj, intern!(py, "handle_close"), &[])?;
+    Ok(PyBytes::new(py, b"").into_any())
+}
+
+fn send<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let zero = || -> PyResult<Bound<'py, PyAny>> { Ok(0i32.into_pyobject(py)?.into_any()) };
+    let sock = socket_of(obj, d)?;
+    let put = match direct_send(&sock, data) {
+        Some(r) => r,
+        None => call_method(&sock, intern!(py, "send"), &[data]),
+    };
+    match put {
+        Ok(n) => Ok(n),
+        Err(e) => match os_errno(py, &e) {
+            Some(n) if n == libc::EWOULDBLOCK || n == libc::EAGAIN => zero(),
+            Some(n) if is_disconnect(n) => {
+                call_method(obj, intern!(py, "handle_close"), &[])?;
+                zero()
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    for name in [intern!(py, "connected"), intern!(py, "accepting"), intern!(py, "connecting")] {
+        obj.setattr(name, false)?;
+    }
+    obj.call_method0(intern!(py, "del_channel"))?;
+    let sock = socket_of(obj, d)?;
+    if sock.is_none() {
+        return Ok(());
+    }
+    match sock.call_method0(intern!(py, "close")) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(os_errno(py, &e), Some(libc::ENOTCONN | libc::EBADF)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn accept<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    match socket_of(obj, d)?.call_method0(intern!(py, "accept")) {
+        Ok(pair) => Ok(pair),
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => Ok(py.None().into_bound(py)),
+        Err(e) => match os_errno(py, &e) {
+            Some(n) if n == libc::EAGAIN || n == libc::EWOULDBLOCK || n == libc::ECONNABORTED => {
+                Ok(py.None().into_bound(py))
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+fn handle_accept(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    let pair = invoke(obj, d, intern!(py, "accept"), &[])?;
+    if pair.is_none() {
+        return Ok(());
+    }
+    let items: Vec<Bound<'_, PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
+    let [sock, addr] = <[Bound<'_, PyAny>; 2]>::try_from(items)
+        .map_err(|v| PyValueError::new_err(format!("accept() gave {} values, expected 2", v.len())))?;
+    obj.call_method1(intern!(py, "handle_accepted"), (sock, addr))?;
+    Ok(())
+}
+
+/// The socket's pending error (`SO_ERROR`).
+fn pending_error<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    socket_of(obj, d)?.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR))
+}
+
+fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    let code = pending_error(obj, d)?;
+    if code.is_truthy()? {
+        let text = py
+            .import("os")
+            .and_then(|os| os.call_method1("strerror", (&code,)))
+            .and_then(|t| t.extract::<String>())
+            .unwrap_or_else(|_| format!("Unknown error {code}"));
+        return Err(PyOSError::new_err((code.unbind(), text)));
+    }
+    obj.call_method0(intern!(py, "handle_connect"))?;
+    obj.setattr(intern!(py, "connected"), true)?;
+    obj.setattr(intern!(py, "connecting"), false)?;
+    Ok(())
+}
+
+/// Before a read or write handler: finish a connect under way.
+fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    if !flag(obj, d, intern!(py, "connected"))? && class_flag(obj, intern!(py, "connecting"))? {
+        invoke(obj, d, intern!(py, "handle_connect_event"), &[])?;
+    }
+    Ok(())
+}
+
+fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    if class_flag(obj, intern!(py, "accepting"))? {
+        return invoke(obj, d, intern!(py, "handle_accept"), &[]).map(drop);
+    }
+    connect_if_pending(obj, d)?;
+    invoke(obj, d, intern!(py, "handle_read"), &[]).map(drop)
+}
+
+fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    if class_flag(obj, intern!(py, "accepting"))? {
+        return Ok(()); // a listening socket is never written to
+    }
+    connect_if_pending(obj, d)?;
+    invoke(obj, d, intern!(py, "handle_write"), &[]).map(drop)
+}
+
+fn expt_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    let failed = match pending_error(obj, d) {
+        Ok(code) => code.is_truthy()?,
+        Err(e) if e.is_instance_of::<PyOSError>(py) => true,
+        Err(e) => return Err(e),
+    };
+    // Priority readiness on a failed socket means it is gone, not urgent data.
+    let name = if failed { intern!(py, "handle_close") } else { intern!(py, "handle_expt") };
+    obj.call_method0(name).map(drop)
+}
+
+// -- dispatcher_with_send ----------------------------------------------------------------
+
+/// The most one `initiate_send` hands to the socket.
+const WS_CHUNK: usize = 65536;
+
+fn out_buffer<'py>(ch: &Bound<'py, Channel>) -> PyResult<Bound<'py, PyAny>> {
+    let buf = ch.try_borrow()?.out_buffer.as_ref().map(|b| b.bind(ch.py()).clone());
+    buf.ok_or_else(|| PyAttributeError::new_err("out_buffer"))
+}
+
+fn set_out_buffer(ch: &Bound<'_, Channel>, value: Bound<'_, PyAny>) -> PyResult<()> {
+    let old = ch.try_borrow_mut()?.out_buffer.replace(value.unbind());
+    // Released here with the GIL held and no borrow left: a plain decref, none deferred.
+    drop(old.map(|o| o.into_bound(ch.py())));
+    Ok(())
+}
+
+/// `value[start:end]` (`None` for an open end).
+fn slice<'py>(value: &Bound<'py, PyAny>, start: isize, end: Option<isize>) -> PyResult<Bound<'py, PyAny>> {
+    let py = value.py();
+    if let Ok(b) = value.downcast::<PyBytes>() {
+        let bytes = b.as_bytes();
+        let clamp = |i: isize| {
+            if i < 0 {
+                (bytes.len() as isize + i).max(0) as usize
+            } else {
+                (i as usize).min(bytes.len())
+            }
+        };
+        let (s, e) = (clamp(start), end.map_or(bytes.len(), clamp));
+        if s == 0 && e == bytes.len() {
+            return Ok(value.clone());
+        }
+        return Ok(PyBytes::new(py, &bytes[s..e.max(s)]).into_any());
+    }
+    let sl = match end {
+        Some(e) => PySlice::new(py, start, e, 1),
+        None => PySlice::new(py, start, isize::MAX, 1),
+    };
+    value.get_item(sl)
+}
+
+fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<()> {
+    let py = ch.py();
+    let obj = ch.as_any();
+    let d = instance_dict(obj);
+    let d = d.as_ref();
+    if class_flag(obj, intern!(py, "debug"))? {
+        let line = format!("sending {}", data.repr()?);
+        obj.call_method1(intern!(py, "log_info"), (line,))?;
+    }
+    let held = out_buffer(ch)?;
+    set_out_buffer(ch, held.add(data)?)?;
+    invoke(obj, d, intern!(py, "initiate_send"), &[])?;
+    note_channel(ch, Channel::pending_out(ch)?);
+    Ok(())
+}
+
+fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    let ch = obj.downcast::<Channel>()?;
+    let pending = out_buffer(ch)?;
+    let chunk =
+        if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
+    // Through `dispatcher.send` explicitly, as a subclass's own `send` queues instead.
+    let base = match registry(py) {
+        Some((disp, _)) => disp.getattr(intern!(py, "send")).ok(),
+        None => None,
+    };
+    let sent = match base {
+        Some(f) if native_of(py, &f) != Some(Nat::Send) => f.call1((obj, &chunk))?,
+        _ => send(obj, d, &chunk)?,
+    };
+    let n: isize = sent.extract()?;
+    if n != 0 {
+        let now = out_buffer(ch)?;
+        set_out_buffer(ch, slice(&now, n, None)?)?;
+    }
+    Ok(())
+}
+
+// -- async_chat --------------------------------------------------------------------------
+
+fn is_bytes_like(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<PyBytes>() || v.is_instance_of::<PyByteArray>() || v.is_instance_of::<PyMemoryView>()
+}
+
+/// `value.encode(self.encoding)` when `value` is a `str` and `use_encoding` is set.
+fn encoded<'py>(obj: &Bound<'py, PyAny>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if value.is_instance_of::<PyString>() && class_flag(obj, intern!(py, "use_encoding"))? {
+        let enc = obj.getattr(intern!(py, "encoding"))?;
+        return value.call_method1(intern!(py, "encode"), (enc,));
+    }
+    Ok(value)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    match needle {
+        [] => Some(0),
+        [b] => hay.iter().position(|c| c == b),
+        _ => hay.windows(needle.len()).position(|w| w == needle),
+    }
+}
+
+/// How many bytes at the end of `hay` could be the start of `needle`.
+fn prefix_at_end(hay: &[u8], needle: &[u8]) -> usize {
+    (1..needle.len()).rev().find(|&n| hay.ends_with(&needle[..n])).unwrap_or(0)
+}
+
+fn as_bytes<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    match v.downcast_into::<PyBytes>() {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let v = e.into_inner();
+            let py = v.py();
+            Ok(py.get_type::<PyBytes>().call1((v,))?.downcast_into::<PyBytes>()?)
+        }
+    }
+}
+
+fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    let size = obj.getattr(intern!(py, "ac_in_buffer_size"))?;
+    let data = match invoke(obj, d, intern!(py, "recv"), &[&size]) {
+        Ok(v) => v,
+        Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(()), // woken for nothing
+        Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
+        Err(e) => return Err(e),
+    };
+    let data = encoded(obj, data)?;
+    let in_buf = intern!(py, "ac_in_buffer");
+    let held = attr(obj, d, in_buf)?;
+    let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
+    let empty = PyBytes::new(py, b"");
+    let collect = intern!(py, "collect_incoming_data");
+    // Each round reads the buffer and the terminator again: the callbacks may change both.
+    while buf.is_truthy()? {
+        let term = invoke(obj, d, intern!(py, "get_terminator"), &[])?;
+        if !term.is_truthy()? {
+            // No records: everything is data.
+            obj.setattr(in_buf, &empty)?;
+            invoke(obj, d, collect, &[&buf])?;
+        } else if term.is_instance_of::<pyo3::types::PyInt>() {
+            let have = buf.len()? as isize;
+            let want: Option<isize> = term.extract().ok();
+            match want {
+                Some(n) if n <= have => {
+                    obj.setattr(in_buf, slice(&buf, n, None)?)?;
+                    obj.setattr(intern!(py, "terminator"), 0)?;
+                    invoke(obj, d, collect, &[&slice(&buf, 0, Some(n))?])?;
+                    call_method(obj, intern!(py, "found_terminator"), &[])?;
+                }
+                _ => {
+                    // Not reached yet: take it all and count down.
+                    obj.setattr(in_buf, &empty)?;
+                    obj.setattr(intern!(py, "terminator"), term.sub(have)?)?;
+                    invoke(obj, d, collect, &[&buf])?;
+                }
+            }
+        } else {
+            let term = if term.is_instance_of::<PyBytes>() || is_bytes_like(&term) {
+                as_bytes(term)?
+            } else {
+                // A str terminator without use_encoding: bytes.find raises the TypeError.
+                buf.call_method1(intern!(py, "find"), (&term,))?;
+                as_bytes(term)?
+            };
+            let whole = as_bytes(buf)?;
+            let (hay, needle) = (whole.as_bytes(), term.as_bytes());
+            match find(hay, needle) {
+                Some(at) => {
+                    obj.setattr(in_buf, PyBytes::new(py, &hay[at + needle.len()..]))?;
+                    if at > 0 {
+                        invoke(obj, d, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
+                    }
+                    call_method(obj, intern!(py, "found_terminator"), &[])?;
+                }
+                None => {
+                    // Keep a tail that may begin the terminator for the next read.
+                    let cut = hay.len() - prefix_at_end(hay, needle);
+                    let rest = if cut < hay.len() { PyBytes::new(py, &hay[cut..]) } else { empty.clone() };
+                    obj.setattr(in_buf, rest)?;
+                    if cut == hay.len() {
+                        invoke(obj, d, collect, &[whole.as_any()])?;
+                    } else if cut > 0 {
+                        invoke(obj, d, collect, &[PyBytes::new(py, &hay[..cut]).as_any()])?;
+                    }
+                    break;
+                }
+            }
+        }
+        buf = attr(obj, d, in_buf)?;
+    }
+    Ok(())
+}
+
+fn chat_queue<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    attr(obj, d, intern!(obj.py(), "producer_fifo"))
+}
+
+fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = obj.py();
+    if !is_bytes_like(data) {
+        let msg = format!("data argument must be byte-ish ({})", data.get_type().repr()?);
+        return Err(PyTypeError::new_err(msg));
+    }
+    let d = instance_dict(obj);
+    let d = d.as_ref();
+    let step = obj.getattr(intern!(py, "ac_out_buffer_size"))?;
+    let fifo = chat_queue(obj, d)?;
+    let append = intern!(py, "append");
+    let len = data.len()? as isize;
+    let step_n: isize = step.extract()?;
+    if len <= step_n {
+        call_method(&fifo, append, &[data])?;
+    } else if step_n == 0 {
+        return Err(PyValueError::new_err("range() arg 3 must not be zero"));
+    } else if step_n > 0 {
+        let mut at = 0;
+        while at < len {
+            fifo.call_method1(append, (slice(data, at, Some(at + step_n))?,))?;
+            at += step_n;
+        }
+    }
+    invoke(obj, d, intern!(py, "initiate_send"), &[])?;
+    note(obj, chat_queue(obj, d)?.is_truthy()?);
+    Ok(())
+}
+
+fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = obj.py();
+    let d = instance_dict(obj);
+    let d = d.as_ref();
+    chat_queue(obj, d)?.call_method1(intern!(py, "append"), (producer,))?;
+    invoke(obj, d, intern!(py, "initiate_send"), &[])?;
+    note(obj, chat_queue(obj, d)?.is_truthy()?);
+    Ok(())
+}
+
+fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let py = obj.py();
+    let fifo = chat_queue(obj, d)?;
+    let popleft = intern!(py, "popleft");
+    while fifo.is_truthy()? && flag(obj, d, intern!(py, "connected"))? {
+        let head = fifo.get_item(0)?;
+        if head.is_none() {
+            // close_when_done()'s marker: everything before it has gone out.
+            call_method(&fifo, popleft, &[])?;
+            call_method(obj, intern!(py, "handle_close"), &[])?;
+            return Ok(());
+        }
+        let sliced = is_bytes_like(&head) || head.is_instance_of::<PyString>();
+        if !sliced && head.hasattr(intern!(py, "more"))? {
+            // A producer: its next piece goes in front of it; an empty one retires it.
+            let piece = head.call_method0(intern!(py, "more"))?;
+            if piece.is_truthy()? {
+                fifo.call_method1(intern!(py, "appendleft"), (piece,))?;
+            } else {
+                call_method(&fifo, popleft, &[])?;
+            }
+            continue;
+        }
+        if !head.is_truthy()? {
+            call_method(&fifo, popleft, &[])?;
+            continue;
+        }
+        let limit: isize = obj.getattr(intern!(py, "ac_out_buffer_size"))?.extract()?;
+        let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
+        let chunk = encoded(obj, chunk)?;
+        let sent = match invoke(obj, d, intern!(py, "send"), &[&chunk]) {
+            Ok(n) => n,
+            Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
+            Err(e) => return Err(e),
+        };
+        if sent.is_truthy()? {
+            let n: isize = sent.extract()?;
+            if chunk.is(&head) && n >= head.len()? as isize {
+                call_method(&fifo, popleft, &[])?;
+            } else {
+                fifo.set_item(0, slice(&head, n, None)?)?;
+            }
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl Channel {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Channel {
+        Channel { out_buffer: None, marks: None, fd: -1, watched_write: false, marked: false }
+    }
+
+    /// `out_buffer` may hold any object (even one that refers back to the channel): the
+    /// garbage collector sees it, so such a cycle is collected.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(b) = &self.out_buffer {
+            visit.call(b)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.out_buffer = None;
+    }
+
+    /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.
+    #[getter]
+    fn get_out_buffer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.out_buffer
+            .as_ref()
+            .map(|b| b.clone_ref(py))
+            .ok_or_else(|| PyAttributeError::new_err("out_buffer"))
+    }
+
+    #[setter]
+    fn set_out_buffer(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let pending = match &value {
+            Some(v) => v.is_truthy()?,
+            None => false,
+        };
+        slf.try_borrow_mut()?.out_buffer = value.map(Bound::unbind);
+        note(slf.as_any(), pending);
+        Ok(())
+    }
+
+    /// Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.
+    fn recv<'py>(slf: &Bound<'py, Self>, buffer_size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let obj = slf.as_any();
+        recv(obj, instance_dict(obj).as_ref(), buffer_size)
+    }
+
+    /// What the socket took: 0 when it would block or the peer has gone (then closed).
+    fn send<'py>(slf: &Bound<'py, Self>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let obj = slf.as_any();
+        send(obj, instance_dict(obj).as_ref(), data)
+    }
+
+    /// Leaves the map and closes the socket.
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        close(obj, instance_dict(obj).as_ref())
+    }
+
+    /// `(socket, address)`, or None when nobody is waiting (or gave up already).
+    fn accept<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let obj = slf.as_any();
+        accept(obj, instance_dict(obj).as_ref())
+    }
+
+    fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        handle_accept(obj, instance_dict(obj).as_ref())
+    }
+
+    fn handle_connect_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        connect_event(obj, instance_dict(obj).as_ref())
+    }
+
+    fn handle_read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        read_event(obj, instance_dict(obj).as_ref())
+    }
+
+    fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        write_event(obj, instance_dict(obj).as_ref())
+    }
+
+    fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        expt_event(obj, instance_dict(obj).as_ref())
+    }
+
+    /// `dispatcher_with_send.send`: queue `data` and try to send at once.
+    fn _ws_send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        ws_send(slf, data)
+    }
+
+    /// `dispatcher_with_send.initiate_send`: up to 64 KiB of `out_buffer` to the socket.
+    fn _ws_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        ws_initiate_send(obj, instance_dict(obj).as_ref())
+    }
+
+    /// `handle_write` of both buffered classes: `self.initiate_send()`.
+    fn _handle_write_sends(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        invoke(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "initiate_send"), &[]).map(drop)
+    }
+
+    /// `async_chat.handle_read`: cut what arrives into records at the terminator.
+    fn _chat_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        chat_handle_read(obj, instance_dict(obj).as_ref())
+    }
+
+    /// `async_chat.get_terminator`.
+    fn _chat_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let obj = slf.as_any();
+        attr(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "terminator"))
+    }
+
+    /// `async_chat.collect_incoming_data`: `self._collect_incoming_data(data)`.
+    fn _chat_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let obj = slf.as_any();
+        invoke(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "_collect_incoming_data"), &[data])
+            .map(drop)
+    }
+
+    /// `async_chat._collect_incoming_data`: `self.incoming.append(data)`.
+    fn _chat_collect_plain(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let obj = slf.as_any();
+        let py = obj.py();
+        attr(obj, instance_dict(obj).as_ref(), intern!(py, "incoming"))?
+            .call_method1(intern!(py, "append"), (data,))?;
+        Ok(())
+    }
+
+    /// `async_chat.push`.
+    fn _chat_push(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        chat_push(slf.as_any(), data)
+    }
+
+    /// `async_chat.push_with_producer`.
+    fn _chat_push_with_producer(slf: &Bound<'_, Self>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
+        chat_push_with_producer(slf.as_any(), producer)
+    }
+
+    /// `async_chat.initiate_send`: at most one send from the head of `producer_fifo`.
+    fn _chat_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let obj = slf.as_any();
+        chat_initiate_send(obj, instance_dict(obj).as_ref())
+    }
+}
