@@ -70,6 +70,10 @@ impl Dispatcher for EchoHandler {
         false // queued output alone makes the channel writable
     }
 
+    fn urgent_data(&self) -> bool {
+        false // an echo has no handle_expt: on io_uring the ring receives its input
+    }
+
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let n = cx.channel.recv(cx.scratch)?;
         self.stats.bytes.set(self.stats.bytes.get() + n as u64);

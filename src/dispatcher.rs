@@ -155,6 +155,25 @@ pub trait Dispatcher: Any {
         false
     }
 
+    /// Whether this channel may receive TCP urgent (out-of-band) data that
+    /// [`handle_expt`](Dispatcher::handle_expt) must see. Default `true`. Answer `false` for a
+    /// TCP stream that never needs it, and on the io_uring backend its input is received on the
+    /// ring (no `recv` syscall): a receive in the kernel reads on past an urgent mark, and the
+    /// kernel then drops the urgent byte, as a plain `recv` at the mark does, so such a channel
+    /// never sees `handle_expt`. Unix streams have no urgent data and are received on the ring
+    /// whatever this says. Asked once, when the channel enters the loop connected.
+    ///
+    /// ```
+    /// struct Echo;
+    /// impl sockloop::Dispatcher for Echo {
+    ///     fn urgent_data(&self) -> bool { false } // no handle_expt: let io_uring receive
+    /// }
+    /// assert!(!sockloop::Dispatcher::urgent_data(&Echo));
+    /// ```
+    fn urgent_data(&self) -> bool {
+        true
+    }
+
     /// Whether this dispatcher holds output that is not in the channel yet (asynchat's
     /// producers): a channel draining after
     /// [`close_when_done`](crate::Channel::close_when_done) stays open, and its `handle_write`

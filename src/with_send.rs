@@ -49,6 +49,9 @@ impl<D: Dispatcher> Dispatcher for WithSend<D> {
     fn volatile(&self) -> bool {
         self.inner.volatile()
     }
+    fn urgent_data(&self) -> bool {
+        self.inner.urgent_data()
+    }
     fn holds_output(&self) -> bool {
         self.inner.holds_output()
     }

@@ -394,6 +394,12 @@ impl Dispatcher for StartTlsClient {
         false
     }
 
+    // No urgent data: on io_uring the ring receives the plain part, so the upgrade must take
+    // the channel off the ring first.
+    fn urgent_data(&self) -> bool {
+        false
+    }
+
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let n = cx.channel.recv(cx.scratch)?;
         self.input.extend_from_slice(&cx.scratch[..n]);

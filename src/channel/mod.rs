@@ -114,9 +114,102 @@ pub struct Channel {
     /// or a STARTTLS upgrade attached one: `recv`/`send` then carry plaintext, `out` TLS records.
     #[cfg(feature = "tls")]
     tls: Option<Box<crate::tls::Engine>>,
+    /// io_uring stream mode (issue 15, WIP): input the ring already received, which `recv`
+    /// hands out without a syscall (see `poller/uring.rs`).
+    ring_in: Option<Box<RingIn>>,
+}
+
+/// What the ring received for a channel in io_uring stream mode, not yet handed out.
+#[derive(Default)]
+pub(crate) struct RingIn {
+    pub bytes: Vec<u8>,
+    pub pos: usize,
+    pub end: bool,
+    pub error: Option<i32>,
+    /// The ring no longer receives for this channel (it started TLS): once these bytes are
+    /// handed out, input is read from the socket again.
+    pub left: bool,
+}
+
+impl RingIn {
+    /// Hands out what is held: bytes, else the error, else the end (`Ok(0)`). `None` when
+    /// nothing is held (would-block while the ring receives; the socket's turn once it left).
+    fn take(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if self.pos < self.bytes.len() {
+            let n = (self.bytes.len() - self.pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.bytes.len() {
+                self.bytes.clear();
+                self.pos = 0;
+            }
+            return Some(Ok(n));
+        }
+        if let Some(errno) = self.error.take() {
+            return Some(Err(io::Error::from_raw_os_error(errno)));
+        }
+        if self.end {
+            return Some(Ok(0));
+        }
+        None
+    }
 }
 
 impl Channel {
+    /// Whether the loop may let the ring receive for this channel: a connected, plain (not
+    /// TLS) stream socket, and for TCP only when its dispatcher needs no urgent data
+    /// (`urgent`: [`Dispatcher::urgent_data`](crate::Dispatcher::urgent_data)), since a receive
+    /// on the ring reads past the urgent mark. Unix streams have no urgent data.
+    pub(crate) fn ring_eligible(&self, urgent: bool) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return false;
+        }
+        let Io::Socket(s) = &self.io else { return false };
+        matches!(self.state, State::Connected(Peer::Open))
+            && s.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+            && (!urgent || s.local_addr().is_ok_and(|a| a.family() == libc::AF_UNIX as libc::sa_family_t))
+    }
+
+    /// A TLS engine was attached while the ring receives for this channel: the loop must take
+    /// it out of stream mode (`ring_leave`) before the engine reads the socket.
+    pub(crate) fn ring_leave_due(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return self.ring_in.as_ref().is_some_and(|r| !r.left);
+        }
+        false
+    }
+
+    /// The ring stopped receiving for this channel: `bytes` (what it received and had not
+    /// handed over, after what the channel holds), then the end or error, then the socket.
+    pub(crate) fn ring_leave(&mut self, bytes: Vec<u8>, end: bool, error: Option<i32>) {
+        let r = self.ring_in.get_or_insert_with(Box::default);
+        r.bytes.extend_from_slice(&bytes);
+        r.end |= end;
+        r.error = r.error.or(error);
+        r.left = true;
+    }
+
+    /// The ring's input for this channel, in io_uring stream mode.
+    pub(crate) fn ring_in(&mut self) -> Option<&mut RingIn> {
+        self.ring_in.as_deref_mut()
+    }
+
+    /// Puts the channel in io_uring stream mode.
+    pub(crate) fn set_ring_mode(&mut self) {
+        self.ring_in.get_or_insert_with(Box::default);
+    }
+
+    /// How many received bytes the channel holds from the ring, not yet handed out.
+    pub(crate) fn ring_held(&self) -> usize {
+        self.ring_in.as_ref().map_or(0, |r| r.bytes.len() - r.pos)
+    }
+
+    /// Received bytes are waiting to be handed out (a read is due without a wait).
+    pub(crate) fn ring_has_input(&self) -> bool {
+        self.ring_in.as_ref().is_some_and(|r| r.pos < r.bytes.len() || r.end || r.error.is_some())
+    }
     fn with_io(io: Io) -> Channel {
         Channel {
             io,
@@ -128,6 +221,7 @@ impl Channel {
             hard_limit: DEFAULT_HARD_LIMIT,
             #[cfg(feature = "tls")]
             tls: None,
+            ring_in: None,
         }
     }
 
@@ -434,15 +528,17 @@ impl Channel {
         if self.tls.is_some() {
             return self.tls_recv(buf);
         }
-        let res = loop {
-            let r = match &mut self.io {
-                Io::Socket(s) => s.read(buf),
-                Io::File(f) => f.read(buf),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
+        let held = match self.ring_in.as_deref_mut() {
+            Some(r) => match r.take(buf) {
+                Some(res) => Some(res),
+                None if r.left => None,
+                None => Some(Err(io::ErrorKind::WouldBlock.into())),
+            },
+            None => None,
+        };
+        let res = match held {
+            Some(res) => res,
+            None => self.read_io(buf),
         };
         match res {
             Ok(0) if !buf.is_empty() => {
@@ -455,6 +551,20 @@ impl Channel {
                 Ok(0)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// One read from the descriptor, retried on EINTR.
+    fn read_io(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let r = match &mut self.io {
+                Io::Socket(s) => s.read(buf),
+                Io::File(f) => f.read(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
     }
 

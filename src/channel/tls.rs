@@ -23,11 +23,24 @@ use std::time::Duration;
 /// whether the last read filled the buffer it was given.
 struct Source<'a> {
     io: &'a mut Io,
+    /// Ciphertext the io_uring backend received before the engine was attached (STARTTLS):
+    /// read first; while the ring still receives for the channel, the socket is not read.
+    carry: Option<&'a mut super::RingIn>,
     filled: bool,
 }
 
 impl Read for Source<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(r) = self.carry.as_deref_mut() {
+            match r.take(buf) {
+                Some(res) => {
+                    self.filled = matches!(res, Ok(n) if n == buf.len() && n > 0);
+                    return res;
+                }
+                None if !r.left => return Err(io::ErrorKind::WouldBlock.into()),
+                None => {}
+            }
+        }
         loop {
             let r = match self.io {
                 Io::Socket(s) => s.read(buf),
@@ -289,9 +302,9 @@ impl Channel {
     /// processes it, queues and flushes what rustls answers (handshake messages, alerts). A
     /// disconnect marks the peer gone.
     fn tls_feed(&mut self, want: usize) -> io::Result<bool> {
-        let Channel { io, tls, out, .. } = self;
+        let Channel { io, tls, out, ring_in, .. } = self;
         let engine = tls.as_mut().expect("a TLS channel");
-        let fed = engine.feed(&mut Source { io, filled: false }, want);
+        let fed = engine.feed(&mut Source { io, carry: ring_in.as_deref_mut(), filled: false }, want);
         // Whatever the outcome, send what rustls has to say (an alert on failure).
         let drained = engine.drain(out);
         match fed {

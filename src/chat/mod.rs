@@ -690,6 +690,12 @@ impl<H: ChatHandler> Dispatcher for AsyncChat<H> {
         self.handler.readable()
     }
 
+    /// A chat handler has no `handle_expt` of its own (urgent data only meets the default
+    /// warning), so the io_uring backend may receive a chat's input on the ring.
+    fn urgent_data(&self) -> bool {
+        false
+    }
+
     /// Writable only while producers are queued (queued bytes are the channel's).
     fn writable(&self) -> bool {
         !self.state.fifo.is_empty()

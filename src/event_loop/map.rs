@@ -47,6 +47,10 @@ struct Entry {
     dirty: bool,
     /// `handle_close` was delivered for the peer's end (it is delivered once).
     close_reported: bool,
+    /// A read event is due without a wait (on the map's `ready` list): decided anew each time
+    /// the channel is put back, so a channel whose `readable()` went false in between is not
+    /// called again.
+    ready: bool,
     timing: Option<Box<Timing>>,
     /// `None` while lent out to a running handler.
     body: Option<Body>,
@@ -119,7 +123,7 @@ impl Map {
         self.entries.iter().map(|(i, e)| Token::new(i, e.gen)).collect()
     }
 
-    pub fn insert(&mut self, channel: Channel, handler: Box<dyn Dispatcher>) -> io::Result<Token> {
+    pub fn insert(&mut self, mut channel: Channel, handler: Box<dyn Dispatcher>) -> io::Result<Token> {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let vacant = self.entries.vacant_entry();
@@ -133,6 +137,12 @@ impl Map {
             () => interest::interest(inputs(&channel, &*handler, false)),
         };
         self.selector.set_interest(channel.as_fd(), token.to_raw(), watched)?;
+        if self.selector.backend() == Backend::Uring
+            && channel.ring_eligible(handler.urgent_data())
+            && self.selector.set_stream(channel.as_fd())?
+        {
+            channel.set_ring_mode();
+        }
         let volatile = handler.volatile();
         // A channel added after its peer already ended is re-asked at once, which delivers its
         // handle_close.
@@ -142,6 +152,7 @@ impl Map {
             watched,
             dirty,
             close_reported: false,
+            ready: false,
             timing: None,
             body: Some(Body { channel, handler }),
         });
@@ -189,8 +200,27 @@ impl Map {
         if body.channel.is_closed() {
             return Restored::Dropped(self.remove(token, &body.channel));
         }
-        let want = self.want(token, &body.channel, now);
+        if body.channel.ring_leave_due() {
+            // A TLS engine was attached (STARTTLS): from now on the engine reads the socket, so
+            // the ring stops receiving, and what it took already is handed to the channel first.
+            match self.selector.leave_stream(body.channel.as_fd()) {
+                Ok((bytes, end, error)) => body.channel.ring_leave(bytes, end, error),
+                Err(e) => {
+                    crate::errors::emit(&format!(
+                        "cannot leave io_uring stream mode for {:?}: {e}; closing it",
+                        body.channel
+                    ));
+                    body.channel.close();
+                    return Restored::Dropped(self.remove(token, &body.channel));
+                }
+            }
+        }
+        let (want, ready) = self.want(&body.channel, now);
         let Some(entry) = self.entries.get_mut(token.index()) else { return Restored::Dropped(None) };
+        if ready && !entry.ready {
+            self.ready.push(token);
+        }
+        entry.ready = ready;
         if want != entry.watched {
             if let Err(e) = self.selector.set_interest(body.channel.as_fd(), token.to_raw(), want) {
                 crate::errors::emit(&format!("cannot watch {:?}: {e}; closing it", body.channel));
@@ -206,17 +236,17 @@ impl Map {
 
     /// The interest of a channel put back: the TLS rule for a TLS channel (which also queues a
     /// read event due now for decrypted plaintext), the plain rule otherwise.
-    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
-    fn want(&mut self, token: Token, channel: &Channel, now: Inputs) -> Interest {
+    /// Also says whether a read event is due without a wait: decrypted plaintext, or input
+    /// the ring already received (or, after STARTTLS, ciphertext it received before).
+    fn want(&mut self, channel: &Channel, now: Inputs) -> (Interest, bool) {
         #[cfg(feature = "tls")]
         if let Some(engine) = channel.tls_inputs() {
             let t = crate::tls::interest::tls_interest(now, engine);
-            if t.ready {
-                self.ready.push(token);
-            }
-            return t.watch;
+            let carried = channel.ring_has_input() && (t.watch.read || channel.tls_handshaking());
+            return (t.watch, t.ready || carried);
         }
-        interest::interest(now)
+        let want = interest::interest(now);
+        (want, want.read && channel.ring_has_input())
     }
 
     /// Whether read events are due without a wait.
@@ -226,7 +256,13 @@ impl Map {
 
     /// Takes the channels whose read events are due without a wait.
     pub fn take_ready(&mut self, out: &mut Vec<Token>) {
-        out.append(&mut self.ready);
+        let entries = &mut self.entries;
+        out.extend(self.ready.drain(..).filter(|t| {
+            entries
+                .get_mut(t.index())
+                .filter(|e| e.gen == t.generation())
+                .is_some_and(|e| std::mem::take(&mut e.ready))
+        }));
     }
 
     /// Takes an entry out of the map and the selector. The caller drops the channel, which

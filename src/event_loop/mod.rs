@@ -310,7 +310,10 @@ impl Loop {
                 if body.channel.accepting() {
                     body.channel.close();
                 } else if !body.channel.is_closed() {
-                    lp.call(token, body, crate::Handler::Shutdown);
+                    lp.deliver_received(token, body);
+                    if !body.channel.is_closed() {
+                        lp.call(token, body, crate::Handler::Shutdown);
+                    }
                 }
             });
         }

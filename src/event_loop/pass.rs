@@ -146,6 +146,7 @@ impl Loop {
             return self.handshake_event(token, body, ev);
         }
         if ev.readable && open(body) {
+            self.move_received(body);
             let which = if body.channel.accepting() { Handler::Accept } else { Handler::Read };
             self.call(token, body, which);
         }
@@ -173,6 +174,38 @@ impl Loop {
         if (ev.hangup || ev.error || ev.invalid) && !ev.readable && open(body) {
             body.channel.mark_broken();
             self.finish(token, body);
+        }
+    }
+
+    /// Moves what the ring received for a channel in io_uring stream mode into the channel.
+    fn move_received(&mut self, body: &mut Body) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&body.channel));
+        if let Some(r) = body.channel.ring_in().filter(|r| !r.left) {
+            let (end, error) = self.handle.map.selector().move_received(fd, &mut r.bytes);
+            r.end |= end;
+            r.error = r.error.or(error);
+        }
+    }
+
+    /// Before a channel in io_uring stream mode is told to shut down: what the ring already
+    /// took from the socket is input the loop has read (on epoll the handler would have had
+    /// it), so it goes to `handle_read` first, while `readable()` says yes and the handler
+    /// takes some each time.
+    pub(super) fn deliver_received(&mut self, token: Token, body: &mut Body) {
+        if body.channel.ring_in().is_none() {
+            return;
+        }
+        self.move_received(body);
+        let mut held = body.channel.ring_held();
+        while held > 0 && open(body) && body.handler.readable() && !body.channel.accepting() {
+            self.call(token, body, Handler::Read);
+            self.finish(token, body);
+            self.move_received(body);
+            let now = body.channel.ring_held();
+            if now >= held {
+                break; // the handler took nothing: no progress, no spin
+            }
+            held = now;
         }
     }
 

@@ -26,12 +26,14 @@ mod selector;
 #[cfg(target_os = "linux")]
 mod uring;
 #[cfg(target_os = "linux")]
+mod uring_buf;
+#[cfg(target_os = "linux")]
 mod uring_ring;
 
 pub use selector::{Selector, SelectorWaker};
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
 /// Which readiness API a [`Loop`](crate::Loop) waits with.
@@ -56,7 +58,10 @@ pub enum Backend {
     /// `epoll(7)` (Linux): cost per pass grows with ready channels, not with all channels.
     Epoll,
     /// `io_uring(7)` (Linux 6.0+): readiness from single-shot polls re-armed each pass, all of
-    /// a pass's changes and its wait in one `io_uring_enter`. Fails with an error naming
+    /// a pass's changes and its wait in one `io_uring_enter`; a connected stream channel that
+    /// allows it (Unix streams, and TCP where
+    /// [`Dispatcher::urgent_data`](crate::Dispatcher::urgent_data) is false) has its input
+    /// received on the ring instead, so its `recv` costs no syscall. Fails with an error naming
     /// io_uring where the kernel refuses it (`kernel.io_uring_disabled`, seccomp); it is in
     /// [`Backend::all`] only where the kernel accepts it.
     ///
@@ -232,6 +237,20 @@ pub(crate) trait Poller: Send + Sync {
     fn watch_waker(&mut self, fd: BorrowedFd<'_>, token: u64) -> io::Result<bool> {
         self.set_interest(fd, token, Interest::READ)?;
         Ok(true)
+    }
+    /// Lets the backend receive a known stream socket's input itself (io_uring). Returns
+    /// whether it does; the others do not.
+    fn set_stream(&mut self, _fd: BorrowedFd<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
+    /// Takes `fd` out of the backend's receiving for good; returns what it received and did not
+    /// hand over, and (end of stream, errno) behind it.
+    fn leave_stream(&mut self, _fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        Ok((Vec::new(), false, None))
+    }
+    /// Appends what the backend received for `fd` to `into`; returns (end of stream, errno).
+    fn move_received(&mut self, _fd: RawFd, _into: &mut Vec<u8>) -> (bool, Option<i32>) {
+        (false, None)
     }
 }
 

@@ -114,6 +114,26 @@ impl Selector {
         self.poller.remove(fd)
     }
 
+    /// Lets the backend receive `fd`'s input itself (io_uring stream mode); whether it does.
+    pub(crate) fn set_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        self.poller.set_stream(fd)
+    }
+
+    /// Takes `fd` out of io_uring stream mode: what was received and not handed over, and
+    /// (end of stream, errno) behind it. The descriptor's input is polled again.
+    pub(crate) fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        self.poller.leave_stream(fd)
+    }
+
+    /// Appends what the backend received for `fd`; returns (end of stream, errno).
+    pub(crate) fn move_received(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        into: &mut Vec<u8>,
+    ) -> (bool, Option<i32>) {
+        self.poller.move_received(fd, into)
+    }
+
     /// The selector's waker, created and watched on first use: [`SelectorWaker::wake`] from any
     /// thread ends the current or next wait with an event for [`Selector::WAKE_TOKEN`].
     ///

@@ -35,6 +35,7 @@
 //! [`Backend::all`](super::Backend::all) leaves uring out.
 #![cfg(target_os = "linux")]
 
+use super::uring_buf::BufRing;
 use super::uring_ring::{self as ring_ops, RingFlags};
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
@@ -50,15 +51,25 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 16 * 1024;
 
 /// What a completion is, from the top bits of its user data.
-const KIND_SHIFT: u32 = 62;
+const KIND_SHIFT: u32 = 61;
 const KIND_POLL: u64 = 0;
 const KIND_WAKER: u64 = 1;
 /// The completion of a `POLL_REMOVE` itself: nothing to do.
 const KIND_CANCEL: u64 = 2;
 /// A second look at a descriptor whose completion carried only a wake-up's hint (see `recheck`).
 const KIND_CHECK: u64 = 3;
-/// The arm sequence takes the 30 bits between the kind and the descriptor.
-const SEQ_MASK: u32 = (1 << 30) - 1;
+/// A multishot receive into the buffer ring (a descriptor in stream mode, see `Stream`).
+const KIND_RECV: u64 = 4;
+/// The arm sequence takes the 29 bits between the kind and the descriptor.
+const SEQ_MASK: u32 = (1 << 29) - 1;
+
+/// The buffer ring: buffers shared by every receive of the ring.
+const BUF_COUNT: u16 = 256;
+const BUF_SIZE: u32 = 4096;
+const BUF_GROUP: u16 = 0;
+/// A stream's inbox bound: past it the receive is cancelled until the channel takes the bytes,
+/// so backpressure reaches the peer's TCP window and one busy channel cannot take everything.
+pub(crate) const INBOX_CAP: usize = 64 * 1024;
 
 fn poll_data(fd: RawFd, seq: u32) -> u64 {
     user_data(KIND_POLL, fd, seq)
@@ -71,8 +82,42 @@ fn user_data(kind: u64, fd: RawFd, seq: u32) -> u64 {
 const WAKER_DATA: u64 = KIND_WAKER << KIND_SHIFT;
 const CANCEL_DATA: u64 = KIND_CANCEL << KIND_SHIFT;
 
+/// A connected stream socket whose input the ring receives (phase 2): one multishot receive
+/// into the shared buffer ring while read interest lasts and the inbox is under its bound, the
+/// bytes copied into `inbox` and the buffer given back at once.
+#[derive(Clone, Default)]
+struct Stream {
+    /// Received, not yet taken by the channel.
+    inbox: Vec<u8>,
+    /// The peer ended the stream (a receive completed with 0).
+    eof: bool,
+    /// A receive failed with this errno (reported once the inbox is empty).
+    error: Option<i32>,
+    /// A receive with sequence `Slot::recv_seq` is in flight and not cancelled.
+    armed: bool,
+    /// The kernel has not ended the receive with sequence `Slot::recv_seq` yet (live or
+    /// cancelled): what it still delivers belongs to this stream, and no new receive is armed
+    /// before it ends, so bytes never arrive out of order.
+    inflight: bool,
+    /// The wait (`Uring::waits`) that last reported it, so a wait reports it once.
+    reported: u32,
+}
+
+/// What [`Uring::take_received`] handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// This many bytes (more may follow).
+    Bytes(usize),
+    /// Nothing now: "would block".
+    Nothing,
+    /// The peer ended the stream and every byte before the end was handed over.
+    End,
+    /// The receive failed with this errno.
+    Failed(i32),
+}
+
 /// One descriptor number's state.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Slot {
     known: bool,
     token: u64,
@@ -87,10 +132,39 @@ struct Slot {
     check_seq: u32,
     /// A second look is due at the next wait, in place of the re-arm (see `Uring::wait`).
     look: bool,
+    /// The sequence number of the last receive armed for this number: it only grows, also
+    /// across `remove` and stream mode off and on, so a late completion of an earlier receive
+    /// never passes for the current one.
+    recv_seq: u32,
+    /// Stream mode: the ring receives for this descriptor (boxed: most descriptors have none).
+    stream: Option<Box<Stream>>,
+}
+
+impl Slot {
+    /// Whether the ring should have a receive in flight for this descriptor.
+    fn wants_recv(&self) -> bool {
+        self.known
+            && self.interest.read
+            && self
+                .stream
+                .as_ref()
+                .is_some_and(|s| !s.inflight && !s.eof && s.error.is_none() && s.inbox.len() < INBOX_CAP)
+    }
+
+    /// The poll mask, in stream mode without the input the receive covers.
+    fn poll_interest(&self) -> Interest {
+        match self.stream {
+            Some(_) => Interest { read: false, write: self.interest.write },
+            None => self.interest,
+        }
+    }
 }
 
 pub(crate) struct Uring {
+    /// Declared first, so it is closed before `bufs` is freed (fields drop in order).
     ring: IoUring,
+    /// The buffer ring, created with the first stream.
+    bufs: Option<BufRing>,
     flags: RingFlags,
     /// The thread the ring is enabled for, when it is single-issuer.
     owner: Option<ThreadId>,
@@ -101,7 +175,25 @@ pub(crate) struct Uring {
     waker: Option<(RawFd, bool)>,
     /// Descriptors whose completion needs a second look in this wait (kept for its capacity).
     suspects: Vec<RawFd>,
+    /// Streams whose inbox passed its bound in this reap: their receive is cancelled after it.
+    over: Vec<RawFd>,
+    /// Waits so far (wrapping), to report a stream once per wait.
+    waits: u32,
+    /// Receives the kernel has not ended yet (live or cancelled): while any is, the buffer
+    /// ring may be written to and must not be freed.
+    recvs: usize,
+    /// Emptied inboxes kept for the next stream that receives (no allocation per round trip,
+    /// and an idle stream holds no buffer).
+    spare: Vec<Vec<u8>>,
+    /// Streams whose read interest came back while their inbox holds something: reported by
+    /// the next wait, which does not sleep then (no completion may ever come for those bytes).
+    due: Vec<RawFd>,
+    /// Events reaped outside a wait (while a stream left ring mode), delivered by the next one.
+    deferred: Vec<Event>,
 }
+
+/// Spare inboxes kept at most (each up to `INBOX_CAP` bytes).
+const SPARE_INBOXES: usize = 64;
 
 impl Uring {
     /// A ring, or an error naming io_uring and why the kernel refused it.
@@ -109,12 +201,19 @@ impl Uring {
         let (ring, flags) = ring_ops::build(SQ_ENTRIES, CQ_ENTRIES)?;
         Ok(Uring {
             ring,
+            bufs: None,
             flags,
             owner: None,
             slots: Vec::new(),
             to_arm: Vec::new(),
             waker: None,
             suspects: Vec::new(),
+            over: Vec::new(),
+            waits: 0,
+            recvs: 0,
+            spare: Vec::new(),
+            due: Vec::new(),
+            deferred: Vec::new(),
         })
     }
 
@@ -151,12 +250,28 @@ impl Uring {
         if flags.single_issuer {
             ring.submitter().register_enable_rings()?;
         }
-        self.ring = ring;
+        let old = std::mem::replace(&mut self.ring, ring);
+        let in_flight = std::mem::take(&mut self.recvs) > 0;
+        drop(old);
+        if let Some(bufs) = self.bufs.take() {
+            if in_flight {
+                // The old ring's receives cannot be waited for from this thread: their buffers
+                // are left to the kernel rather than freed under a receive (a rare leak).
+                std::mem::forget(bufs);
+            }
+        }
+        if self.slots.iter().any(|s| s.stream.is_some()) {
+            self.bufs = Some(BufRing::new(&self.ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?);
+        }
         self.flags = flags;
         self.owner = Some(me);
         self.to_arm.clear();
         for (fd, slot) in self.slots.iter_mut().enumerate() {
             slot.armed = false;
+            if let Some(st) = slot.stream.as_mut() {
+                st.armed = false;
+                st.inflight = false;
+            }
             slot.queued = slot.known && !slot.interest.is_empty();
             if slot.queued {
                 self.to_arm.push(fd as RawFd);
@@ -174,6 +289,18 @@ impl Uring {
             slot.queued = true;
             self.to_arm.push(fd);
         }
+    }
+
+    /// Cancels `fd`'s receive in flight, if any.
+    fn cancel_recv(&mut self, fd: RawFd) -> io::Result<bool> {
+        let slot = self.slot(fd);
+        let seq = slot.recv_seq;
+        let Some(st) = slot.stream.as_mut().filter(|st| st.armed) else { return Ok(false) };
+        st.armed = false;
+        let target = user_data(KIND_RECV, fd, seq);
+        let sqe = opcode::AsyncCancel::new(target).build().user_data(CANCEL_DATA);
+        ring_ops::push(&mut self.ring, &sqe)?;
+        Ok(true)
     }
 
     /// Cancels `fd`'s poll in flight, if any (the cancel is submitted with the next enter).
@@ -205,7 +332,27 @@ impl Uring {
         for (i, &fd) in todo.iter().enumerate() {
             let slot = &mut self.slots[fd as usize];
             slot.queued = false;
-            if !slot.known || slot.armed || slot.interest.is_empty() {
+            if slot.wants_recv() {
+                slot.recv_seq = slot.recv_seq.wrapping_add(1) & SEQ_MASK;
+                let seq = slot.recv_seq;
+                let st = slot.stream.as_mut().expect("wants_recv");
+                st.armed = true;
+                st.inflight = true;
+                let sqe = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
+                    .build()
+                    .user_data(user_data(KIND_RECV, fd, seq));
+                match ring_ops::push(&mut self.ring, &sqe) {
+                    Ok(()) => self.recvs += 1,
+                    Err(e) => {
+                        let st = self.slots[fd as usize].stream.as_mut().expect("wants_recv");
+                        st.armed = false;
+                        st.inflight = false;
+                        result = Err(e);
+                    }
+                }
+            }
+            let slot = &mut self.slots[fd as usize];
+            if !slot.known || slot.armed || slot.poll_interest().is_empty() {
                 continue;
             }
             if std::mem::take(&mut slot.look) {
@@ -216,7 +363,7 @@ impl Uring {
             }
             slot.seq = slot.seq.wrapping_add(1) & SEQ_MASK;
             slot.armed = true;
-            let sqe = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.interest))
+            let sqe = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.poll_interest()))
                 .build()
                 .user_data(poll_data(fd, slot.seq));
             if let Err(e) = ring_ops::push(&mut self.ring, &sqe) {
@@ -237,6 +384,109 @@ impl Uring {
         result
     }
 
+    /// Stream mode on or off for a known descriptor (a connected stream socket): on, the ring
+    /// receives its input while read interest lasts and [`take_received`](Uring::take_received)
+    /// hands it over; off, what was received and not taken is returned (a channel leaving the
+    /// loop carries it).
+    #[cfg_attr(not(test), allow(dead_code))] // the channel side is the next step (issue 15)
+    pub(crate) fn set_stream(&mut self, fd: BorrowedFd<'_>, on: bool) -> io::Result<Vec<u8>> {
+        let raw = fd.as_raw_fd();
+        if !self.slot(raw).known {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "set_stream: unknown descriptor"));
+        }
+        if on == self.slot(raw).stream.is_some() {
+            return Ok(Vec::new());
+        }
+        // The poll's mask changes either way (input moves between the poll and the receive).
+        self.cancel(raw)?;
+        let left = if on {
+            if self.bufs.is_none() {
+                self.own()?;
+                self.bufs = Some(BufRing::new(&self.ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?);
+            }
+            self.slot(raw).stream = Some(Box::default());
+            Vec::new()
+        } else {
+            self.cancel_recv(raw)?;
+            self.slot(raw).stream.take().map(|st| st.inbox).unwrap_or_default()
+        };
+        self.queue_arm(raw);
+        Ok(left)
+    }
+
+    /// Takes a descriptor out of stream mode for good (a channel that starts TLS reads the
+    /// socket itself from now on): cancels its receive and waits for the kernel to end it, so
+    /// nothing more is taken from the socket, then returns what was received and not handed
+    /// over (the oldest first), and whether the stream ended or failed behind it. Input is
+    /// watched with polls again from the next wait. Completions reaped meanwhile for other
+    /// descriptors are kept for the next wait.
+    pub(crate) fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        let raw = fd.as_raw_fd();
+        if self.slot(raw).stream.is_none() {
+            return Ok((Vec::new(), false, None));
+        }
+        self.own()?;
+        self.cancel_recv(raw)?;
+        // Bounded: each round waits at most a millisecond for a completion (no spin); the
+        // cancel of a receive ends it within the first round or two.
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let mut rounds = 0;
+        while self.slot(raw).stream.as_ref().is_some_and(|st| st.inflight) && rounds < 1000 {
+            rounds += 1;
+            let r = ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(1)));
+            self.reap(&mut deferred, None);
+            if let Err(e) = r {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.deferred = deferred;
+                    return Err(e);
+                }
+            }
+        }
+        // This descriptor's own read events are the caller's business now.
+        let token = self.slot(raw).token;
+        deferred.retain(|ev| ev.token != token || ev.writable || ev.priority || ev.hangup || ev.error);
+        self.deferred = deferred;
+        if self.slot(raw).stream.as_ref().is_some_and(|st| st.inflight) {
+            return Err(io::Error::other("io_uring: a cancelled receive did not end"));
+        }
+        self.due.retain(|&d| d != raw);
+        self.cancel(raw)?; // the poll's mask gains the input again
+        let st = self.slot(raw).stream.take().expect("checked");
+        self.queue_arm(raw);
+        Ok((st.inbox, st.eof, st.error))
+    }
+
+    /// `recv` for a descriptor in stream mode: copies received bytes into `buf` (the oldest
+    /// first), else says the stream ended or failed, else that nothing is there yet.
+    #[cfg_attr(not(test), allow(dead_code))] // the channel side is the next step (issue 15)
+    pub(crate) fn take_received(&mut self, fd: RawFd, buf: &mut [u8]) -> Received {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else {
+            return Received::Nothing;
+        };
+        let Some(st) = slot.stream.as_mut() else { return Received::Nothing };
+        if !st.inbox.is_empty() && !buf.is_empty() {
+            let n = st.inbox.len().min(buf.len());
+            buf[..n].copy_from_slice(&st.inbox[..n]);
+            st.inbox.drain(..n);
+            if st.inbox.is_empty() && self.spare.len() < SPARE_INBOXES {
+                let mut spare = std::mem::take(&mut st.inbox);
+                spare.clear();
+                self.spare.push(spare);
+            }
+            // Below its bound again: receive again from the next wait.
+            if slot.wants_recv() && !slot.queued {
+                slot.queued = true;
+                self.to_arm.push(fd);
+            }
+            return Received::Bytes(n);
+        }
+        match (st.error, st.eof) {
+            (Some(e), _) => Received::Failed(e),
+            (None, true) => Received::End,
+            (None, false) => Received::Nothing,
+        }
+    }
+
     /// Takes a second look at the descriptors in `suspects`: for each, a poll for its interest
     /// and its cancel, submitted together, so only readiness present at that moment completes
     /// it (with `vfs_poll`'s true mask); the answers are reaped as events.
@@ -254,7 +504,8 @@ impl Uring {
         let slot = &mut self.slots[fd as usize];
         slot.check_seq = slot.check_seq.wrapping_add(1) & SEQ_MASK;
         let data = user_data(KIND_CHECK, fd, slot.check_seq);
-        let look = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.interest)).build().user_data(data);
+        let look =
+            opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.poll_interest())).build().user_data(data);
         let cancel = opcode::PollRemove::new(data).build().user_data(CANCEL_DATA);
         ring_ops::push(&mut self.ring, &look)?;
         ring_ops::push(&mut self.ring, &cancel)
@@ -306,7 +557,63 @@ impl Uring {
                         _ if res == -libc::ECANCELED || res == 0 => {}
                         _ => events.push(event(slot.token, res)),
                     }
-                    if !slot.interest.is_empty() && !slot.queued {
+                    if !slot.poll_interest().is_empty() && !slot.queued {
+                        slot.queued = true;
+                        self.to_arm.push(fd);
+                    }
+                }
+                KIND_RECV => {
+                    let fd = (data & 0xffff_ffff) as u32 as RawFd;
+                    let seq = (data >> 32) as u32 & SEQ_MASK;
+                    let (res, flags) = (cqe.result(), cqe.flags());
+                    let more = cqueue::more(flags);
+                    if !more {
+                        self.recvs = self.recvs.saturating_sub(1);
+                    }
+                    // This stream's receive, live or cancelled: what it took from the socket is
+                    // the stream's, whatever the channel wants now (dropping it would lose bytes).
+                    let live = self.slots.get(fd as usize).is_some_and(|s| {
+                        s.known && s.recv_seq == seq && s.stream.as_ref().is_some_and(|st| st.inflight)
+                    });
+                    // A completion that carries a buffer gives it back at once, stale or not.
+                    if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
+                        if live && res > 0 {
+                            let st = self.slots[fd as usize].stream.as_mut().expect("live");
+                            if st.inbox.capacity() == 0 {
+                                st.inbox = self.spare.pop().unwrap_or_default();
+                            }
+                            st.inbox.extend_from_slice(bufs.data(bid, res as usize));
+                        }
+                        bufs.give_back(bid);
+                    }
+                    if !live {
+                        continue; // stale: cancelled, or an earlier descriptor with this number
+                    }
+                    let slot = &mut self.slots[fd as usize];
+                    let token = slot.token;
+                    let st = slot.stream.as_mut().expect("live");
+                    match res {
+                        0 => st.eof = true,
+                        // ENOBUFS: the ring ran dry; re-armed at the next wait, by which time
+                        // every buffer of this reap is back.
+                        n if n > 0 || n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
+                        e => st.error = Some(-e),
+                    }
+                    if !more {
+                        st.armed = false;
+                        st.inflight = false;
+                    }
+                    // Reported only while the channel wants input (readable() false: no event).
+                    if slot.interest.read
+                        && (!st.inbox.is_empty() || st.eof || st.error.is_some())
+                        && st.reported != self.waits
+                    {
+                        st.reported = self.waits;
+                        events.push(Event { token, readable: true, ..Event::default() });
+                    }
+                    if more && st.armed && st.inbox.len() >= INBOX_CAP {
+                        self.over.push(fd);
+                    } else if !more && !slot.queued {
                         slot.queued = true;
                         self.to_arm.push(fd);
                     }
@@ -323,7 +630,7 @@ impl Uring {
                         events.push(event(slot.token, res));
                     }
                     // Ready or not, the descriptor is watched again from the next wait.
-                    if !slot.interest.is_empty() && !slot.queued && !slot.armed {
+                    if !slot.poll_interest().is_empty() && !slot.queued && !slot.armed {
                         slot.queued = true;
                         self.to_arm.push(fd);
                     }
@@ -372,6 +679,18 @@ impl Poller for Uring {
         slot.interest = interest;
         if changed {
             self.slot(raw).look = false;
+            if !interest.read {
+                self.cancel_recv(raw)?;
+            } else if self
+                .slot(raw)
+                .stream
+                .as_ref()
+                .is_some_and(|st| !st.inbox.is_empty() || st.eof || st.error.is_some())
+            {
+                // Input received before readable() went false: report it, as a level-triggered
+                // backend reports data still in the socket.
+                self.due.push(raw);
+            }
             self.cancel(raw)?;
             if !interest.is_empty() {
                 self.queue_arm(raw);
@@ -385,8 +704,9 @@ impl Poller for Uring {
         if !self.slots.get(raw as usize).is_some_and(|s| s.known) {
             return Ok(());
         }
-        let cancelled = self.cancel(raw)?;
+        let cancelled = self.cancel(raw)? | self.cancel_recv(raw)?;
         let slot = self.slot(raw);
+        slot.stream = None;
         slot.known = false;
         slot.interest = Interest::NONE;
         slot.look = false;
@@ -400,18 +720,63 @@ impl Poller for Uring {
         Ok(())
     }
 
+    fn set_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        Uring::set_stream(self, fd, true).map(|_| true)
+    }
+
+    fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
+        Uring::leave_stream(self, fd)
+    }
+
+    fn move_received(&mut self, fd: RawFd, into: &mut Vec<u8>) -> (bool, Option<i32>) {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return (false, None) };
+        let Some(st) = slot.stream.as_mut() else { return (false, None) };
+        if !st.inbox.is_empty() {
+            into.extend_from_slice(&st.inbox);
+            let mut spare = std::mem::take(&mut st.inbox);
+            if self.spare.len() < SPARE_INBOXES {
+                spare.clear();
+                self.spare.push(spare);
+            }
+        }
+        let out = (st.eof, st.error);
+        if slot.wants_recv() && !slot.queued {
+            slot.queued = true;
+            self.to_arm.push(fd);
+        }
+        out
+    }
+
     fn watch_waker(&mut self, fd: BorrowedFd<'_>, _token: u64) -> io::Result<bool> {
         self.waker = Some((fd.as_raw_fd(), false));
         Ok(false)
     }
 
-    fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait(&mut self, events: &mut Vec<Event>, mut timeout: Option<Duration>) -> io::Result<()> {
         self.own()?;
         self.arm_pending()?;
         let first = events.len();
+        self.waits = self.waits.wrapping_add(1);
+        if !self.deferred.is_empty() || !self.due.is_empty() {
+            timeout = Some(Duration::ZERO); // something to report already: do not sleep
+        }
         let result = ring_ops::submit_and_wait(&self.ring, timeout);
+        events.append(&mut self.deferred);
         let mut suspects = std::mem::take(&mut self.suspects);
         self.reap(events, Some(&mut suspects));
+        for fd in std::mem::take(&mut self.due) {
+            let waits = self.waits;
+            let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known && s.interest.read) else {
+                continue;
+            };
+            let token = slot.token;
+            if let Some(st) = slot.stream.as_mut() {
+                if (!st.inbox.is_empty() || st.eof || st.error.is_some()) && st.reported != waits {
+                    st.reported = waits;
+                    events.push(Event { token, readable: true, ..Event::default() });
+                }
+            }
+        }
         let mut checked = Ok(());
         if events.len() > first {
             // The loop has work: the second looks ride on the next wait's enter (they complete
@@ -424,6 +789,232 @@ impl Poller for Uring {
             checked = self.recheck(&mut suspects, events);
         }
         self.suspects = suspects;
+        let mut over = std::mem::take(&mut self.over);
+        for fd in over.drain(..) {
+            checked = checked.and(self.cancel_recv(fd).map(drop));
+        }
+        self.over = over;
         result.and(checked)
+    }
+}
+
+impl Drop for Uring {
+    /// A receive in flight may still write into the buffer ring: cancel them all and wait for
+    /// their last completions before the buffers are freed (after `ring`, by field order). If
+    /// that cannot be done (another thread owns a single-issuer ring, or the kernel is slow),
+    /// the buffers are left allocated rather than freed under a receive.
+    fn drop(&mut self) {
+        if self.bufs.is_none() || self.recvs == 0 {
+            return;
+        }
+        let mine = !self.flags.single_issuer || self.owner == Some(std::thread::current().id());
+        if mine {
+            for fd in 0..self.slots.len() {
+                let _ = self.cancel_recv(fd as RawFd);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while self.recvs > 0 && std::time::Instant::now() < deadline {
+                if ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
+                    break;
+                }
+                let mut cq = self.ring.completion();
+                cq.sync();
+                for cqe in &mut cq {
+                    if cqe.user_data() >> KIND_SHIFT == KIND_RECV && !cqueue::more(cqe.flags()) {
+                        self.recvs = self.recvs.saturating_sub(1);
+                    }
+                }
+            }
+            if self.recvs == 0 {
+                return; // every receive ended: `bufs` is freed after the ring, as declared
+            }
+        }
+        if let Some(bufs) = self.bufs.take() {
+            std::mem::forget(bufs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ring-side receive path, at the poller's level (the channel side is the next step).
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn uring() -> Option<Uring> {
+        Uring::new().ok() // where the kernel refuses io_uring there is nothing to test
+    }
+
+    /// Waits until a readable event for `token` (failing after DEADLINE).
+    fn readable(u: &mut Uring, token: u64) {
+        let end = Instant::now() + DEADLINE;
+        let mut events = Vec::new();
+        loop {
+            events.clear();
+            u.wait(&mut events, Some(Duration::from_millis(50))).unwrap();
+            if events.iter().any(|e| e.token == token && e.readable) {
+                return;
+            }
+            assert!(Instant::now() < end, "no read event for {token}");
+        }
+    }
+
+    #[test]
+    fn stream_input_is_received_on_the_ring_and_handed_over() {
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        assert!(u.set_stream(a.as_fd(), true).unwrap().is_empty());
+        b.write_all(b"hello").unwrap();
+        readable(&mut u, 1);
+        let mut buf = [0u8; 3];
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Bytes(3));
+        assert_eq!(&buf, b"hel");
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Bytes(2));
+        assert_eq!(&buf[..2], b"lo");
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Nothing, "would block");
+        drop(b);
+        readable(&mut u, 1);
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::End);
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn no_read_interest_means_nothing_is_taken_from_the_socket() {
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        let mut events = Vec::new();
+        u.wait(&mut events, Some(Duration::ZERO)).unwrap(); // the receive is armed
+        u.set_interest(a.as_fd(), 1, Interest::NONE).unwrap();
+        u.wait(&mut events, Some(Duration::ZERO)).unwrap(); // and cancelled
+        b.write_all(&[7u8; 1000]).unwrap();
+        for _ in 0..3 {
+            events.clear();
+            u.wait(&mut events, Some(Duration::from_millis(30))).unwrap();
+            assert!(events.is_empty(), "{events:?}");
+        }
+        let mut buf = [0u8; 2000];
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Nothing);
+        assert_eq!((&a).read(&mut buf).unwrap(), 1000, "the bytes stayed in the socket");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn the_inbox_is_bounded_and_nothing_is_lost_or_reordered() {
+        let Some(mut u) = uring() else { return };
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        let data: Vec<u8> = (0..=250u8).cycle().take(1 << 20).collect();
+        let mut sent = 0;
+        let mut events = Vec::new();
+        let end = Instant::now() + DEADLINE;
+        // Fill until the socket refuses more while the ring receives without anyone taking.
+        while sent < data.len() && Instant::now() < end {
+            match (&b).write(&data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    events.clear();
+                    u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
+                    let inbox = u.slots[a.as_raw_fd() as usize].stream.as_ref().unwrap().inbox.len();
+                    assert!(inbox <= INBOX_CAP + (BUF_COUNT as usize) * BUF_SIZE as usize, "{inbox}");
+                    if inbox >= INBOX_CAP {
+                        break; // bounded: the rest waits in the socket
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent < data.len(), "the writer was never held back");
+        // Now take everything: the inbox first, then the ring receives the rest.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while got.len() < sent {
+            assert!(Instant::now() < end, "took {} of {sent}", got.len());
+            match u.take_received(a.as_raw_fd(), &mut buf) {
+                Received::Bytes(n) => got.extend_from_slice(&buf[..n]),
+                Received::Nothing => {
+                    events.clear();
+                    u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, data[..sent], "lost or reordered bytes");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn leaving_stream_mode_hands_over_every_byte_in_order_then_polls_again() {
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        b.write_all(b"abc").unwrap();
+        readable(&mut u, 1);
+        b.write_all(b"def").unwrap();
+        let (mut got, end, error) = u.leave_stream(a.as_fd()).unwrap();
+        assert!(!end && error.is_none());
+        assert_eq!(u.recvs, 0, "the receive ended before leave_stream returned");
+        let mut buf = [0u8; 16];
+        if let Ok(n) = (&a).read(&mut buf) {
+            got.extend_from_slice(&buf[..n]); // what the ring had not taken is in the socket
+        }
+        assert_eq!(got, b"abcdef", "lost or reordered bytes");
+        // Input is polled again: new data is a readiness event, not a receive.
+        b.write_all(b"g").unwrap();
+        readable(&mut u, 1);
+        assert_eq!((&a).read(&mut buf).unwrap(), 1);
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn input_held_while_reading_was_off_is_reported_when_it_comes_back() {
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        b.write_all(b"held").unwrap();
+        readable(&mut u, 1);
+        u.set_interest(a.as_fd(), 1, Interest::NONE).unwrap();
+        let mut events = Vec::new();
+        u.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.iter().all(|e| e.token != 1), "no event without read interest: {events:?}");
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        // No new data: the held bytes alone are reported, and the wait does not sleep for them.
+        let t0 = Instant::now();
+        events.clear();
+        u.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert!(events.iter().any(|e| e.token == 1 && e.readable), "{events:?}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        let mut buf = [0u8; 8];
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Bytes(4));
+        assert_eq!(&buf[..4], b"held");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn dropping_the_poller_with_receives_in_flight_ends_them_first() {
+        let Some(mut u) = uring() else { return };
+        let (a, _b) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        let mut events = Vec::new();
+        u.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(u.recvs, 1, "one receive in flight");
+        let t0 = Instant::now();
+        drop(u);
+        assert!(t0.elapsed() < Duration::from_secs(1), "drop waited for its deadline");
     }
 }

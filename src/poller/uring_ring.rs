@@ -2,8 +2,9 @@
 //! flags the kernel accepts, pushing a submission (the crate marks it `unsafe`: the kernel may
 //! read the memory an entry points to until the operation completes), and entering the kernel.
 //!
-//! The entries pushed by this backend point at no memory of ours: polls and their cancels carry
-//! only a descriptor and user data. That is what each `// SAFETY:` below relies on.
+//! The entries pushed by this backend point at no memory of ours: polls, their cancels and
+//! multishot receives carry a descriptor, user data and at most a buffer group (whose memory
+//! `uring_buf.rs` owns). That is what the `// SAFETY:` below relies on.
 #![cfg(target_os = "linux")]
 #![allow(unsafe_code)]
 
@@ -66,9 +67,10 @@ fn refused(e: io::Error) -> io::Error {
 /// Queues one entry; if the submission queue is full, submits what it holds first.
 pub(crate) fn push(ring: &mut IoUring, sqe: &squeue::Entry) -> io::Result<()> {
     for _ in 0..2 {
-        // SAFETY: every entry this backend builds is a poll, a poll removal or a cancel: it
-        // names a descriptor and user data and points at no buffer, so nothing the kernel reads
-        // later can be freed or moved under it.
+        // SAFETY: every entry this backend builds is a poll, a poll removal, a cancel or a
+        // multishot receive with buffer select: it names a descriptor, user data and at most a
+        // buffer group, never an address of ours. The group's memory (uring_buf.rs) outlives
+        // every receive: `Uring`'s Drop waits for their last completions before freeing it.
         if unsafe { ring.submission().push(sqe) }.is_ok() {
             return Ok(());
         }
