@@ -14,6 +14,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::http::{read_head, Response};
 use support::process::{have, read_to_close, run_py_check, Server};
 use support::TempDir;
 
@@ -68,39 +69,11 @@ fn root_of(tmp: &TempDir) -> String {
     tmp.0.join("root").to_string_lossy().into_owned()
 }
 
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
 /// Reads one response head and its Content-Length body.
 fn response(r: &mut BufReader<TcpStream>) -> Response {
-    let mut line = String::new();
-    r.read_line(&mut line).expect("status line");
-    assert!(line.starts_with("HTTP/1.1 "), "bad status line {line:?}");
-    let status = line[9..12].parse().unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).expect("header line");
-        assert!(h.ends_with("\r\n"), "truncated head");
-        if h == "\r\n" {
-            break;
-        }
-        let (k, v) = h.split_once(':').expect("a header");
-        headers.push((k.to_string(), v.trim().to_string()));
-    }
-    let mut resp = Response { status, headers, body: Vec::new() };
+    let mut resp = read_head(r);
     let len: usize = resp.header("content-length").map_or(0, |l| l.parse().unwrap());
-    resp.body = vec![0; len];
-    r.read_exact(&mut resp.body).expect("body");
+    resp.read_body(r, len);
     resp
 }
 
