@@ -448,3 +448,39 @@ pub(crate) fn short_type_name(full: &str) -> &str {
         None => full,
     }
 }
+
+/// Writes the named [`Dispatcher`] handlers of a wrapper as calls of the same handler on the
+/// dispatcher it wraps (`self.$field`), so a wrapper spells out only what it changes and no
+/// handler is forgotten when one is added. Readiness questions (`readable()`, ...) stay
+/// explicit in each wrapper: those are what wrappers differ in.
+macro_rules! forward_handlers {
+    ($field:ident => $($name:ident),* $(,)?) => {
+        $( $crate::dispatcher::forward_handlers!(@one $field $name); )*
+    };
+    (@one $field:ident handle_accepted) => {
+        fn handle_accepted(
+            &mut self,
+            sock: ::socket2::Socket,
+            addr: ::socket2::SockAddr,
+            cx: &mut $crate::Context<'_>,
+        ) -> std::io::Result<()> {
+            self.$field.handle_accepted(sock, addr, cx)
+        }
+    };
+    (@one $field:ident handle_error) => {
+        fn handle_error(&mut self, err: std::io::Error, cx: &mut $crate::Context<'_>) {
+            self.$field.handle_error(err, cx)
+        }
+    };
+    (@one $field:ident inner_mut) => {
+        fn inner_mut(&mut self) -> Option<&mut dyn $crate::Dispatcher> {
+            Some(&mut self.$field)
+        }
+    };
+    (@one $field:ident $name:ident) => {
+        fn $name(&mut self, cx: &mut $crate::Context<'_>) -> std::io::Result<()> {
+            self.$field.$name(cx)
+        }
+    };
+}
+pub(crate) use forward_handlers;

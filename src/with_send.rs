@@ -1,7 +1,7 @@
 //! [`WithSend`]: asyncore's `dispatcher_with_send`.
 
+use crate::dispatcher::forward_handlers;
 use crate::{Context, Dispatcher};
-use socket2::{SockAddr, Socket};
 use std::io;
 
 /// asyncore's `dispatcher_with_send`: wraps a dispatcher so that output goes through the
@@ -55,39 +55,11 @@ impl<D: Dispatcher> Dispatcher for WithSend<D> {
     fn holds_output(&self) -> bool {
         self.inner.holds_output()
     }
-    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_read(cx)
-    }
     fn handle_write(&mut self, _cx: &mut Context<'_>) -> io::Result<()> {
         Ok(())
     }
-    fn handle_expt(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_expt(cx)
-    }
-    fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_connect(cx)
-    }
-    fn handle_accept(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_accept(cx)
-    }
-    fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_accepted(sock, addr, cx)
-    }
-    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_close(cx)
-    }
-    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        self.inner.handle_error(err, cx)
-    }
-    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_timeout(cx)
-    }
-    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_shutdown(cx)
-    }
-    fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> {
-        Some(&mut self.inner)
-    }
+    forward_handlers!(inner => handle_read, handle_expt, handle_connect, handle_accept, handle_accepted,
+        handle_close, handle_error, handle_timeout, handle_shutdown, inner_mut);
 }
 
 /// A dispatcher that is neither readable nor writable, so its channel never wakes the loop:

@@ -3,6 +3,7 @@
 //! dispatcher to do it.
 
 use super::{GroupHandle, Member};
+use crate::dispatcher::forward_handlers;
 use crate::{Channel, Context, Dispatcher, Loop, SockAddr, Socket, Token};
 use socket2::{Domain, Type};
 use std::io;
@@ -358,18 +359,7 @@ impl<D: Dispatcher> Dispatcher for Served<D> {
     fn holds_output(&self) -> bool {
         self.inner.holds_output()
     }
-    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_read(cx)
-    }
-    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_write(cx)
-    }
-    fn handle_expt(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_expt(cx)
-    }
-    fn handle_connect(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_connect(cx)
-    }
+    forward_handlers!(inner => handle_read, handle_write, handle_expt, handle_connect);
     fn handle_accept(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if self.shared.inner.sharing == Sharing::ReusePort {
             return self.inner.handle_accept(cx);
@@ -384,22 +374,6 @@ impl<D: Dispatcher> Dispatcher for Served<D> {
         }
         Ok(())
     }
-    fn handle_accepted(&mut self, sock: Socket, addr: SockAddr, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_accepted(sock, addr, cx)
-    }
-    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_close(cx)
-    }
-    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        self.inner.handle_error(err, cx)
-    }
-    fn handle_timeout(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_timeout(cx)
-    }
-    fn handle_shutdown(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.inner.handle_shutdown(cx)
-    }
-    fn inner_mut(&mut self) -> Option<&mut dyn Dispatcher> {
-        Some(&mut self.inner)
-    }
+    forward_handlers!(inner => handle_accepted, handle_close, handle_error, handle_timeout, handle_shutdown,
+        inner_mut);
 }
