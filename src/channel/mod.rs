@@ -17,6 +17,7 @@ mod tls;
 pub use state::{Peer, State};
 
 use crate::errors::{is_disconnect, OutputLimit};
+use crate::poller::STREAM_SEND_CAP;
 use crate::sys::as_uninit;
 use output::OutBuf;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -114,9 +115,56 @@ pub struct Channel {
     /// or a STARTTLS upgrade attached one: `recv`/`send` then carry plaintext, `out` TLS records.
     #[cfg(feature = "tls")]
     tls: Option<Box<crate::tls::Engine>>,
-    /// io_uring stream mode (issue 15, WIP): input the ring already received, which `recv`
+    /// io_uring stream mode (issue 15): input the ring already received, which `recv`
     /// hands out without a syscall (see `poller/uring.rs`).
     ring_in: Option<Box<RingIn>>,
+    /// io_uring stream mode: output `send` accepted for the ring to send.
+    ring_out: Option<Box<RingOut>>,
+}
+
+/// A stream-mode channel's output on the ring, from its side: `send` copies into `staged`
+/// (bounded with what the ring still owes by [`STREAM_SEND_CAP`], past which it would block
+/// as a full socket does), and the loop hands `staged` to the ring when the handler returns,
+/// so every send of a pass goes out with the pass's one `io_uring_enter`.
+#[derive(Default)]
+pub(crate) struct RingOut {
+    /// Accepted, not yet handed to the ring.
+    pub staged: Vec<u8>,
+    /// What the ring owed at the last hand-over (an upper bound: completions only lower it).
+    pub owed: usize,
+    /// A send on the ring failed with this errno: later sends fail with it, as the socket's
+    /// would after such an error.
+    pub error: Option<i32>,
+    /// `shutdown(Write)` asked while output was owed: the ring half-closes after it (a `Cell`
+    /// since `shutdown` takes `&self`).
+    pub shut: std::cell::Cell<bool>,
+    /// `shut` was handed to the ring.
+    pub shut_handed: bool,
+    /// Stream mode ended (STARTTLS, after the ring sent everything): the socket's turn.
+    pub left: bool,
+}
+
+impl RingOut {
+    /// Accepts what fits of `data`, as a non-blocking socket's send would.
+    fn accept(&mut self, data: &[u8]) -> io::Result<usize> {
+        if let Some(errno) = self.error {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        if self.shut.get() {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE)); // as after shutdown(Write)
+        }
+        let room = STREAM_SEND_CAP.saturating_sub(self.staged.len() + self.owed);
+        if room == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = room.min(data.len());
+        self.staged.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn pending(&self) -> usize {
+        self.staged.len() + self.owed
+    }
 }
 
 /// What the ring received for a channel in io_uring stream mode, not yet handed out.
@@ -199,6 +247,33 @@ impl Channel {
     /// Puts the channel in io_uring stream mode.
     pub(crate) fn set_ring_mode(&mut self) {
         self.ring_in.get_or_insert_with(Box::default);
+        self.ring_out.get_or_insert_with(Box::default);
+    }
+
+    /// The ring's side of the channel's output, while the ring sends for it.
+    pub(crate) fn ring_out(&mut self) -> Option<&mut RingOut> {
+        self.ring_out.as_deref_mut().filter(|r| !r.left)
+    }
+
+    /// The ring sent everything and the channel writes the socket itself from now on.
+    pub(crate) fn ring_out_leave(&mut self) {
+        if let Some(r) = self.ring_out.as_deref_mut() {
+            r.left = true;
+            r.owed = 0;
+        }
+    }
+
+    /// Output accepted for the ring and not yet sent.
+    fn ring_pending(&self) -> usize {
+        self.ring_out.as_deref().filter(|r| !r.left).map_or(0, RingOut::pending)
+    }
+
+    /// One write of `data`: accepted for the ring in stream mode, else on the descriptor.
+    fn write_out(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self.ring_out.as_deref_mut().filter(|r| !r.left) {
+            Some(r) => r.accept(data),
+            None => self.io.write(data),
+        }
     }
 
     /// How many received bytes the channel holds from the ring, not yet handed out.
@@ -222,6 +297,7 @@ impl Channel {
             #[cfg(feature = "tls")]
             tls: None,
             ring_in: None,
+            ring_out: None,
         }
     }
 
@@ -444,7 +520,7 @@ impl Channel {
 
     /// `send` on the descriptor itself.
     fn send_raw(&mut self, data: &[u8]) -> io::Result<usize> {
-        let res = self.io.write(data);
+        let res = self.write_out(data);
         self.sent(res)
     }
 
@@ -498,6 +574,16 @@ impl Channel {
         }
         if !self.can_send() || count == 0 {
             return Ok(0);
+        }
+        if let Some(r) = self.ring_out.as_deref().filter(|r| !r.left) {
+            if let Some(errno) = r.error {
+                return self.sent(Err(io::Error::from_raw_os_error(errno)));
+            }
+            if r.pending() > 0 {
+                // The ring still owes output that goes first: as a full socket, until it is
+                // sent (the write event that follows its completion resumes the caller).
+                return Ok(0);
+            }
         }
         crate::sys::ignore_default_sigpipe();
         let res = loop {
@@ -620,6 +706,9 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send_oob(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.ring_pending() > 0 {
+            return Ok(0); // would pass output the ring still owes: as a full socket
+        }
         self.sock()?.send_out_of_band(data)
     }
 
@@ -689,8 +778,16 @@ impl Channel {
     pub fn flush(&mut self) -> io::Result<()> {
         #[cfg(feature = "tls")]
         self.tls_seal()?;
+        if let Some(errno) = self.ring_out.as_deref().filter(|r| !r.left).and_then(|r| r.error) {
+            // A send on the ring failed: the write event hears it, as from a direct send.
+            return self.sent(Err(io::Error::from_raw_os_error(errno))).map(drop);
+        }
         while self.out.len() > 0 && self.can_send() {
-            let res = self.io.write(self.out.pending());
+            let Channel { io, out, ring_out, .. } = self;
+            let res = match ring_out.as_deref_mut().filter(|r| !r.left) {
+                Some(r) => r.accept(out.pending()),
+                None => io.write(out.pending()),
+            };
             let n = self.sent(res)?;
             if n == 0 {
                 break;
@@ -735,6 +832,13 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pending_output(&self) -> usize {
+        self.queued_output() + self.ring_pending()
+    }
+
+    /// Output the channel itself holds (its queue, and a TLS channel's plaintext not sealed
+    /// yet), without what the io_uring backend accepted to send: that is in the kernel's hands,
+    /// as a socket buffer's bytes are, and is sent (then the FIN) even if the channel closes.
+    pub(crate) fn queued_output(&self) -> usize {
         #[cfg(feature = "tls")]
         return self.out.len() + self.tls_pending_plain();
         #[cfg(not(feature = "tls"))]
@@ -981,7 +1085,20 @@ impl Channel {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.sock_ref()?.shutdown(how)
+        use std::net::Shutdown;
+        let sock = self.sock_ref()?;
+        match self.ring_out.as_deref().filter(|r| !r.left && r.pending() > 0) {
+            // The ring still owes output: the FIN goes after it (the ring half-closes once it
+            // is sent), so nothing accepted is cut off.
+            Some(r) if how != Shutdown::Read => {
+                r.shut.set(true);
+                if how == Shutdown::Both {
+                    sock.shutdown(Shutdown::Read)?;
+                }
+                Ok(())
+            }
+            _ => sock.shutdown(how),
+        }
     }
 
     /// Reads and clears the pending socket error (`SO_ERROR`).

@@ -374,7 +374,8 @@ impl Channel {
     /// is queued before them and the connect is done, into the output queue otherwise. Called
     /// by `flush` before it sends the queue.
     pub(super) fn tls_seal(&mut self) -> io::Result<()> {
-        let direct = self.state != State::Connecting && self.can_send();
+        // Output the ring still owes goes first: the records queue behind it then.
+        let direct = self.state != State::Connecting && self.can_send() && self.ring_pending() == 0;
         let Channel { io, tls, out, .. } = self;
         let Some(engine) = tls.as_mut() else { return Ok(()) };
         if engine.pending_plain() == 0 {

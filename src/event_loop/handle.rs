@@ -486,5 +486,7 @@ impl Drop for LoopHandle {
     fn drop(&mut self) {
         // Forget every descriptor before the channels close them.
         self.close_all();
+        // io_uring: output the ring owes the closed channels goes out before it is dropped.
+        let _ = self.map.selector().flush_sends();
     }
 }

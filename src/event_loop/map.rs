@@ -184,6 +184,9 @@ impl Map {
     /// Puts a lent channel back: closes it if it is done draining, drops it if closed, and
     /// otherwise tells the selector what it now wants.
     pub fn restore(&mut self, token: Token, mut body: Body) -> Restored {
+        // What the handler sent goes to the ring before anything looks at what is owed (and
+        // before a close, so what `send` accepted is still sent).
+        self.hand_output(&mut body.channel);
         let Some(entry) = self.entry(token) else { return Restored::Dropped(None) };
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut now = inputs(&body.channel, &*body.handler, entry.paused());
@@ -191,7 +194,7 @@ impl Map {
             // A TLS channel sends its close_notify before it closes.
             #[cfg(feature = "tls")]
             if body.channel.tls_close_notify() {
-                now.queued = body.channel.pending_output() > 0;
+                now.queued = body.channel.queued_output() > 0;
             }
             if interest::drained(now) {
                 body.channel.close();
@@ -202,9 +205,14 @@ impl Map {
         }
         if body.channel.ring_leave_due() {
             // A TLS engine was attached (STARTTLS): from now on the engine reads the socket, so
-            // the ring stops receiving, and what it took already is handed to the channel first.
+            // the ring stops receiving, and what it took already is handed to the channel first;
+            // the output the ring owes is sent before the engine writes the socket.
+            self.hand_output(&mut body.channel);
             match self.selector.leave_stream(body.channel.as_fd()) {
-                Ok((bytes, end, error)) => body.channel.ring_leave(bytes, end, error),
+                Ok((bytes, end, error)) => {
+                    body.channel.ring_leave(bytes, end, error);
+                    body.channel.ring_out_leave();
+                }
                 Err(e) => {
                     crate::errors::emit(&format!(
                         "cannot leave io_uring stream mode for {:?}: {e}; closing it",
@@ -232,6 +240,18 @@ impl Map {
         entry.dirty = false;
         entry.body = Some(body);
         Restored::Kept
+    }
+
+    /// io_uring stream mode: hands the output a channel staged to the ring, and takes back
+    /// what the ring still owes and a send's error.
+    pub fn hand_output(&mut self, channel: &mut Channel) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&channel.as_fd());
+        let Some(r) = channel.ring_out() else { return };
+        let shut = r.shut.get() && !r.shut_handed;
+        r.shut_handed |= shut;
+        let (owed, error) = self.selector.stage_send(fd, &mut r.staged, shut);
+        r.owed = owed;
+        r.error = r.error.or(error);
     }
 
     /// The interest of a channel put back: the TLS rule for a TLS channel (which also queues a
@@ -360,7 +380,8 @@ impl Map {
 fn inputs(channel: &Channel, handler: &dyn Dispatcher, paused: bool) -> Inputs {
     Inputs {
         state: channel.state(),
-        queued: channel.pending_output() > 0,
+        // Output the ring accepted is not the channel's to wait for (a close still sends it).
+        queued: channel.queued_output() > 0,
         over_soft_limit: channel.over_soft_limit(),
         paused,
         readable: handler.readable(),

@@ -279,6 +279,7 @@ impl Loop {
                 let now = Instant::now();
                 if self.handle.is_empty() || deadline <= now {
                     self.handle.close_all();
+                    let _ = self.handle.map.selector().flush_sends(); // what the ring still owes
                     break;
                 }
                 timeout = timeout.min(deadline - now);

@@ -70,6 +70,12 @@ impl Loop {
             self.fire_timers();
         }
         self.reask_marked(false);
+        // io_uring: what this pass's handlers sent leaves now, not at the next wait, so a
+        // caller that stops polling still has its output delivered (one enter, only in a pass
+        // that sent something).
+        if let Err(e) = self.handle.map.selector().flush_sends() {
+            log::debug!(target: "sockloop", "submitting the pass's sends failed (the next wait retries): {e}");
+        }
         Ok(())
     }
 
@@ -123,6 +129,10 @@ impl Loop {
             log::trace!(target: "sockloop", "dropped a stale event for {token:?}");
             return;
         };
+        if ev.writable {
+            // io_uring stream mode: what the ring sent since is room again for the handler.
+            self.handle.map.hand_output(&mut body.channel);
+        }
         self.dispatch_event(token, &mut body, ev);
         self.finish(token, &mut body);
         self.handle.put_back(token, body);

@@ -252,7 +252,22 @@ pub(crate) trait Poller: Send + Sync {
     fn move_received(&mut self, _fd: RawFd, _into: &mut Vec<u8>) -> (bool, Option<i32>) {
         (false, None)
     }
+    /// Takes `staged` (output a stream-mode channel accepted, oldest first) to send behind what
+    /// it owes already, and with `shut` a half-close once all of it is sent. Returns what it
+    /// still owes for `fd` and the errno a send failed with.
+    fn stage_send(&mut self, _fd: RawFd, _staged: &mut Vec<u8>, _shut: bool) -> (usize, Option<i32>) {
+        (0, None)
+    }
+    /// Submits the sends staged since the last wait now (the end of a pass), so output a
+    /// handler's `send` accepted is in the kernel when the pass returns, as a direct send's is.
+    fn flush_sends(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
+
+/// What a stream-mode channel may have on the ring and not yet sent (staged and in flight);
+/// past it, its `send` would block as a full socket's would.
+pub(crate) const STREAM_SEND_CAP: usize = 64 * 1024;
 
 /// Builds the poller for a backend.
 fn new_poller(backend: Backend) -> io::Result<Box<dyn Poller>> {

@@ -134,6 +134,21 @@ impl Selector {
         self.poller.move_received(fd, into)
     }
 
+    /// Hands a stream-mode channel's staged output to the backend (see `Poller::stage_send`).
+    pub(crate) fn stage_send(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        staged: &mut Vec<u8>,
+        shut: bool,
+    ) -> (usize, Option<i32>) {
+        self.poller.stage_send(fd, staged, shut)
+    }
+
+    /// Submits the sends staged for the ring since the last wait (see `Poller::flush_sends`).
+    pub(crate) fn flush_sends(&mut self) -> io::Result<()> {
+        self.poller.flush_sends()
+    }
+
     /// The selector's waker, created and watched on first use: [`SelectorWaker::wake`] from any
     /// thread ends the current or next wait with an event for [`Selector::WAKE_TOKEN`].
     ///

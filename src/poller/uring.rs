@@ -60,6 +60,8 @@ const KIND_CANCEL: u64 = 2;
 const KIND_CHECK: u64 = 3;
 /// A multishot receive into the buffer ring (a descriptor in stream mode, see `Stream`).
 const KIND_RECV: u64 = 4;
+/// A send of a stream's output (see `Out`), or of a removed stream's (see `Linger`).
+const KIND_SEND: u64 = 5;
 /// The arm sequence takes the 29 bits between the kind and the descriptor.
 const SEQ_MASK: u32 = (1 << 29) - 1;
 
@@ -70,6 +72,14 @@ const BUF_GROUP: u16 = 0;
 /// A stream's inbox bound: past it the receive is cancelled until the channel takes the bytes,
 /// so backpressure reaches the peer's TCP window and one busy channel cannot take everything.
 pub(crate) const INBOX_CAP: usize = 64 * 1024;
+/// The fairness bound: buffers one stream's receive may fill in one wait (32 KiB, half the
+/// inbox bound). Past it the receive is cancelled at the end of the wait and armed again only
+/// once the channel has taken its input, so a peer that always has data gets about this much
+/// per pass and leaves the rest of the buffer ring (and of the pass) to the others.
+const FAIR_BUFS: u16 = 8;
+/// A send buffer larger than this is not kept once a stream has sent everything (an idle
+/// connection should not hold a burst's memory).
+const KEEP_SEND_BUF: usize = 16 * 1024;
 
 fn poll_data(fd: RawFd, seq: u32) -> u64 {
     user_data(KIND_POLL, fd, seq)
@@ -99,8 +109,118 @@ struct Stream {
     /// cancelled): what it still delivers belongs to this stream, and no new receive is armed
     /// before it ends, so bytes never arrive out of order.
     inflight: bool,
-    /// The wait (`Uring::waits`) that last reported it, so a wait reports it once.
+    /// The wait (`Uring::waits`) that last reported it, so a wait reports it once, and where
+    /// in that wait's events (a readable and a writable report share one event).
     reported: u32,
+    ev_at: usize,
+    /// The wait in which `took` was counted, and the buffers this receive filled in it.
+    took_wait: u32,
+    took: u16,
+    /// On `Uring::writers` (write interest: writable reports come from the send side).
+    writer: bool,
+    /// The output the ring sends for this stream.
+    out: Out,
+}
+
+/// A stream's output on the ring (phase 3): the bytes its channel's `send` accepted, in
+/// order, with at most one send in flight, so they leave in the order they were accepted.
+///
+/// Buffer lifetime (the `// SAFETY:` of `uring_ring::push_send` rests on it): while `busy`,
+/// the kernel reads `flight[done..]`, so `flight` is not written, resized or freed until the
+/// send's completion is reaped; new bytes go to `next` meanwhile. A removed descriptor's `Out`
+/// moves into a [`Linger`] (the `Vec` moves, its heap block does not), and where a completion
+/// can no longer be awaited the block is leaked rather than freed.
+#[derive(Clone, Default)]
+struct Out {
+    /// The bytes of the send in flight, or of the last one if it was short: `flight[done..]`
+    /// is still owed.
+    flight: Vec<u8>,
+    done: usize,
+    /// Accepted while `flight` was being sent: sent once it is done.
+    next: Vec<u8>,
+    /// A send naming `flight` is in flight.
+    busy: bool,
+    /// A send failed with this errno: what was owed is dropped, and every later send fails.
+    error: Option<i32>,
+    /// The channel asked for `shutdown(Write)`: done once nothing is owed.
+    shut: bool,
+    /// A send completed since the last writable report (progress makes one).
+    progress: bool,
+}
+
+impl Out {
+    /// Bytes accepted and not yet taken by the kernel.
+    fn owed(&self) -> usize {
+        self.flight.len() - self.done + self.next.len()
+    }
+
+    fn wants_send(&self) -> bool {
+        !self.busy && self.error.is_none() && self.owed() > 0
+    }
+
+    /// The bytes the next send carries: the rest of a short send, else what came next.
+    fn prepare(&mut self) -> &[u8] {
+        if self.done == self.flight.len() {
+            self.flight.clear();
+            self.done = 0;
+            std::mem::swap(&mut self.flight, &mut self.next);
+        }
+        &self.flight[self.done..]
+    }
+
+    /// What a send's completion says: `res` bytes went, or it failed.
+    fn completed(&mut self, res: i32) {
+        self.busy = false;
+        match res {
+            n if n >= 0 => self.done = (self.done + n as usize).min(self.flight.len()),
+            // Nothing went: sent again from the next wait.
+            e if e == -libc::EAGAIN || e == -libc::EINTR => {}
+            e => {
+                self.error = Some(-e);
+                self.flight = Vec::new();
+                self.next = Vec::new();
+                self.done = 0;
+            }
+        }
+        if self.owed() == 0 {
+            self.flight.clear();
+            self.done = 0;
+            if self.flight.capacity() > KEEP_SEND_BUF {
+                self.flight = Vec::new();
+            }
+        }
+    }
+
+    /// Whether the stream is writable for its channel: an error to hear, nothing owed, or a
+    /// send completed since the last report and there is room again. (While a send is in flight and
+    /// makes no progress the socket is full: no report, as epoll would not report it.)
+    fn writable(&self) -> bool {
+        self.error.is_some() || self.owed() == 0 || (self.progress && self.owed() < super::STREAM_SEND_CAP)
+    }
+
+    /// Takes the channel's staged bytes behind what is owed (without a copy when nothing
+    /// waits: the vectors are swapped).
+    fn stage(&mut self, staged: &mut Vec<u8>) {
+        if self.error.is_some() {
+            staged.clear();
+        } else if self.next.is_empty() {
+            std::mem::swap(&mut self.next, staged);
+        } else {
+            self.next.extend_from_slice(staged);
+            staged.clear();
+        }
+    }
+}
+
+/// The output of a stream removed (its channel closed) while its ring still owed bytes: sent
+/// to the end through a duplicate of the descriptor, which is then closed (the FIN follows the
+/// last byte, as the kernel's own buffer would have it). Without a duplicate (out of
+/// descriptors) only the send in flight is waited for, its buffer kept alive until then.
+struct Linger {
+    fd: Option<std::os::fd::OwnedFd>,
+    out: Out,
+    /// The user data of its send in flight (when `out.busy`).
+    key: u64,
 }
 
 /// What [`Uring::take_received`] handed over.
@@ -136,6 +256,9 @@ struct Slot {
     /// across `remove` and stream mode off and on, so a late completion of an earlier receive
     /// never passes for the current one.
     recv_seq: u32,
+    /// The sequence number of the last send for this number: it only grows, as `recv_seq`,
+    /// so a send's completion is never taken for a newcomer's on the same number.
+    send_seq: u32,
     /// Stream mode: the ring receives for this descriptor (boxed: most descriptors have none).
     stream: Option<Box<Stream>>,
 }
@@ -151,10 +274,11 @@ impl Slot {
                 .is_some_and(|s| !s.inflight && !s.eof && s.error.is_none() && s.inbox.len() < INBOX_CAP)
     }
 
-    /// The poll mask, in stream mode without the input the receive covers.
+    /// The poll mask: none in stream mode, where the receive covers input and the send side
+    /// output (see `Out::writable`).
     fn poll_interest(&self) -> Interest {
         match self.stream {
-            Some(_) => Interest { read: false, write: self.interest.write },
+            Some(_) => Interest::NONE,
             None => self.interest,
         }
     }
@@ -190,10 +314,22 @@ pub(crate) struct Uring {
     due: Vec<RawFd>,
     /// Events reaped outside a wait (while a stream left ring mode), delivered by the next one.
     deferred: Vec<Event>,
+    /// Streams with write interest, whose writable reports come from their send side.
+    writers: Vec<RawFd>,
+    /// Output of removed streams still being sent (see `Linger`).
+    lingers: Vec<Linger>,
+    /// Sends in flight (streams' and lingers'): while any is, their buffers must stay.
+    sends: usize,
+    /// A send is waiting to be pushed (`flush_sends` has work).
+    send_due: bool,
 }
 
 /// Spare inboxes kept at most (each up to `INBOX_CAP` bytes).
 const SPARE_INBOXES: usize = 64;
+/// Rounds of `leave_stream` (a millisecond each at most) before it gives up.
+const LEAVE_ROUNDS: u32 = 5000;
+/// How long dropping the poller waits for the sends it owes before cancelling them.
+const SEND_GRACE: Duration = Duration::from_millis(250);
 
 impl Uring {
     /// A ring, or an error naming io_uring and why the kernel refused it.
@@ -214,6 +350,10 @@ impl Uring {
             spare: Vec::new(),
             due: Vec::new(),
             deferred: Vec::new(),
+            writers: Vec::new(),
+            lingers: Vec::new(),
+            sends: 0,
+            send_due: false,
         })
     }
 
@@ -253,6 +393,9 @@ impl Uring {
         let old = std::mem::replace(&mut self.ring, ring);
         let in_flight = std::mem::take(&mut self.recvs) > 0;
         drop(old);
+        if std::mem::take(&mut self.sends) > 0 {
+            self.abandon_sends();
+        }
         if let Some(bufs) = self.bufs.take() {
             if in_flight {
                 // The old ring's receives cannot be waited for from this thread: their buffers
@@ -281,6 +424,131 @@ impl Uring {
             *armed = false;
         }
         Ok(())
+    }
+
+    /// The old ring's sends in flight cannot be waited for from this thread: their buffers
+    /// are left to the kernel (leaked, never freed under a send), and since how much of each
+    /// went is unknown, its stream fails with `EIO` (a linger is dropped) rather than resend
+    /// or skip bytes.
+    fn abandon_sends(&mut self) {
+        for st in self.slots.iter_mut().filter_map(|s| s.stream.as_mut()) {
+            if st.out.busy {
+                std::mem::forget(std::mem::take(&mut st.out.flight));
+                st.out.completed(-libc::EIO);
+            }
+        }
+        for l in self.lingers.iter_mut().filter(|l| l.out.busy) {
+            std::mem::forget(std::mem::take(&mut l.out.flight));
+            l.out.completed(-libc::EIO);
+        }
+        self.lingers.retain(|l| l.out.wants_send());
+    }
+
+    /// Pushes the next send of `fd`'s stream, or its half-close once nothing is owed. Called
+    /// only from `arm_pending`, right before the wait's enter submits it, so the descriptor
+    /// named is the channel's own at submission.
+    fn arm_send(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return Ok(()) };
+        let Some(st) = slot.stream.as_mut() else { return Ok(()) };
+        if st.out.wants_send() {
+            slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
+            let data = user_data(KIND_SEND, fd, slot.send_seq);
+            ring_ops::push_send(&mut self.ring, fd, st.out.prepare(), data)?;
+            st.out.busy = true;
+            self.sends += 1;
+        } else if st.out.shut && !st.out.busy && st.out.owed() == 0 && st.out.error.is_none() {
+            st.out.shut = false;
+            let sqe = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build().user_data(CANCEL_DATA);
+            ring_ops::push(&mut self.ring, &sqe)?;
+        }
+        Ok(())
+    }
+
+    /// Pushes the lingers' next sends (through their own duplicate descriptors) and drops the
+    /// ones that are done, which closes their sockets.
+    fn arm_lingers(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for l in self.lingers.iter_mut() {
+            let Some(fd) = l.fd.as_ref().map(|f| f.as_raw_fd()) else { continue };
+            if !l.out.wants_send() {
+                continue;
+            }
+            let i = fd as usize; // an open descriptor: not negative
+            if self.slots.len() <= i {
+                self.slots.resize(i + 1, Slot::default());
+            }
+            let slot = &mut self.slots[i];
+            slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
+            let data = user_data(KIND_SEND, fd, slot.send_seq);
+            match ring_ops::push_send(&mut self.ring, fd, l.out.prepare(), data) {
+                Ok(()) => {
+                    l.out.busy = true;
+                    l.key = data;
+                    self.sends += 1;
+                }
+                Err(e) => result = Err(e),
+            }
+        }
+        self.lingers.retain(|l| l.out.busy || (l.fd.is_some() && l.out.wants_send()));
+        result
+    }
+
+    /// Puts a stream with write interest on `writers` (once).
+    fn add_writer(&mut self, fd: RawFd) {
+        if let Some(st) = self.slot(fd).stream.as_mut().filter(|st| !st.writer) {
+            st.writer = true;
+            self.writers.push(fd);
+        }
+    }
+
+    /// Whether a writer is writable before the wait even starts (nothing owed, or an error to
+    /// hear): the wait must not sleep then, as epoll's would not over a writable socket.
+    fn writer_due(&self) -> bool {
+        self.writers.iter().any(|&fd| {
+            let slot = &self.slots[fd as usize];
+            slot.known
+                && slot.interest.write
+                && slot.stream.as_ref().is_some_and(|st| st.out.error.is_some() || st.out.owed() == 0)
+        })
+    }
+
+    /// Reports the writers that are writable in this wait (see `Out::writable`), and forgets
+    /// the ones that no longer want to write.
+    fn report_writers(&mut self, events: &mut Vec<Event>) {
+        let waits = self.waits;
+        let slots = &mut self.slots;
+        self.writers.retain(|&fd| {
+            let Some(slot) = slots.get_mut(fd as usize) else { return false };
+            let (known, write, token) = (slot.known, slot.interest.write, slot.token);
+            let Some(st) = slot.stream.as_mut().filter(|st| st.writer) else { return false };
+            if !known || !write {
+                st.writer = false;
+                return false;
+            }
+            if st.out.writable() {
+                st.out.progress = false;
+                let error = st.out.error.is_some_and(is_disconnect_errno);
+                report(events, st, token, waits, Report::Write { error });
+            }
+            true
+        });
+    }
+
+    /// Keeps a removed stream's output until it is sent (see `Linger`).
+    fn linger(&mut self, fd: BorrowedFd<'_>, out: Out, key: u64) {
+        let dup = if out.owed() > 0 { fd.try_clone_to_owned() } else { Err(io::ErrorKind::Other.into()) };
+        let dup = match dup {
+            Ok(d) => Some(d),
+            Err(e) if out.owed() > 0 => {
+                log::warn!(target: "sockloop", "io_uring: {} bytes owed to a closed channel are lost: {e}", out.owed());
+                None
+            }
+            Err(_) => None,
+        };
+        if out.busy || dup.is_some() {
+            self.lingers.push(Linger { fd: dup, out, key });
+            self.send_due = true;
+        }
     }
 
     fn queue_arm(&mut self, fd: RawFd) {
@@ -327,8 +595,11 @@ impl Uring {
             ring_ops::push(&mut self.ring, &sqe)?;
             self.waker = Some((fd, true));
         }
-        let mut todo = std::mem::take(&mut self.to_arm);
         let mut result = Ok(());
+        if !self.lingers.is_empty() {
+            result = self.arm_lingers();
+        }
+        let mut todo = std::mem::take(&mut self.to_arm);
         for (i, &fd) in todo.iter().enumerate() {
             let slot = &mut self.slots[fd as usize];
             slot.queued = false;
@@ -350,6 +621,9 @@ impl Uring {
                         result = Err(e);
                     }
                 }
+            }
+            if let Err(e) = self.arm_send(fd) {
+                result = Err(e);
             }
             let slot = &mut self.slots[fd as usize];
             if !slot.known || slot.armed || slot.poll_interest().is_empty() {
@@ -404,9 +678,17 @@ impl Uring {
                 self.own()?;
                 self.bufs = Some(BufRing::new(&self.ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?);
             }
+            let write = self.slot(raw).interest.write;
             self.slot(raw).stream = Some(Box::default());
+            if write {
+                self.add_writer(raw);
+            }
             Vec::new()
         } else {
+            if self.slot(raw).stream.as_ref().is_some_and(|st| st.out.busy || st.out.owed() > 0) {
+                // Only `leave_stream` waits for the sends to end.
+                return Err(io::Error::other("set_stream: output is still owed on the ring"));
+            }
             self.cancel_recv(raw)?;
             self.slot(raw).stream.take().map(|st| st.inbox).unwrap_or_default()
         };
@@ -428,11 +710,20 @@ impl Uring {
         self.own()?;
         self.cancel_recv(raw)?;
         // Bounded: each round waits at most a millisecond for a completion (no spin); the
-        // cancel of a receive ends it within the first round or two.
+        // cancel of a receive ends it within the first round or two. Output owed on the ring
+        // is sent first (the channel writes the socket itself from now on, and its bytes must
+        // follow these): that takes as long as the peer takes to read them, up to the bound.
         let mut deferred = std::mem::take(&mut self.deferred);
         let mut rounds = 0;
-        while self.slot(raw).stream.as_ref().is_some_and(|st| st.inflight) && rounds < 1000 {
+        let busy = |u: &mut Uring| {
+            u.slot(raw).stream.as_ref().is_some_and(|st| st.inflight || st.out.busy || st.out.wants_send())
+        };
+        while busy(self) && rounds < LEAVE_ROUNDS {
             rounds += 1;
+            if let Err(e) = self.arm_send(raw) {
+                self.deferred = deferred;
+                return Err(e);
+            }
             let r = ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(1)));
             self.reap(&mut deferred, None);
             if let Err(e) = r {
@@ -446,13 +737,14 @@ impl Uring {
         let token = self.slot(raw).token;
         deferred.retain(|ev| ev.token != token || ev.writable || ev.priority || ev.hangup || ev.error);
         self.deferred = deferred;
-        if self.slot(raw).stream.as_ref().is_some_and(|st| st.inflight) {
-            return Err(io::Error::other("io_uring: a cancelled receive did not end"));
+        if busy(self) {
+            return Err(io::Error::other("io_uring: a cancelled receive or a send did not end"));
         }
         self.due.retain(|&d| d != raw);
         self.cancel(raw)?; // the poll's mask gains the input again
         let st = self.slot(raw).stream.take().expect("checked");
         self.queue_arm(raw);
+        // A send that failed: the socket itself reports it to the channel's next write.
         Ok((st.inbox, st.eof, st.error))
     }
 
@@ -583,6 +875,11 @@ impl Uring {
                                 st.inbox = self.spare.pop().unwrap_or_default();
                             }
                             st.inbox.extend_from_slice(bufs.data(bid, res as usize));
+                            if st.took_wait != self.waits {
+                                st.took_wait = self.waits;
+                                st.took = 0;
+                            }
+                            st.took = st.took.saturating_add(1);
                         }
                         bufs.give_back(bid);
                     }
@@ -604,18 +901,44 @@ impl Uring {
                         st.inflight = false;
                     }
                     // Reported only while the channel wants input (readable() false: no event).
-                    if slot.interest.read
-                        && (!st.inbox.is_empty() || st.eof || st.error.is_some())
-                        && st.reported != self.waits
-                    {
-                        st.reported = self.waits;
-                        events.push(Event { token, readable: true, ..Event::default() });
+                    if slot.interest.read && (!st.inbox.is_empty() || st.eof || st.error.is_some()) {
+                        report(events, st, token, self.waits, Report::Read);
                     }
-                    if more && st.armed && st.inbox.len() >= INBOX_CAP {
+                    // Over its inbox bound, or past its share of the buffer ring in this wait
+                    // (the fairness bound): cancelled at the end of the wait.
+                    let greedy = st.took_wait == self.waits && st.took >= FAIR_BUFS;
+                    if more && st.armed && (st.inbox.len() >= INBOX_CAP || greedy) {
                         self.over.push(fd);
                     } else if !more && !slot.queued {
                         slot.queued = true;
                         self.to_arm.push(fd);
+                    }
+                }
+                KIND_SEND => {
+                    self.sends = self.sends.saturating_sub(1);
+                    let res = cqe.result();
+                    if let Some(l) = self.lingers.iter_mut().find(|l| l.out.busy && l.key == data) {
+                        l.out.completed(res);
+                        self.send_due = true; // its next send, or its close
+                        continue;
+                    }
+                    let fd = (data & 0xffff_ffff) as u32 as RawFd;
+                    let seq = (data >> 32) as u32 & SEQ_MASK;
+                    // Live only for the stream that pushed it: a newcomer on the same number
+                    // has a later sequence.
+                    let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known && s.send_seq == seq)
+                    else {
+                        continue;
+                    };
+                    let Some(st) = slot.stream.as_mut().filter(|st| st.out.busy) else { continue };
+                    st.out.completed(res);
+                    st.out.progress = true;
+                    if st.out.wants_send() || st.out.shut {
+                        self.send_due = true; // the rest of a short send goes at the pass's end
+                        if !slot.queued {
+                            slot.queued = true;
+                            self.to_arm.push(fd);
+                        }
                     }
                 }
                 KIND_CHECK => {
@@ -639,6 +962,39 @@ impl Uring {
             }
         }
     }
+}
+
+/// What a stream's report says.
+#[derive(Clone, Copy)]
+enum Report {
+    /// Input (or its end, or an error) is there to take.
+    Read,
+    /// Room for output; `error` when a send failed with a disconnect (as epoll's `EPOLLERR`).
+    Write { error: bool },
+}
+
+/// Adds a stream's report to this wait's events: one event per stream and wait, which a read
+/// and a write report share.
+fn report(events: &mut Vec<Event>, st: &mut Stream, token: u64, waits: u32, what: Report) {
+    if st.reported != waits || events.get(st.ev_at).is_none_or(|e| e.token != token) {
+        st.reported = waits;
+        st.ev_at = events.len();
+        events.push(Event { token, ..Event::default() });
+    }
+    let ev = &mut events[st.ev_at];
+    match what {
+        Report::Read => ev.readable = true,
+        Report::Write { error } => {
+            ev.writable = true;
+            ev.error |= error;
+        }
+    }
+}
+
+/// Whether a send's errno means the peer is gone (the channel's `handle_close` follows, as
+/// after a direct send's).
+fn is_disconnect_errno(errno: i32) -> bool {
+    crate::errors::is_disconnect(&io::Error::from_raw_os_error(errno))
 }
 
 fn poll_mask(interest: Interest) -> u32 {
@@ -695,6 +1051,9 @@ impl Poller for Uring {
             if !interest.is_empty() {
                 self.queue_arm(raw);
             }
+            if interest.write && self.slot(raw).stream.is_some() {
+                self.add_writer(raw);
+            }
         }
         Ok(())
     }
@@ -706,11 +1065,18 @@ impl Poller for Uring {
         }
         let cancelled = self.cancel(raw)? | self.cancel_recv(raw)?;
         let slot = self.slot(raw);
-        slot.stream = None;
+        let key = user_data(KIND_SEND, raw, slot.send_seq);
+        let stream = slot.stream.take();
         slot.known = false;
         slot.interest = Interest::NONE;
         slot.look = false;
-        if cancelled {
+        if let Some(st) = stream.filter(|st| st.out.busy || st.out.owed() > 0) {
+            self.linger(fd, st.out, key);
+        }
+        // An entry pushed and not yet submitted names this descriptor: submit it while the
+        // number is still this socket's (the caller closes it next).
+        let unsubmitted = !self.ring.submission().is_empty();
+        if cancelled || unsubmitted {
             // The poll holds the file: let the kernel drop it now, before the caller closes the
             // descriptor, so closing it really closes the socket. The completions stay queued
             // for the next wait, which drops them as stale.
@@ -722,6 +1088,44 @@ impl Poller for Uring {
 
     fn set_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<bool> {
         Uring::set_stream(self, fd, true).map(|_| true)
+    }
+
+    fn stage_send(&mut self, fd: RawFd, staged: &mut Vec<u8>, shut: bool) -> (usize, Option<i32>) {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return (0, None) };
+        let Some(st) = slot.stream.as_mut() else { return (0, None) };
+        if !staged.is_empty() {
+            st.out.stage(staged);
+        }
+        st.out.shut |= shut;
+        let queue = st.out.wants_send() || (st.out.shut && !st.out.busy);
+        let state = (st.out.owed(), st.out.error);
+        if queue {
+            self.send_due = true;
+            if !slot.queued {
+                slot.queued = true;
+                self.to_arm.push(fd);
+            }
+        }
+        state
+    }
+
+    fn flush_sends(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.send_due) {
+            return Ok(());
+        }
+        self.own()?;
+        self.arm_pending()?;
+        ring_ops::flush(&self.ring)?;
+        // The sends that completed at once are reaped now (their events wait for the next
+        // wait), so a linger that is done closes its socket without waiting for another pass:
+        // a loop that stops when its map empties still sends the FIN.
+        let mut deferred = std::mem::take(&mut self.deferred);
+        self.reap(&mut deferred, None);
+        self.deferred = deferred;
+        if !self.lingers.is_empty() && self.arm_lingers().is_ok() && self.sends > 0 {
+            ring_ops::flush(&self.ring)?;
+        }
+        Ok(())
     }
 
     fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
@@ -757,7 +1161,7 @@ impl Poller for Uring {
         self.arm_pending()?;
         let first = events.len();
         self.waits = self.waits.wrapping_add(1);
-        if !self.deferred.is_empty() || !self.due.is_empty() {
+        if !self.deferred.is_empty() || !self.due.is_empty() || self.writer_due() {
             timeout = Some(Duration::ZERO); // something to report already: do not sleep
         }
         let result = ring_ops::submit_and_wait(&self.ring, timeout);
@@ -771,11 +1175,13 @@ impl Poller for Uring {
             };
             let token = slot.token;
             if let Some(st) = slot.stream.as_mut() {
-                if (!st.inbox.is_empty() || st.eof || st.error.is_some()) && st.reported != waits {
-                    st.reported = waits;
-                    events.push(Event { token, readable: true, ..Event::default() });
+                if !st.inbox.is_empty() || st.eof || st.error.is_some() {
+                    report(events, st, token, waits, Report::Read);
                 }
             }
+        }
+        if !self.writers.is_empty() {
+            self.report_writers(events);
         }
         let mut checked = Ok(());
         if events.len() > first {
@@ -799,38 +1205,84 @@ impl Poller for Uring {
 }
 
 impl Drop for Uring {
-    /// A receive in flight may still write into the buffer ring: cancel them all and wait for
-    /// their last completions before the buffers are freed (after `ring`, by field order). If
-    /// that cannot be done (another thread owns a single-issuer ring, or the kernel is slow),
-    /// the buffers are left allocated rather than freed under a receive.
+    /// A receive in flight may still write into the buffer ring, and a send in flight reads
+    /// its `Out::flight`: cancel them all and wait for their last completions before the
+    /// buffers are freed (after `ring`, by field order). If that cannot be done (another
+    /// thread owns a single-issuer ring, or the kernel is slow), the buffers are left
+    /// allocated rather than freed under an operation.
     fn drop(&mut self) {
-        if self.bufs.is_none() || self.recvs == 0 {
+        if (self.bufs.is_none() || self.recvs == 0) && self.sends == 0 && self.lingers.is_empty() {
             return;
         }
         let mine = !self.flags.single_issuer || self.owner == Some(std::thread::current().id());
         if mine {
-            for fd in 0..self.slots.len() {
-                let _ = self.cancel_recv(fd as RawFd);
-            }
+            self.finish_sends();
+            self.cancel_all();
             let deadline = std::time::Instant::now() + Duration::from_secs(1);
-            while self.recvs > 0 && std::time::Instant::now() < deadline {
+            while (self.recvs > 0 || self.sends > 0) && std::time::Instant::now() < deadline {
                 if ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err() {
                     break;
                 }
                 let mut cq = self.ring.completion();
                 cq.sync();
                 for cqe in &mut cq {
-                    if cqe.user_data() >> KIND_SHIFT == KIND_RECV && !cqueue::more(cqe.flags()) {
-                        self.recvs = self.recvs.saturating_sub(1);
+                    match cqe.user_data() >> KIND_SHIFT {
+                        KIND_RECV if !cqueue::more(cqe.flags()) => self.recvs = self.recvs.saturating_sub(1),
+                        KIND_SEND => self.sends = self.sends.saturating_sub(1),
+                        _ => {}
                     }
                 }
             }
-            if self.recvs == 0 {
-                return; // every receive ended: `bufs` is freed after the ring, as declared
+            if self.recvs == 0 && self.sends == 0 {
+                return; // every operation ended: the buffers are freed after the ring
             }
         }
-        if let Some(bufs) = self.bufs.take() {
-            std::mem::forget(bufs);
+        if self.sends > 0 {
+            let outs = self.slots.iter_mut().filter_map(|s| s.stream.as_mut()).map(|st| &mut st.out);
+            for out in outs.chain(self.lingers.iter_mut().map(|l| &mut l.out)).filter(|o| o.busy) {
+                std::mem::forget(std::mem::take(&mut out.flight));
+            }
+        }
+        if self.recvs > 0 {
+            if let Some(bufs) = self.bufs.take() {
+                std::mem::forget(bufs);
+            }
+        }
+    }
+}
+
+impl Uring {
+    /// Gives the sends owed (mostly lingers: channels closed as the loop was dropped) a short
+    /// while to finish, as the kernel would have sent a socket buffer's bytes (for `Drop`).
+    fn finish_sends(&mut self) {
+        let grace = std::time::Instant::now() + SEND_GRACE;
+        let mut scratch = Vec::new();
+        let owed = |u: &Uring| u.sends > 0 || u.lingers.iter().any(|l| l.fd.is_some() && l.out.wants_send());
+        while owed(self) && std::time::Instant::now() < grace {
+            if self.arm_pending().is_err()
+                || ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(10))).is_err()
+            {
+                return;
+            }
+            self.reap(&mut scratch, None);
+            scratch.clear();
+        }
+        let _ = self.arm_pending(); // drops the lingers that are done (closing their sockets)
+    }
+
+    /// Cancels every receive and send in flight (for `Drop`).
+    fn cancel_all(&mut self) {
+        for fd in 0..self.slots.len() {
+            let _ = self.cancel_recv(fd as RawFd);
+            let slot = &self.slots[fd];
+            if slot.stream.as_ref().is_some_and(|st| st.out.busy) {
+                let target = user_data(KIND_SEND, fd as RawFd, slot.send_seq);
+                let _ = ring_ops::push(&mut self.ring, &opcode::AsyncCancel::new(target).build().user_data(CANCEL_DATA));
+            }
+        }
+        let keys: Vec<u64> = self.lingers.iter().filter(|l| l.out.busy).map(|l| l.key).collect();
+        for key in keys {
+            let _ = ring_ops::push(&mut self.ring, &opcode::AsyncCancel::new(key).build().user_data(CANCEL_DATA));
         }
     }
 }
@@ -1001,6 +1453,136 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Bytes(4));
         assert_eq!(&buf[..4], b"held");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn a_receive_past_its_share_of_a_wait_is_cancelled() {
+        let Some(mut u) = uring() else { return };
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        // Far more than one wait's share waits in the socket before the receive is armed.
+        let chunk = [9u8; 4096];
+        let mut queued = 0;
+        while queued < 256 << 10 {
+            match (&b).write(&chunk) {
+                Ok(n) => queued += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(queued >= 64 << 10, "the socket took only {queued} bytes");
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        readable(&mut u, 1);
+        let st = u.slots[a.as_raw_fd() as usize].stream.as_ref().unwrap();
+        assert!(st.took >= FAIR_BUFS, "one wait took {} buffers: the case proves nothing", st.took);
+        assert!(!st.armed, "a receive past its share ({} buffers) was left running", st.took);
+        // Taking the input arms it again: nothing is lost, the rest comes in later passes.
+        let mut got = 0;
+        let mut buf = [0u8; 65536];
+        let end = Instant::now() + DEADLINE;
+        while got < queued {
+            assert!(Instant::now() < end, "took {got} of {queued}");
+            match u.take_received(a.as_raw_fd(), &mut buf) {
+                Received::Bytes(n) => got += n,
+                Received::Nothing => {
+                    let mut events = Vec::new();
+                    u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, queued);
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn sends_are_bounded_ordered_and_reported_writable_on_progress() {
+        let Some(mut u) = uring() else { return };
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        u.set_interest(a.as_fd(), 1, Interest { read: false, write: true }).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        let fd = a.as_raw_fd();
+        let data: Vec<u8> = (0..(1usize << 20)).map(|i| (i % 251) as u8).collect();
+        let (mut staged, mut at, mut got) = (Vec::new(), 0, Vec::new());
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let end = Instant::now() + DEADLINE;
+        while got.len() < data.len() {
+            assert!(Instant::now() < end, "got {} of {}", got.len(), data.len());
+            // Stage what the bound lets through (as a channel's `send` would).
+            let (owed, error) = u.stage_send(fd, &mut staged, false);
+            assert!(error.is_none());
+            assert!(owed <= super::super::STREAM_SEND_CAP, "{owed} owed");
+            let room = (super::super::STREAM_SEND_CAP - owed).min(data.len() - at);
+            staged.extend_from_slice(&data[at..at + room]);
+            at += room;
+            u.stage_send(fd, &mut staged, false);
+            events.clear();
+            u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
+            while let Ok(n) = (&b).read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert!(got == data, "lost or reordered bytes");
+        // Nothing owed: writable at once, every wait (level-triggered, as epoll's).
+        events.clear();
+        u.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert!(events.iter().any(|e| e.token == 1 && e.writable), "{events:?}");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn a_send_in_flight_when_its_descriptor_is_reused_completes_for_the_old_output() {
+        let Some(mut u) = uring() else { return };
+        let (mut a, a_peer) = {
+            let (x, y) = UnixStream::pair().unwrap();
+            (std::os::fd::OwnedFd::from(x), y)
+        };
+        let n = a.as_raw_fd();
+        u.set_interest(a.as_fd(), 1, Interest::NONE).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        // Fill the socket, so the ring's send stays in flight.
+        rustix::io::ioctl_fionbio(&a, true).unwrap();
+        let fill = [1u8; 4096];
+        while rustix::io::write(&a, &fill).is_ok() {}
+        let mut staged = vec![2u8; 4096];
+        u.stage_send(n, &mut staged, false);
+        let mut events = Vec::new();
+        u.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        assert_eq!(u.sends, 1, "the send is in flight");
+        // The channel goes, and a newcomer takes the same number at once (dup2 onto it).
+        u.remove(a.as_fd()).unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        rustix::io::dup2(&c, &mut a).unwrap();
+        drop(c);
+        u.set_interest(a.as_fd(), 2, Interest { read: false, write: true }).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        let mut mine = b"newcomer".to_vec();
+        u.stage_send(n, &mut mine, false);
+        // The old peer reads: the old send completes, for the linger, not for the newcomer.
+        a_peer.set_nonblocking(true).unwrap();
+        let mut old = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let end = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < end, "the old peer got {} bytes", old.len());
+            match (&a_peer).read(&mut buf) {
+                Ok(0) => break, // the linger closed its descriptor after the last byte
+                Ok(k) => old.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            events.clear();
+            u.wait(&mut events, Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(old.ends_with(&[2u8; 4096]), "the old send's bytes did not arrive last");
+        let mut got = [0u8; 8];
+        d.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"newcomer");
+        assert_eq!(u.stage_send(n, &mut Vec::new(), false), (0, None), "the newcomer owes nothing");
         u.remove(a.as_fd()).unwrap();
     }
 

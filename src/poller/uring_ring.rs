@@ -2,14 +2,16 @@
 //! flags the kernel accepts, pushing a submission (the crate marks it `unsafe`: the kernel may
 //! read the memory an entry points to until the operation completes), and entering the kernel.
 //!
-//! The entries pushed by this backend point at no memory of ours: polls, their cancels and
-//! multishot receives carry a descriptor, user data and at most a buffer group (whose memory
-//! `uring_buf.rs` owns). That is what the `// SAFETY:` below relies on.
+//! The entries pushed by [`push`] point at no memory of ours: polls, their cancels, half-closes
+//! and multishot receives carry a descriptor, user data and at most a buffer group (whose
+//! memory `uring_buf.rs` owns). Sends ([`push_send`]) point at a stream's output buffer, whose
+//! lifetime `uring.rs` keeps (see `Out` there). That is what the `// SAFETY:` below rely on.
 #![cfg(target_os = "linux")]
 #![allow(unsafe_code)]
 
-use io_uring::{squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 use std::io;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// The setup the kernel accepted.
@@ -67,11 +69,34 @@ fn refused(e: io::Error) -> io::Error {
 /// Queues one entry; if the submission queue is full, submits what it holds first.
 pub(crate) fn push(ring: &mut IoUring, sqe: &squeue::Entry) -> io::Result<()> {
     for _ in 0..2 {
-        // SAFETY: every entry this backend builds is a poll, a poll removal, a cancel or a
+        // SAFETY: every entry given here is a poll, a poll removal, a cancel, a shutdown or a
         // multishot receive with buffer select: it names a descriptor, user data and at most a
-        // buffer group, never an address of ours. The group's memory (uring_buf.rs) outlives
+        // buffer group, never an address of ours (sends go through `push_send`). The group's memory (uring_buf.rs) outlives
         // every receive: `Uring`'s Drop waits for their last completions before freeing it.
         if unsafe { ring.submission().push(sqe) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+    Err(io::Error::other("io_uring submission queue full"))
+}
+
+/// Queues a send of `buf` on `fd` (`MSG_NOSIGNAL`: a peer that left is an `EPIPE` completion,
+/// never a signal); if the submission queue is full, submits what it holds first.
+pub(crate) fn push_send(ring: &mut IoUring, fd: RawFd, buf: &[u8], user_data: u64) -> io::Result<()> {
+    let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+    let sqe = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data);
+    for _ in 0..2 {
+        // SAFETY: the entry points at `buf`, which is `Out::flight[done..]` in uring.rs: that
+        // vector is not written, resized or freed while its send is in flight (`Out::busy`);
+        // new output goes to `Out::next` meanwhile. A removed stream's `Out` moves into a
+        // `Linger` (the heap block stays put) kept until the completion is reaped, and where a
+        // completion can no longer be awaited (the ring rebuilt on another thread, `Drop` past
+        // its deadline) the block is leaked with `mem::forget`, never freed.
+        if unsafe { ring.submission().push(&sqe) }.is_ok() {
             return Ok(());
         }
         ring.submit()?;

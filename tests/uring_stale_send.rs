@@ -1,0 +1,113 @@
+//! io_uring only (issue 15, phase 3): a send still in flight when its channel closes completes
+//! for that channel's output, never for a newcomer that got the same descriptor number. A test
+//! binary of its own, with one test, so no other test takes descriptor numbers meanwhile and
+//! the newcomer really gets the closed channel's number.
+
+mod support;
+
+use sockloop::{Backend, Channel, Context, Dispatcher};
+use std::cell::Cell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use support::*;
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| ((i % 251) as u8).wrapping_add(seed)).collect()
+}
+
+/// Sends its data with plain `send` from `handle_write` until the socket refuses more, then
+/// again at each write event; never reads.
+struct Pump {
+    data: Vec<u8>,
+    accepted: Rc<Cell<usize>>,
+    refused: Rc<Cell<u32>>,
+}
+
+impl Dispatcher for Pump {
+    fn readable(&self) -> bool {
+        false
+    }
+    fn writable(&self) -> bool {
+        self.accepted.get() < self.data.len()
+    }
+    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            let at = self.accepted.get();
+            if at == self.data.len() {
+                return Ok(());
+            }
+            let n = cx.channel.send(&self.data[at..])?;
+            if n == 0 {
+                self.refused.set(self.refused.get() + 1);
+                return Ok(());
+            }
+            self.accepted.set(at + n);
+        }
+    }
+}
+
+fn pump(data: Vec<u8>) -> (Pump, Rc<Cell<usize>>, Rc<Cell<u32>>) {
+    let (accepted, refused) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    (Pump { data, accepted: accepted.clone(), refused: refused.clone() }, accepted, refused)
+}
+
+/// Reads everything from `peer` until end of stream, on a thread.
+fn reader(peer: UnixStream) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        peer.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut &peer, &mut out).unwrap_or_else(|e| panic!("after {} bytes: {e}", out.len()));
+        out
+    })
+}
+
+#[test]
+fn a_stale_send_completion_is_not_delivered_to_a_newcomer_on_the_same_descriptor() {
+    if !Backend::all().contains(&Backend::Uring) {
+        eprintln!("io_uring is not available here: skipped");
+        return;
+    }
+    let mut lp = new_loop(Backend::Uring);
+    const SIZE: usize = 2 << 20;
+    // A: its peer does not read, so its last send stays in flight on the ring.
+    let (a, a_peer) = UnixStream::pair().unwrap();
+    let a_fd = a.as_raw_fd();
+    let (pump_a, a_accepted, a_refused) = pump(pattern(SIZE, 0));
+    let ta = lp.add(Channel::from(a), pump_a).unwrap();
+    drive(&mut lp, "A's send to refuse more", |_| a_refused.get() > 0);
+    lp.channel_mut(ta).expect("A").close();
+    drive(&mut lp, "A to leave the map", |lp| !lp.contains(ta));
+
+    // B gets A's descriptor number: pairs are made (and kept) until one end has it.
+    let mut kept = Vec::new();
+    let (b, b_peer) = loop {
+        let (x, y) = UnixStream::pair().unwrap();
+        if x.as_raw_fd() == a_fd {
+            break (x, y);
+        }
+        if y.as_raw_fd() == a_fd {
+            break (y, x);
+        }
+        assert!(kept.len() < 256, "descriptor {a_fd} never came back");
+        kept.push((x, y));
+    };
+    drop(kept);
+    let (pump_b, b_accepted, b_refused) = pump(pattern(SIZE, 100));
+    let tb = lp.add(Channel::from(b), pump_b).unwrap();
+    drive(&mut lp, "B's send to refuse more", |_| b_refused.get() > 0);
+
+    // Now A's peer reads: A's send in flight completes (with A's descriptor number in its
+    // user data), and the rest of what A's `send` accepted follows, then the end of stream.
+    let got_a = drive_join(&mut lp, "A's peer to read to the end", reader(a_peer));
+    assert_eq!(got_a.len(), a_accepted.get(), "A's peer got {} of {} bytes", got_a.len(), a_accepted.get());
+    assert_eq!(got_a, pattern(got_a.len(), 0), "A's output was lost or reordered");
+    // B is untouched by A's completions: all of it arrives, in order.
+    let r = reader(b_peer);
+    drive(&mut lp, "B to be accepted whole", |_| b_accepted.get() == SIZE);
+    lp.channel_mut(tb).expect("B").close_when_done();
+    let got_b = drive_join(&mut lp, "B's peer to read to the end", r);
+    assert_eq!(got_b.len(), SIZE, "B's peer got {} of {SIZE} bytes", got_b.len());
+    assert!(got_b == pattern(SIZE, 100), "B's output was lost, doubled or reordered");
+}
