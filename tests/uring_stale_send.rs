@@ -58,7 +58,8 @@ fn reader(peer: UnixStream) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         peer.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut out = Vec::new();
-        io::Read::read_to_end(&mut &peer, &mut out).unwrap_or_else(|e| panic!("after {} bytes: {e}", out.len()));
+        io::Read::read_to_end(&mut &peer, &mut out)
+            .unwrap_or_else(|e| panic!("after {} bytes: {e}", out.len()));
         out
     })
 }

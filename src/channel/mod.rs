@@ -499,7 +499,9 @@ impl Channel {
 
     /// asyncore `send(data)`: sends what the kernel takes now and returns how much.
     /// `Ok(0)` when it would block; a disconnect (reset, broken pipe) returns `Ok(0)` and
-    /// schedules `handle_close`. Never raises SIGPIPE.
+    /// schedules `handle_close`. Never raises SIGPIPE. On the io_uring backend a connected
+    /// stream channel's bytes are copied for the ring to send at the end of the pass (up to
+    /// 64 KiB owed); a send on the ring that fails is this call's error the next time.
     ///
     /// ```
     /// let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
@@ -824,7 +826,8 @@ impl Channel {
     /// Bytes accepted by [`send_all`](Channel::send_all) that the kernel has not taken yet
     /// (asyncore's `len(out_buffer)`). On a TLS channel: the queued records plus the plaintext
     /// not sealed yet (sent during the handshake, or in the running handler: the loop seals
-    /// and writes a handler's output once it returns).
+    /// and writes a handler's output once it returns). On the io_uring backend it also counts
+    /// what `send` accepted for the ring and the kernel has not taken yet.
     ///
     /// ```
     /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;

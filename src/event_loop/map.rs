@@ -245,13 +245,7 @@ impl Map {
     /// io_uring stream mode: hands the output a channel staged to the ring, and takes back
     /// what the ring still owes and a send's error.
     pub fn hand_output(&mut self, channel: &mut Channel) {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&channel.as_fd());
-        let Some(r) = channel.ring_out() else { return };
-        let shut = r.shut.get() && !r.shut_handed;
-        r.shut_handed |= shut;
-        let (owed, error) = self.selector.stage_send(fd, &mut r.staged, shut);
-        r.owed = owed;
-        r.error = r.error.or(error);
+        hand_output(&mut self.selector, channel);
     }
 
     /// The interest of a channel put back: the TLS rule for a TLS channel (which also queues a
@@ -353,13 +347,17 @@ impl Map {
         }
         self.mark_dirty(token);
         let body = self.entries[idx].body.as_mut()?;
+        // What the ring sent since is no longer pending (io_uring stream mode).
+        hand_output(&mut self.selector, &mut body.channel);
         Some((downcast_mut::<T>(&mut *body.handler)?, &mut body.channel))
     }
 
     pub fn channel_mut(&mut self, token: Token) -> Option<&mut Channel> {
         self.entry(token)?.body.as_ref()?;
         self.mark_dirty(token);
-        Some(&mut self.entries[token.index()].body.as_mut()?.channel)
+        let channel = &mut self.entries[token.index()].body.as_mut()?.channel;
+        hand_output(&mut self.selector, channel);
+        Some(channel)
     }
 
     pub fn for_each_mut<T: Dispatcher>(&mut self, mut f: impl FnMut(Token, &mut T, &mut Channel)) {
@@ -367,6 +365,7 @@ impl Map {
             let Some(body) = entry.body.as_mut() else { continue };
             let Some(h) = downcast_mut::<T>(&mut *body.handler) else { continue };
             let token = Token::new(i, entry.gen);
+            hand_output(&mut self.selector, &mut body.channel);
             f(token, h, &mut body.channel);
             if !entry.dirty {
                 entry.dirty = true;
@@ -374,6 +373,17 @@ impl Map {
             }
         }
     }
+}
+
+/// [`Map::hand_output`], for callers that hold the map's fields apart.
+fn hand_output(selector: &mut Selector, channel: &mut Channel) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&channel.as_fd());
+    let Some(r) = channel.ring_out() else { return };
+    let shut = r.shut.get() && !r.shut_handed;
+    r.shut_handed |= shut;
+    let (owed, error) = selector.stage_send(fd, &mut r.staged, shut);
+    r.owed = owed;
+    r.error = r.error.or(error);
 }
 
 /// The inputs of the interest rule for one channel.

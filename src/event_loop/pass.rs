@@ -129,10 +129,9 @@ impl Loop {
             log::trace!(target: "sockloop", "dropped a stale event for {token:?}");
             return;
         };
-        if ev.writable {
-            // io_uring stream mode: what the ring sent since is room again for the handler.
-            self.handle.map.hand_output(&mut body.channel);
-        }
+        // io_uring stream mode: what the ring sent since is room again for the handler (and no
+        // longer in its pending output).
+        self.handle.map.hand_output(&mut body.channel);
         self.dispatch_event(token, &mut body, ev);
         self.finish(token, &mut body);
         self.handle.put_back(token, body);

@@ -61,7 +61,12 @@ pub enum Backend {
     /// a pass's changes and its wait in one `io_uring_enter`; a connected stream channel that
     /// allows it (Unix streams, and TCP where
     /// [`Dispatcher::urgent_data`](crate::Dispatcher::urgent_data) is false) has its input
-    /// received on the ring instead, so its `recv` costs no syscall. Fails with an error naming
+    /// received on the ring instead, so its `recv` costs no syscall, and its output sent on the
+    /// ring: `send` copies into a staging buffer (at most 64 KiB owed per channel, past which
+    /// it would block as a full socket does) and the pass's sends are submitted together at
+    /// its end. What `send` accepted is delivered before the FIN also when the channel closes
+    /// at once, and [`Channel::pending_output`](crate::Channel::pending_output) counts it until
+    /// the kernel took it. Fails with an error naming
     /// io_uring where the kernel refuses it (`kernel.io_uring_disabled`, seccomp); it is in
     /// [`Backend::all`] only where the kernel accepts it.
     ///

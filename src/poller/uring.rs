@@ -1,5 +1,24 @@
-//! `io_uring(7)` as a readiness backend: single-shot `POLL_ADD` per descriptor, re-armed before
-//! each wait while interest remains, so it is level-triggered like the others.
+//! `io_uring(7)` as a backend: readiness from single-shot `POLL_ADD` per descriptor, re-armed
+//! before each wait while interest remains (level-triggered like the others), and for
+//! connected stream sockets in stream mode the data path itself on the ring: a multishot
+//! receive into a shared buffer ring, and the channel's sends.
+//!
+//! The data path (see `Stream` and `Out`, and `docs/architecture.md`):
+//! - Input: one multishot receive per stream while read interest lasts; completions are copied
+//!   into the stream's inbox (at most `INBOX_CAP`), which the loop moves into the channel.
+//!   Fairness: a receive that filled more than `FAIR_BUFS` buffers in one wait is cancelled at
+//!   the end of it and armed again once the channel took its input, so one busy peer gets
+//!   about one share per pass and cannot hold the buffer ring.
+//! - Output: the channel's `send` stages bytes (bounded with what is owed by
+//!   `STREAM_SEND_CAP`); the loop hands them over (`stage_send`) and the poller sends them with
+//!   at most one `SEND` in flight per socket, a short send resumed before anything newer, all
+//!   pushed and submitted at the end of the pass (`flush_sends`). A stream is writable when it
+//!   owes nothing, when a send made progress and there is room, or when a send failed (the
+//!   error bit set for a disconnect). A stream removed while it owes bytes becomes a `Linger`:
+//!   a duplicate descriptor carries the rest, then closes, so the FIN follows the last byte.
+//!   Sends have their own growing sequence per descriptor number, so a late completion never
+//!   reaches a newcomer on that number. A send's buffer is never touched while it is in flight
+//!   (the `// SAFETY:` of `uring_ring::push_send`).
 //!
 //! How the contract maps onto the ring:
 //! - Interest lives here, in a table indexed by descriptor number. A descriptor with interest
@@ -1277,12 +1296,16 @@ impl Uring {
             let slot = &self.slots[fd];
             if slot.stream.as_ref().is_some_and(|st| st.out.busy) {
                 let target = user_data(KIND_SEND, fd as RawFd, slot.send_seq);
-                let _ = ring_ops::push(&mut self.ring, &opcode::AsyncCancel::new(target).build().user_data(CANCEL_DATA));
+                let _ = ring_ops::push(
+                    &mut self.ring,
+                    &opcode::AsyncCancel::new(target).build().user_data(CANCEL_DATA),
+                );
             }
         }
         let keys: Vec<u64> = self.lingers.iter().filter(|l| l.out.busy).map(|l| l.key).collect();
         for key in keys {
-            let _ = ring_ops::push(&mut self.ring, &opcode::AsyncCancel::new(key).build().user_data(CANCEL_DATA));
+            let _ =
+                ring_ops::push(&mut self.ring, &opcode::AsyncCancel::new(key).build().user_data(CANCEL_DATA));
         }
     }
 }
