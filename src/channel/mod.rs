@@ -118,7 +118,8 @@ pub struct Channel {
     /// io_uring stream mode (issue 15): input the ring already received, which `recv`
     /// hands out without a syscall (see `poller/uring.rs`).
     ring_in: Option<Box<RingIn>>,
-    /// io_uring stream mode: output `send` accepted for the ring to send.
+    /// io_uring stream mode: output `send` accepted for the ring to send (allocated with the
+    /// first send, so an idle channel holds none).
     ring_out: Option<Box<RingOut>>,
 }
 
@@ -140,8 +141,6 @@ pub(crate) struct RingOut {
     pub shut: std::cell::Cell<bool>,
     /// `shut` was handed to the ring.
     pub shut_handed: bool,
-    /// Stream mode ended (STARTTLS, after the ring sent everything): the socket's turn.
-    pub left: bool,
 }
 
 impl RingOut {
@@ -247,33 +246,47 @@ impl Channel {
     /// Puts the channel in io_uring stream mode.
     pub(crate) fn set_ring_mode(&mut self) {
         self.ring_in.get_or_insert_with(Box::default);
-        self.ring_out.get_or_insert_with(Box::default);
     }
 
-    /// The ring's side of the channel's output, while the ring sends for it.
+    /// Whether the ring sends this channel's output: stream mode, not left (both directions
+    /// leave together, at STARTTLS).
+    fn ring_sends(&self) -> bool {
+        self.ring_in.as_ref().is_some_and(|r| !r.left)
+    }
+
+    /// The ring's side of the channel's output, while the ring sends for it and once it has
+    /// sent something.
     pub(crate) fn ring_out(&mut self) -> Option<&mut RingOut> {
-        self.ring_out.as_deref_mut().filter(|r| !r.left)
+        if !self.ring_sends() {
+            return None;
+        }
+        self.ring_out.as_deref_mut()
     }
 
     /// The ring sent everything and the channel writes the socket itself from now on.
     pub(crate) fn ring_out_leave(&mut self) {
-        if let Some(r) = self.ring_out.as_deref_mut() {
-            r.left = true;
-            r.owed = 0;
-        }
+        self.ring_out = None;
     }
 
     /// Output accepted for the ring and not yet sent.
     fn ring_pending(&self) -> usize {
-        self.ring_out.as_deref().filter(|r| !r.left).map_or(0, RingOut::pending)
+        match self.ring_out.as_deref() {
+            Some(r) if self.ring_sends() => r.pending(),
+            _ => 0,
+        }
+    }
+
+    /// The errno a send on the ring failed with, while the ring sends for the channel.
+    fn ring_error(&self) -> Option<i32> {
+        self.ring_out.as_deref().filter(|_| self.ring_sends()).and_then(|r| r.error)
     }
 
     /// One write of `data`: accepted for the ring in stream mode, else on the descriptor.
     fn write_out(&mut self, data: &[u8]) -> io::Result<usize> {
-        match self.ring_out.as_deref_mut().filter(|r| !r.left) {
-            Some(r) => r.accept(data),
-            None => self.io.write(data),
+        if self.ring_sends() {
+            return self.ring_out.get_or_insert_with(Box::default).accept(data);
         }
+        self.io.write(data)
     }
 
     /// How many received bytes the channel holds from the ring, not yet handed out.
@@ -577,15 +590,13 @@ impl Channel {
         if !self.can_send() || count == 0 {
             return Ok(0);
         }
-        if let Some(r) = self.ring_out.as_deref().filter(|r| !r.left) {
-            if let Some(errno) = r.error {
-                return self.sent(Err(io::Error::from_raw_os_error(errno)));
-            }
-            if r.pending() > 0 {
-                // The ring still owes output that goes first: as a full socket, until it is
-                // sent (the write event that follows its completion resumes the caller).
-                return Ok(0);
-            }
+        if let Some(errno) = self.ring_error() {
+            return self.sent(Err(io::Error::from_raw_os_error(errno)));
+        }
+        if self.ring_pending() > 0 {
+            // The ring still owes output that goes first: as a full socket, until it is sent
+            // (the write event that follows its completion resumes the caller).
+            return Ok(0);
         }
         crate::sys::ignore_default_sigpipe();
         let res = loop {
@@ -780,15 +791,16 @@ impl Channel {
     pub fn flush(&mut self) -> io::Result<()> {
         #[cfg(feature = "tls")]
         self.tls_seal()?;
-        if let Some(errno) = self.ring_out.as_deref().filter(|r| !r.left).and_then(|r| r.error) {
+        if let Some(errno) = self.ring_error() {
             // A send on the ring failed: the write event hears it, as from a direct send.
             return self.sent(Err(io::Error::from_raw_os_error(errno))).map(drop);
         }
         while self.out.len() > 0 && self.can_send() {
+            let ring = self.ring_sends();
             let Channel { io, out, ring_out, .. } = self;
-            let res = match ring_out.as_deref_mut().filter(|r| !r.left) {
-                Some(r) => r.accept(out.pending()),
-                None => io.write(out.pending()),
+            let res = match ring {
+                true => ring_out.get_or_insert_with(Box::default).accept(out.pending()),
+                false => io.write(out.pending()),
             };
             let n = self.sent(res)?;
             if n == 0 {
@@ -1090,7 +1102,7 @@ impl Channel {
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         use std::net::Shutdown;
         let sock = self.sock_ref()?;
-        match self.ring_out.as_deref().filter(|r| !r.left && r.pending() > 0) {
+        match self.ring_out.as_deref().filter(|r| self.ring_sends() && r.pending() > 0) {
             // The ring still owes output: the FIN goes after it (the ring half-closes once it
             // is sent), so nothing accepted is cut off.
             Some(r) if how != Shutdown::Read => {

@@ -137,8 +137,44 @@ struct Stream {
     took: u16,
     /// On `Uring::writers` (write interest: writable reports come from the send side).
     writer: bool,
-    /// The output the ring sends for this stream.
-    out: Out,
+    /// The output the ring sends for this stream (allocated with its first send).
+    out: LazyOut,
+}
+
+/// A stream's `Out`, allocated only when it is first written: a stream that never sends (an
+/// idle connection) holds no send state. Reading an unallocated one sees an empty `Out`.
+#[derive(Clone, Default)]
+struct LazyOut(Option<Box<Out>>);
+
+/// What an unallocated `LazyOut` reads as.
+static NO_OUT: Out = Out {
+    flight: Vec::new(),
+    done: 0,
+    next: Vec::new(),
+    busy: false,
+    error: None,
+    shut: false,
+    progress: false,
+};
+
+impl std::ops::Deref for LazyOut {
+    type Target = Out;
+    fn deref(&self) -> &Out {
+        self.0.as_deref().unwrap_or(&NO_OUT)
+    }
+}
+
+impl std::ops::DerefMut for LazyOut {
+    fn deref_mut(&mut self) -> &mut Out {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl LazyOut {
+    /// The `Out` itself, moved out (its vectors' heap blocks stay where they are).
+    fn take(&mut self) -> Out {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
 }
 
 /// A stream's output on the ring (phase 3): the bytes its channel's `send` accepted, in
@@ -545,7 +581,9 @@ impl Uring {
                 return false;
             }
             if st.out.writable() {
-                st.out.progress = false;
+                if st.out.progress {
+                    st.out.progress = false;
+                }
                 let error = st.out.error.is_some_and(is_disconnect_errno);
                 report(events, st, token, waits, Report::Write { error });
             }
@@ -1089,8 +1127,8 @@ impl Poller for Uring {
         slot.known = false;
         slot.interest = Interest::NONE;
         slot.look = false;
-        if let Some(st) = stream.filter(|st| st.out.busy || st.out.owed() > 0) {
-            self.linger(fd, st.out, key);
+        if let Some(mut st) = stream.filter(|st| st.out.busy || st.out.owed() > 0) {
+            self.linger(fd, st.out.take(), key);
         }
         // An entry pushed and not yet submitted names this descriptor: submit it while the
         // number is still this socket's (the caller closes it next).
@@ -1115,7 +1153,9 @@ impl Poller for Uring {
         if !staged.is_empty() {
             st.out.stage(staged);
         }
-        st.out.shut |= shut;
+        if shut {
+            st.out.shut = true;
+        }
         let queue = st.out.wants_send() || (st.out.shut && !st.out.busy);
         let state = (st.out.owed(), st.out.error);
         if queue {
@@ -1257,9 +1297,11 @@ impl Drop for Uring {
             }
         }
         if self.sends > 0 {
-            let outs = self.slots.iter_mut().filter_map(|s| s.stream.as_mut()).map(|st| &mut st.out);
-            for out in outs.chain(self.lingers.iter_mut().map(|l| &mut l.out)).filter(|o| o.busy) {
-                std::mem::forget(std::mem::take(&mut out.flight));
+            let outs = self.slots.iter_mut().filter_map(|s| s.stream.as_mut()).filter(|st| st.out.busy);
+            for out in outs.map(|st| &mut *st.out).chain(self.lingers.iter_mut().map(|l| &mut l.out)) {
+                if out.busy {
+                    std::mem::forget(std::mem::take(&mut out.flight));
+                }
             }
         }
         if self.recvs > 0 {
