@@ -164,6 +164,11 @@ impl RingOut {
     fn pending(&self) -> usize {
         self.staged.len() + self.owed
     }
+
+    /// Nothing staged, owed, failed or asked: the allocation can go.
+    pub fn idle(&self) -> bool {
+        self.pending() == 0 && self.error.is_none() && !self.shut.get()
+    }
 }
 
 /// What the ring received for a channel in io_uring stream mode, not yet handed out.
@@ -187,7 +192,8 @@ impl RingIn {
             buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
             self.pos += n;
             if self.pos == self.bytes.len() {
-                self.bytes.clear();
+                // Handed out: no buffer is kept (an idle connection holds none).
+                self.bytes = Vec::new();
                 self.pos = 0;
             }
             return Some(Ok(n));
@@ -263,8 +269,9 @@ impl Channel {
         self.ring_out.as_deref_mut()
     }
 
-    /// The ring sent everything and the channel writes the socket itself from now on.
-    pub(crate) fn ring_out_leave(&mut self) {
+    /// The ring sent everything and the channel writes the socket itself from now on (also:
+    /// the ring owes nothing, so the channel need not keep its output state).
+    pub(crate) fn ring_out_release(&mut self) {
         self.ring_out = None;
     }
 

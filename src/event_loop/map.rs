@@ -211,7 +211,7 @@ impl Map {
             match self.selector.leave_stream(body.channel.as_fd()) {
                 Ok((bytes, end, error)) => {
                     body.channel.ring_leave(bytes, end, error);
-                    body.channel.ring_out_leave();
+                    body.channel.ring_out_release();
                 }
                 Err(e) => {
                     crate::errors::emit(&format!(
@@ -384,6 +384,9 @@ fn hand_output(selector: &mut Selector, channel: &mut Channel) {
     let (owed, error) = selector.stage_send(fd, &mut r.staged, shut);
     r.owed = owed;
     r.error = r.error.or(error);
+    if r.idle() {
+        channel.ring_out_release(); // an idle connection keeps no output state
+    }
 }
 
 /// The inputs of the interest rule for one channel.

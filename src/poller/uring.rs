@@ -96,9 +96,6 @@ pub(crate) const INBOX_CAP: usize = 64 * 1024;
 /// once the channel has taken its input, so a peer that always has data gets about this much
 /// per pass and leaves the rest of the buffer ring (and of the pass) to the others.
 const FAIR_BUFS: u16 = 8;
-/// A send buffer larger than this is not kept once a stream has sent everything (an idle
-/// connection should not hold a burst's memory).
-const KEEP_SEND_BUF: usize = 16 * 1024;
 
 fn poll_data(fd: RawFd, seq: u32) -> u64 {
     user_data(KIND_POLL, fd, seq)
@@ -238,12 +235,17 @@ impl Out {
             }
         }
         if self.owed() == 0 {
-            self.flight.clear();
+            // Nothing owed: no buffer is kept (an idle connection holds none; the next send
+            // allocates one, which costs far less than its round trip).
+            self.flight = Vec::new();
+            self.next = Vec::new();
             self.done = 0;
-            if self.flight.capacity() > KEEP_SEND_BUF {
-                self.flight = Vec::new();
-            }
         }
+    }
+
+    /// Nothing to send, hear or do: the allocation can go.
+    fn idle(&self) -> bool {
+        !self.busy && self.error.is_none() && !self.shut && self.owed() == 0
     }
 
     /// Whether the stream is writable for its channel: an error to hear, nothing owed, or a
@@ -262,7 +264,7 @@ impl Out {
             std::mem::swap(&mut self.next, staged);
         } else {
             self.next.extend_from_slice(staged);
-            staged.clear();
+            *staged = Vec::new();
         }
     }
 }
@@ -990,7 +992,10 @@ impl Uring {
                     let Some(st) = slot.stream.as_mut().filter(|st| st.out.busy) else { continue };
                     st.out.completed(res);
                     st.out.progress = true;
-                    if st.out.wants_send() || st.out.shut {
+                    if st.out.idle() {
+                        // All sent: the stream is writable by `owed() == 0` from here on.
+                        st.out.0 = None;
+                    } else if st.out.wants_send() || st.out.shut {
                         self.send_due = true; // the rest of a short send goes at the pass's end
                         if !slot.queued {
                             slot.queued = true;
