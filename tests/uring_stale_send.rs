@@ -5,13 +5,15 @@
 
 mod support;
 
-use sockloop::{Backend, Channel, Context, Dispatcher};
+use sockloop::{Backend, Channel, Context, Dispatcher, Socket};
 use std::cell::Cell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use support::*;
+
+const SIZE: usize = 2 << 20;
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| ((i % 251) as u8).wrapping_add(seed)).collect()
@@ -53,6 +55,26 @@ fn pump(data: Vec<u8>) -> (Pump, Rc<Cell<usize>>, Rc<Cell<u32>>) {
     (Pump { data, accepted: accepted.clone(), refused: refused.clone() }, accepted, refused)
 }
 
+/// A socket with a small send buffer, so a peer that does not read fills it soon.
+fn small_buffer(s: UnixStream) -> Socket {
+    let s = Socket::from(s);
+    s.set_send_buffer_size(32 << 10).unwrap();
+    s
+}
+
+/// Drives the loop until the channel's `send` refused more and a whole 50 ms pass then accepts
+/// nothing: the socket is full and the ring's last send waits in the kernel.
+fn fill(lp: &mut sockloop::Loop, who: &str, accepted: &Rc<Cell<usize>>, refused: &Rc<Cell<u32>>) {
+    drive(lp, &format!("{who}'s send to refuse more"), |_| refused.get() > 0);
+    let mut held = accepted.get();
+    drive(lp, &format!("{who}'s socket to stay full"), |lp| {
+        lp.poll(Some(std::time::Duration::from_millis(50))).unwrap();
+        let now = accepted.get();
+        std::mem::replace(&mut held, now) == now
+    });
+    assert!(accepted.get() < SIZE, "{who}: everything was accepted with nobody reading");
+}
+
 /// Reads everything from `peer` until end of stream, on a thread.
 fn reader(peer: UnixStream) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
@@ -71,13 +93,12 @@ fn a_stale_send_completion_is_not_delivered_to_a_newcomer_on_the_same_descriptor
         return;
     }
     let mut lp = new_loop(Backend::Uring);
-    const SIZE: usize = 2 << 20;
     // A: its peer does not read, so its last send stays in flight on the ring.
     let (a, a_peer) = UnixStream::pair().unwrap();
     let a_fd = a.as_raw_fd();
     let (pump_a, a_accepted, a_refused) = pump(pattern(SIZE, 0));
-    let ta = lp.add(Channel::from(a), pump_a).unwrap();
-    drive(&mut lp, "A's send to refuse more", |_| a_refused.get() > 0);
+    let ta = lp.add(Channel::from(small_buffer(a)), pump_a).unwrap();
+    fill(&mut lp, "A", &a_accepted, &a_refused);
     lp.channel_mut(ta).expect("A").close();
     drive(&mut lp, "A to leave the map", |lp| !lp.contains(ta));
 
@@ -96,8 +117,8 @@ fn a_stale_send_completion_is_not_delivered_to_a_newcomer_on_the_same_descriptor
     };
     drop(kept);
     let (pump_b, b_accepted, b_refused) = pump(pattern(SIZE, 100));
-    let tb = lp.add(Channel::from(b), pump_b).unwrap();
-    drive(&mut lp, "B's send to refuse more", |_| b_refused.get() > 0);
+    let tb = lp.add(Channel::from(small_buffer(b)), pump_b).unwrap();
+    fill(&mut lp, "B", &b_accepted, &b_refused);
 
     // Now A's peer reads: A's send in flight completes (with A's descriptor number in its
     // user data), and the rest of what A's `send` accepted follows, then the end of stream.
