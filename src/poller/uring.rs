@@ -377,6 +377,11 @@ pub(crate) struct Uring {
     lingers: Vec<Linger>,
     /// Sends in flight (streams' and lingers'): while any is, their buffers must stay.
     sends: usize,
+    /// Completions taken from the queue by a sends-only reap and not applied yet (user data,
+    /// result, flags), for the next reap.
+    held: Vec<(u64, i32, u32)>,
+    /// The completions of a reap (kept for its capacity).
+    batch: Vec<(u64, i32, u32)>,
     /// A send is waiting to be pushed (`flush_sends` has work).
     send_due: bool,
 }
@@ -412,6 +417,8 @@ impl Uring {
             writers: Vec::new(),
             lingers: Vec::new(),
             sends: 0,
+            held: Vec::new(),
+            batch: Vec::new(),
             send_due: false,
         })
     }
@@ -786,7 +793,7 @@ impl Uring {
                 return Err(e);
             }
             let r = ring_ops::submit_and_wait(&self.ring, Some(Duration::from_millis(1)));
-            self.reap(&mut deferred, None);
+            self.reap(&mut deferred, None, false);
             if let Err(e) = r {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.deferred = deferred;
@@ -848,7 +855,7 @@ impl Uring {
             self.push_look(fd)?;
         }
         ring_ops::flush(&self.ring)?;
-        self.reap(events, None);
+        self.reap(events, None, false);
         Ok(())
     }
 
@@ -869,20 +876,33 @@ impl Uring {
     /// wake-up says `POLLIN | POLLPRI` whatever arrived; when it is the urgent byte alone,
     /// reading would even lose it (a plain `recv` skips the mark). So a completion that says
     /// `POLLPRI` is not reported: its descriptor goes to `suspects` for a second look.
-    fn reap(&mut self, events: &mut Vec<Event>, mut suspects: Option<&mut Vec<RawFd>>) {
+    ///
+    /// With `sends_only` (the end of a pass, see `flush_sends`), only send completions are
+    /// applied; the others are held, unapplied, for the next reap, so a pass's events come
+    /// from its wait alone (a descriptor is never reported twice in one batch).
+    fn reap(&mut self, events: &mut Vec<Event>, mut suspects: Option<&mut Vec<RawFd>>, sends_only: bool) {
         let mut woken = false;
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in &mut cq {
-            let data = cqe.user_data();
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        batch.append(&mut self.held); // the older ones first
+        {
+            let mut cq = self.ring.completion();
+            cq.sync();
+            batch.extend((&mut cq).map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));
+        }
+        for &(data, c_res, c_flags) in &batch {
+            if sends_only && data >> KIND_SHIFT != KIND_SEND {
+                self.held.push((data, c_res, c_flags));
+                continue;
+            }
             match data >> KIND_SHIFT {
                 KIND_WAKER => {
-                    if !cqueue::more(cqe.flags()) {
+                    if !cqueue::more(c_flags) {
                         if let Some((_, armed)) = self.waker.as_mut() {
                             *armed = false;
                         }
                     }
-                    if !woken && cqe.result() >= 0 {
+                    if !woken && c_res >= 0 {
                         woken = true;
                         events.push(Event {
                             token: super::Selector::WAKE_TOKEN,
@@ -899,7 +919,7 @@ impl Uring {
                         continue; // stale: cancelled, superseded, or an earlier descriptor
                     }
                     slot.armed = false;
-                    let res = cqe.result();
+                    let res = c_res;
                     let hint = res > 0 && res & i32::from(libc::POLLPRI) != 0;
                     match suspects.as_deref_mut() {
                         Some(list) if hint => list.push(fd),
@@ -918,7 +938,7 @@ impl Uring {
                 KIND_RECV => {
                     let fd = (data & 0xffff_ffff) as u32 as RawFd;
                     let seq = (data >> 32) as u32 & SEQ_MASK;
-                    let (res, flags) = (cqe.result(), cqe.flags());
+                    let (res, flags) = (c_res, c_flags);
                     let more = cqueue::more(flags);
                     if !more {
                         self.recvs = self.recvs.saturating_sub(1);
@@ -977,7 +997,7 @@ impl Uring {
                 }
                 KIND_SEND => {
                     self.sends = self.sends.saturating_sub(1);
-                    let res = cqe.result();
+                    let res = c_res;
                     if let Some(l) = self.lingers.iter_mut().find(|l| l.out.busy && l.key == data) {
                         l.out.completed(res);
                         self.send_due = true; // its next send, or its close
@@ -1009,7 +1029,7 @@ impl Uring {
                     let fd = (data & 0xffff_ffff) as u32 as RawFd;
                     let seq = (data >> 32) as u32 & SEQ_MASK;
                     let Some(slot) = self.slots.get_mut(fd as usize) else { continue };
-                    let res = cqe.result();
+                    let res = c_res;
                     if !slot.known || slot.check_seq != seq {
                         continue;
                     }
@@ -1025,6 +1045,7 @@ impl Uring {
                 _ => {}
             }
         }
+        self.batch = batch;
     }
 }
 
@@ -1176,8 +1197,8 @@ impl Poller for Uring {
     }
 
     fn flush_sends(&mut self) -> io::Result<()> {
-        // The sends that complete at once are reaped here (their events wait for the next
-        // wait): a short one's rest goes in the next round, so when this returns every stream
+        // The sends that complete at once are reaped here (other completions wait for the
+        // next wait's reap): a short one's rest goes in the next round, so when this returns every stream
         // that owes bytes has its send in the kernel (or the socket is full and it waits
         // there), and a linger that is done closes its socket without another pass (a loop
         // that stops when its map empties still sends the FIN). Bounded: a few rounds.
@@ -1188,9 +1209,7 @@ impl Poller for Uring {
             self.own()?;
             self.arm_pending()?;
             ring_ops::flush(&self.ring)?;
-            let mut deferred = std::mem::take(&mut self.deferred);
-            self.reap(&mut deferred, None);
-            self.deferred = deferred;
+            self.reap(&mut Vec::new(), None, true);
         }
         if !self.lingers.is_empty() {
             self.arm_lingers()?; // drops the lingers that are done
@@ -1231,13 +1250,13 @@ impl Poller for Uring {
         self.arm_pending()?;
         let first = events.len();
         self.waits = self.waits.wrapping_add(1);
-        if !self.deferred.is_empty() || !self.due.is_empty() || self.writer_due() {
+        if !self.deferred.is_empty() || !self.due.is_empty() || !self.held.is_empty() || self.writer_due() {
             timeout = Some(Duration::ZERO); // something to report already: do not sleep
         }
         let result = ring_ops::submit_and_wait(&self.ring, timeout);
         events.append(&mut self.deferred);
         let mut suspects = std::mem::take(&mut self.suspects);
-        self.reap(events, Some(&mut suspects));
+        self.reap(events, Some(&mut suspects), false);
         for fd in std::mem::take(&mut self.due) {
             let waits = self.waits;
             let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known && s.interest.read) else {
@@ -1281,6 +1300,9 @@ impl Drop for Uring {
     /// thread owns a single-issuer ring, or the kernel is slow), the buffers are left
     /// allocated rather than freed under an operation.
     fn drop(&mut self) {
+        if !self.held.is_empty() {
+            self.reap(&mut Vec::new(), None, false); // their receives may be the last ones
+        }
         if (self.bufs.is_none() || self.recvs == 0) && self.sends == 0 && self.lingers.is_empty() {
             return;
         }
@@ -1336,7 +1358,7 @@ impl Uring {
             {
                 return;
             }
-            self.reap(&mut scratch, None);
+            self.reap(&mut scratch, None, false);
             scratch.clear();
         }
         let _ = self.arm_pending(); // drops the lingers that are done (closing their sockets)
