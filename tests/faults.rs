@@ -61,8 +61,14 @@ impl Dispatcher for Closer {
 fn a_channel_closed_mid_pass_never_passes_its_event_to_a_newcomer(backend: Backend) {
     // cpython issue 75114: asyncore delivered the closed channel's event to the new one.
     let mut lp = Loop::with_backend(backend).unwrap();
-    let (a, mut a_peer) = UnixStream::pair().unwrap();
-    let (b, mut b_peer) = UnixStream::pair().unwrap();
+    let (mut a, mut a_peer) = UnixStream::pair().unwrap();
+    let (mut b, mut b_peer) = UnixStream::pair().unwrap();
+    if b.as_raw_fd() < a.as_raw_fd() {
+        // Tests run in parallel threads sharing one descriptor table: another test's close can
+        // hand B a lower number than A. A must be the lower (select reports by number).
+        std::mem::swap(&mut a, &mut b);
+        std::mem::swap(&mut a_peer, &mut b_peer);
+    }
     let victim = Rc::new(Cell::new(None));
     let newcomer = Rc::new(RefCell::new(None));
     let reused = Rc::new(Cell::new(false));

@@ -118,8 +118,8 @@ pub struct Channel {
     /// io_uring stream mode (issue 15): input the ring already received, which `recv`
     /// hands out without a syscall (see `poller/uring.rs`).
     ring_in: Option<Box<RingIn>>,
-    /// io_uring stream mode: output `send` accepted for the ring to send (allocated with the
-    /// first send, so an idle channel holds none).
+    /// io_uring stream mode: output `send` accepted and not yet handed to the ring, or a send's
+    /// error (allocated only while there is either: an idle channel holds none).
     ring_out: Option<Box<RingOut>>,
 }
 
@@ -127,47 +127,34 @@ pub struct Channel {
 /// (bounded with what the ring still owes by [`STREAM_SEND_CAP`], past which it would block
 /// as a full socket does), and the loop hands `staged` to the ring when the handler returns,
 /// so every send of a pass goes out with the pass's one `io_uring_enter`.
+/// What the ring owes (how much, and the half-close after it) lives in [`RingIn`], which every
+/// stream-mode channel has, so that this box is needed only between a `send` and the hand-over.
 #[derive(Default)]
 pub(crate) struct RingOut {
     /// Accepted, not yet handed to the ring.
     pub staged: Vec<u8>,
-    /// What the ring owed at the last hand-over (an upper bound: completions only lower it).
-    pub owed: usize,
     /// A send on the ring failed with this errno: later sends fail with it, as the socket's
     /// would after such an error.
     pub error: Option<i32>,
-    /// `shutdown(Write)` asked while output was owed: the ring half-closes after it (a `Cell`
-    /// since `shutdown` takes `&self`).
-    pub shut: std::cell::Cell<bool>,
-    /// `shut` was handed to the ring.
-    pub shut_handed: bool,
 }
 
 impl RingOut {
-    /// Accepts what fits of `data`, as a non-blocking socket's send would.
-    fn accept(&mut self, data: &[u8]) -> io::Result<usize> {
+    /// Accepts what fits of `data` beside the `owed` bytes the ring still has to send, as a
+    /// non-blocking socket's send would; `shut`: a half-close was asked.
+    fn accept(&mut self, data: &[u8], owed: usize, shut: bool) -> io::Result<usize> {
         if let Some(errno) = self.error {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        if self.shut.get() {
+        if shut {
             return Err(io::Error::from_raw_os_error(libc::EPIPE)); // as after shutdown(Write)
         }
-        let room = STREAM_SEND_CAP.saturating_sub(self.staged.len() + self.owed);
+        let room = STREAM_SEND_CAP.saturating_sub(self.staged.len() + owed);
         if room == 0 && !data.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = room.min(data.len());
         self.staged.extend_from_slice(&data[..n]);
         Ok(n)
-    }
-
-    fn pending(&self) -> usize {
-        self.staged.len() + self.owed
-    }
-
-    /// Nothing staged, owed, failed or asked: the allocation can go.
-    pub fn idle(&self) -> bool {
-        self.pending() == 0 && self.error.is_none() && !self.shut.get()
     }
 }
 
@@ -181,6 +168,15 @@ pub(crate) struct RingIn {
     /// The ring no longer receives for this channel (it started TLS): once these bytes are
     /// handed out, input is read from the socket again.
     pub left: bool,
+    /// The output side's lasting part (here, not in [`RingOut`], so an idle channel allocates
+    /// nothing for it; it fits this struct's padding): what the ring owed at the last hand-over
+    /// (an upper bound: completions only lower it) ...
+    pub owed: u32,
+    /// ... `shutdown(Write)` asked while output was owed, so the ring half-closes after it (a
+    /// `Cell` since `shutdown` takes `&self`) ...
+    pub shut: std::cell::Cell<bool>,
+    /// ... and that half-close handed to the ring.
+    pub shut_handed: bool,
 }
 
 impl RingIn {
@@ -260,27 +256,61 @@ impl Channel {
         self.ring_in.as_ref().is_some_and(|r| !r.left)
     }
 
-    /// The ring's side of the channel's output, while the ring sends for it and once it has
-    /// sent something.
-    pub(crate) fn ring_out(&mut self) -> Option<&mut RingOut> {
+    /// Hands what the channel staged (and a half-close asked) to the ring through `stage`
+    /// (the selector's `stage_send`: fd, staged bytes, half-close; it returns what the ring
+    /// still owes and a send's error), and keeps its answer. Asks nothing when nothing is
+    /// staged, owed or asked. The staging box goes once it is empty, so a channel that is not
+    /// sending holds none.
+    pub(crate) fn ring_hand_over(
+        &mut self,
+        stage: impl FnOnce(RawFd, &mut Vec<u8>, bool) -> (usize, Option<i32>),
+    ) {
         if !self.ring_sends() {
-            return None;
+            return;
         }
-        self.ring_out.as_deref_mut()
+        let fd = self.as_fd().as_raw_fd();
+        let Channel { ring_in, ring_out, .. } = self;
+        let Some(ring) = ring_in.as_deref_mut() else { return };
+        let shut = ring.shut.get() && !ring.shut_handed;
+        if ring_out.is_none() && ring.owed == 0 && !shut {
+            return;
+        }
+        ring.shut_handed |= shut;
+        let mut none = Vec::new();
+        let staged = ring_out.as_deref_mut().map_or(&mut none, |o| &mut o.staged);
+        let (owed, error) = stage(fd, staged, shut);
+        ring.owed = u32::try_from(owed).unwrap_or(u32::MAX);
+        match ring_out.as_deref_mut() {
+            Some(out) => {
+                out.error = out.error.or(error);
+                if out.staged.is_empty() && out.error.is_none() {
+                    *ring_out = None;
+                }
+            }
+            None if error.is_some() => *ring_out = Some(Box::new(RingOut { staged: Vec::new(), error })),
+            None => {}
+        }
     }
 
-    /// The ring sent everything and the channel writes the socket itself from now on (also:
-    /// the ring owes nothing, so the channel need not keep its output state).
+    /// The ring sent everything and the channel writes the socket itself from now on.
     pub(crate) fn ring_out_release(&mut self) {
         self.ring_out = None;
+        if let Some(r) = self.ring_in.as_deref_mut() {
+            r.owed = 0;
+        }
     }
 
     /// Output accepted for the ring and not yet sent.
     fn ring_pending(&self) -> usize {
-        match self.ring_out.as_deref() {
-            Some(r) if self.ring_sends() => r.pending(),
+        match self.ring_in.as_deref() {
+            Some(r) if !r.left => r.owed as usize + self.ring_out.as_deref().map_or(0, |o| o.staged.len()),
             _ => 0,
         }
+    }
+
+    /// What [`RingOut::accept`] needs from [`RingIn`]: owed bytes and a half-close asked.
+    fn ring_owed(&self) -> (usize, bool) {
+        self.ring_in.as_deref().map_or((0, false), |r| (r.owed as usize, r.shut.get()))
     }
 
     /// The errno a send on the ring failed with, while the ring sends for the channel.
@@ -291,7 +321,8 @@ impl Channel {
     /// One write of `data`: accepted for the ring in stream mode, else on the descriptor.
     fn write_out(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.ring_sends() {
-            return self.ring_out.get_or_insert_with(Box::default).accept(data);
+            let (owed, shut) = self.ring_owed();
+            return self.ring_out.get_or_insert_with(Box::default).accept(data, owed, shut);
         }
         self.io.write(data)
     }
@@ -804,9 +835,10 @@ impl Channel {
         }
         while self.out.len() > 0 && self.can_send() {
             let ring = self.ring_sends();
+            let (owed, shut) = self.ring_owed();
             let Channel { io, out, ring_out, .. } = self;
             let res = match ring {
-                true => ring_out.get_or_insert_with(Box::default).accept(out.pending()),
+                true => ring_out.get_or_insert_with(Box::default).accept(out.pending(), owed, shut),
                 false => io.write(out.pending()),
             };
             let n = self.sent(res)?;
@@ -1109,7 +1141,7 @@ impl Channel {
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         use std::net::Shutdown;
         let sock = self.sock_ref()?;
-        match self.ring_out.as_deref().filter(|r| self.ring_sends() && r.pending() > 0) {
+        match self.ring_in.as_deref().filter(|_| self.ring_sends() && self.ring_pending() > 0) {
             // The ring still owes output: the FIN goes after it (the ring half-closes once it
             // is sent), so nothing accepted is cut off.
             Some(r) if how != Shutdown::Read => {

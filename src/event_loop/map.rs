@@ -377,16 +377,7 @@ impl Map {
 
 /// [`Map::hand_output`], for callers that hold the map's fields apart.
 fn hand_output(selector: &mut Selector, channel: &mut Channel) {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&channel.as_fd());
-    let Some(r) = channel.ring_out() else { return };
-    let shut = r.shut.get() && !r.shut_handed;
-    r.shut_handed |= shut;
-    let (owed, error) = selector.stage_send(fd, &mut r.staged, shut);
-    r.owed = owed;
-    r.error = r.error.or(error);
-    if r.idle() {
-        channel.ring_out_release(); // an idle connection keeps no output state
-    }
+    channel.ring_hand_over(|fd, staged, shut| selector.stage_send(fd, staged, shut));
 }
 
 /// The inputs of the interest rule for one channel.

@@ -384,6 +384,9 @@ pub(crate) struct Uring {
     batch: Vec<(u64, i32, u32)>,
     /// A send is waiting to be pushed (`flush_sends` has work).
     send_due: bool,
+    /// Streams given output since the last push of sends: at `SEND_BATCH` their sends go out
+    /// before the pass ends (see `stage_send`).
+    send_batch: Vec<RawFd>,
 }
 
 /// Spare inboxes kept at most (each up to `INBOX_CAP` bytes).
@@ -392,6 +395,11 @@ const SPARE_INBOXES: usize = 64;
 const LEAVE_ROUNDS: u32 = 5000;
 /// Rounds of `flush_sends` at most (each: push, submit, reap what completed at once).
 const FLUSH_ROUNDS: u32 = 4;
+/// Streams whose staged output may wait for the end of the pass: past it the sends are pushed,
+/// submitted and their completions reaped at once. A pass can report thousands of streams (a
+/// wait takes every completion the ring holds); without this bound each would keep its output
+/// buffers until the pass ends, and the peak of memory would grow with the busiest pass.
+const SEND_BATCH: usize = 64;
 /// How long dropping the poller waits for the sends it owes before cancelling them.
 const SEND_GRACE: Duration = Duration::from_millis(250);
 
@@ -420,6 +428,7 @@ impl Uring {
             held: Vec::new(),
             batch: Vec::new(),
             send_due: false,
+            send_batch: Vec::new(),
         })
     }
 
@@ -513,6 +522,27 @@ impl Uring {
     /// Pushes the next send of `fd`'s stream, or its half-close once nothing is owed. Called
     /// only from `arm_pending`, right before the wait's enter submits it, so the descriptor
     /// named is the channel's own at submission.
+    /// Pushes and submits the sends of the streams in `send_batch` and applies the send
+    /// completions that are there at once (the rest wait for the wait, as at a pass's end), so
+    /// their output buffers go while the pass goes on. Only sends: a poll or receive re-armed
+    /// now, for a stream whose handler has not run yet in this pass, would report it twice.
+    fn push_send_batch(&mut self) -> io::Result<()> {
+        self.own()?;
+        let batch = std::mem::take(&mut self.send_batch);
+        let mut result = Ok(());
+        for &fd in &batch {
+            if let Err(e) = self.arm_send(fd) {
+                result = Err(e);
+            }
+        }
+        self.send_batch = batch;
+        self.send_batch.clear();
+        result?;
+        ring_ops::flush(&self.ring)?;
+        self.reap(&mut Vec::new(), None, true);
+        Ok(())
+    }
+
     fn arm_send(&mut self, fd: RawFd) -> io::Result<()> {
         let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return Ok(()) };
         let Some(st) = slot.stream.as_mut() else { return Ok(()) };
@@ -1192,6 +1222,12 @@ impl Poller for Uring {
                 slot.queued = true;
                 self.to_arm.push(fd);
             }
+            self.send_batch.push(fd);
+            if self.send_batch.len() >= SEND_BATCH {
+                if let Err(e) = self.push_send_batch() {
+                    log::debug!(target: "sockloop", "pushing a batch of sends failed (the pass's end retries): {e}");
+                }
+            }
         }
         state
     }
@@ -1202,6 +1238,7 @@ impl Poller for Uring {
         // that owes bytes has its send in the kernel (or the socket is full and it waits
         // there), and a linger that is done closes its socket without another pass (a loop
         // that stops when its map empties still sends the FIN). Bounded: a few rounds.
+        self.send_batch.clear(); // their sends are pushed below with the rest
         for _ in 0..FLUSH_ROUNDS {
             if !std::mem::take(&mut self.send_due) {
                 break;
@@ -1247,6 +1284,7 @@ impl Poller for Uring {
 
     fn wait(&mut self, events: &mut Vec<Event>, mut timeout: Option<Duration>) -> io::Result<()> {
         self.own()?;
+        self.send_batch.clear(); // their sends go with this wait's arming
         self.arm_pending()?;
         let first = events.len();
         self.waits = self.waits.wrapping_add(1);
