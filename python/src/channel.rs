@@ -8,11 +8,12 @@
 //! Python frame.
 //!
 //! A method here that calls another method of the channel by name (`self.initiate_send()`,
-//! `self.recv(...)`, ...) first looks the name up the way Python would: an attribute of that
-//! name in the instance's `__dict__`, or a class attribute that is not one of this class's own
-//! methods, is called as Python would call it; otherwise the native code runs directly. The
-//! lookup is made on every call (a class attribute's identity, then the instance dictionary),
-//! so a method replaced on a class or an instance at any moment is honoured.
+//! `self.recv(...)`, ...) does what Python would: an attribute of that name in the instance's
+//! `__dict__` (probed on every call) is called as it is; otherwise the class attribute decides:
+//! one of this class's own methods runs natively, a Python function is called with the channel
+//! first, anything else through `getattr`. What each class attribute is, is decided once per
+//! class and kept while the class's version tag stays the same ([`crate::names`]), so a method
+//! replaced on a class, a base or an instance at any moment is honoured.
 //!
 //! State stays where Python code expects it: `connected`, `accepting`, `connecting`,
 //! `socket`, `_fileno`, `_map`, `ac_in_buffer`, `producer_fifo`, `terminator` ... in the
