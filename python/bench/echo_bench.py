@@ -1,7 +1,7 @@
 """Server CPU per round trip of echo servers, 64 B ping-pong:
 
     python echo_bench.py SERVER_PYTHON MODE [--conns 50] [--idle 0] [--trips 20000]
-                         [--server-bin PATH] [--profile FILE]
+                         [--server-bin PATH] [--profile FILE] [--pin]
 
 MODEs:
 - `sockloop`: the seed's echo server (python/examples/echo_server.py, unmodified) on
@@ -84,7 +84,16 @@ def main():
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--server-bin", help="the mio_echo binary (mode mio)")
     ap.add_argument("--profile", help="write call counts per round trip here (sockloop modes)")
+    ap.add_argument("--pin", action="store_true",
+                    help="run the server on CPU 1 and this client on CPU 0 (less variance "
+                         "on a shared machine; every server alike)")
     a = ap.parse_args()
+    pin_server = None
+    if a.pin:
+        os.sched_setaffinity(0, {0})
+
+        def pin_server():
+            os.sched_setaffinity(0, {1})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,7 +110,7 @@ def main():
         argv = [a.python, "-W", "ignore", "-c", PROFILED, kind, a.profile, script,
                 "127.0.0.1", str(port)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=pin_server)
     out = proc.stdout
     socks = []
     try:
@@ -175,7 +184,7 @@ def main():
                 json.dump(prof, f, indent=1)
         print(json.dumps({
             "mode": a.mode, "python": a.python.rsplit("/", 1)[-1], "conns": a.conns,
-            "idle": a.idle, "trips": a.trips,
+            "idle": a.idle, "trips": a.trips, "pinned": a.pin,
             "server_cpu_us_per_trip": round((c1 - c0) / a.trips * 1e6, 2),
             "trips_per_s": round(a.trips / (t1 - t0)),
         }), flush=True)

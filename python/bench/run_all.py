@@ -2,6 +2,7 @@
 idle connections added; prints JSON lines, then a Markdown table of ratios (same run).
 
     python run_all.py --py312 VENV_PYTHON --py311 PYTHON3.11 --mio MIO_ECHO [--trips N]
+                      [--rounds N] [--pin]
 
 VENV_PYTHON: a Python 3.12 with sockloop and uvloop installed; PYTHON3.11: CPython 3.11
 (its own asyncore); MIO_ECHO: bench's mio_echo binary
@@ -24,6 +25,8 @@ def main():
     ap.add_argument("--idle", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=1,
                     help="interleaved rounds; the table shows each server's median")
+    ap.add_argument("--pin", action="store_true",
+                    help="each server on CPU 1, the client on CPU 0 (echo_bench.py --pin)")
     a = ap.parse_args()
     servers = [("mio", a.py312), ("uvloop", a.py312), ("sockloop", a.py312),
                ("cpython-poll", a.py311), ("asyncio", a.py312),
@@ -34,6 +37,7 @@ def main():
             for mode, py in servers:
                 cmd = [sys.executable, os.path.join(HERE, "echo_bench.py"), py, mode,
                        "--trips", str(a.trips), "--idle", str(idle), "--server-bin", a.mio]
+                cmd += ["--pin"] if a.pin else []
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
                 if out.returncode != 0:
                     print("%s idle=%d failed: %s" % (mode, idle, out.stderr[-2000:]), flush=True)

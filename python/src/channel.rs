@@ -8,11 +8,12 @@
 //! Python frame.
 //!
 //! A method here that calls another method of the channel by name (`self.initiate_send()`,
-//! `self.recv(...)`, ...) first looks the name up the way Python would: an attribute of that
-//! name in the instance's `__dict__`, or a class attribute that is not one of this class's own
-//! methods, is called as Python would call it; otherwise the native code runs directly. The
-//! lookup is made on every call (a class attribute's identity, then the instance dictionary),
-//! so a method replaced on a class or an instance at any moment is honoured.
+//! `self.recv(...)`, ...) does what Python would: an attribute of that name in the instance's
+//! `__dict__` (probed on every call) is called as it is; otherwise the class attribute decides:
+//! one of this class's own methods runs natively, a Python function is called with the channel
+//! first, anything else through `getattr`. What each class attribute is, is decided once per
+//! class and kept while the class's version tag stays the same ([`crate::names`]), so a method
+//! replaced on a class, a base or an instance at any moment is honoured.
 //!
 //! State stays where Python code expects it: `connected`, `accepting`, `connecting`,
 //! `socket`, `_fileno`, `_map`, `ac_in_buffer`, `producer_fifo`, `terminator` ... in the
@@ -22,13 +23,15 @@
 //! "marks", and a native method (or an assignment to `out_buffer`) that makes a channel's
 //! pending output disagree with what the kernel watches puts the channel's descriptor on it.
 
-use crate::sys::{call_method, instance_dict, recv_dontwait, send_dontwait};
+use crate::names::{self, Found, Name};
+use crate::sys::{self, call_method, instance_dict, recv_dontwait, send_dontwait};
 use pyo3::exceptions::{PyAttributeError, PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
@@ -113,19 +116,18 @@ struct Registry {
     on_error: Py<PyAny>,
 }
 
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static REGISTRY: GILProtected<RefCell<Option<Registry>>> = GILProtected::new(RefCell::new(None));
 
 /// `_register(dispatcher, on_error)`: called by `asyncore` at import.
 #[pyfunction]
 #[pyo3(name = "_register")]
-pub fn register(dispatcher: Py<PyType>, on_error: Py<PyAny>) {
-    if let Ok(mut r) = REGISTRY.lock() {
-        *r = Some(Registry { dispatcher, on_error });
-    }
+pub fn register(py: Python<'_>, dispatcher: Py<PyType>, on_error: Py<PyAny>) {
+    let old = REGISTRY.get(py).borrow_mut().replace(Registry { dispatcher, on_error });
+    drop(old);
 }
 
 fn registry(py: Python<'_>) -> Option<(Bound<'_, PyType>, Bound<'_, PyAny>)> {
-    let r = REGISTRY.lock().ok()?;
+    let r = REGISTRY.get(py).borrow();
     r.as_ref().map(|r| (r.dispatcher.bind(py).clone(), r.on_error.bind(py).clone()))
 }
 
@@ -178,42 +180,37 @@ const NAT_NAMES: [(&str, Nat); 15] = [
 ];
 
 /// The addresses of this class's method descriptors (the class keeps them alive).
-static NATIVES: GILOnceCell<Vec<(usize, Nat)>> = GILOnceCell::new();
+static NATIVES: GILOnceCell<Vec<(usize, u8)>> = GILOnceCell::new();
 
-fn native_of(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<Nat> {
+/// The index into [`NAT_NAMES`] of the native method `attr` is, if it is one.
+fn native_index(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<u8> {
     let table = NATIVES.get_or_init(py, || {
         let ty = py.get_type::<Channel>();
-        NAT_NAMES
-            .iter()
-            .filter_map(|(name, k)| ty.getattr(*name).ok().map(|a| (a.as_ptr() as usize, *k)))
+        (0..NAT_NAMES.len())
+            .filter_map(|i| ty.getattr(NAT_NAMES[i].0).ok().map(|a| (a.as_ptr() as usize, i as u8)))
             .collect()
     });
     let p = attr.as_ptr() as usize;
     table.iter().find(|(q, _)| *q == p).map(|(_, k)| *k)
 }
 
-/// `obj.name`, looked for in the instance dictionary first.
+fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
+    names::lookup(obj, name, native_index)
+}
+
+/// `obj.name`: Python's own attribute lookup (through its method cache, this costs about what
+/// a dictionary probe does, and it is exact: data descriptors, `__getattr__`, ...). `d` is
+/// unused here, kept so that reads and calls take the same arguments.
 fn attr<'py>(
     obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    name: &Bound<'py, PyString>,
+    _d: Option<&Bound<'py, PyDict>>,
+    name: Name,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(d) = d {
-        if let Some(v) = d.get_item(name)? {
-            return Ok(v);
-        }
-    }
-    obj.getattr(name)
+    obj.getattr(name.text(obj.py()))
 }
 
-fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<bool> {
     attr(obj, d, name)?.is_truthy()
-}
-
-/// A flag that usually stays a class default (`accepting`, `debug`, ...): one ordinary
-/// lookup rather than a dictionary probe first.
-fn class_flag(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
-    obj.getattr(name)?.is_truthy()
 }
 
 /// `socket.socket`: objects of exactly this class are read and written here directly.
@@ -230,8 +227,13 @@ fn direct_fd(sock: &Bound<'_, PyAny>) -> Option<RawFd> {
             Ok(py.import("socket")?.getattr("socket")?.downcast_into::<PyType>()?.unbind())
         })
         .ok()?;
-    if !sock.get_type().is(ty.bind(py)) {
+    if sock.get_type_ptr() != ty.as_ptr().cast() {
         return None;
+    }
+    if *LAYOUT_KNOWN.get_or_init(py, || socket_layout_known(py).unwrap_or(false)) {
+        // The descriptor and timeout straight from the object: no call, nothing allocated.
+        let (fd, timeout) = sys::socket_head(sock)?;
+        return (timeout == 0 && fd >= 0).then_some(fd);
     }
     let timeout: f64 = sock.getattr(intern!(py, "timeout")).ok()?.extract().ok()?;
     if timeout != 0.0 {
@@ -239,6 +241,38 @@ fn direct_fd(sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     }
     let fd: RawFd = call_method(sock, intern!(py, "fileno"), &[]).ok()?.extract().ok()?;
     (fd >= 0).then_some(fd)
+}
+
+/// Whether [`sys::socket_head`] reads what `fileno()` and `gettimeout()` say, on this
+/// interpreter: checked once, on a socket pair made for it.
+static LAYOUT_KNOWN: GILOnceCell<bool> = GILOnceCell::new();
+
+fn socket_layout_known(py: Python<'_>) -> PyResult<bool> {
+    let socket = py.import("socket")?;
+    let (a, b): (Bound<'_, PyAny>, Bound<'_, PyAny>) = socket.call_method0("socketpair")?.extract()?;
+    let class = socket.getattr("socket")?;
+    let check = || -> PyResult<bool> {
+        for s in [&a, &b] {
+            if !s.get_type().is(&class) {
+                return Ok(false);
+            }
+            let fd: RawFd = s.call_method0("fileno")?.extract()?;
+            s.call_method1("setblocking", (false,))?;
+            if sys::socket_head(s) != Some((fd, 0)) {
+                return Ok(false);
+            }
+            s.call_method1("settimeout", (2.5,))?;
+            if sys::socket_head(s) != Some((fd, 2_500_000_000)) {
+                return Ok(false);
+            }
+        }
+        a.call_method0("close")?;
+        Ok(sys::socket_head(&a).map(|h| h.0) == Some(-1))
+    };
+    let known = check();
+    a.call_method0("close")?;
+    b.call_method0("close")?;
+    known
 }
 
 /// `OSError(code, strerror)`, which Python turns into the errno's subclass.
@@ -300,42 +334,36 @@ fn direct_send<'py>(
     }
 }
 
-/// Where a call by name goes.
-enum Target {
-    Native(Nat),
-    Python,
-}
-
-/// Python's lookup of `obj.name`, reduced to "one of ours, not shadowed" or the attribute.
-fn resolve<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    name: &Bound<'py, PyString>,
-) -> PyResult<Target> {
-    let shadowed = match d {
-        Some(d) => d.contains(name)?,
-        None => false,
-    };
-    if !shadowed {
-        if let Ok(a) = obj.get_type().getattr(name) {
-            if let Some(k) = native_of(obj.py(), &a) {
-                return Ok(Target::Native(k));
-            }
-        }
-    }
-    Ok(Target::Python)
-}
-
-/// `obj.name(*args)`, natively when the name leads to one of this class's methods.
+/// `obj.name(*args)` as Python would call it, but natively when the name leads to one of this
+/// class's methods (not replaced on the class or the instance), and without a bound method or
+/// a second lookup when it leads to a plain Python function.
 fn invoke<'py>(
     obj: &Bound<'py, PyAny>,
     d: Option<&Bound<'py, PyDict>>,
-    name: &Bound<'py, PyString>,
+    name: Name,
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
-    match resolve(obj, d, name)? {
-        Target::Native(k) if args.len() == arity(k) => run(obj, d, k, args),
-        _ => call_method(obj, name, args),
+    let py = obj.py();
+    let s = slot(obj, name);
+    if matches!(s, Found::Data) {
+        return call_method(obj, name.text(py), args);
+    }
+    if let Some(d) = d {
+        if let Some(v) = d.get_item(name.text(py))? {
+            return sys::call(&v, None, args);
+        }
+    }
+    match s {
+        Found::Native(i) => {
+            let k = NAT_NAMES[i as usize].1;
+            if args.len() == arity(k) {
+                run(obj, d, k, args)
+            } else {
+                call_method(obj, name.text(py), args)
+            }
+        }
+        Found::Func(f) => sys::call(&f, Some(obj), args),
+        _ => call_method(obj, name.text(py), args),
     }
 }
 
@@ -364,12 +392,12 @@ fn run<'py>(
         Nat::WriteEvent => write_event(obj, d).map(|_| none()),
         Nat::ExptEvent => expt_event(obj, d).map(|_| none()),
         Nat::WsInitiateSend => ws_initiate_send(obj, d).map(|_| none()),
-        Nat::WriteSends => invoke(obj, d, intern!(py, "initiate_send"), &[]).map(|_| none()),
+        Nat::WriteSends => invoke(obj, d, Name::InitiateSend, &[]).map(|_| none()),
         Nat::ChatHandleRead => chat_handle_read(obj, d).map(|_| none()),
-        Nat::ChatGetTerminator => attr(obj, d, intern!(py, "terminator")),
-        Nat::ChatCollect => invoke(obj, d, intern!(py, "_collect_incoming_data"), args).map(|_| none()),
+        Nat::ChatGetTerminator => attr(obj, d, Name::Terminator),
+        Nat::ChatCollect => invoke(obj, d, Name::CollectPlain, args).map(|_| none()),
         Nat::ChatCollectPlain => {
-            attr(obj, d, intern!(py, "incoming"))?.call_method1(intern!(py, "append"), (args[0],))?;
+            attr(obj, d, Name::Incoming)?.call_method1(intern!(py, "append"), (args[0],))?;
             Ok(none())
         }
         Nat::ChatInitiateSend => chat_initiate_send(obj, d).map(|_| none()),
@@ -378,7 +406,7 @@ fn run<'py>(
 
 /// `obj.name()` for an event the loop delivers (`handle_read_event` and the like): the native
 /// state machine unless the name is replaced on the class or the instance.
-pub fn deliver(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<()> {
+pub fn deliver(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<()> {
     let d = instance_dict(obj);
     invoke(obj, d.as_ref(), name, &[]).map(drop)
 }
@@ -386,7 +414,7 @@ pub fn deliver(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<(
 // -- the dispatcher's methods ------------------------------------------------------------
 
 fn socket_of<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
-    attr(obj, d, intern!(obj.py(), "socket"))
+    attr(obj, d, Name::Socket)
 }
 
 fn recv<'py>(
@@ -413,7 +441,7 @@ fn recv<'py>(
         }
     }
     // End of stream, or the peer reset the connection.
-    call_method(obj, intern!(py, "handle_close"), &[])?;
+    invoke(obj, d, Name::HandleClose, &[])?;
     Ok(PyBytes::new(py, b"").into_any())
 }
 
@@ -434,7 +462,7 @@ fn send<'py>(
         Err(e) => match os_errno(py, &e) {
             Some(n) if n == libc::EWOULDBLOCK || n == libc::EAGAIN => zero(),
             Some(n) if is_disconnect(n) => {
-                call_method(obj, intern!(py, "handle_close"), &[])?;
+                invoke(obj, d, Name::HandleClose, &[])?;
                 zero()
             }
             _ => Err(e),
@@ -447,7 +475,7 @@ fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> 
     for name in [intern!(py, "connected"), intern!(py, "accepting"), intern!(py, "connecting")] {
         obj.setattr(name, false)?;
     }
-    obj.call_method0(intern!(py, "del_channel"))?;
+    invoke(obj, d, Name::DelChannel, &[])?;
     let sock = socket_of(obj, d)?;
     if sock.is_none() {
         return Ok(());
@@ -474,15 +502,14 @@ fn accept<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyRes
 }
 
 fn handle_accept(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let py = obj.py();
-    let pair = invoke(obj, d, intern!(py, "accept"), &[])?;
+    let pair = invoke(obj, d, Name::Accept, &[])?;
     if pair.is_none() {
         return Ok(());
     }
     let items: Vec<Bound<'_, PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
     let [sock, addr] = <[Bound<'_, PyAny>; 2]>::try_from(items)
         .map_err(|v| PyValueError::new_err(format!("accept() gave {} values, expected 2", v.len())))?;
-    obj.call_method1(intern!(py, "handle_accepted"), (sock, addr))?;
+    invoke(obj, d, Name::HandleAccepted, &[&sock, &addr])?;
     Ok(())
 }
 
@@ -506,7 +533,7 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
             .unwrap_or_else(|_| format!("Unknown error {code}"));
         return Err(PyOSError::new_err((code.unbind(), text)));
     }
-    obj.call_method0(intern!(py, "handle_connect"))?;
+    invoke(obj, d, Name::HandleConnect, &[])?;
     obj.setattr(intern!(py, "connected"), true)?;
     obj.setattr(intern!(py, "connecting"), false)?;
     Ok(())
@@ -514,29 +541,26 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
 
 /// Before a read or write handler: finish a connect under way.
 fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let py = obj.py();
-    if !flag(obj, d, intern!(py, "connected"))? && class_flag(obj, intern!(py, "connecting"))? {
-        invoke(obj, d, intern!(py, "handle_connect_event"), &[])?;
+    if !flag(obj, d, Name::Connected)? && flag(obj, d, Name::Connecting)? {
+        invoke(obj, d, Name::HandleConnectEvent, &[])?;
     }
     Ok(())
 }
 
 fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let py = obj.py();
-    if class_flag(obj, intern!(py, "accepting"))? {
-        return invoke(obj, d, intern!(py, "handle_accept"), &[]).map(drop);
+    if flag(obj, d, Name::Accepting)? {
+        return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
     }
     connect_if_pending(obj, d)?;
-    invoke(obj, d, intern!(py, "handle_read"), &[]).map(drop)
+    invoke(obj, d, Name::HandleRead, &[]).map(drop)
 }
 
 fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let py = obj.py();
-    if class_flag(obj, intern!(py, "accepting"))? {
+    if flag(obj, d, Name::Accepting)? {
         return Ok(()); // a listening socket is never written to
     }
     connect_if_pending(obj, d)?;
-    invoke(obj, d, intern!(py, "handle_write"), &[]).map(drop)
+    invoke(obj, d, Name::HandleWrite, &[]).map(drop)
 }
 
 fn expt_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
@@ -547,8 +571,8 @@ fn expt_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult
         Err(e) => return Err(e),
     };
     // Priority readiness on a failed socket means it is gone, not urgent data.
-    let name = if failed { intern!(py, "handle_close") } else { intern!(py, "handle_expt") };
-    obj.call_method0(name).map(drop)
+    let name = if failed { Name::HandleClose } else { Name::HandleExpt };
+    invoke(obj, d, name, &[]).map(drop)
 }
 
 // -- dispatcher_with_send ----------------------------------------------------------------
@@ -598,13 +622,13 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
     let obj = ch.as_any();
     let d = instance_dict(obj);
     let d = d.as_ref();
-    if class_flag(obj, intern!(py, "debug"))? {
+    if flag(obj, d, Name::Debug)? {
         let line = format!("sending {}", data.repr()?);
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
     let held = out_buffer(ch)?;
     set_out_buffer(ch, held.add(data)?)?;
-    invoke(obj, d, intern!(py, "initiate_send"), &[])?;
+    invoke(obj, d, Name::InitiateSend, &[])?;
     note_channel(ch, Channel::pending_out(ch)?);
     Ok(())
 }
@@ -616,13 +640,13 @@ fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
     let chunk =
         if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
     // Through `dispatcher.send` explicitly, as a subclass's own `send` queues instead.
-    let base = match registry(py) {
-        Some((disp, _)) => disp.getattr(intern!(py, "send")).ok(),
-        None => None,
-    };
-    let sent = match base {
-        Some(f) if native_of(py, &f) != Some(Nat::Send) => f.call1((obj, &chunk))?,
-        _ => send(obj, d, &chunk)?,
+    let sent = match registry(py) {
+        None => send(obj, d, &chunk)?,
+        Some((disp, _)) => match names::lookup_in(&disp, Name::Send, native_index) {
+            Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send => send(obj, d, &chunk)?,
+            Found::Func(f) => sys::call(&f, Some(obj), &[&chunk])?,
+            _ => disp.getattr(Name::Send.text(py))?.call1((obj, &chunk))?,
+        },
     };
     let n: isize = sent.extract()?;
     if n != 0 {
@@ -639,10 +663,14 @@ fn is_bytes_like(v: &Bound<'_, PyAny>) -> bool {
 }
 
 /// `value.encode(self.encoding)` when `value` is a `str` and `use_encoding` is set.
-fn encoded<'py>(obj: &Bound<'py, PyAny>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn encoded<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    value: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    if value.is_instance_of::<PyString>() && class_flag(obj, intern!(py, "use_encoding"))? {
-        let enc = obj.getattr(intern!(py, "encoding"))?;
+    if value.is_instance_of::<PyString>() && flag(obj, d, Name::UseEncoding)? {
+        let enc = attr(obj, d, Name::Encoding)?;
         return value.call_method1(intern!(py, "encode"), (enc,));
     }
     Ok(value)
@@ -674,22 +702,22 @@ fn as_bytes<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
 
 fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    let size = obj.getattr(intern!(py, "ac_in_buffer_size"))?;
-    let data = match invoke(obj, d, intern!(py, "recv"), &[&size]) {
+    let size = attr(obj, d, Name::AcInBufferSize)?;
+    let data = match invoke(obj, d, Name::Recv, &[&size]) {
         Ok(v) => v,
         Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(()), // woken for nothing
         Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
         Err(e) => return Err(e),
     };
-    let data = encoded(obj, data)?;
-    let in_buf = intern!(py, "ac_in_buffer");
-    let held = attr(obj, d, in_buf)?;
+    let data = encoded(obj, d, data)?;
+    let in_buf = Name::AcInBuffer.text(py);
+    let held = attr(obj, d, Name::AcInBuffer)?;
     let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
     let empty = PyBytes::new(py, b"");
-    let collect = intern!(py, "collect_incoming_data");
+    let collect = Name::CollectIncomingData;
     // Each round reads the buffer and the terminator again: the callbacks may change both.
     while buf.is_truthy()? {
-        let term = invoke(obj, d, intern!(py, "get_terminator"), &[])?;
+        let term = invoke(obj, d, Name::GetTerminator, &[])?;
         if !term.is_truthy()? {
             // No records: everything is data.
             obj.setattr(in_buf, &empty)?;
@@ -700,14 +728,14 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
             match want {
                 Some(n) if n <= have => {
                     obj.setattr(in_buf, slice(&buf, n, None)?)?;
-                    obj.setattr(intern!(py, "terminator"), 0)?;
+                    obj.setattr(Name::Terminator.text(py), 0)?;
                     invoke(obj, d, collect, &[&slice(&buf, 0, Some(n))?])?;
-                    call_method(obj, intern!(py, "found_terminator"), &[])?;
+                    invoke(obj, d, Name::FoundTerminator, &[])?;
                 }
                 _ => {
                     // Not reached yet: take it all and count down.
                     obj.setattr(in_buf, &empty)?;
-                    obj.setattr(intern!(py, "terminator"), term.sub(have)?)?;
+                    obj.setattr(Name::Terminator.text(py), term.sub(have)?)?;
                     invoke(obj, d, collect, &[&buf])?;
                 }
             }
@@ -727,7 +755,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
                     if at > 0 {
                         invoke(obj, d, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
                     }
-                    call_method(obj, intern!(py, "found_terminator"), &[])?;
+                    invoke(obj, d, Name::FoundTerminator, &[])?;
                 }
                 None => {
                     // Keep a tail that may begin the terminator for the next read.
@@ -743,13 +771,13 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
                 }
             }
         }
-        buf = attr(obj, d, in_buf)?;
+        buf = attr(obj, d, Name::AcInBuffer)?;
     }
     Ok(())
 }
 
 fn chat_queue<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
-    attr(obj, d, intern!(obj.py(), "producer_fifo"))
+    attr(obj, d, Name::ProducerFifo)
 }
 
 fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -760,7 +788,7 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     }
     let d = instance_dict(obj);
     let d = d.as_ref();
-    let step = obj.getattr(intern!(py, "ac_out_buffer_size"))?;
+    let step = attr(obj, d, Name::AcOutBufferSize)?;
     let fifo = chat_queue(obj, d)?;
     let append = intern!(py, "append");
     let len = data.len()? as isize;
@@ -776,7 +804,7 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
             at += step_n;
         }
     }
-    invoke(obj, d, intern!(py, "initiate_send"), &[])?;
+    invoke(obj, d, Name::InitiateSend, &[])?;
     note(obj, chat_queue(obj, d)?.is_truthy()?);
     Ok(())
 }
@@ -786,7 +814,7 @@ fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) 
     let d = instance_dict(obj);
     let d = d.as_ref();
     chat_queue(obj, d)?.call_method1(intern!(py, "append"), (producer,))?;
-    invoke(obj, d, intern!(py, "initiate_send"), &[])?;
+    invoke(obj, d, Name::InitiateSend, &[])?;
     note(obj, chat_queue(obj, d)?.is_truthy()?);
     Ok(())
 }
@@ -795,12 +823,12 @@ fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
     let py = obj.py();
     let fifo = chat_queue(obj, d)?;
     let popleft = intern!(py, "popleft");
-    while fifo.is_truthy()? && flag(obj, d, intern!(py, "connected"))? {
+    while fifo.is_truthy()? && flag(obj, d, Name::Connected)? {
         let head = fifo.get_item(0)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
             call_method(&fifo, popleft, &[])?;
-            call_method(obj, intern!(py, "handle_close"), &[])?;
+            invoke(obj, d, Name::HandleClose, &[])?;
             return Ok(());
         }
         let sliced = is_bytes_like(&head) || head.is_instance_of::<PyString>();
@@ -818,10 +846,10 @@ fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
             call_method(&fifo, popleft, &[])?;
             continue;
         }
-        let limit: isize = obj.getattr(intern!(py, "ac_out_buffer_size"))?.extract()?;
+        let limit: isize = attr(obj, d, Name::AcOutBufferSize)?.extract()?;
         let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
-        let chunk = encoded(obj, chunk)?;
-        let sent = match invoke(obj, d, intern!(py, "send"), &[&chunk]) {
+        let chunk = encoded(obj, d, chunk)?;
+        let sent = match invoke(obj, d, Name::Send, &[&chunk]) {
             Ok(n) => n,
             Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
             Err(e) => return Err(e),
@@ -835,6 +863,56 @@ fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
             }
         }
         return Ok(());
+    }
+    Ok(())
+}
+
+// The methods Python code calls on every event, without pyo3's trampoline (see
+// `sys::one_arg_entry`); `_core`'s init puts them on the class over the #[pymethods] of the same
+// names, which stay as the reference (and for documentation).
+crate::one_arg_method!(
+    RECV,
+    Channel,
+    "recv",
+    "buffer_size",
+    "Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.",
+    |ch, size| {
+        let obj = ch.as_any();
+        recv(obj, instance_dict(obj).as_ref(), size)
+    }
+);
+crate::one_arg_method!(
+    SEND,
+    Channel,
+    "send",
+    "data",
+    "What the socket took: 0 when it would block or the peer has gone (then closed).",
+    |ch, data| {
+        let obj = ch.as_any();
+        send(obj, instance_dict(obj).as_ref(), data)
+    }
+);
+crate::one_arg_method!(
+    WS_SEND,
+    Channel,
+    "_ws_send",
+    "data",
+    "`dispatcher_with_send.send`: queue `data` and try to send at once.",
+    |ch, data| {
+        ws_send(ch, data)?;
+        Ok(ch.py().None().into_bound(ch.py()))
+    }
+);
+crate::one_arg_method!(CHAT_PUSH, Channel, "_chat_push", "data", "`async_chat.push`.", |ch, data| {
+    chat_push(ch.as_any(), data)?;
+    Ok(ch.py().None().into_bound(ch.py()))
+});
+
+/// Replaces the pyo3 versions of the hot methods by the direct ones.
+pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<Channel>();
+    for def in [&RECV, &SEND, &WS_SEND, &CHAT_PUSH] {
+        sys::install(&ty, def)?;
     }
     Ok(())
 }
@@ -943,7 +1021,7 @@ impl Channel {
     /// `handle_write` of both buffered classes: `self.initiate_send()`.
     fn _handle_write_sends(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "initiate_send"), &[]).map(drop)
+        invoke(obj, instance_dict(obj).as_ref(), Name::InitiateSend, &[]).map(drop)
     }
 
     /// `async_chat.handle_read`: cut what arrives into records at the terminator.
@@ -955,21 +1033,20 @@ impl Channel {
     /// `async_chat.get_terminator`.
     fn _chat_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        attr(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "terminator"))
+        attr(obj, instance_dict(obj).as_ref(), Name::Terminator)
     }
 
     /// `async_chat.collect_incoming_data`: `self._collect_incoming_data(data)`.
     fn _chat_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, instance_dict(obj).as_ref(), intern!(obj.py(), "_collect_incoming_data"), &[data])
-            .map(drop)
+        invoke(obj, instance_dict(obj).as_ref(), Name::CollectPlain, &[data]).map(drop)
     }
 
     /// `async_chat._collect_incoming_data`: `self.incoming.append(data)`.
     fn _chat_collect_plain(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
         let py = obj.py();
-        attr(obj, instance_dict(obj).as_ref(), intern!(py, "incoming"))?
+        attr(obj, instance_dict(obj).as_ref(), Name::Incoming)?
             .call_method1(intern!(py, "append"), (data,))?;
         Ok(())
     }

@@ -28,13 +28,14 @@
 //! `POLLNVAL` does) on every backend, never an exception out of the wait.
 
 mod channel;
+mod names;
 mod sys;
 
 use channel::{is_disconnect, os_errno, Channel, Marks};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType, PyWeakrefReference};
 use sockloop::poller::{Event, Interest, Selector};
 use sockloop::Backend;
 use std::collections::{HashMap, HashSet};
@@ -906,13 +907,13 @@ impl Poller {
             let run = || -> PyResult<()> {
                 // The package's own event methods run natively unless replaced (see channel).
                 if ev.readable {
-                    channel::deliver(&obj, intern!(py, "handle_read_event"))?;
+                    channel::deliver(&obj, names::Name::HandleReadEvent)?;
                 }
                 if ev.writable {
-                    channel::deliver(&obj, intern!(py, "handle_write_event"))?;
+                    channel::deliver(&obj, names::Name::HandleWriteEvent)?;
                 }
                 if ev.priority {
-                    channel::deliver(&obj, intern!(py, "handle_expt_event"))?;
+                    channel::deliver(&obj, names::Name::HandleExptEvent)?;
                 }
                 if ev.hangup || ev.error || ev.invalid {
                     obj.call_method0(intern!(py, "handle_close"))?;
@@ -936,10 +937,10 @@ impl Poller {
             }
         }
         type Pick = fn(&Event) -> bool;
-        let phases: [(Pick, &Bound<'_, PyString>); 3] = [
-            (|e| e.readable, intern!(py, "handle_read_event")),
-            (|e| e.writable, intern!(py, "handle_write_event")),
-            (|e| e.priority, intern!(py, "handle_expt_event")),
+        let phases: [(Pick, names::Name); 3] = [
+            (|e| e.readable, names::Name::HandleReadEvent),
+            (|e| e.writable, names::Name::HandleWriteEvent),
+            (|e| e.priority, names::Name::HandleExptEvent),
         ];
         for (pick, method) in phases {
             for ev in events.iter().filter(|e| pick(e)) {
@@ -1006,6 +1007,7 @@ fn default_backend() -> &'static str {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Poller>()?;
     m.add_class::<Channel>()?;
+    channel::install_fast_methods(m.py())?;
     m.add_function(wrap_pyfunction!(channel::register, m)?)?;
     m.add_function(wrap_pyfunction!(default_backend, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;

@@ -4,7 +4,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -110,4 +110,265 @@ pub fn call_method<'py>(
         };
         Bound::from_owned_ptr_or_err(py, r)
     }
+}
+
+extern "C" {
+    /// CPython's type attribute lookup (`Include/cpython/object.h`): the MRO walk, through
+    /// the method cache, giving the type a version tag when it has none. A borrowed result.
+    fn _PyType_Lookup(tp: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// The address of `obj`'s class and the class's version tag as it is now (0: none).
+pub fn class_and_tag(obj: &Bound<'_, PyAny>) -> (usize, u32) {
+    // SAFETY: a live object's type pointer is a valid type object while the GIL is held;
+    // tp_version_tag is a plain field of it (full API build).
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        (tp as usize, (*tp).tp_version_tag)
+    }
+}
+
+/// The address of class `ty` and its version tag (0 when it has none and none
+/// could be given). CPython resets a class's tag whenever an attribute of it or of a base
+/// changes; a type lookup (`_PyType_Lookup`, here of `probe`, an interned name) gives it a
+/// fresh one, never used before.
+pub fn type_and_tag(ty: &Bound<'_, PyType>, probe: &Bound<'_, PyString>) -> (usize, u32) {
+    // SAFETY: `ty` is a live type object, valid for reads while the GIL is held;
+    // tp_version_tag is a plain field of every type object (the extension is built
+    // against the full, not the limited, API). _PyType_Lookup takes a type and a str and
+    // returns a borrowed reference (or NULL) without setting an exception; its result is not
+    // used.
+    unsafe {
+        let tp = ty.as_ptr().cast::<ffi::PyTypeObject>();
+        let mut tag = (*tp).tp_version_tag;
+        if tag == 0 {
+            _PyType_Lookup(tp, probe.as_ptr());
+            tag = (*tp).tp_version_tag;
+        }
+        (tp as usize, tag)
+    }
+}
+
+/// The attribute `name` of class `ty` as the instance lookup finds it (the first class of
+/// the MRO that has it), without invoking descriptors.
+pub fn type_lookup<'py>(ty: &Bound<'py, PyType>, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: both are live objects of the right types; _PyType_Lookup returns a borrowed
+    // reference or NULL and sets no exception. from_borrowed_ptr_or_opt takes a new reference
+    // before anything else can run.
+    unsafe {
+        let found = _PyType_Lookup(ty.as_ptr().cast(), name.as_ptr());
+        Bound::from_borrowed_ptr_or_opt(ty.py(), found)
+    }
+}
+
+/// Whether `obj`'s type has `__get__` and whether it has `__set__`/`__delete__` (a data
+/// descriptor, which takes precedence over the instance dictionary).
+pub fn descriptor_kind(obj: &Bound<'_, PyAny>) -> (bool, bool) {
+    // SAFETY: the type of a live object is a valid type object; reading two slot fields.
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        ((*tp).tp_descr_get.is_some(), (*tp).tp_descr_set.is_some())
+    }
+}
+
+/// Whether instances of `ty` use Python's generic attribute lookup (no `__getattribute__` or
+/// `__getattr__` of the class's own).
+pub fn generic_getattr(ty: &Bound<'_, PyType>) -> bool {
+    // SAFETY: reading one slot field of a live type object.
+    let slot = unsafe { (*ty.as_ptr().cast::<ffi::PyTypeObject>()).tp_getattro };
+    let generic: unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject =
+        ffi::PyObject_GenericGetAttr;
+    slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
+}
+
+/// `callable(first, *args)` (`first` when given) by vectorcall: no argument tuple, no bound
+/// method object.
+pub fn call<'py>(
+    callable: &Bound<'py, PyAny>,
+    first: Option<&Bound<'py, PyAny>>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    // Slot 0 stays free: PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee use it (a bound
+    // method puts its self there instead of copying the arguments).
+    let mut v = [std::ptr::null_mut::<ffi::PyObject>(); 5];
+    let mut n = 0;
+    for a in first.into_iter().chain(args.iter().copied()) {
+        if n == v.len() - 1 {
+            let all: Vec<&Bound<'py, PyAny>> = first.into_iter().chain(args.iter().copied()).collect();
+            return callable.call1(PyTuple::new(py, all)?);
+        }
+        n += 1;
+        v[n] = a.as_ptr();
+    }
+    let nargs = n | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET;
+    // SAFETY: `v[1..=n]` hold live objects borrowed for the call, `v[0]` is writable scratch
+    // as PY_VECTORCALL_ARGUMENTS_OFFSET allows; the result is a new reference or NULL with an
+    // exception set, which from_owned_ptr_or_err takes over.
+    unsafe {
+        let r =
+            ffi::PyObject_Vectorcall(callable.as_ptr(), v.as_mut_ptr().add(1), nargs, std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, r)
+    }
+}
+
+/// The start of CPython's socket object (`Modules/socketmodule.h`): the descriptor, then
+/// family, type, protocol, the error handler and the timeout in nanoseconds (0: non-blocking).
+#[repr(C)]
+struct SocketHead {
+    ob: ffi::PyObject,
+    fd: libc::c_int,
+    family: libc::c_int,
+    kind: libc::c_int,
+    proto: libc::c_int,
+    errorhandler: *const libc::c_void,
+    timeout_ns: i64,
+}
+
+/// The descriptor and timeout (ns) stored in a socket object, read without calling it, or
+/// `None` when its type's instances are too small to have that layout. The layout is not a
+/// public API: the caller checks once, on real sockets, that these numbers are what
+/// `fileno()` and `gettimeout()` say, and uses this only for exactly `socket.socket`.
+pub fn socket_head(sock: &Bound<'_, PyAny>) -> Option<(RawFd, i64)> {
+    // SAFETY: the type of a live object is valid to read; its tp_basicsize bounds the
+    // object's fixed part, so when it covers SocketHead the fields read are inside the
+    // object (both are plain integers, any bit pattern is a value).
+    unsafe {
+        let o = sock.as_ptr();
+        let tp = ffi::Py_TYPE(o);
+        if ((*tp).tp_basicsize as usize) < std::mem::size_of::<SocketHead>() {
+            return None;
+        }
+        let head = o.cast::<SocketHead>();
+        Some(((*head).fd, (*head).timeout_ns))
+    }
+}
+
+/// The Rust side of a one-argument method of a pyclass `T` that Python calls often (`recv`,
+/// `send`, `push`): the instance and the argument.
+pub type OneArg<T> = for<'py> fn(&Bound<'py, T>, &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
+
+/// A `PyMethodDef` in a static (CPython keeps a pointer to it for the descriptor's lifetime).
+pub struct MethodDef(ffi::PyMethodDef);
+
+// SAFETY: the definition is never written after it is built (a const), and CPython only reads
+// it, with the GIL held.
+unsafe impl Sync for MethodDef {}
+
+/// Defines `$def`, a static `METH_FASTCALL | METH_KEYWORDS` method `$name($param)` of pyclass
+/// `$ty` whose body is `$body` (a [`OneArg`]): called by CPython's method descriptor directly,
+/// without pyo3's generic trampoline (argument parser, per-call type lookup, GIL-count
+/// bookkeeping). [`install`] puts it on the class.
+#[macro_export]
+macro_rules! one_arg_method {
+    ($def:ident, $ty:ty, $name:literal, $param:literal, $doc:literal, $body:expr) => {
+        pub static $def: $crate::sys::MethodDef = {
+            unsafe extern "C" fn entry(
+                slf: *mut pyo3::ffi::PyObject,
+                args: *const *mut pyo3::ffi::PyObject,
+                nargs: pyo3::ffi::Py_ssize_t,
+                kwnames: *mut pyo3::ffi::PyObject,
+            ) -> *mut pyo3::ffi::PyObject {
+                // SAFETY: CPython calls this through a method descriptor made by `install` for
+                // `$ty`, with the GIL held, `slf` an instance of `$ty` (the descriptor checks),
+                // and `args`/`kwnames` as the vectorcall protocol defines them.
+                let call = $crate::sys::one_arg_entry::<$ty>;
+                let body: $crate::sys::OneArg<$ty> = $body;
+                let (name, param): (&str, &str) = ($name, $param);
+                unsafe { call(slf, args, nargs, kwnames, name, param, body) }
+            }
+            $crate::sys::MethodDef::new(concat!($name, "\0"), concat!($doc, "\0"), entry)
+        };
+    };
+}
+
+type FastKw = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+impl MethodDef {
+    /// `name` and `doc` end with a NUL.
+    pub const fn new(name: &'static str, doc: &'static str, entry: FastKw) -> MethodDef {
+        MethodDef(ffi::PyMethodDef {
+            ml_name: name.as_ptr().cast(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: entry },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: doc.as_ptr().cast(),
+        })
+    }
+}
+
+/// The body of every [`one_arg_method!`] entry: argument checks, the call, and the result or
+/// exception handed back to CPython (a panic becomes pyo3's `PanicException`).
+///
+/// # Safety
+/// `slf` must be a live instance of `T` (or of a subclass), `args` must point to `nargs`
+/// (positional) plus `len(kwnames)` live objects, `kwnames` NULL or a tuple of str, and the
+/// GIL held: what CPython guarantees when it calls a METH_FASTCALL|METH_KEYWORDS method
+/// through a descriptor of `T`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn one_arg_entry<T: pyo3::PyTypeInfo>(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+    name: &str,
+    param: &str,
+    body: OneArg<T>,
+) -> *mut ffi::PyObject {
+    // SAFETY: the caller's contract: the GIL is held, the pointers are live and typed as said.
+    unsafe {
+        let py = Python::assume_gil_acquired();
+        let run = || -> PyResult<Bound<'_, PyAny>> {
+            let slf = Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<T>();
+            let positional = ffi::PyVectorcall_NARGS(nargs as usize);
+            let keywords = if kwnames.is_null() { 0 } else { ffi::PyTuple_GET_SIZE(kwnames) };
+            let named_ok = keywords == 0
+                || (keywords == 1
+                    && Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0))
+                        .downcast::<PyString>()
+                        .is_ok_and(|k| k.to_str().is_ok_and(|k| k == param)));
+            if positional + keywords != 1 || !named_ok {
+                let msg = format!("{name}() takes exactly one argument ({param})");
+                return Err(pyo3::exceptions::PyTypeError::new_err(msg));
+            }
+            let arg = Bound::from_borrowed_ptr(py, *args);
+            body(&slf, &arg)
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
+            let text = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_owned());
+            Err(pyo3::panic::PanicException::new_err(text))
+        });
+        match result {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// Puts the method `def` (made by [`one_arg_method!`] for `ty`) on class `ty`, replacing the
+/// attribute of the same name.
+pub fn install(ty: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<()> {
+    let py = ty.py();
+    // SAFETY: `def` is a 'static definition CPython only reads; PyDescr_NewMethod returns a new
+    // reference or NULL with an exception set, which from_owned_ptr_or_err takes over.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyDescr_NewMethod(ty.as_ptr().cast(), std::ptr::addr_of!(def.0).cast_mut()),
+        )?
+    };
+    // SAFETY: ml_name is a NUL-terminated static string (MethodDef::new's contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(def.0.ml_name) };
+    ty.setattr(name.to_str().map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?, descr)
 }

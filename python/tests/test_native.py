@@ -380,5 +380,192 @@ class NativeCore(unittest.TestCase):
         self.assertEqual(w.out_buffer, b"")
 
 
+class Resolution(unittest.TestCase):
+    """The native methods decide once per class what each name they call leads to, and keep
+    that until the class (or a base) changes; instance attributes are looked at every time;
+    the socket's descriptor and timeout are read from the socket object on every call. Each
+    test warms the per-class decision up first, then changes something and expects Python's
+    answer."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def echo_class(self, seen):
+        class Echo(asyncore.dispatcher_with_send):
+            def handle_read(self):
+                seen.append("class")
+                data = self.recv(100)
+                if data:
+                    self.send(data)
+        return Echo
+
+    def round_trip(self, ch, peer, m, backend=None):
+        peer.send(b"ping")
+        asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+
+    def test_a_method_reassigned_on_the_class_after_events_is_used_next(self):
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                seen = []
+                Echo = self.echo_class(seen)
+                a, b = self.pair()
+                m = asyncore.SocketMap()
+                ch = Echo(a, m)
+                for _ in range(3):
+                    self.round_trip(ch, b, m, backend)
+                    self.assertEqual(b.recv(100), b"ping")
+                self.assertEqual(seen, ["class"] * 3)
+
+                def replaced(self):
+                    seen.append("replaced")
+                    self.recv(100)
+                Echo.handle_read = replaced
+                self.round_trip(ch, b, m, backend)
+                self.assertEqual(seen[-1], "replaced")
+                Echo.handle_read = staticmethod(lambda: seen.append("static"))
+                self.round_trip(ch, b, m, backend)
+                self.assertEqual(seen[-1], "static")
+                ch.recv(100)
+                del Echo.handle_read        # back to dispatcher's: logs "unhandled read event"
+                logged = []
+                Echo.log_info = lambda self, msg, kind="info": logged.append(msg)
+                self.round_trip(ch, b, m, backend)
+                self.assertIn("unhandled read event", logged)
+                ch.close()
+
+    def test_a_base_class_patched_after_events_reaches_its_subclasses(self):
+        seen = []
+        Echo = self.echo_class(seen)
+        a, b = self.pair()
+        w = Echo(a, {})
+        for _ in range(3):
+            w.send(b"x")
+            self.assertEqual(b.recv(10), b"x")
+        saved = asyncore.dispatcher_with_send.initiate_send
+        asyncore.dispatcher_with_send.initiate_send = lambda self: seen.append("patched")
+        try:
+            w.send(b"y")                 # queued only: the patched initiate_send sends nothing
+        finally:
+            asyncore.dispatcher_with_send.initiate_send = saved
+        self.assertEqual((seen[-1], w.out_buffer), ("patched", b"y"))
+        w.send(b"")
+        self.assertEqual(b.recv(10), b"y")
+        sent = []
+        saved_send = asyncore.dispatcher.send
+        asyncore.dispatcher.send = lambda self, data: sent.append(bytes(data)) or len(data)
+        try:
+            w.send(b"z")                 # initiate_send goes through dispatcher.send
+        finally:
+            asyncore.dispatcher.send = saved_send
+        self.assertEqual((sent, w.out_buffer), ([b"z"], b""))
+
+    def test_a_per_instance_method_set_after_events_is_used(self):
+        seen = []
+        Echo = self.echo_class(seen)
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        ch = Echo(a, m)
+        for _ in range(2):
+            self.round_trip(ch, b, m)
+            b.recv(100)
+        ch.handle_read = lambda: (seen.append("instance"), ch.recv(100))
+        self.round_trip(ch, b, m)
+        self.assertEqual(seen[-1], "instance")
+        ch.recv = lambda size: b"from the instance"
+        del ch.handle_read
+        self.round_trip(ch, b, m)          # the class's handle_read calls self.recv
+        self.assertEqual(b.recv(100), b"from the instance")
+        del ch.recv
+        ch.recv(100)
+        ch.close()
+
+    def test_a_replaced_socket_is_the_one_read_and_written(self):
+        a, b = self.pair()
+        c, d = self.pair()
+        w = asyncore.dispatcher_with_send(a, {})
+        b.send(b"first")
+        self.assertEqual(w.recv(100), b"first")
+        w.send(b"to b")
+        self.assertEqual(b.recv(100), b"to b")
+        c.setblocking(False)
+        w.socket = c
+        d.send(b"second")
+        b.send(b"not this")
+        self.assertEqual(w.recv(100), b"second")
+        w.send(b"to d")
+        self.assertEqual(d.recv(100), b"to d")
+        self.assertEqual(a.recv(100), b"not this")      # left on the old socket
+
+    def test_a_socket_closed_behind_the_channel_is_not_read_through_its_old_number(self):
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        closed = []
+
+        class Ch(asyncore.dispatcher):
+            def handle_close(self):
+                closed.append(True)
+
+        ch = Ch(a, {})
+        number = a.fileno()
+        a.close()
+        c, d = self.pair()                 # most likely takes the freed number
+        d.send(b"someone else's")
+        self.assertEqual(ch.recv(100), b"")
+        self.assertEqual(closed, [True])
+        if c.fileno() == number:
+            self.assertEqual(c.recv(100), b"someone else's")
+
+    def test_a_timeout_set_behind_the_channel_is_honoured(self):
+        a, b = self.pair()
+        ch = asyncore.dispatcher(a, {})
+        with self.assertRaises(BlockingIOError):
+            ch.recv(10)                      # non-blocking: nothing there
+        a.settimeout(0.2)
+        start = time.monotonic()
+        with self.assertRaises(TimeoutError):
+            ch.recv(10)                      # waits as socket.recv with a timeout does
+        self.assertGreater(time.monotonic() - start, 0.15)
+        a.setblocking(False)
+        b.send(b"ok")
+        self.assertEqual(ch.recv(10), b"ok")
+
+    def test_the_direct_methods_take_their_argument_as_python_methods_do(self):
+        a, b = self.pair()
+        w = asyncore.dispatcher_with_send(a, {})
+        b.send(b"abc")
+        self.assertEqual(w.recv(buffer_size=2), b"ab")
+        self.assertEqual(asyncore.dispatcher.recv(w, 10), b"c")
+        w.send(data=b"k")
+        self.assertEqual(b.recv(10), b"k")
+        self.assertEqual(asyncore.dispatcher.send(w, data=b"v"), 1)
+        self.assertEqual(b.recv(10), b"v")
+        for call in (lambda: w.recv(), lambda: w.recv(1, 2), lambda: w.recv(size=3),
+                     lambda: w.send(), lambda: asyncore.dispatcher.recv(object(), 1)):
+            with self.assertRaises(TypeError):
+                call()
+        c = Chat(self.pair()[0], {})
+        c.push(data=b"q")
+        self.assertEqual(list(c.producer_fifo), [] if c.connected else [b"q"])
+
+    def test_a_property_on_the_class_wins_over_the_instance_dict(self):
+        seen = []
+
+        class P(asyncore.dispatcher):
+            @property
+            def handle_read(self):
+                return lambda: seen.append("property")
+
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        p = P(a, m)
+        p.__dict__["handle_read"] = lambda: seen.append("dict")
+        self.round_trip(p, b, m)
+        self.assertEqual(seen, ["property"])
+        p.close()
+
+
 if __name__ == "__main__":
     unittest.main()
