@@ -59,6 +59,7 @@ use super::uring_ring::{self as ring_ops, RingFlags};
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
 use std::io;
+use std::num::NonZeroI32;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -117,8 +118,9 @@ struct Stream {
     inbox: Vec<u8>,
     /// The peer ended the stream (a receive completed with 0).
     eof: bool,
-    /// A receive failed with this errno (reported once the inbox is empty).
-    error: Option<i32>,
+    /// A receive failed with this errno (reported once the inbox is empty). Non-zero, so the
+    /// option takes four bytes: with `ev_at` a `u32` the struct stays in a 64-byte block.
+    error: Option<NonZeroI32>,
     /// A receive with sequence `Slot::recv_seq` is in flight and not cancelled.
     armed: bool,
     /// The kernel has not ended the receive with sequence `Slot::recv_seq` yet (live or
@@ -128,7 +130,7 @@ struct Stream {
     /// The wait (`Uring::waits`) that last reported it, so a wait reports it once, and where
     /// in that wait's events (a readable and a writable report share one event).
     reported: u32,
-    ev_at: usize,
+    ev_at: u32,
     /// The wait in which `took` was counted, and the buffers this receive filled in it.
     took_wait: u32,
     took: u16,
@@ -434,9 +436,7 @@ impl Uring {
 
     fn slot(&mut self, fd: RawFd) -> &mut Slot {
         let i = fd as usize; // a BorrowedFd is never negative
-        if self.slots.len() <= i {
-            self.slots.resize(i + 1, Slot::default());
-        }
+        grow_slots(&mut self.slots, i);
         &mut self.slots[i]
     }
 
@@ -570,9 +570,7 @@ impl Uring {
                 continue;
             }
             let i = fd as usize; // an open descriptor: not negative
-            if self.slots.len() <= i {
-                self.slots.resize(i + 1, Slot::default());
-            }
+            grow_slots(&mut self.slots, i);
             let slot = &mut self.slots[i];
             slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
             let data = user_data(KIND_SEND, fd, slot.send_seq);
@@ -843,7 +841,7 @@ impl Uring {
         let st = self.slot(raw).stream.take().expect("checked");
         self.queue_arm(raw);
         // A send that failed: the socket itself reports it to the channel's next write.
-        Ok((st.inbox, st.eof, st.error))
+        Ok((st.inbox, st.eof, st.error.map(NonZeroI32::get)))
     }
 
     /// `recv` for a descriptor in stream mode: copies received bytes into `buf` (the oldest
@@ -871,7 +869,7 @@ impl Uring {
             return Received::Bytes(n);
         }
         match (st.error, st.eof) {
-            (Some(e), _) => Received::Failed(e),
+            (Some(e), _) => Received::Failed(e.get()),
             (None, true) => Received::End,
             (None, false) => Received::Nothing,
         }
@@ -1005,7 +1003,7 @@ impl Uring {
                         // ENOBUFS: the ring ran dry; re-armed at the next wait, by which time
                         // every buffer of this reap is back.
                         n if n > 0 || n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
-                        e => st.error = Some(-e),
+                        e => st.error = NonZeroI32::new(-e),
                     }
                     if !more {
                         st.armed = false;
@@ -1091,12 +1089,14 @@ enum Report {
 /// Adds a stream's report to this wait's events: one event per stream and wait, which a read
 /// and a write report share.
 fn report(events: &mut Vec<Event>, st: &mut Stream, token: u64, waits: u32, what: Report) {
-    if st.reported != waits || events.get(st.ev_at).is_none_or(|e| e.token != token) {
+    let fresh = st.reported != waits || events.get(st.ev_at as usize).is_none_or(|e| e.token != token);
+    if fresh {
         st.reported = waits;
-        st.ev_at = events.len();
+        st.ev_at = u32::try_from(events.len()).unwrap_or(u32::MAX);
         events.push(Event { token, ..Event::default() });
     }
-    let ev = &mut events[st.ev_at];
+    let ev = if fresh { events.last_mut() } else { events.get_mut(st.ev_at as usize) };
+    let Some(ev) = ev else { return };
     match what {
         Report::Read => ev.readable = true,
         Report::Write { error } => {
@@ -1110,6 +1110,21 @@ fn report(events: &mut Vec<Event>, st: &mut Stream, token: u64, waits: u32, what
 /// after a direct send's).
 fn is_disconnect_errno(errno: i32) -> bool {
     crate::errors::is_disconnect(&io::Error::from_raw_os_error(errno))
+}
+
+/// Makes `slots[i]` exist. The table grows by an eighth (at least 256 slots) rather than
+/// doubling: it holds a slot for every descriptor number up to the highest, so with thousands of
+/// connections a doubled table's spare half would be most of the backend's memory per
+/// connection.
+fn grow_slots(slots: &mut Vec<Slot>, i: usize) {
+    if slots.len() > i {
+        return;
+    }
+    if slots.capacity() <= i {
+        let want = (i + 1).max(slots.len() + (slots.len() / 8).max(256));
+        slots.reserve_exact(want - slots.len());
+    }
+    slots.resize(i + 1, Slot::default());
 }
 
 fn poll_mask(interest: Interest) -> u32 {
@@ -1269,7 +1284,7 @@ impl Poller for Uring {
                 self.spare.push(spare);
             }
         }
-        let out = (st.eof, st.error);
+        let out = (st.eof, st.error.map(NonZeroI32::get));
         if slot.wants_recv() && !slot.queued {
             slot.queued = true;
             self.to_arm.push(fd);
@@ -1433,6 +1448,15 @@ mod tests {
     use std::time::Instant;
 
     const DEADLINE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn per_descriptor_state_stays_small() {
+        // Memory per idle connection (issue 15): every connection in stream mode has a slot and
+        // a boxed stream; a stream of 56 bytes or less fits glibc's 64-byte block.
+        eprintln!("Slot {} B, Stream {} B", std::mem::size_of::<Slot>(), std::mem::size_of::<Stream>());
+        assert!(std::mem::size_of::<Slot>() <= 40);
+        assert!(std::mem::size_of::<Stream>() <= 56);
+    }
 
     fn uring() -> Option<Uring> {
         Uring::new().ok() // where the kernel refuses io_uring there is nothing to test
