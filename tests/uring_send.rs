@@ -145,36 +145,6 @@ fn a_large_send_arrives_intact_and_in_order(backend: Backend) {
     });
 }
 
-/// Keeps what it reads and counts its closes and errors (in stream mode on io_uring over TCP
-/// too: it needs no urgent data).
-#[derive(Clone, Default)]
-struct Keep {
-    data: Rc<RefCell<Vec<u8>>>,
-    ends: Rc<Cell<u32>>,
-}
-impl Dispatcher for Keep {
-    fn writable(&self) -> bool {
-        false
-    }
-    fn urgent_data(&self) -> bool {
-        false
-    }
-    fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let n = cx.channel.recv(cx.scratch)?;
-        self.data.borrow_mut().extend_from_slice(&cx.scratch[..n]);
-        Ok(())
-    }
-    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.ends.set(self.ends.get() + 1);
-        cx.channel.close();
-        Ok(())
-    }
-    fn handle_error(&mut self, _err: io::Error, cx: &mut Context<'_>) {
-        self.ends.set(self.ends.get() + 1);
-        cx.channel.close();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 2. Closing right after sending: every byte, then the FIN
 
@@ -245,8 +215,8 @@ fn half_close_after_send_sends_everything_first(backend: Backend) {
     each_family(&[Family::V4, Family::Unix], |family| {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
-        let keep = Keep::default();
-        let t = lp.add(Channel::from(ours), keep.clone()).unwrap();
+        let keep = Counts::new();
+        let t = lp.add(Channel::from(ours), Probe::stream(&keep)).unwrap();
         let data = pattern(48 << 10);
         {
             let ch = lp.channel_mut(t).expect("the channel");
@@ -283,8 +253,8 @@ fn a_peer_reset_mid_send_closes_only_that_channel(backend: Backend) {
         let (pump, seen) = Pump::new(pattern(LARGE));
         let t = lp.add(Channel::from(ours), pump).unwrap();
         let (other, other_peer) = connected_pair(family);
-        let keep = Keep::default();
-        let t2 = lp.add(Channel::from(other), keep.clone()).unwrap();
+        let keep = Counts::new();
+        let t2 = lp.add(Channel::from(other), Probe::stream(&keep)).unwrap();
         drive(&mut lp, "send to refuse more", |_| seen.refused.get() > 0);
         // The peer takes a little, then resets with output still coming.
         let got = read_exact(&peer, 16 << 10);
@@ -307,7 +277,7 @@ fn a_peer_reset_mid_send_closes_only_that_channel(backend: Backend) {
             std::thread::spawn(move || read_exact(&p, 4))
         });
         assert_eq!(answer, b"pong");
-        assert_eq!(keep.ends.get(), 0, "{family:?}: the other channel was disturbed");
+        assert_eq!(keep.close.get() + keep.error.get(), 0, "{family:?}: the other channel was disturbed");
     });
 }
 

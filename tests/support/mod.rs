@@ -382,11 +382,25 @@ pub struct Probe {
     pub fail: Fail,
     /// `handle_read` calls `cx.lp.stop()` (asyncore's ExitNow).
     pub stop_on_read: bool,
+    /// What `urgent_data()` answers (false lets io_uring receive for a TCP channel on the ring).
+    pub urgent: bool,
 }
 
 impl Probe {
     pub fn new(c: &Rc<Counts>) -> Probe {
-        Probe { c: c.clone(), readable: true, writable: false, fail: Fail::Nothing, stop_on_read: false }
+        Probe {
+            c: c.clone(),
+            readable: true,
+            writable: false,
+            fail: Fail::Nothing,
+            stop_on_read: false,
+            urgent: true,
+        }
+    }
+
+    /// A probe that needs no urgent data, so io_uring's stream mode takes its TCP channel too.
+    pub fn stream(c: &Rc<Counts>) -> Probe {
+        Probe { urgent: false, ..Probe::new(c) }
     }
 
     pub fn rw(c: &Rc<Counts>, readable: bool, writable: bool) -> Probe {
@@ -408,6 +422,9 @@ impl Dispatcher for Probe {
     }
     fn writable(&self) -> bool {
         self.writable
+    }
+    fn urgent_data(&self) -> bool {
+        self.urgent
     }
     fn handle_read(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         Counts::bump(&self.c.read);
