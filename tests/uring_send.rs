@@ -11,7 +11,7 @@ mod support;
 
 use sockloop::channel::{Peer, State};
 use sockloop::{Backend, Channel, Context, Dispatcher, Socket};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -20,80 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// `n` bytes of a pattern whose period (251) is prime to every buffer size, so a lost, doubled
-/// or reordered chunk shows up at the first byte that differs.
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
-}
-
-/// The first byte where `got` differs from `pattern`, if any.
+/// The first byte where `got` differs from `pattern(.., 0)`, if any.
 fn first_difference(got: &[u8]) -> Option<usize> {
     got.iter().enumerate().position(|(i, &b)| b != (i % 251) as u8)
-}
-
-/// What a [`Pump`] saw, shared with the test.
-#[derive(Default)]
-struct Pumped {
-    /// Bytes `send` accepted so far.
-    accepted: Cell<usize>,
-    /// Times `send` took nothing (a full socket).
-    refused: Cell<u32>,
-    /// Write events.
-    writes: Cell<u32>,
-    /// The channel's state when `handle_close` ran.
-    closed: Cell<Option<State>>,
-    errors: RefCell<Vec<io::Error>>,
-}
-
-/// Sends `data` with plain `send` calls (asyncore's way: what the socket takes now) from
-/// `handle_write`, as long as it has more; never reads.
-struct Pump {
-    data: Vec<u8>,
-    seen: Rc<Pumped>,
-}
-
-impl Pump {
-    fn new(data: Vec<u8>) -> (Pump, Rc<Pumped>) {
-        let seen = Rc::new(Pumped::default());
-        (Pump { data, seen: seen.clone() }, seen)
-    }
-}
-
-impl Dispatcher for Pump {
-    fn readable(&self) -> bool {
-        false
-    }
-    fn writable(&self) -> bool {
-        self.seen.accepted.get() < self.data.len()
-    }
-    fn urgent_data(&self) -> bool {
-        false // so a TCP channel is in stream mode on io_uring too
-    }
-    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.seen.writes.set(self.seen.writes.get() + 1);
-        loop {
-            let at = self.seen.accepted.get();
-            if at == self.data.len() {
-                return Ok(());
-            }
-            let end = (at + (48 << 10)).min(self.data.len());
-            let n = cx.channel.send(&self.data[at..end])?;
-            if n == 0 {
-                self.seen.refused.set(self.seen.refused.get() + 1);
-                return Ok(());
-            }
-            self.seen.accepted.set(at + n);
-        }
-    }
-    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.seen.closed.set(Some(cx.channel.state()));
-        cx.channel.close();
-        Ok(())
-    }
-    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
-        self.seen.errors.borrow_mut().push(err);
-        cx.channel.close();
-    }
 }
 
 /// A peer thread that reads until end of stream and returns everything.
@@ -112,7 +41,7 @@ fn a_large_send_arrives_intact_and_in_order(backend: Backend) {
         let (ours, peer) = connected_pair(family);
         ours.set_send_buffer_size(64 << 10).unwrap();
         peer.set_recv_buffer_size(64 << 10).unwrap();
-        let (pump, seen) = Pump::new(pattern(LARGE));
+        let (pump, seen) = Pump::new(pattern(LARGE, 0));
         let t = lp.add(Channel::from(ours), pump).unwrap();
         // The peer reads nothing yet: the channel fills what the socket (and on io_uring the
         // ring's bound) takes, then `send` refuses, and the loop waits instead of spinning.
@@ -168,7 +97,7 @@ fn close_when_done_after_a_large_send_delivers_every_byte_then_fin(backend: Back
         let t = lp.add(Channel::from(ours), Nop).unwrap();
         {
             let ch = lp.channel_mut(t).expect("the channel");
-            ch.send_all(&pattern(LARGE)).unwrap();
+            ch.send_all(&pattern(LARGE, 0)).unwrap();
             assert!(ch.pending_output() > 0, "{family:?}: everything went at once");
             ch.close_when_done();
         }
@@ -187,7 +116,7 @@ fn close_after_send_still_sends_what_send_accepted(backend: Backend) {
         let mut lp = new_loop(backend);
         let (ours, peer) = connected_pair(family);
         let t = lp.add(Channel::from(ours), Nop).unwrap();
-        let data = pattern(40 << 10);
+        let data = pattern(40 << 10, 0);
         let accepted = {
             let ch = lp.channel_mut(t).expect("the channel");
             let mut at = 0;
@@ -217,7 +146,7 @@ fn half_close_after_send_sends_everything_first(backend: Backend) {
         let (ours, peer) = connected_pair(family);
         let keep = Counts::new();
         let t = lp.add(Channel::from(ours), Probe::stream(&keep)).unwrap();
-        let data = pattern(48 << 10);
+        let data = pattern(48 << 10, 0);
         {
             let ch = lp.channel_mut(t).expect("the channel");
             let mut at = 0;
@@ -250,7 +179,7 @@ fn a_peer_reset_mid_send_closes_only_that_channel(backend: Backend) {
         let (ours, peer) = connected_pair(family);
         ours.set_send_buffer_size(64 << 10).unwrap();
         peer.set_recv_buffer_size(64 << 10).unwrap();
-        let (pump, seen) = Pump::new(pattern(LARGE));
+        let (pump, seen) = Pump::new(pattern(LARGE, 0));
         let t = lp.add(Channel::from(ours), pump).unwrap();
         let (other, other_peer) = connected_pair(family);
         let keep = Counts::new();

@@ -5,55 +5,13 @@
 
 mod support;
 
-use sockloop::{Backend, Channel, Context, Dispatcher, Socket};
-use std::cell::Cell;
+use sockloop::{Backend, Channel, Socket};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::rc::Rc;
 use support::*;
 
 const SIZE: usize = 2 << 20;
-
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| ((i % 251) as u8).wrapping_add(seed)).collect()
-}
-
-/// Sends its data with plain `send` from `handle_write` until the socket refuses more, then
-/// again at each write event; never reads.
-struct Pump {
-    data: Vec<u8>,
-    accepted: Rc<Cell<usize>>,
-    refused: Rc<Cell<u32>>,
-}
-
-impl Dispatcher for Pump {
-    fn readable(&self) -> bool {
-        false
-    }
-    fn writable(&self) -> bool {
-        self.accepted.get() < self.data.len()
-    }
-    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        loop {
-            let at = self.accepted.get();
-            if at == self.data.len() {
-                return Ok(());
-            }
-            let n = cx.channel.send(&self.data[at..])?;
-            if n == 0 {
-                self.refused.set(self.refused.get() + 1);
-                return Ok(());
-            }
-            self.accepted.set(at + n);
-        }
-    }
-}
-
-fn pump(data: Vec<u8>) -> (Pump, Rc<Cell<usize>>, Rc<Cell<u32>>) {
-    let (accepted, refused) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
-    (Pump { data, accepted: accepted.clone(), refused: refused.clone() }, accepted, refused)
-}
 
 /// A socket with a small send buffer, so a peer that does not read fills it soon.
 fn small_buffer(s: UnixStream) -> Socket {
@@ -64,15 +22,15 @@ fn small_buffer(s: UnixStream) -> Socket {
 
 /// Drives the loop until the channel's `send` refused more and a whole 50 ms pass then accepts
 /// nothing: the socket is full and the ring's last send waits in the kernel.
-fn fill(lp: &mut sockloop::Loop, who: &str, accepted: &Rc<Cell<usize>>, refused: &Rc<Cell<u32>>) {
-    drive(lp, &format!("{who}'s send to refuse more"), |_| refused.get() > 0);
-    let mut held = accepted.get();
+fn fill(lp: &mut sockloop::Loop, who: &str, seen: &Pumped) {
+    drive(lp, &format!("{who}'s send to refuse more"), |_| seen.refused.get() > 0);
+    let mut held = seen.accepted.get();
     drive(lp, &format!("{who}'s socket to stay full"), |lp| {
         lp.poll(Some(std::time::Duration::from_millis(50))).unwrap();
-        let now = accepted.get();
+        let now = seen.accepted.get();
         std::mem::replace(&mut held, now) == now
     });
-    assert!(accepted.get() < SIZE, "{who}: everything was accepted with nobody reading");
+    assert!(seen.accepted.get() < SIZE, "{who}: everything was accepted with nobody reading");
 }
 
 /// Reads everything from `peer` until end of stream, on a thread.
@@ -96,9 +54,9 @@ fn a_stale_send_completion_is_not_delivered_to_a_newcomer_on_the_same_descriptor
     // A: its peer does not read, so its last send stays in flight on the ring.
     let (a, a_peer) = UnixStream::pair().unwrap();
     let a_fd = a.as_raw_fd();
-    let (pump_a, a_accepted, a_refused) = pump(pattern(SIZE, 0));
+    let (pump_a, seen_a) = Pump::new(pattern(SIZE, 0));
     let ta = lp.add(Channel::from(small_buffer(a)), pump_a).unwrap();
-    fill(&mut lp, "A", &a_accepted, &a_refused);
+    fill(&mut lp, "A", &seen_a);
     lp.channel_mut(ta).expect("A").close();
     drive(&mut lp, "A to leave the map", |lp| !lp.contains(ta));
 
@@ -116,18 +74,24 @@ fn a_stale_send_completion_is_not_delivered_to_a_newcomer_on_the_same_descriptor
         kept.push((x, y));
     };
     drop(kept);
-    let (pump_b, b_accepted, b_refused) = pump(pattern(SIZE, 100));
+    let (pump_b, seen_b) = Pump::new(pattern(SIZE, 100));
     let tb = lp.add(Channel::from(small_buffer(b)), pump_b).unwrap();
-    fill(&mut lp, "B", &b_accepted, &b_refused);
+    fill(&mut lp, "B", &seen_b);
 
     // Now A's peer reads: A's send in flight completes (with A's descriptor number in its
     // user data), and the rest of what A's `send` accepted follows, then the end of stream.
     let got_a = drive_join(&mut lp, "A's peer to read to the end", reader(a_peer));
-    assert_eq!(got_a.len(), a_accepted.get(), "A's peer got {} of {} bytes", got_a.len(), a_accepted.get());
+    assert_eq!(
+        got_a.len(),
+        seen_a.accepted.get(),
+        "A's peer got {} of {} bytes",
+        got_a.len(),
+        seen_a.accepted.get()
+    );
     assert_eq!(got_a, pattern(got_a.len(), 0), "A's output was lost or reordered");
     // B is untouched by A's completions: all of it arrives, in order.
     let r = reader(b_peer);
-    drive(&mut lp, "B to be accepted whole", |_| b_accepted.get() == SIZE);
+    drive(&mut lp, "B to be accepted whole", |_| seen_b.accepted.get() == SIZE);
     lp.channel_mut(tb).expect("B").close_when_done();
     let got_b = drive_join(&mut lp, "B's peer to read to the end", r);
     assert_eq!(got_b.len(), SIZE, "B's peer got {} of {SIZE} bytes", got_b.len());

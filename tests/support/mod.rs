@@ -8,6 +8,7 @@ pub mod certs;
 pub mod http;
 pub mod process;
 
+use sockloop::channel::State;
 use sockloop::{Backend, Channel, Context, Dispatcher, Domain, Loop, SockAddr, Socket, Type};
 use std::cell::{Cell, RefCell};
 use std::io::{self, BufReader, Read, Write};
@@ -772,4 +773,78 @@ pub fn start_echo_server(
     assert_eq!(line, format!("listening on {addr}\n"), "exactly that line");
     assert_ne!(addr.port(), 0, "the real port, not 0");
     (guard, addr, stdout)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending a lot through a channel that never reads (the io_uring send path's tests)
+
+/// `n` bytes of a pattern whose period (251) is prime to every buffer size, shifted by `seed`,
+/// so a lost, doubled or reordered chunk shows up at the first byte that differs.
+pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| ((i % 251) as u8).wrapping_add(seed)).collect()
+}
+
+/// What a [`Pump`] saw, shared with the test.
+#[derive(Default)]
+pub struct Pumped {
+    /// Bytes `send` accepted so far.
+    pub accepted: Cell<usize>,
+    /// Times `send` took nothing (a full socket).
+    pub refused: Cell<u32>,
+    /// Write events.
+    pub writes: Cell<u32>,
+    /// The channel's state when `handle_close` ran.
+    pub closed: Cell<Option<State>>,
+    pub errors: RefCell<Vec<io::Error>>,
+}
+
+/// Sends `data` with plain `send` calls (asyncore's way: what the socket takes now) from
+/// `handle_write`, as long as it has more; never reads.
+pub struct Pump {
+    data: Vec<u8>,
+    seen: Rc<Pumped>,
+}
+
+impl Pump {
+    pub fn new(data: Vec<u8>) -> (Pump, Rc<Pumped>) {
+        let seen = Rc::new(Pumped::default());
+        (Pump { data, seen: seen.clone() }, seen)
+    }
+}
+
+impl Dispatcher for Pump {
+    fn readable(&self) -> bool {
+        false
+    }
+    fn writable(&self) -> bool {
+        self.seen.accepted.get() < self.data.len()
+    }
+    fn urgent_data(&self) -> bool {
+        false // so a TCP channel is in stream mode on io_uring too
+    }
+    fn handle_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.seen.writes.set(self.seen.writes.get() + 1);
+        loop {
+            let at = self.seen.accepted.get();
+            if at == self.data.len() {
+                return Ok(());
+            }
+            let end = (at + (48 << 10)).min(self.data.len());
+            let n = cx.channel.send(&self.data[at..end])?;
+            if n == 0 {
+                self.seen.refused.set(self.seen.refused.get() + 1);
+                return Ok(());
+            }
+            self.seen.accepted.set(at + n);
+        }
+    }
+    fn handle_close(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.seen.closed.set(Some(cx.channel.state()));
+        cx.channel.close();
+        Ok(())
+    }
+    fn handle_error(&mut self, err: io::Error, cx: &mut Context<'_>) {
+        self.seen.errors.borrow_mut().push(err);
+        cx.channel.close();
+    }
 }
