@@ -10,6 +10,7 @@
 //! in `event_loop/interest.rs`.
 
 mod output;
+mod ring;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
@@ -20,6 +21,7 @@ use crate::errors::{is_disconnect, OutputLimit};
 use crate::poller::STREAM_SEND_CAP;
 use crate::sys::as_uninit;
 use output::OutBuf;
+use ring::{RingIn, RingOut};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::fmt;
 use std::fs::File;
@@ -115,227 +117,20 @@ pub struct Channel {
     /// or a STARTTLS upgrade attached one: `recv`/`send` then carry plaintext, `out` TLS records.
     #[cfg(feature = "tls")]
     tls: Option<Box<crate::tls::Engine>>,
-    /// io_uring stream mode (issue 15): input the ring already received, which `recv`
-    /// hands out without a syscall (see `poller/uring.rs`).
+    /// io_uring stream mode (issue 15, see `ring.rs`): input the ring received and `recv`
+    /// has not handed out (only while there is some) ...
     ring_in: Option<Box<RingIn>>,
-    /// io_uring stream mode: output `send` accepted and not yet handed to the ring, or a send's
-    /// error (allocated only while there is either: an idle channel holds none).
+    /// ... output `send` accepted and not yet handed to the ring, or a send's error (only
+    /// while there is either) ...
     ring_out: Option<Box<RingOut>>,
-}
-
-/// A stream-mode channel's output on the ring, from its side: `send` copies into `staged`
-/// (bounded with what the ring still owes by [`STREAM_SEND_CAP`], past which it would block
-/// as a full socket does), and the loop hands `staged` to the ring when the handler returns,
-/// so every send of a pass goes out with the pass's one `io_uring_enter`.
-/// What the ring owes (how much, and the half-close after it) lives in [`RingIn`], which every
-/// stream-mode channel has, so that this box is needed only between a `send` and the hand-over.
-#[derive(Default)]
-pub(crate) struct RingOut {
-    /// Accepted, not yet handed to the ring.
-    pub staged: Vec<u8>,
-    /// A send on the ring failed with this errno: later sends fail with it, as the socket's
-    /// would after such an error.
-    pub error: Option<i32>,
-}
-
-impl RingOut {
-    /// Accepts what fits of `data` beside the `owed` bytes the ring still has to send, as a
-    /// non-blocking socket's send would; `shut`: a half-close was asked.
-    fn accept(&mut self, data: &[u8], owed: usize, shut: bool) -> io::Result<usize> {
-        if let Some(errno) = self.error {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
-        if shut {
-            return Err(io::Error::from_raw_os_error(libc::EPIPE)); // as after shutdown(Write)
-        }
-        let room = STREAM_SEND_CAP.saturating_sub(self.staged.len() + owed);
-        if room == 0 && !data.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = room.min(data.len());
-        self.staged.extend_from_slice(&data[..n]);
-        Ok(n)
-    }
-}
-
-/// What the ring received for a channel in io_uring stream mode, not yet handed out.
-#[derive(Default)]
-pub(crate) struct RingIn {
-    pub bytes: Vec<u8>,
-    pub pos: usize,
-    pub end: bool,
-    pub error: Option<i32>,
-    /// The ring no longer receives for this channel (it started TLS): once these bytes are
-    /// handed out, input is read from the socket again.
-    pub left: bool,
-    /// The output side's lasting part (here, not in [`RingOut`], so an idle channel allocates
-    /// nothing for it; it fits this struct's padding): what the ring owed at the last hand-over
-    /// (an upper bound: completions only lower it) ...
-    pub owed: u32,
-    /// ... `shutdown(Write)` asked while output was owed, so the ring half-closes after it (a
-    /// `Cell` since `shutdown` takes `&self`) ...
-    pub shut: std::cell::Cell<bool>,
-    /// ... and that half-close handed to the ring.
-    pub shut_handed: bool,
-}
-
-impl RingIn {
-    /// Hands out what is held: bytes, else the error, else the end (`Ok(0)`). `None` when
-    /// nothing is held (would-block while the ring receives; the socket's turn once it left).
-    fn take(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        if self.pos < self.bytes.len() {
-            let n = (self.bytes.len() - self.pos).min(buf.len());
-            buf[..n].copy_from_slice(&self.bytes[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.bytes.len() {
-                // Handed out: no buffer is kept (an idle connection holds none).
-                self.bytes = Vec::new();
-                self.pos = 0;
-            }
-            return Some(Ok(n));
-        }
-        if let Some(errno) = self.error.take() {
-            return Some(Err(io::Error::from_raw_os_error(errno)));
-        }
-        if self.end {
-            return Some(Ok(0));
-        }
-        None
-    }
+    /// ... what the ring owed at the last hand-over (an upper bound: completions only lower
+    /// it) ...
+    ring_owed: u32,
+    /// ... and the mode's bits (`ring::STREAM`, ...; a `Cell`, since `shutdown` takes `&self`).
+    ring_bits: std::cell::Cell<u8>,
 }
 
 impl Channel {
-    /// Whether the loop may let the ring receive for this channel: a connected, plain (not
-    /// TLS) stream socket, and for TCP only when its dispatcher needs no urgent data
-    /// (`urgent`: [`Dispatcher::urgent_data`](crate::Dispatcher::urgent_data)), since a receive
-    /// on the ring reads past the urgent mark. Unix streams have no urgent data.
-    pub(crate) fn ring_eligible(&self, urgent: bool) -> bool {
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() {
-            return false;
-        }
-        let Io::Socket(s) = &self.io else { return false };
-        matches!(self.state, State::Connected(Peer::Open))
-            && s.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
-            && (!urgent || s.local_addr().is_ok_and(|a| a.family() == libc::AF_UNIX as libc::sa_family_t))
-    }
-
-    /// A TLS engine was attached while the ring receives for this channel: the loop must take
-    /// it out of stream mode (`ring_leave`) before the engine reads the socket.
-    pub(crate) fn ring_leave_due(&self) -> bool {
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() {
-            return self.ring_in.as_ref().is_some_and(|r| !r.left);
-        }
-        false
-    }
-
-    /// The ring stopped receiving for this channel: `bytes` (what it received and had not
-    /// handed over, after what the channel holds), then the end or error, then the socket.
-    pub(crate) fn ring_leave(&mut self, bytes: Vec<u8>, end: bool, error: Option<i32>) {
-        let r = self.ring_in.get_or_insert_with(Box::default);
-        r.bytes.extend_from_slice(&bytes);
-        r.end |= end;
-        r.error = r.error.or(error);
-        r.left = true;
-    }
-
-    /// The ring's input for this channel, in io_uring stream mode.
-    pub(crate) fn ring_in(&mut self) -> Option<&mut RingIn> {
-        self.ring_in.as_deref_mut()
-    }
-
-    /// Puts the channel in io_uring stream mode.
-    pub(crate) fn set_ring_mode(&mut self) {
-        self.ring_in.get_or_insert_with(Box::default);
-    }
-
-    /// Whether the ring sends this channel's output: stream mode, not left (both directions
-    /// leave together, at STARTTLS).
-    fn ring_sends(&self) -> bool {
-        self.ring_in.as_ref().is_some_and(|r| !r.left)
-    }
-
-    /// Hands what the channel staged (and a half-close asked) to the ring through `stage`
-    /// (the selector's `stage_send`: fd, staged bytes, half-close; it returns what the ring
-    /// still owes and a send's error), and keeps its answer. Asks nothing when nothing is
-    /// staged, owed or asked. The staging box goes once it is empty, so a channel that is not
-    /// sending holds none.
-    pub(crate) fn ring_hand_over(
-        &mut self,
-        stage: impl FnOnce(RawFd, &mut Vec<u8>, bool) -> (usize, Option<i32>),
-    ) {
-        if !self.ring_sends() {
-            return;
-        }
-        let fd = self.as_fd().as_raw_fd();
-        let Channel { ring_in, ring_out, .. } = self;
-        let Some(ring) = ring_in.as_deref_mut() else { return };
-        let shut = ring.shut.get() && !ring.shut_handed;
-        if ring_out.is_none() && ring.owed == 0 && !shut {
-            return;
-        }
-        ring.shut_handed |= shut;
-        let mut none = Vec::new();
-        let staged = ring_out.as_deref_mut().map_or(&mut none, |o| &mut o.staged);
-        let (owed, error) = stage(fd, staged, shut);
-        ring.owed = u32::try_from(owed).unwrap_or(u32::MAX);
-        match ring_out.as_deref_mut() {
-            Some(out) => {
-                out.error = out.error.or(error);
-                if out.staged.is_empty() && out.error.is_none() {
-                    *ring_out = None;
-                }
-            }
-            None if error.is_some() => *ring_out = Some(Box::new(RingOut { staged: Vec::new(), error })),
-            None => {}
-        }
-    }
-
-    /// The ring sent everything and the channel writes the socket itself from now on.
-    pub(crate) fn ring_out_release(&mut self) {
-        self.ring_out = None;
-        if let Some(r) = self.ring_in.as_deref_mut() {
-            r.owed = 0;
-        }
-    }
-
-    /// Output accepted for the ring and not yet sent.
-    fn ring_pending(&self) -> usize {
-        match self.ring_in.as_deref() {
-            Some(r) if !r.left => r.owed as usize + self.ring_out.as_deref().map_or(0, |o| o.staged.len()),
-            _ => 0,
-        }
-    }
-
-    /// What [`RingOut::accept`] needs from [`RingIn`]: owed bytes and a half-close asked.
-    fn ring_owed(&self) -> (usize, bool) {
-        self.ring_in.as_deref().map_or((0, false), |r| (r.owed as usize, r.shut.get()))
-    }
-
-    /// The errno a send on the ring failed with, while the ring sends for the channel.
-    fn ring_error(&self) -> Option<i32> {
-        self.ring_out.as_deref().filter(|_| self.ring_sends()).and_then(|r| r.error)
-    }
-
-    /// One write of `data`: accepted for the ring in stream mode, else on the descriptor.
-    fn write_out(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.ring_sends() {
-            let (owed, shut) = self.ring_owed();
-            return self.ring_out.get_or_insert_with(Box::default).accept(data, owed, shut);
-        }
-        self.io.write(data)
-    }
-
-    /// How many received bytes the channel holds from the ring, not yet handed out.
-    pub(crate) fn ring_held(&self) -> usize {
-        self.ring_in.as_ref().map_or(0, |r| r.bytes.len() - r.pos)
-    }
-
-    /// Received bytes are waiting to be handed out (a read is due without a wait).
-    pub(crate) fn ring_has_input(&self) -> bool {
-        self.ring_in.as_ref().is_some_and(|r| r.pos < r.bytes.len() || r.end || r.error.is_some())
-    }
     fn with_io(io: Io) -> Channel {
         Channel {
             io,
@@ -349,6 +144,8 @@ impl Channel {
             tls: None,
             ring_in: None,
             ring_out: None,
+            ring_owed: 0,
+            ring_bits: std::cell::Cell::new(0),
         }
     }
 
@@ -665,15 +462,7 @@ impl Channel {
         if self.tls.is_some() {
             return self.tls_recv(buf);
         }
-        let held = match self.ring_in.as_deref_mut() {
-            Some(r) => match r.take(buf) {
-                Some(res) => Some(res),
-                None if r.left => None,
-                None => Some(Err(io::ErrorKind::WouldBlock.into())),
-            },
-            None => None,
-        };
-        let res = match held {
+        let res = match self.ring_take(buf) {
             Some(res) => res,
             None => self.read_io(buf),
         };
@@ -1141,18 +930,15 @@ impl Channel {
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         use std::net::Shutdown;
         let sock = self.sock_ref()?;
-        match self.ring_in.as_deref().filter(|_| self.ring_sends() && self.ring_pending() > 0) {
-            // The ring still owes output: the FIN goes after it (the ring half-closes once it
-            // is sent), so nothing accepted is cut off.
-            Some(r) if how != Shutdown::Read => {
-                r.shut.set(true);
-                if how == Shutdown::Both {
-                    sock.shutdown(Shutdown::Read)?;
-                }
-                Ok(())
+        // The ring still owes output: the FIN goes after it (the ring half-closes once it is
+        // sent), so nothing accepted is cut off.
+        if how != Shutdown::Read && self.ring_shutdown_after_output() {
+            if how == Shutdown::Both {
+                sock.shutdown(Shutdown::Read)?;
             }
-            _ => sock.shutdown(how),
+            return Ok(());
         }
+        sock.shutdown(how)
     }
 
     /// Reads and clears the pending socket error (`SO_ERROR`).

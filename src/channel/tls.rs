@@ -26,20 +26,19 @@ struct Source<'a> {
     /// Ciphertext the io_uring backend received before the engine was attached (STARTTLS):
     /// read first; while the ring still receives for the channel, the socket is not read.
     carry: Option<&'a mut super::RingIn>,
+    /// The ring still receives for the channel: no byte may be read from the socket.
+    receiving: bool,
     filled: bool,
 }
 
 impl Read for Source<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(r) = self.carry.as_deref_mut() {
-            match r.take(buf) {
-                Some(res) => {
-                    self.filled = matches!(res, Ok(n) if n == buf.len() && n > 0);
-                    return res;
-                }
-                None if !r.left => return Err(io::ErrorKind::WouldBlock.into()),
-                None => {}
-            }
+        if let Some(res) = self.carry.as_deref_mut().and_then(|r| r.take(buf)) {
+            self.filled = matches!(res, Ok(n) if n == buf.len() && n > 0);
+            return res;
+        }
+        if self.receiving {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         loop {
             let r = match self.io {
@@ -302,11 +301,13 @@ impl Channel {
     /// processes it, queues and flushes what rustls answers (handshake messages, alerts). A
     /// disconnect marks the peer gone.
     fn tls_feed(&mut self, want: usize) -> io::Result<bool> {
+        let receiving = self.ring_sends();
         let Channel { io, tls, out, ring_in, .. } = self;
         let engine = tls.as_mut().expect("a TLS channel");
-        let fed = engine.feed(&mut Source { io, carry: ring_in.as_deref_mut(), filled: false }, want);
+        let fed = engine.feed(&mut Source { io, carry: ring_in.as_deref_mut(), receiving, filled: false }, want);
         // Whatever the outcome, send what rustls has to say (an alert on failure).
         let drained = engine.drain(out);
+        self.ring_tidy();
         match fed {
             Err(e) if is_disconnect(&e) => {
                 self.mark_broken();

@@ -188,12 +188,8 @@ impl Loop {
 
     /// Moves what the ring received for a channel in io_uring stream mode into the channel.
     fn move_received(&mut self, body: &mut Body) {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&body.channel));
-        if let Some(r) = body.channel.ring_in().filter(|r| !r.left) {
-            let (end, error) = self.handle.map.selector().move_received(fd, &mut r.bytes);
-            r.end |= end;
-            r.error = r.error.or(error);
-        }
+        let selector = self.handle.map.selector();
+        body.channel.ring_receive(|fd, into| selector.move_received(fd, into));
     }
 
     /// Before a channel in io_uring stream mode is told to shut down: what the ring already
@@ -201,7 +197,7 @@ impl Loop {
     /// it), so it goes to `handle_read` first, while `readable()` says yes and the handler
     /// takes some each time.
     pub(super) fn deliver_received(&mut self, token: Token, body: &mut Body) {
-        if body.channel.ring_in().is_none() {
+        if !body.channel.ring_mode() {
             return;
         }
         self.move_received(body);

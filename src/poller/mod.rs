@@ -29,6 +29,8 @@ mod uring;
 mod uring_buf;
 #[cfg(target_os = "linux")]
 mod uring_ring;
+#[cfg(target_os = "linux")]
+mod uring_slot;
 
 pub use selector::{Selector, SelectorWaker};
 

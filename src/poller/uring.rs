@@ -55,6 +55,9 @@
 #![cfg(target_os = "linux")]
 
 use super::uring_buf::BufRing;
+use super::uring_slot::{
+    grow_slots, Out, Slot, ARMED, EOF, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE, WRITER,
+};
 use super::uring_ring::{self as ring_ops, RingFlags};
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
@@ -96,7 +99,7 @@ pub(crate) const INBOX_CAP: usize = 64 * 1024;
 /// inbox bound). Past it the receive is cancelled at the end of the wait and armed again only
 /// once the channel has taken its input, so a peer that always has data gets about this much
 /// per pass and leaves the rest of the buffer ring (and of the pass) to the others.
-const FAIR_BUFS: u16 = 8;
+const FAIR_BUFS: u8 = 8;
 
 fn poll_data(fd: RawFd, seq: u32) -> u64 {
     user_data(KIND_POLL, fd, seq)
@@ -108,168 +111,6 @@ fn user_data(kind: u64, fd: RawFd, seq: u32) -> u64 {
 
 const WAKER_DATA: u64 = KIND_WAKER << KIND_SHIFT;
 const CANCEL_DATA: u64 = KIND_CANCEL << KIND_SHIFT;
-
-/// A connected stream socket whose input the ring receives (phase 2): one multishot receive
-/// into the shared buffer ring while read interest lasts and the inbox is under its bound, the
-/// bytes copied into `inbox` and the buffer given back at once.
-#[derive(Clone, Default)]
-struct Stream {
-    /// Received, not yet taken by the channel.
-    inbox: Vec<u8>,
-    /// The peer ended the stream (a receive completed with 0).
-    eof: bool,
-    /// A receive failed with this errno (reported once the inbox is empty). Non-zero, so the
-    /// option takes four bytes: with `ev_at` a `u32` the struct stays in a 64-byte block.
-    error: Option<NonZeroI32>,
-    /// A receive with sequence `Slot::recv_seq` is in flight and not cancelled.
-    armed: bool,
-    /// The kernel has not ended the receive with sequence `Slot::recv_seq` yet (live or
-    /// cancelled): what it still delivers belongs to this stream, and no new receive is armed
-    /// before it ends, so bytes never arrive out of order.
-    inflight: bool,
-    /// The wait (`Uring::waits`) that last reported it, so a wait reports it once, and where
-    /// in that wait's events (a readable and a writable report share one event).
-    reported: u32,
-    ev_at: u32,
-    /// The wait in which `took` was counted, and the buffers this receive filled in it.
-    took_wait: u32,
-    took: u16,
-    /// On `Uring::writers` (write interest: writable reports come from the send side).
-    writer: bool,
-    /// The output the ring sends for this stream (allocated with its first send).
-    out: LazyOut,
-}
-
-/// A stream's `Out`, allocated only when it is first written: a stream that never sends (an
-/// idle connection) holds no send state. Reading an unallocated one sees an empty `Out`.
-#[derive(Clone, Default)]
-struct LazyOut(Option<Box<Out>>);
-
-/// What an unallocated `LazyOut` reads as.
-static NO_OUT: Out = Out {
-    flight: Vec::new(),
-    done: 0,
-    next: Vec::new(),
-    busy: false,
-    error: None,
-    shut: false,
-    progress: false,
-};
-
-impl std::ops::Deref for LazyOut {
-    type Target = Out;
-    fn deref(&self) -> &Out {
-        self.0.as_deref().unwrap_or(&NO_OUT)
-    }
-}
-
-impl std::ops::DerefMut for LazyOut {
-    fn deref_mut(&mut self) -> &mut Out {
-        self.0.get_or_insert_with(Box::default)
-    }
-}
-
-impl LazyOut {
-    /// The `Out` itself, moved out (its vectors' heap blocks stay where they are).
-    fn take(&mut self) -> Out {
-        self.0.take().map(|b| *b).unwrap_or_default()
-    }
-}
-
-/// A stream's output on the ring (phase 3): the bytes its channel's `send` accepted, in
-/// order, with at most one send in flight, so they leave in the order they were accepted.
-///
-/// Buffer lifetime (the `// SAFETY:` of `uring_ring::push_send` rests on it): while `busy`,
-/// the kernel reads `flight[done..]`, so `flight` is not written, resized or freed until the
-/// send's completion is reaped; new bytes go to `next` meanwhile. A removed descriptor's `Out`
-/// moves into a [`Linger`] (the `Vec` moves, its heap block does not), and where a completion
-/// can no longer be awaited the block is leaked rather than freed.
-#[derive(Clone, Default)]
-struct Out {
-    /// The bytes of the send in flight, or of the last one if it was short: `flight[done..]`
-    /// is still owed.
-    flight: Vec<u8>,
-    done: usize,
-    /// Accepted while `flight` was being sent: sent once it is done.
-    next: Vec<u8>,
-    /// A send naming `flight` is in flight.
-    busy: bool,
-    /// A send failed with this errno: what was owed is dropped, and every later send fails.
-    error: Option<i32>,
-    /// The channel asked for `shutdown(Write)`: done once nothing is owed.
-    shut: bool,
-    /// A send completed since the last writable report (progress makes one).
-    progress: bool,
-}
-
-impl Out {
-    /// Bytes accepted and not yet taken by the kernel.
-    fn owed(&self) -> usize {
-        self.flight.len() - self.done + self.next.len()
-    }
-
-    fn wants_send(&self) -> bool {
-        !self.busy && self.error.is_none() && self.owed() > 0
-    }
-
-    /// The bytes the next send carries: the rest of a short send, else what came next.
-    fn prepare(&mut self) -> &[u8] {
-        if self.done == self.flight.len() {
-            self.flight.clear();
-            self.done = 0;
-            std::mem::swap(&mut self.flight, &mut self.next);
-        }
-        &self.flight[self.done..]
-    }
-
-    /// What a send's completion says: `res` bytes went, or it failed.
-    fn completed(&mut self, res: i32) {
-        self.busy = false;
-        match res {
-            n if n >= 0 => self.done = (self.done + n as usize).min(self.flight.len()),
-            // Nothing went: sent again from the next wait.
-            e if e == -libc::EAGAIN || e == -libc::EINTR => {}
-            e => {
-                self.error = Some(-e);
-                self.flight = Vec::new();
-                self.next = Vec::new();
-                self.done = 0;
-            }
-        }
-        if self.owed() == 0 {
-            // Nothing owed: no buffer is kept (an idle connection holds none; the next send
-            // allocates one, which costs far less than its round trip).
-            self.flight = Vec::new();
-            self.next = Vec::new();
-            self.done = 0;
-        }
-    }
-
-    /// Nothing to send, hear or do: the allocation can go.
-    fn idle(&self) -> bool {
-        !self.busy && self.error.is_none() && !self.shut && self.owed() == 0
-    }
-
-    /// Whether the stream is writable for its channel: an error to hear, nothing owed, or a
-    /// send completed since the last report and there is room again. (While a send is in flight and
-    /// makes no progress the socket is full: no report, as epoll would not report it.)
-    fn writable(&self) -> bool {
-        self.error.is_some() || self.owed() == 0 || (self.progress && self.owed() < super::STREAM_SEND_CAP)
-    }
-
-    /// Takes the channel's staged bytes behind what is owed (without a copy when nothing
-    /// waits: the vectors are swapped).
-    fn stage(&mut self, staged: &mut Vec<u8>) {
-        if self.error.is_some() {
-            staged.clear();
-        } else if self.next.is_empty() {
-            std::mem::swap(&mut self.next, staged);
-        } else {
-            self.next.extend_from_slice(staged);
-            *staged = Vec::new();
-        }
-    }
-}
 
 /// The output of a stream removed (its channel closed) while its ring still owed bytes: sent
 /// to the end through a duplicate of the descriptor, which is then closed (the FIN follows the
@@ -295,54 +136,6 @@ pub(crate) enum Received {
     Failed(i32),
 }
 
-/// One descriptor number's state.
-#[derive(Clone, Default)]
-struct Slot {
-    known: bool,
-    token: u64,
-    interest: Interest,
-    /// The sequence number of the last poll armed for this number (it only grows).
-    seq: u32,
-    /// A poll with sequence `seq` is in flight.
-    armed: bool,
-    /// On `to_arm` (so it is queued once).
-    queued: bool,
-    /// The sequence number of the last second look (it only grows).
-    check_seq: u32,
-    /// A second look is due at the next wait, in place of the re-arm (see `Uring::wait`).
-    look: bool,
-    /// The sequence number of the last receive armed for this number: it only grows, also
-    /// across `remove` and stream mode off and on, so a late completion of an earlier receive
-    /// never passes for the current one.
-    recv_seq: u32,
-    /// The sequence number of the last send for this number: it only grows, as `recv_seq`,
-    /// so a send's completion is never taken for a newcomer's on the same number.
-    send_seq: u32,
-    /// Stream mode: the ring receives for this descriptor (boxed: most descriptors have none).
-    stream: Option<Box<Stream>>,
-}
-
-impl Slot {
-    /// Whether the ring should have a receive in flight for this descriptor.
-    fn wants_recv(&self) -> bool {
-        self.known
-            && self.interest.read
-            && self
-                .stream
-                .as_ref()
-                .is_some_and(|s| !s.inflight && !s.eof && s.error.is_none() && s.inbox.len() < INBOX_CAP)
-    }
-
-    /// The poll mask: none in stream mode, where the receive covers input and the send side
-    /// output (see `Out::writable`).
-    fn poll_interest(&self) -> Interest {
-        match self.stream {
-            Some(_) => Interest::NONE,
-            None => self.interest,
-        }
-    }
-}
-
 pub(crate) struct Uring {
     /// Declared first, so it is closed before `bufs` is freed (fields drop in order).
     ring: IoUring,
@@ -360,8 +153,11 @@ pub(crate) struct Uring {
     suspects: Vec<RawFd>,
     /// Streams whose inbox passed its bound in this reap: their receive is cancelled after it.
     over: Vec<RawFd>,
-    /// Waits so far (wrapping), to report a stream once per wait.
-    waits: u32,
+    /// Where the current wait's events begin in the caller's vector (see `report`).
+    events_from: usize,
+    /// Streams whose receive filled buffers in the current wait (their `Slot::took` is reset
+    /// when the next wait begins).
+    took_in_wait: Vec<RawFd>,
     /// Receives the kernel has not ended yet (live or cancelled): while any is, the buffer
     /// ring may be written to and must not be freed.
     recvs: usize,
@@ -419,7 +215,8 @@ impl Uring {
             waker: None,
             suspects: Vec::new(),
             over: Vec::new(),
-            waits: 0,
+            events_from: 0,
+            took_in_wait: Vec::new(),
             recvs: 0,
             spare: Vec::new(),
             due: Vec::new(),
@@ -478,20 +275,17 @@ impl Uring {
                 std::mem::forget(bufs);
             }
         }
-        if self.slots.iter().any(|s| s.stream.is_some()) {
+        if self.slots.iter().any(Slot::stream) {
             self.bufs = Some(BufRing::new(&self.ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?);
         }
         self.flags = flags;
         self.owner = Some(me);
         self.to_arm.clear();
         for (fd, slot) in self.slots.iter_mut().enumerate() {
-            slot.armed = false;
-            if let Some(st) = slot.stream.as_mut() {
-                st.armed = false;
-                st.inflight = false;
-            }
-            slot.queued = slot.known && !slot.interest.is_empty();
-            if slot.queued {
+            slot.set(ARMED | RECV_ARMED | INFLIGHT, false);
+            let queue = slot.has(KNOWN) && !slot.interest().is_empty();
+            slot.set(QUEUED, queue);
+            if queue {
                 self.to_arm.push(fd as RawFd);
             }
         }
@@ -506,10 +300,10 @@ impl Uring {
     /// went is unknown, its stream fails with `EIO` (a linger is dropped) rather than resend
     /// or skip bytes.
     fn abandon_sends(&mut self) {
-        for st in self.slots.iter_mut().filter_map(|s| s.stream.as_mut()) {
-            if st.out.busy {
-                std::mem::forget(std::mem::take(&mut st.out.flight));
-                st.out.completed(-libc::EIO);
+        for out in self.slots.iter_mut().filter_map(|s| s.held.out_mut()) {
+            if out.busy {
+                std::mem::forget(std::mem::take(&mut out.flight));
+                out.completed(-libc::EIO);
             }
         }
         for l in self.lingers.iter_mut().filter(|l| l.out.busy) {
@@ -544,16 +338,17 @@ impl Uring {
     }
 
     fn arm_send(&mut self, fd: RawFd) -> io::Result<()> {
-        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return Ok(()) };
-        let Some(st) = slot.stream.as_mut() else { return Ok(()) };
-        if st.out.wants_send() {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | STREAM)) else { return Ok(()) };
+        let out = &slot.held.out;
+        if out.wants_send() {
             slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
             let data = user_data(KIND_SEND, fd, slot.send_seq);
-            ring_ops::push_send(&mut self.ring, fd, st.out.prepare(), data)?;
-            st.out.busy = true;
+            let out = &mut slot.held.out;
+            ring_ops::push_send(&mut self.ring, fd, out.prepare(), data)?;
+            out.busy = true;
             self.sends += 1;
-        } else if st.out.shut && !st.out.busy && st.out.owed() == 0 && st.out.error.is_none() {
-            st.out.shut = false;
+        } else if out.shut && !out.busy && out.owed() == 0 && out.error.is_none() {
+            slot.held.out.shut = false;
             let sqe = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build().user_data(CANCEL_DATA);
             ring_ops::push(&mut self.ring, &sqe)?;
         }
@@ -589,8 +384,9 @@ impl Uring {
 
     /// Puts a stream with write interest on `writers` (once).
     fn add_writer(&mut self, fd: RawFd) {
-        if let Some(st) = self.slot(fd).stream.as_mut().filter(|st| !st.writer) {
-            st.writer = true;
+        let slot = self.slot(fd);
+        if slot.stream() && !slot.has(WRITER) {
+            slot.set(WRITER, true);
             self.writers.push(fd);
         }
     }
@@ -600,31 +396,27 @@ impl Uring {
     fn writer_due(&self) -> bool {
         self.writers.iter().any(|&fd| {
             let slot = &self.slots[fd as usize];
-            slot.known
-                && slot.interest.write
-                && slot.stream.as_ref().is_some_and(|st| st.out.error.is_some() || st.out.owed() == 0)
+            slot.has(KNOWN | WRITE | STREAM) && (slot.held.out.error.is_some() || slot.held.out.owed() == 0)
         })
     }
 
     /// Reports the writers that are writable in this wait (see `Out::writable`), and forgets
     /// the ones that no longer want to write.
     fn report_writers(&mut self, events: &mut Vec<Event>) {
-        let waits = self.waits;
+        let from = self.events_from;
         let slots = &mut self.slots;
         self.writers.retain(|&fd| {
-            let Some(slot) = slots.get_mut(fd as usize) else { return false };
-            let (known, write, token) = (slot.known, slot.interest.write, slot.token);
-            let Some(st) = slot.stream.as_mut().filter(|st| st.writer) else { return false };
-            if !known || !write {
-                st.writer = false;
+            let Some(slot) = slots.get_mut(fd as usize).filter(|s| s.has(STREAM | WRITER)) else { return false };
+            if !slot.has(KNOWN | WRITE) {
+                slot.set(WRITER, false);
                 return false;
             }
-            if st.out.writable() {
-                if st.out.progress {
-                    st.out.progress = false;
+            if slot.held.out.writable() {
+                if slot.held.out.progress {
+                    slot.held.out.progress = false;
                 }
-                let error = st.out.error.is_some_and(is_disconnect_errno);
-                report(events, st, token, waits, Report::Write { error });
+                let error = slot.held.out.error.is_some_and(is_disconnect_errno);
+                report(events, from, slot, Report::Write { error });
             }
             true
         });
@@ -649,8 +441,8 @@ impl Uring {
 
     fn queue_arm(&mut self, fd: RawFd) {
         let slot = self.slot(fd);
-        if !slot.queued {
-            slot.queued = true;
+        if !slot.has(QUEUED) {
+            slot.set(QUEUED, true);
             self.to_arm.push(fd);
         }
     }
@@ -659,8 +451,10 @@ impl Uring {
     fn cancel_recv(&mut self, fd: RawFd) -> io::Result<bool> {
         let slot = self.slot(fd);
         let seq = slot.recv_seq;
-        let Some(st) = slot.stream.as_mut().filter(|st| st.armed) else { return Ok(false) };
-        st.armed = false;
+        if !slot.has(STREAM | RECV_ARMED) {
+            return Ok(false);
+        }
+        slot.set(RECV_ARMED, false);
         let target = user_data(KIND_RECV, fd, seq);
         let sqe = opcode::AsyncCancel::new(target).build().user_data(CANCEL_DATA);
         ring_ops::push(&mut self.ring, &sqe)?;
@@ -670,10 +464,9 @@ impl Uring {
     /// Cancels `fd`'s poll in flight, if any (the cancel is submitted with the next enter).
     fn cancel(&mut self, fd: RawFd) -> io::Result<bool> {
         let slot = self.slot(fd);
-        if !slot.armed {
+        if !slot.take(ARMED) {
             return Ok(false);
         }
-        slot.armed = false;
         let target = poll_data(fd, slot.seq);
         let sqe = opcode::PollRemove::new(target).build().user_data(CANCEL_DATA);
         ring_ops::push(&mut self.ring, &sqe)?;
@@ -698,22 +491,18 @@ impl Uring {
         let mut todo = std::mem::take(&mut self.to_arm);
         for (i, &fd) in todo.iter().enumerate() {
             let slot = &mut self.slots[fd as usize];
-            slot.queued = false;
-            if slot.wants_recv() {
+            slot.set(QUEUED, false);
+            if slot.wants_recv(INBOX_CAP) {
                 slot.recv_seq = slot.recv_seq.wrapping_add(1) & SEQ_MASK;
                 let seq = slot.recv_seq;
-                let st = slot.stream.as_mut().expect("wants_recv");
-                st.armed = true;
-                st.inflight = true;
+                slot.set(RECV_ARMED | INFLIGHT, true);
                 let sqe = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
                     .build()
                     .user_data(user_data(KIND_RECV, fd, seq));
                 match ring_ops::push(&mut self.ring, &sqe) {
                     Ok(()) => self.recvs += 1,
                     Err(e) => {
-                        let st = self.slots[fd as usize].stream.as_mut().expect("wants_recv");
-                        st.armed = false;
-                        st.inflight = false;
+                        self.slots[fd as usize].set(RECV_ARMED | INFLIGHT, false);
                         result = Err(e);
                     }
                 }
@@ -722,25 +511,25 @@ impl Uring {
                 result = Err(e);
             }
             let slot = &mut self.slots[fd as usize];
-            if !slot.known || slot.armed || slot.poll_interest().is_empty() {
+            if !slot.has(KNOWN) || slot.has(ARMED) || slot.poll_interest().is_empty() {
                 continue;
             }
-            if std::mem::take(&mut slot.look) {
+            if slot.take(LOOK) {
                 if let Err(e) = self.push_look(fd) {
                     result = Err(e);
                 }
                 continue;
             }
             slot.seq = slot.seq.wrapping_add(1) & SEQ_MASK;
-            slot.armed = true;
+            slot.set(ARMED, true);
             let sqe = opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.poll_interest()))
                 .build()
                 .user_data(poll_data(fd, slot.seq));
             if let Err(e) = ring_ops::push(&mut self.ring, &sqe) {
                 // Keep the rest for the next wait.
-                self.slots[fd as usize].armed = false;
+                self.slots[fd as usize].set(ARMED, false);
                 for &rest in &todo[i..] {
-                    self.slots[rest as usize].queued = true;
+                    self.slots[rest as usize].set(QUEUED, true);
                     self.to_arm.push(rest);
                 }
                 result = Err(e);
@@ -761,10 +550,10 @@ impl Uring {
     #[cfg_attr(not(test), allow(dead_code))] // the channel side is the next step (issue 15)
     pub(crate) fn set_stream(&mut self, fd: BorrowedFd<'_>, on: bool) -> io::Result<Vec<u8>> {
         let raw = fd.as_raw_fd();
-        if !self.slot(raw).known {
+        if !self.slot(raw).has(KNOWN) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "set_stream: unknown descriptor"));
         }
-        if on == self.slot(raw).stream.is_some() {
+        if on == self.slot(raw).stream() {
             return Ok(Vec::new());
         }
         // The poll's mask changes either way (input moves between the poll and the receive).
@@ -774,19 +563,19 @@ impl Uring {
                 self.own()?;
                 self.bufs = Some(BufRing::new(&self.ring, BUF_COUNT, BUF_SIZE, BUF_GROUP)?);
             }
-            let write = self.slot(raw).interest.write;
-            self.slot(raw).stream = Some(Box::default());
+            let write = self.slot(raw).has(WRITE);
+            self.slot(raw).set(STREAM, true);
             if write {
                 self.add_writer(raw);
             }
             Vec::new()
         } else {
-            if self.slot(raw).stream.as_ref().is_some_and(|st| st.out.busy || st.out.owed() > 0) {
+            if self.slot(raw).held.out.busy || self.slot(raw).held.out.owed() > 0 {
                 // Only `leave_stream` waits for the sends to end.
                 return Err(io::Error::other("set_stream: output is still owed on the ring"));
             }
             self.cancel_recv(raw)?;
-            self.slot(raw).stream.take().map(|st| st.inbox).unwrap_or_default()
+            self.slot(raw).end_stream().map(|held| held.inbox).unwrap_or_default()
         };
         self.queue_arm(raw);
         Ok(left)
@@ -800,7 +589,7 @@ impl Uring {
     /// descriptors are kept for the next wait.
     pub(crate) fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
         let raw = fd.as_raw_fd();
-        if self.slot(raw).stream.is_none() {
+        if !self.slot(raw).stream() {
             return Ok((Vec::new(), false, None));
         }
         self.own()?;
@@ -810,9 +599,11 @@ impl Uring {
         // is sent first (the channel writes the socket itself from now on, and its bytes must
         // follow these): that takes as long as the peer takes to read them, up to the bound.
         let mut deferred = std::mem::take(&mut self.deferred);
+        self.events_from = 0; // reports go to `deferred`, which holds only undelivered events
         let mut rounds = 0;
         let busy = |u: &mut Uring| {
-            u.slot(raw).stream.as_ref().is_some_and(|st| st.inflight || st.out.busy || st.out.wants_send())
+            let slot = u.slot(raw);
+            slot.stream() && (slot.has(INFLIGHT) || slot.held.out.busy || slot.held.out.wants_send())
         };
         while busy(self) && rounds < LEAVE_ROUNDS {
             rounds += 1;
@@ -838,37 +629,37 @@ impl Uring {
         }
         self.due.retain(|&d| d != raw);
         self.cancel(raw)?; // the poll's mask gains the input again
-        let st = self.slot(raw).stream.take().expect("checked");
+        let eof = self.slot(raw).has(EOF);
+        let held = self.slot(raw).end_stream().map(|b| *b).unwrap_or_default();
         self.queue_arm(raw);
         // A send that failed: the socket itself reports it to the channel's next write.
-        Ok((st.inbox, st.eof, st.error.map(NonZeroI32::get)))
+        Ok((held.inbox, eof, held.error.map(NonZeroI32::get)))
     }
 
     /// `recv` for a descriptor in stream mode: copies received bytes into `buf` (the oldest
     /// first), else says the stream ended or failed, else that nothing is there yet.
     #[cfg_attr(not(test), allow(dead_code))] // the channel side is the next step (issue 15)
     pub(crate) fn take_received(&mut self, fd: RawFd, buf: &mut [u8]) -> Received {
-        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else {
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | STREAM)) else {
             return Received::Nothing;
         };
-        let Some(st) = slot.stream.as_mut() else { return Received::Nothing };
-        if !st.inbox.is_empty() && !buf.is_empty() {
-            let n = st.inbox.len().min(buf.len());
-            buf[..n].copy_from_slice(&st.inbox[..n]);
-            st.inbox.drain(..n);
-            if st.inbox.is_empty() && self.spare.len() < SPARE_INBOXES {
-                let mut spare = std::mem::take(&mut st.inbox);
-                spare.clear();
-                self.spare.push(spare);
+        if !slot.held.inbox.is_empty() && !buf.is_empty() {
+            let inbox = &mut slot.held.inbox;
+            let n = inbox.len().min(buf.len());
+            buf[..n].copy_from_slice(&inbox[..n]);
+            inbox.drain(..n);
+            if inbox.is_empty() {
+                keep_spare(&mut self.spare, inbox);
+                slot.held.release_if_empty();
             }
             // Below its bound again: receive again from the next wait.
-            if slot.wants_recv() && !slot.queued {
-                slot.queued = true;
+            if slot.wants_recv(INBOX_CAP) && !slot.has(QUEUED) {
+                slot.set(QUEUED, true);
                 self.to_arm.push(fd);
             }
             return Received::Bytes(n);
         }
-        match (st.error, st.eof) {
+        match (slot.held.error, slot.has(EOF)) {
             (Some(e), _) => Received::Failed(e.get()),
             (None, true) => Received::End,
             (None, false) => Received::Nothing,
@@ -943,10 +734,10 @@ impl Uring {
                     let fd = (data & 0xffff_ffff) as u32 as RawFd;
                     let seq = (data >> 32) as u32 & SEQ_MASK;
                     let Some(slot) = self.slots.get_mut(fd as usize) else { continue };
-                    if !slot.known || !slot.armed || slot.seq != seq {
+                    if !slot.has(KNOWN | ARMED) || slot.seq != seq {
                         continue; // stale: cancelled, superseded, or an earlier descriptor
                     }
-                    slot.armed = false;
+                    slot.set(ARMED, false);
                     let res = c_res;
                     let hint = res > 0 && res & i32::from(libc::POLLPRI) != 0;
                     match suspects.as_deref_mut() {
@@ -958,8 +749,8 @@ impl Uring {
                         _ if res == -libc::ECANCELED || res == 0 => {}
                         _ => events.push(event(slot.token, res)),
                     }
-                    if !slot.poll_interest().is_empty() && !slot.queued {
-                        slot.queued = true;
+                    if !slot.poll_interest().is_empty() && !slot.has(QUEUED) {
+                        slot.set(QUEUED, true);
                         self.to_arm.push(fd);
                     }
                 }
@@ -973,22 +764,21 @@ impl Uring {
                     }
                     // This stream's receive, live or cancelled: what it took from the socket is
                     // the stream's, whatever the channel wants now (dropping it would lose bytes).
-                    let live = self.slots.get(fd as usize).is_some_and(|s| {
-                        s.known && s.recv_seq == seq && s.stream.as_ref().is_some_and(|st| st.inflight)
-                    });
+                    let live =
+                        self.slots.get(fd as usize).is_some_and(|s| s.has(KNOWN | STREAM | INFLIGHT) && s.recv_seq == seq);
                     // A completion that carries a buffer gives it back at once, stale or not.
                     if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
                         if live && res > 0 {
-                            let st = self.slots[fd as usize].stream.as_mut().expect("live");
-                            if st.inbox.capacity() == 0 {
-                                st.inbox = self.spare.pop().unwrap_or_default();
+                            let slot = &mut self.slots[fd as usize];
+                            let inbox = &mut slot.held.inbox;
+                            if inbox.capacity() == 0 {
+                                *inbox = self.spare.pop().unwrap_or_default();
                             }
-                            st.inbox.extend_from_slice(bufs.data(bid, res as usize));
-                            if st.took_wait != self.waits {
-                                st.took_wait = self.waits;
-                                st.took = 0;
+                            inbox.extend_from_slice(bufs.data(bid, res as usize));
+                            if slot.took == 0 {
+                                self.took_in_wait.push(fd);
                             }
-                            st.took = st.took.saturating_add(1);
+                            slot.took = slot.took.saturating_add(1);
                         }
                         bufs.give_back(bid);
                     }
@@ -996,30 +786,27 @@ impl Uring {
                         continue; // stale: cancelled, or an earlier descriptor with this number
                     }
                     let slot = &mut self.slots[fd as usize];
-                    let token = slot.token;
-                    let st = slot.stream.as_mut().expect("live");
                     match res {
-                        0 => st.eof = true,
+                        0 => slot.set(EOF, true),
                         // ENOBUFS: the ring ran dry; re-armed at the next wait, by which time
                         // every buffer of this reap is back.
                         n if n > 0 || n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
-                        e => st.error = NonZeroI32::new(-e),
+                        e => slot.held.error = NonZeroI32::new(-e),
                     }
                     if !more {
-                        st.armed = false;
-                        st.inflight = false;
+                        slot.set(RECV_ARMED | INFLIGHT, false);
                     }
                     // Reported only while the channel wants input (readable() false: no event).
-                    if slot.interest.read && (!st.inbox.is_empty() || st.eof || st.error.is_some()) {
-                        report(events, st, token, self.waits, Report::Read);
+                    if slot.has(READ) && slot.has_input() {
+                        report(events, self.events_from, slot, Report::Read);
                     }
                     // Over its inbox bound, or past its share of the buffer ring in this wait
                     // (the fairness bound): cancelled at the end of the wait.
-                    let greedy = st.took_wait == self.waits && st.took >= FAIR_BUFS;
-                    if more && st.armed && (st.inbox.len() >= INBOX_CAP || greedy) {
+                    let greedy = slot.took >= FAIR_BUFS;
+                    if more && slot.has(RECV_ARMED) && (slot.held.inbox.len() >= INBOX_CAP || greedy) {
                         self.over.push(fd);
-                    } else if !more && !slot.queued {
-                        slot.queued = true;
+                    } else if !more && !slot.has(QUEUED) {
+                        slot.set(QUEUED, true);
                         self.to_arm.push(fd);
                     }
                 }
@@ -1035,20 +822,23 @@ impl Uring {
                     let seq = (data >> 32) as u32 & SEQ_MASK;
                     // Live only for the stream that pushed it: a newcomer on the same number
                     // has a later sequence.
-                    let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known && s.send_seq == seq)
+                    let Some(slot) = self
+                        .slots
+                        .get_mut(fd as usize)
+                        .filter(|s| s.has(KNOWN | STREAM) && s.send_seq == seq && s.held.out.busy)
                     else {
                         continue;
                     };
-                    let Some(st) = slot.stream.as_mut().filter(|st| st.out.busy) else { continue };
-                    st.out.completed(res);
-                    st.out.progress = true;
-                    if st.out.idle() {
+                    let out = &mut slot.held.out;
+                    out.completed(res);
+                    out.progress = true;
+                    if out.idle() {
                         // All sent: the stream is writable by `owed() == 0` from here on.
-                        st.out.0 = None;
-                    } else if st.out.wants_send() || st.out.shut {
+                        slot.held.release_if_empty();
+                    } else if out.wants_send() || out.shut {
                         self.send_due = true; // the rest of a short send goes at the pass's end
-                        if !slot.queued {
-                            slot.queued = true;
+                        if !slot.has(QUEUED) {
+                            slot.set(QUEUED, true);
                             self.to_arm.push(fd);
                         }
                     }
@@ -1058,15 +848,15 @@ impl Uring {
                     let seq = (data >> 32) as u32 & SEQ_MASK;
                     let Some(slot) = self.slots.get_mut(fd as usize) else { continue };
                     let res = c_res;
-                    if !slot.known || slot.check_seq != seq {
+                    if !slot.has(KNOWN) || slot.check_seq != seq {
                         continue;
                     }
                     if res > 0 {
                         events.push(event(slot.token, res));
                     }
                     // Ready or not, the descriptor is watched again from the next wait.
-                    if !slot.poll_interest().is_empty() && !slot.queued && !slot.armed {
-                        slot.queued = true;
+                    if !slot.poll_interest().is_empty() && !slot.has(QUEUED) && !slot.has(ARMED) {
+                        slot.set(QUEUED, true);
                         self.to_arm.push(fd);
                     }
                 }
@@ -1074,6 +864,16 @@ impl Uring {
             }
         }
         self.batch = batch;
+    }
+}
+
+/// Empties `inbox` for good: its buffer is kept for the next stream that receives, while there
+/// is room among the spares, else freed (a stream that holds nothing holds no buffer).
+fn keep_spare(spares: &mut Vec<Vec<u8>>, inbox: &mut Vec<u8>) {
+    let mut buf = std::mem::take(inbox);
+    if spares.len() < SPARE_INBOXES {
+        buf.clear();
+        spares.push(buf);
     }
 }
 
@@ -1088,14 +888,20 @@ enum Report {
 
 /// Adds a stream's report to this wait's events: one event per stream and wait, which a read
 /// and a write report share.
-fn report(events: &mut Vec<Event>, st: &mut Stream, token: u64, waits: u32, what: Report) {
-    let fresh = st.reported != waits || events.get(st.ev_at as usize).is_none_or(|e| e.token != token);
+///
+/// `from`: where the current wait's events begin in `events`. An event at the stream's
+/// `ev_at` index from there on with the stream's token is this wait's event for it (only a
+/// report for this stream, or a completion for its descriptor, puts that token there), so no
+/// per-wait stamp is needed to tell it from an older wait's.
+fn report(events: &mut Vec<Event>, from: usize, slot: &mut Slot, what: Report) {
+    let token = slot.token;
+    let at = slot.ev_at as usize;
+    let fresh = at < from || events.get(at).is_none_or(|e| e.token != token);
     if fresh {
-        st.reported = waits;
-        st.ev_at = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        slot.ev_at = u32::try_from(events.len()).unwrap_or(u32::MAX);
         events.push(Event { token, ..Event::default() });
     }
-    let ev = if fresh { events.last_mut() } else { events.get_mut(st.ev_at as usize) };
+    let ev = if fresh { events.last_mut() } else { events.get_mut(at) };
     let Some(ev) = ev else { return };
     match what {
         Report::Read => ev.readable = true,
@@ -1110,21 +916,6 @@ fn report(events: &mut Vec<Event>, st: &mut Stream, token: u64, waits: u32, what
 /// after a direct send's).
 fn is_disconnect_errno(errno: i32) -> bool {
     crate::errors::is_disconnect(&io::Error::from_raw_os_error(errno))
-}
-
-/// Makes `slots[i]` exist. The table grows by an eighth (at least 256 slots) rather than
-/// doubling: it holds a slot for every descriptor number up to the highest, so with thousands of
-/// connections a doubled table's spare half would be most of the backend's memory per
-/// connection.
-fn grow_slots(slots: &mut Vec<Slot>, i: usize) {
-    if slots.len() > i {
-        return;
-    }
-    if slots.capacity() <= i {
-        let want = (i + 1).max(slots.len() + (slots.len() / 8).max(256));
-        slots.reserve_exact(want - slots.len());
-    }
-    slots.resize(i + 1, Slot::default());
 }
 
 fn poll_mask(interest: Interest) -> u32 {
@@ -1151,28 +942,23 @@ fn event(token: u64, res: i32) -> Event {
 impl Poller for Uring {
     fn set_interest(&mut self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
         let raw = fd.as_raw_fd();
-        if !self.slot(raw).known {
+        if !self.slot(raw).has(KNOWN) {
             if !crate::sys::is_open(fd) {
                 return Err(super::not_open());
             }
             let slot = self.slot(raw);
-            slot.known = true;
-            slot.armed = false;
+            slot.set(KNOWN, true);
+            slot.set(ARMED, false);
         }
         let slot = self.slot(raw);
-        let changed = slot.interest != interest || slot.token != token;
+        let changed = slot.interest() != interest || slot.token != token;
         slot.token = token;
-        slot.interest = interest;
+        slot.set_interest(interest);
         if changed {
-            self.slot(raw).look = false;
+            self.slot(raw).set(LOOK, false);
             if !interest.read {
                 self.cancel_recv(raw)?;
-            } else if self
-                .slot(raw)
-                .stream
-                .as_ref()
-                .is_some_and(|st| !st.inbox.is_empty() || st.eof || st.error.is_some())
-            {
+            } else if self.slot(raw).has_input() {
                 // Input received before readable() went false: report it, as a level-triggered
                 // backend reports data still in the socket.
                 self.due.push(raw);
@@ -1181,7 +967,7 @@ impl Poller for Uring {
             if !interest.is_empty() {
                 self.queue_arm(raw);
             }
-            if interest.write && self.slot(raw).stream.is_some() {
+            if interest.write && self.slot(raw).stream() {
                 self.add_writer(raw);
             }
         }
@@ -1190,18 +976,18 @@ impl Poller for Uring {
 
     fn remove(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
         let raw = fd.as_raw_fd();
-        if !self.slots.get(raw as usize).is_some_and(|s| s.known) {
+        if !self.slots.get(raw as usize).is_some_and(|s| s.has(KNOWN)) {
             return Ok(());
         }
         let cancelled = self.cancel(raw)? | self.cancel_recv(raw)?;
         let slot = self.slot(raw);
         let key = user_data(KIND_SEND, raw, slot.send_seq);
-        let stream = slot.stream.take();
-        slot.known = false;
-        slot.interest = Interest::NONE;
-        slot.look = false;
-        if let Some(mut st) = stream.filter(|st| st.out.busy || st.out.owed() > 0) {
-            self.linger(fd, st.out.take(), key);
+        let held = slot.end_stream();
+        slot.set(KNOWN | LOOK, false);
+        slot.set_interest(Interest::NONE);
+        if let Some(mut held) = held.filter(|h| h.out.busy || h.out.owed() > 0) {
+            // The `Vec`s move out of the box; their heap blocks (one may be in flight) stay.
+            self.linger(fd, std::mem::take(&mut held.out), key);
         }
         // An entry pushed and not yet submitted names this descriptor: submit it while the
         // number is still this socket's (the caller closes it next).
@@ -1221,20 +1007,22 @@ impl Poller for Uring {
     }
 
     fn stage_send(&mut self, fd: RawFd, staged: &mut Vec<u8>, shut: bool) -> (usize, Option<i32>) {
-        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return (0, None) };
-        let Some(st) = slot.stream.as_mut() else { return (0, None) };
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | STREAM)) else {
+            return (0, None);
+        };
         if !staged.is_empty() {
-            st.out.stage(staged);
+            slot.held.out.stage(staged);
         }
         if shut {
-            st.out.shut = true;
+            slot.held.out.shut = true;
         }
-        let queue = st.out.wants_send() || (st.out.shut && !st.out.busy);
-        let state = (st.out.owed(), st.out.error);
+        let out = &slot.held.out;
+        let queue = out.wants_send() || (out.shut && !out.busy);
+        let state = (out.owed(), out.error);
         if queue {
             self.send_due = true;
-            if !slot.queued {
-                slot.queued = true;
+            if !slot.has(QUEUED) {
+                slot.set(QUEUED, true);
                 self.to_arm.push(fd);
             }
             self.send_batch.push(fd);
@@ -1274,19 +1062,17 @@ impl Poller for Uring {
     }
 
     fn move_received(&mut self, fd: RawFd, into: &mut Vec<u8>) -> (bool, Option<i32>) {
-        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known) else { return (false, None) };
-        let Some(st) = slot.stream.as_mut() else { return (false, None) };
-        if !st.inbox.is_empty() {
-            into.extend_from_slice(&st.inbox);
-            let mut spare = std::mem::take(&mut st.inbox);
-            if self.spare.len() < SPARE_INBOXES {
-                spare.clear();
-                self.spare.push(spare);
-            }
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | STREAM)) else {
+            return (false, None);
+        };
+        if !slot.held.inbox.is_empty() {
+            into.extend_from_slice(&slot.held.inbox);
+            keep_spare(&mut self.spare, &mut slot.held.inbox);
+            slot.held.release_if_empty();
         }
-        let out = (st.eof, st.error.map(NonZeroI32::get));
-        if slot.wants_recv() && !slot.queued {
-            slot.queued = true;
+        let out = (slot.has(EOF), slot.held.error.map(NonZeroI32::get));
+        if slot.wants_recv(INBOX_CAP) && !slot.has(QUEUED) {
+            slot.set(QUEUED, true);
             self.to_arm.push(fd);
         }
         out
@@ -1302,7 +1088,12 @@ impl Poller for Uring {
         self.send_batch.clear(); // their sends go with this wait's arming
         self.arm_pending()?;
         let first = events.len();
-        self.waits = self.waits.wrapping_add(1);
+        self.events_from = first;
+        for fd in self.took_in_wait.drain(..) {
+            if let Some(slot) = self.slots.get_mut(fd as usize) {
+                slot.took = 0; // a new wait: every stream has its share again
+            }
+        }
         if !self.deferred.is_empty() || !self.due.is_empty() || !self.held.is_empty() || self.writer_due() {
             timeout = Some(Duration::ZERO); // something to report already: do not sleep
         }
@@ -1311,15 +1102,11 @@ impl Poller for Uring {
         let mut suspects = std::mem::take(&mut self.suspects);
         self.reap(events, Some(&mut suspects), false);
         for fd in std::mem::take(&mut self.due) {
-            let waits = self.waits;
-            let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.known && s.interest.read) else {
+            let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | READ)) else {
                 continue;
             };
-            let token = slot.token;
-            if let Some(st) = slot.stream.as_mut() {
-                if !st.inbox.is_empty() || st.eof || st.error.is_some() {
-                    report(events, st, token, waits, Report::Read);
-                }
+            if slot.has_input() {
+                report(events, first, slot, Report::Read);
             }
         }
         if !self.writers.is_empty() {
@@ -1330,7 +1117,7 @@ impl Poller for Uring {
             // The loop has work: the second looks ride on the next wait's enter (they complete
             // within it, so it does not block on them), instead of costing one of their own.
             for fd in suspects.drain(..) {
-                self.slots[fd as usize].look = true;
+                self.slots[fd as usize].set(LOOK, true);
             }
         } else if !suspects.is_empty() {
             // Nothing else to report: look now, so a wait returns only with something to do.
@@ -1383,8 +1170,8 @@ impl Drop for Uring {
             }
         }
         if self.sends > 0 {
-            let outs = self.slots.iter_mut().filter_map(|s| s.stream.as_mut()).filter(|st| st.out.busy);
-            for out in outs.map(|st| &mut *st.out).chain(self.lingers.iter_mut().map(|l| &mut l.out)) {
+            let outs = self.slots.iter_mut().filter_map(|s| s.held.out_mut());
+            for out in outs.chain(self.lingers.iter_mut().map(|l| &mut l.out)) {
                 if out.busy {
                     std::mem::forget(std::mem::take(&mut out.flight));
                 }
@@ -1422,7 +1209,7 @@ impl Uring {
         for fd in 0..self.slots.len() {
             let _ = self.cancel_recv(fd as RawFd);
             let slot = &self.slots[fd];
-            if slot.stream.as_ref().is_some_and(|st| st.out.busy) {
+            if slot.stream() && slot.held.out.busy {
                 let target = user_data(KIND_SEND, fd as RawFd, slot.send_seq);
                 let _ = ring_ops::push(
                     &mut self.ring,
@@ -1451,11 +1238,9 @@ mod tests {
 
     #[test]
     fn per_descriptor_state_stays_small() {
-        // Memory per idle connection (issue 15): every connection in stream mode has a slot and
-        // a boxed stream; a stream of 56 bytes or less fits glibc's 64-byte block.
-        eprintln!("Slot {} B, Stream {} B", std::mem::size_of::<Slot>(), std::mem::size_of::<Stream>());
-        assert!(std::mem::size_of::<Slot>() <= 40);
-        assert!(std::mem::size_of::<Stream>() <= 56);
+        // Memory per idle connection (issue 15): an idle stream is its slot alone (its box
+        // comes with input or output and goes when it holds nothing).
+        assert!(std::mem::size_of::<Slot>() <= 40, "Slot is {} B", std::mem::size_of::<Slot>());
     }
 
     fn uring() -> Option<Uring> {
@@ -1538,7 +1323,7 @@ mod tests {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     events.clear();
                     u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
-                    let inbox = u.slots[a.as_raw_fd() as usize].stream.as_ref().unwrap().inbox.len();
+                    let inbox = u.slots[a.as_raw_fd() as usize].held.inbox.len();
                     assert!(inbox <= INBOX_CAP + (BUF_COUNT as usize) * BUF_SIZE as usize, "{inbox}");
                     if inbox >= INBOX_CAP {
                         break; // bounded: the rest waits in the socket
@@ -1628,10 +1413,10 @@ mod tests {
         u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
         u.set_stream(a.as_fd(), true).unwrap();
         readable(&mut u, 1);
-        let st = u.slots[a.as_raw_fd() as usize].stream.as_ref().unwrap();
+        let st = &u.slots[a.as_raw_fd() as usize];
         assert!(st.took >= FAIR_BUFS, "one wait took {} buffers: the case proves nothing", st.took);
-        assert!(st.inbox.len() < INBOX_CAP, "the inbox bound alone would have stopped it");
-        assert!(!st.armed, "a receive past its share ({} buffers) was left running", st.took);
+        assert!(st.held.inbox.len() < INBOX_CAP, "the inbox bound alone would have stopped it");
+        assert!(!st.has(RECV_ARMED), "a receive past its share ({} buffers) was left running", st.took);
         // Taking the input arms it again: nothing is lost, the rest comes in later passes.
         let mut got = 0;
         let mut buf = [0u8; 65536];

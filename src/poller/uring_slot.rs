@@ -1,0 +1,291 @@
+//! One descriptor number's state in the io_uring backend ([`Slot`]), and what a stream holds
+//! only while it holds something ([`Held`]: its inbox, a receive's error, its output [`Out`]).
+//!
+//! The backend keeps a slot for every descriptor number up to the highest it watches, so a
+//! slot is most of what an idle connection costs it (issue 15 bounds the user-space memory of
+//! an idle connection at 256 bytes, the loop's own share included). A slot is therefore 40
+//! bytes: its flags are bits of one word, and a stream's buffers and output are one box,
+//! allocated with its first input or output and freed once it holds nothing again.
+#![cfg(target_os = "linux")]
+
+use super::Interest;
+use std::num::NonZeroI32;
+
+/// The descriptor is registered (`set_interest` saw it, `remove` did not follow).
+pub(super) const KNOWN: u16 = 1;
+/// A poll with sequence `Slot::seq` is in flight.
+pub(super) const ARMED: u16 = 1 << 1;
+/// On `Uring::to_arm` (so it is queued once).
+pub(super) const QUEUED: u16 = 1 << 2;
+/// A second look is due at the next wait, in place of the re-arm (see `Uring::wait`).
+pub(super) const LOOK: u16 = 1 << 3;
+/// Read interest.
+pub(super) const READ: u16 = 1 << 4;
+/// Write interest.
+pub(super) const WRITE: u16 = 1 << 5;
+/// Stream mode: the ring receives this descriptor's input and sends its output.
+pub(super) const STREAM: u16 = 1 << 6;
+/// Stream mode: the peer ended the stream (a receive completed with 0).
+pub(super) const EOF: u16 = 1 << 7;
+/// Stream mode: a receive with sequence `Slot::recv_seq` is in flight and not cancelled.
+pub(super) const RECV_ARMED: u16 = 1 << 8;
+/// Stream mode: the kernel has not ended the receive with sequence `Slot::recv_seq` yet (live
+/// or cancelled): what it still delivers belongs to this stream, and no new receive is armed
+/// before it ends, so bytes never arrive out of order.
+pub(super) const INFLIGHT: u16 = 1 << 9;
+/// Stream mode: on `Uring::writers` (write interest: writable reports come from the send side).
+pub(super) const WRITER: u16 = 1 << 10;
+/// Every bit that belongs to stream mode, cleared when it ends.
+pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER;
+
+/// One descriptor number's state.
+#[derive(Clone, Default)]
+pub(super) struct Slot {
+    pub token: u64,
+    /// The sequence number of the last poll armed for this number (it only grows).
+    pub seq: u32,
+    /// The sequence number of the last second look (it only grows).
+    pub check_seq: u32,
+    /// The sequence number of the last receive armed for this number: it only grows, also
+    /// across `remove` and stream mode off and on, so a late completion of an earlier receive
+    /// never passes for the current one.
+    pub recv_seq: u32,
+    /// The sequence number of the last send for this number: it only grows, as `recv_seq`,
+    /// so a send's completion is never taken for a newcomer's on the same number.
+    pub send_seq: u32,
+    /// Stream mode: what the stream holds, allocated only while it holds something.
+    pub held: Held,
+    /// Where in the current wait's events the stream's event is (a read and a write report
+    /// share one event; see `report`).
+    pub ev_at: u32,
+    /// Buffers the stream's receive filled in the current wait (the fairness bound), reset when
+    /// the next wait begins.
+    pub took: u8,
+    bits: u16,
+}
+
+impl Slot {
+    /// Whether every bit of `bits` is set.
+    pub fn has(&self, bits: u16) -> bool {
+        self.bits & bits == bits
+    }
+
+    pub fn set(&mut self, bits: u16, on: bool) {
+        if on {
+            self.bits |= bits;
+        } else {
+            self.bits &= !bits;
+        }
+    }
+
+    /// Clears `bits`, saying whether they were all set.
+    pub fn take(&mut self, bits: u16) -> bool {
+        let was = self.has(bits);
+        self.set(bits, false);
+        was
+    }
+
+    pub fn interest(&self) -> Interest {
+        Interest { read: self.has(READ), write: self.has(WRITE) }
+    }
+
+    pub fn set_interest(&mut self, interest: Interest) {
+        self.set(READ, interest.read);
+        self.set(WRITE, interest.write);
+    }
+
+    pub fn stream(&self) -> bool {
+        self.has(STREAM)
+    }
+
+    /// Stream mode with something for the channel to hear: bytes, the end or an error.
+    pub fn has_input(&self) -> bool {
+        self.stream() && (!self.held.inbox.is_empty() || self.has(EOF) || self.held.error.is_some())
+    }
+
+    /// Whether the ring should have a receive in flight for this descriptor.
+    pub fn wants_recv(&self, inbox_cap: usize) -> bool {
+        self.has(KNOWN | READ | STREAM)
+            && !self.has(INFLIGHT)
+            && !self.has(EOF)
+            && self.held.error.is_none()
+            && self.held.inbox.len() < inbox_cap
+    }
+
+    /// The poll mask: none in stream mode, where the receive covers input and the send side
+    /// output (see `Out::writable`).
+    pub fn poll_interest(&self) -> Interest {
+        match self.stream() {
+            true => Interest::NONE,
+            false => self.interest(),
+        }
+    }
+
+    /// Ends stream mode, handing back what the stream held.
+    pub fn end_stream(&mut self) -> Option<Box<StreamBufs>> {
+        self.set(STREAM_BITS, false);
+        self.took = 0;
+        std::mem::take(&mut self.held).0
+    }
+}
+
+/// Makes `slots[i]` exist. The table grows by an eighth (at least 256 slots) rather than
+/// doubling: it holds a slot for every descriptor number up to the highest, so with thousands of
+/// connections a doubled table's spare half would be most of the backend's memory per
+/// connection.
+pub(super) fn grow_slots(slots: &mut Vec<Slot>, i: usize) {
+    if slots.len() > i {
+        return;
+    }
+    if slots.capacity() <= i {
+        let want = (i + 1).max(slots.len() + (slots.len() / 8).max(256));
+        slots.reserve_exact(want - slots.len());
+    }
+    slots.resize(i + 1, Slot::default());
+}
+
+/// What a stream holds, boxed, allocated only while it holds anything: an idle connection has
+/// none. Reading an unallocated one sees an empty [`StreamBufs`]; writing allocates it.
+#[derive(Clone, Default)]
+pub(super) struct Held(Option<Box<StreamBufs>>);
+
+/// A stream's buffers and output.
+#[derive(Clone, Default)]
+pub(super) struct StreamBufs {
+    /// Received, not yet taken by the channel.
+    pub inbox: Vec<u8>,
+    /// A receive failed with this errno (reported once the inbox is empty).
+    pub error: Option<NonZeroI32>,
+    /// The output the ring sends for this stream.
+    pub out: Out,
+}
+
+/// What an unallocated `Held` reads as.
+static NOTHING: StreamBufs = StreamBufs {
+    inbox: Vec::new(),
+    error: None,
+    out: Out { flight: Vec::new(), done: 0, next: Vec::new(), busy: false, error: None, shut: false, progress: false },
+};
+
+impl std::ops::Deref for Held {
+    type Target = StreamBufs;
+    fn deref(&self) -> &StreamBufs {
+        self.0.as_deref().unwrap_or(&NOTHING)
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut StreamBufs {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl Held {
+    /// Frees the box once it holds nothing: no input, no error, no output owed or in flight.
+    pub fn release_if_empty(&mut self) {
+        if self.0.as_ref().is_some_and(|b| b.inbox.capacity() == 0 && b.error.is_none() && b.out.idle()) {
+            self.0 = None;
+        }
+    }
+
+    /// The output, if the box exists (reading it does not allocate one).
+    pub fn out_mut(&mut self) -> Option<&mut Out> {
+        self.0.as_deref_mut().map(|b| &mut b.out)
+    }
+}
+
+/// A stream's output on the ring (phase 3): the bytes its channel's `send` accepted, in
+/// order, with at most one send in flight, so they leave in the order they were accepted.
+///
+/// Buffer lifetime (the `// SAFETY:` of `uring_ring::push_send` rests on it): while `busy`,
+/// the kernel reads `flight[done..]`, so `flight` is not written, resized or freed until the
+/// send's completion is reaped; new bytes go to `next` meanwhile. A removed descriptor's `Out`
+/// moves into a [`Linger`] (the `Vec` moves, its heap block does not), and where a completion
+/// can no longer be awaited the block is leaked rather than freed.
+#[derive(Clone, Default)]
+pub(super) struct Out {
+    /// The bytes of the send in flight, or of the last one if it was short: `flight[done..]`
+    /// is still owed.
+    pub flight: Vec<u8>,
+    pub done: usize,
+    /// Accepted while `flight` was being sent: sent once it is done.
+    pub next: Vec<u8>,
+    /// A send naming `flight` is in flight.
+    pub busy: bool,
+    /// A send failed with this errno: what was owed is dropped, and every later send fails.
+    pub error: Option<i32>,
+    /// The channel asked for `shutdown(Write)`: done once nothing is owed.
+    pub shut: bool,
+    /// A send completed since the last writable report (progress makes one).
+    pub progress: bool,
+}
+
+impl Out {
+    /// Bytes accepted and not yet taken by the kernel.
+    pub fn owed(&self) -> usize {
+        self.flight.len() - self.done + self.next.len()
+    }
+
+    pub fn wants_send(&self) -> bool {
+        !self.busy && self.error.is_none() && self.owed() > 0
+    }
+
+    /// The bytes the next send carries: the rest of a short send, else what came next.
+    pub fn prepare(&mut self) -> &[u8] {
+        if self.done == self.flight.len() {
+            self.flight.clear();
+            self.done = 0;
+            std::mem::swap(&mut self.flight, &mut self.next);
+        }
+        &self.flight[self.done..]
+    }
+
+    /// What a send's completion says: `res` bytes went, or it failed.
+    pub fn completed(&mut self, res: i32) {
+        self.busy = false;
+        match res {
+            n if n >= 0 => self.done = (self.done + n as usize).min(self.flight.len()),
+            // Nothing went: sent again from the next wait.
+            e if e == -libc::EAGAIN || e == -libc::EINTR => {}
+            e => {
+                self.error = Some(-e);
+                self.flight = Vec::new();
+                self.next = Vec::new();
+                self.done = 0;
+            }
+        }
+        if self.owed() == 0 {
+            // Nothing owed: no buffer is kept (an idle connection holds none; the next send
+            // allocates one, which costs far less than its round trip).
+            self.flight = Vec::new();
+            self.next = Vec::new();
+            self.done = 0;
+        }
+    }
+
+    /// Nothing to send, hear or do: the allocation can go.
+    pub fn idle(&self) -> bool {
+        !self.busy && self.error.is_none() && !self.shut && self.owed() == 0
+    }
+
+    /// Whether the stream is writable for its channel: an error to hear, nothing owed, or a
+    /// send completed since the last report and there is room again. (While a send is in flight and
+    /// makes no progress the socket is full: no report, as epoll would not report it.)
+    pub fn writable(&self) -> bool {
+        self.error.is_some() || self.owed() == 0 || (self.progress && self.owed() < super::STREAM_SEND_CAP)
+    }
+
+    /// Takes the channel's staged bytes behind what is owed (without a copy when nothing
+    /// waits: the vectors are swapped).
+    pub fn stage(&mut self, staged: &mut Vec<u8>) {
+        if self.error.is_some() {
+            staged.clear();
+        } else if self.next.is_empty() {
+            std::mem::swap(&mut self.next, staged);
+        } else {
+            self.next.extend_from_slice(staged);
+            *staged = Vec::new();
+        }
+    }
+}
+
