@@ -193,7 +193,10 @@ impl Channel {
     /// still owes and a send's error), and keeps its answer. Asks nothing when nothing is
     /// staged, owed or asked. The staging box goes once it is empty, so a channel that is not
     /// sending holds none.
-    pub(crate) fn ring_hand_over(&mut self, stage: impl FnOnce(RawFd, &mut Vec<u8>, bool) -> (usize, Option<i32>)) {
+    pub(crate) fn ring_hand_over(
+        &mut self,
+        stage: impl FnOnce(RawFd, &mut Vec<u8>, bool) -> (usize, Option<i32>),
+    ) {
         if !self.ring_sends() {
             return;
         }
@@ -277,6 +280,36 @@ impl Channel {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Channel;
+    use std::io;
+
+    #[test]
+    fn input_and_output_boxes_exist_only_while_they_hold_bytes() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut ch = Channel::from(a);
+        ch.set_ring_mode();
+        let mut buf = [0u8; 8];
+        let would_block = ch.recv(&mut buf).unwrap_err();
+        assert_eq!(would_block.kind(), io::ErrorKind::WouldBlock, "nothing received: the socket is not read");
+        ch.ring_receive(|_, into| {
+            into.extend_from_slice(b"abc");
+            (false, None)
+        });
+        assert_eq!(ch.ring_held(), 3);
+        assert_eq!(ch.recv(&mut buf).unwrap(), 3);
+        assert!(ch.ring_in.is_none(), "handed out: the input's box went");
+        ch.ring_receive(|_, _| (false, None));
+        assert!(ch.ring_in.is_none(), "nothing received: no box");
+        assert_eq!(ch.send(b"xyz").unwrap(), 3);
+        assert!(ch.ring_out.is_some());
+        ch.ring_hand_over(|_, staged, shut| {
+            assert_eq!((staged.as_slice(), shut), (&b"xyz"[..], false));
+            staged.clear();
+            (3, None)
+        });
+        assert!(ch.ring_out.is_none(), "handed over: the staging box went");
+        assert_eq!(ch.pending_output(), 3, "what the ring owes still counts");
+    }
     #[test]
     fn stream_mode_adds_nothing_to_an_idle_channel() {
         // The lasting part (bits and owed count) sits in the channel's padding: a channel in

@@ -304,7 +304,8 @@ impl Channel {
         let receiving = self.ring_sends();
         let Channel { io, tls, out, ring_in, .. } = self;
         let engine = tls.as_mut().expect("a TLS channel");
-        let fed = engine.feed(&mut Source { io, carry: ring_in.as_deref_mut(), receiving, filled: false }, want);
+        let fed =
+            engine.feed(&mut Source { io, carry: ring_in.as_deref_mut(), receiving, filled: false }, want);
         // Whatever the outcome, send what rustls has to say (an alert on failure).
         let drained = engine.drain(out);
         self.ring_tidy();

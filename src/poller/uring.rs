@@ -3,7 +3,8 @@
 //! connected stream sockets in stream mode the data path itself on the ring: a multishot
 //! receive into a shared buffer ring, and the channel's sends.
 //!
-//! The data path (see `Stream` and `Out`, and `docs/architecture.md`):
+//! The data path (see `uring_slot.rs` for a stream's state and its `Out`, and
+//! `docs/architecture.md`):
 //! - Input: one multishot receive per stream while read interest lasts; completions are copied
 //!   into the stream's inbox (at most `INBOX_CAP`), which the loop moves into the channel.
 //!   Fairness: a receive that filled more than `FAIR_BUFS` buffers in one wait is cancelled at
@@ -55,10 +56,10 @@
 #![cfg(target_os = "linux")]
 
 use super::uring_buf::BufRing;
+use super::uring_ring::{self as ring_ops, RingFlags};
 use super::uring_slot::{
     grow_slots, Out, Slot, ARMED, EOF, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE, WRITER,
 };
-use super::uring_ring::{self as ring_ops, RingFlags};
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
 use std::io;
@@ -81,7 +82,7 @@ const KIND_WAKER: u64 = 1;
 const KIND_CANCEL: u64 = 2;
 /// A second look at a descriptor whose completion carried only a wake-up's hint (see `recheck`).
 const KIND_CHECK: u64 = 3;
-/// A multishot receive into the buffer ring (a descriptor in stream mode, see `Stream`).
+/// A multishot receive into the buffer ring (a descriptor in stream mode).
 const KIND_RECV: u64 = 4;
 /// A send of a stream's output (see `Out`), or of a removed stream's (see `Linger`).
 const KIND_SEND: u64 = 5;
@@ -338,7 +339,9 @@ impl Uring {
     }
 
     fn arm_send(&mut self, fd: RawFd) -> io::Result<()> {
-        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | STREAM)) else { return Ok(()) };
+        let Some(slot) = self.slots.get_mut(fd as usize).filter(|s| s.has(KNOWN | STREAM)) else {
+            return Ok(());
+        };
         let out = &slot.held.out;
         if out.wants_send() {
             slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
@@ -406,7 +409,9 @@ impl Uring {
         let from = self.events_from;
         let slots = &mut self.slots;
         self.writers.retain(|&fd| {
-            let Some(slot) = slots.get_mut(fd as usize).filter(|s| s.has(STREAM | WRITER)) else { return false };
+            let Some(slot) = slots.get_mut(fd as usize).filter(|s| s.has(STREAM | WRITER)) else {
+                return false;
+            };
             if !slot.has(KNOWN | WRITE) {
                 slot.set(WRITER, false);
                 return false;
@@ -764,8 +769,10 @@ impl Uring {
                     }
                     // This stream's receive, live or cancelled: what it took from the socket is
                     // the stream's, whatever the channel wants now (dropping it would lose bytes).
-                    let live =
-                        self.slots.get(fd as usize).is_some_and(|s| s.has(KNOWN | STREAM | INFLIGHT) && s.recv_seq == seq);
+                    let live = self
+                        .slots
+                        .get(fd as usize)
+                        .is_some_and(|s| s.has(KNOWN | STREAM | INFLIGHT) && s.recv_seq == seq);
                     // A completion that carries a buffer gives it back at once, stale or not.
                     if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
                         if live && res > 0 {
@@ -1278,6 +1285,37 @@ mod tests {
         drop(b);
         readable(&mut u, 1);
         assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::End);
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn a_stream_holds_a_box_only_while_it_holds_input_or_output() {
+        // What keeps an idle connection at its slot alone (issue 15's memory bound).
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        assert!(!u.slots[fd as usize].held.allocated(), "a fresh stream holds nothing");
+        b.write_all(b"ping").unwrap();
+        readable(&mut u, 1);
+        assert!(u.slots[fd as usize].held.allocated(), "received bytes are held");
+        let mut buf = [0u8; 8];
+        assert_eq!(u.take_received(fd, &mut buf), Received::Bytes(4));
+        assert!(!u.slots[fd as usize].held.allocated(), "handed out: the box went");
+        let mut staged = b"pong".to_vec();
+        u.stage_send(fd, &mut staged, false);
+        assert!(u.slots[fd as usize].held.allocated(), "output owed is held");
+        u.flush_sends().unwrap();
+        let end = Instant::now() + DEADLINE;
+        let mut events = Vec::new();
+        while u.slots[fd as usize].held.allocated() {
+            assert!(Instant::now() < end, "the send never completed");
+            events.clear();
+            u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
+        }
+        b.read_exact(&mut buf[..4]).unwrap();
+        assert_eq!(&buf[..4], b"pong");
         u.remove(a.as_fd()).unwrap();
     }
 

@@ -164,7 +164,15 @@ pub(super) struct StreamBufs {
 static NOTHING: StreamBufs = StreamBufs {
     inbox: Vec::new(),
     error: None,
-    out: Out { flight: Vec::new(), done: 0, next: Vec::new(), busy: false, error: None, shut: false, progress: false },
+    out: Out {
+        flight: Vec::new(),
+        done: 0,
+        next: Vec::new(),
+        busy: false,
+        error: None,
+        shut: false,
+        progress: false,
+    },
 };
 
 impl std::ops::Deref for Held {
@@ -186,6 +194,12 @@ impl Held {
         if self.0.as_ref().is_some_and(|b| b.inbox.capacity() == 0 && b.error.is_none() && b.out.idle()) {
             self.0 = None;
         }
+    }
+
+    /// Whether the box exists.
+    #[cfg(test)]
+    pub fn allocated(&self) -> bool {
+        self.0.is_some()
     }
 
     /// The output, if the box exists (reading it does not allocate one).
@@ -288,4 +302,3 @@ impl Out {
         }
     }
 }
-
