@@ -686,8 +686,8 @@ impl Uring {
     /// Pushes a second look at `fd`: a poll for its interest and, right behind it, its cancel.
     fn push_look(&mut self, fd: RawFd) -> io::Result<()> {
         let slot = &mut self.slots[fd as usize];
-        slot.check_seq = slot.check_seq.wrapping_add(1) & SEQ_MASK;
-        let data = user_data(KIND_CHECK, fd, slot.check_seq);
+        slot.seq = slot.seq.wrapping_add(1) & SEQ_MASK;
+        let data = user_data(KIND_CHECK, fd, slot.seq);
         let look =
             opcode::PollAdd::new(types::Fd(fd), poll_mask(slot.poll_interest())).build().user_data(data);
         let cancel = opcode::PollRemove::new(data).build().user_data(CANCEL_DATA);
@@ -782,10 +782,9 @@ impl Uring {
                                 *inbox = self.spare.pop().unwrap_or_default();
                             }
                             inbox.extend_from_slice(bufs.data(bid, res as usize));
-                            if slot.took == 0 {
+                            if slot.count_took() {
                                 self.took_in_wait.push(fd);
                             }
-                            slot.took = slot.took.saturating_add(1);
                         }
                         bufs.give_back(bid);
                     }
@@ -809,7 +808,7 @@ impl Uring {
                     }
                     // Over its inbox bound, or past its share of the buffer ring in this wait
                     // (the fairness bound): cancelled at the end of the wait.
-                    let greedy = slot.took >= FAIR_BUFS;
+                    let greedy = slot.took() >= FAIR_BUFS;
                     if more && slot.has(RECV_ARMED) && (slot.held.inbox.len() >= INBOX_CAP || greedy) {
                         self.over.push(fd);
                     } else if !more && !slot.has(QUEUED) {
@@ -855,7 +854,8 @@ impl Uring {
                     let seq = (data >> 32) as u32 & SEQ_MASK;
                     let Some(slot) = self.slots.get_mut(fd as usize) else { continue };
                     let res = c_res;
-                    if !slot.has(KNOWN) || slot.check_seq != seq {
+                    // Stale also when a poll was armed since (it has a later sequence).
+                    if !slot.has(KNOWN) || slot.seq != seq {
                         continue;
                     }
                     if res > 0 {
@@ -905,7 +905,7 @@ fn report(events: &mut Vec<Event>, from: usize, slot: &mut Slot, what: Report) {
     let at = slot.ev_at as usize;
     let fresh = at < from || events.get(at).is_none_or(|e| e.token != token);
     if fresh {
-        slot.ev_at = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        slot.ev_at = u16::try_from(events.len()).unwrap_or(u16::MAX);
         events.push(Event { token, ..Event::default() });
     }
     let ev = if fresh { events.last_mut() } else { events.get_mut(at) };
@@ -1098,7 +1098,7 @@ impl Poller for Uring {
         self.events_from = first;
         for fd in self.took_in_wait.drain(..) {
             if let Some(slot) = self.slots.get_mut(fd as usize) {
-                slot.took = 0; // a new wait: every stream has its share again
+                slot.reset_took(); // a new wait: every stream has its share again
             }
         }
         if !self.deferred.is_empty() || !self.due.is_empty() || !self.held.is_empty() || self.writer_due() {
@@ -1247,7 +1247,7 @@ mod tests {
     fn per_descriptor_state_stays_small() {
         // Memory per idle connection (issue 15): an idle stream is its slot alone (its box
         // comes with input or output and goes when it holds nothing).
-        assert!(std::mem::size_of::<Slot>() <= 40, "Slot is {} B", std::mem::size_of::<Slot>());
+        assert!(std::mem::size_of::<Slot>() <= 32, "Slot is {} B", std::mem::size_of::<Slot>());
     }
 
     fn uring() -> Option<Uring> {
@@ -1452,9 +1452,9 @@ mod tests {
         u.set_stream(a.as_fd(), true).unwrap();
         readable(&mut u, 1);
         let st = &u.slots[a.as_raw_fd() as usize];
-        assert!(st.took >= FAIR_BUFS, "one wait took {} buffers: the case proves nothing", st.took);
+        assert!(st.took() >= FAIR_BUFS, "one wait took {} buffers: the case proves nothing", st.took());
         assert!(st.held.inbox.len() < INBOX_CAP, "the inbox bound alone would have stopped it");
-        assert!(!st.has(RECV_ARMED), "a receive past its share ({} buffers) was left running", st.took);
+        assert!(!st.has(RECV_ARMED), "a receive past its share ({} buffers) was left running", st.took());
         // Taking the input arms it again: nothing is lost, the rest comes in later passes.
         let mut got = 0;
         let mut buf = [0u8; 65536];

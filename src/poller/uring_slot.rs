@@ -35,17 +35,21 @@ pub(super) const RECV_ARMED: u16 = 1 << 8;
 pub(super) const INFLIGHT: u16 = 1 << 9;
 /// Stream mode: on `Uring::writers` (write interest: writable reports come from the send side).
 pub(super) const WRITER: u16 = 1 << 10;
+/// Stream mode: the buffers its receive filled in the current wait (the fairness bound),
+/// counted up to 15 in these four bits and reset when the next wait begins.
+const TOOK_SHIFT: u16 = 11;
+const TOOK: u16 = 0xf << TOOK_SHIFT;
 /// Every bit that belongs to stream mode, cleared when it ends.
-pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER;
+pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER | TOOK;
 
 /// One descriptor number's state.
 #[derive(Clone, Default)]
 pub(super) struct Slot {
     pub token: u64,
-    /// The sequence number of the last poll armed for this number (it only grows).
+    /// The sequence number of the last poll or second look armed for this number (it only
+    /// grows). They share it: a look is pushed only while no poll is armed, and the next poll
+    /// supersedes a look that has not completed yet.
     pub seq: u32,
-    /// The sequence number of the last second look (it only grows).
-    pub check_seq: u32,
     /// The sequence number of the last receive armed for this number: it only grows, also
     /// across `remove` and stream mode off and on, so a late completion of an earlier receive
     /// never passes for the current one.
@@ -56,11 +60,10 @@ pub(super) struct Slot {
     /// Stream mode: what the stream holds, allocated only while it holds something.
     pub held: Held,
     /// Where in the current wait's events the stream's event is (a read and a write report
-    /// share one event; see `report`).
-    pub ev_at: u32,
-    /// Buffers the stream's receive filled in the current wait (the fairness bound), reset when
-    /// the next wait begins.
-    pub took: u8,
+    /// share one event; see `report`). Past `u16::MAX` events a stream's reports in one wait
+    /// may come as separate events, which costs only a repeated readiness.
+    pub ev_at: u16,
+    /// The flags above, and the `TOOK` count.
     bits: u16,
 }
 
@@ -83,6 +86,26 @@ impl Slot {
         let was = self.has(bits);
         self.set(bits, false);
         was
+    }
+
+    /// Buffers the stream's receive filled in the current wait.
+    pub fn took(&self) -> u8 {
+        ((self.bits & TOOK) >> TOOK_SHIFT) as u8
+    }
+
+    /// Counts one more buffer taken in this wait (saturating), saying whether it is the
+    /// first (so the caller lists the stream for the reset at the next wait).
+    pub fn count_took(&mut self) -> bool {
+        let took = self.took();
+        if took < 15 {
+            self.bits = (self.bits & !TOOK) | (u16::from(took + 1) << TOOK_SHIFT);
+        }
+        took == 0
+    }
+
+    /// A new wait: the stream has its full share again.
+    pub fn reset_took(&mut self) {
+        self.bits &= !TOOK;
     }
 
     pub fn interest(&self) -> Interest {
@@ -124,7 +147,6 @@ impl Slot {
     /// Ends stream mode, handing back what the stream held.
     pub fn end_stream(&mut self) -> Option<Box<StreamBufs>> {
         self.set(STREAM_BITS, false);
-        self.took = 0;
         std::mem::take(&mut self.held).0
     }
 }
