@@ -58,7 +58,7 @@
 use super::uring_buf::BufRing;
 use super::uring_ring::{self as ring_ops, RingFlags};
 use super::uring_slot::{
-    grow_slots, Out, Slot, ARMED, EOF, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE, WRITER,
+    Out, Slot, Slots, ARMED, EOF, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE, WRITER,
 };
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
@@ -145,7 +145,7 @@ pub(crate) struct Uring {
     flags: RingFlags,
     /// The thread the ring is enabled for, when it is single-issuer.
     owner: Option<ThreadId>,
-    slots: Vec<Slot>,
+    slots: Slots,
     /// Descriptors that may need a poll armed at the next wait.
     to_arm: Vec<RawFd>,
     /// The waker's eventfd, and whether its multishot poll is in flight.
@@ -211,7 +211,7 @@ impl Uring {
             bufs: None,
             flags,
             owner: None,
-            slots: Vec::new(),
+            slots: Slots::default(),
             to_arm: Vec::new(),
             waker: None,
             suspects: Vec::new(),
@@ -234,7 +234,7 @@ impl Uring {
 
     fn slot(&mut self, fd: RawFd) -> &mut Slot {
         let i = fd as usize; // a BorrowedFd is never negative
-        grow_slots(&mut self.slots, i);
+        self.slots.grow(i);
         &mut self.slots[i]
     }
 
@@ -368,7 +368,7 @@ impl Uring {
                 continue;
             }
             let i = fd as usize; // an open descriptor: not negative
-            grow_slots(&mut self.slots, i);
+            self.slots.grow(i);
             let slot = &mut self.slots[i];
             slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
             let data = user_data(KIND_SEND, fd, slot.send_seq);
