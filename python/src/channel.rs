@@ -64,6 +64,44 @@ pub struct Channel {
     watched_write: bool,
     /// Already on `marks` since the poller last looked at it.
     marked: bool,
+    /// `connected`, `accepting`, `connecting`, `debug` and `socket`, indexed by [`Field`]:
+    /// what was assigned (any object), `None` while unassigned (the flags then read as
+    /// `False`, `socket` is missing).
+    fields: [Option<Py<PyAny>>; FIELDS],
+}
+
+/// The attributes held in the object itself (data descriptors of the base class), so that the
+/// native methods read them without a dictionary lookup. They behave as plain attributes with
+/// a class default of `False` (`socket`: none): assignment stores any object, `del` returns to
+/// the default, and a subclass that defines one of these names itself (a class attribute or a
+/// property) takes it over, as it would over any base attribute.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Field {
+    Connected,
+    Accepting,
+    Connecting,
+    Debug,
+    Socket,
+}
+
+const FIELDS: usize = 5;
+
+impl Field {
+    fn name(self) -> Name {
+        match self {
+            Field::Connected => Name::Connected,
+            Field::Accepting => Name::Accepting,
+            Field::Connecting => Name::Connecting,
+            Field::Debug => Name::Debug,
+            Field::Socket => Name::Socket,
+        }
+    }
+
+    /// The flags are the loop's business: assigning one tells the poller to ask the channel's
+    /// interest again.
+    fn marks(self) -> bool {
+        matches!(self, Field::Connected | Field::Accepting | Field::Connecting)
+    }
 }
 
 impl Channel {
@@ -77,6 +115,48 @@ impl Channel {
         self.marked = false;
     }
 
+    /// Whether the channel is on its poller's queue, not yet looked at.
+    pub fn is_marked(&self) -> bool {
+        self.marked
+    }
+
+    /// A flag's value: what was assigned, else `False`.
+    fn flag_value(&self, py: Python<'_>, field: Field) -> Py<PyAny> {
+        match &self.fields[field as usize] {
+            Some(v) => v.clone_ref(py),
+            None => pyo3::types::PyBool::new(py, false).to_owned().into_any().unbind(),
+        }
+    }
+
+    /// Assigns a field (any object, `None` included). Deleting one is refused by the
+    /// descriptor ("can't delete attribute").
+    fn store(slf: &Bound<'_, Self>, field: Field, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let old = {
+            let mut c = slf.try_borrow_mut()?;
+            if field.marks() {
+                c.mark();
+            }
+            c.fields[field as usize].replace(value.unbind())
+        };
+        // Released after the borrow ends (a finaliser may run Python code).
+        drop(old);
+        Ok(())
+    }
+
+    /// Whether the state the native interest answers read (`connected`, `accepting` and
+    /// `out_buffer`) can change only by assignment, which marks the channel: the flags hold
+    /// `True`, `False` or nothing, and `out_buffer` nothing or exactly `bytes` (a bytearray
+    /// could grow in place, unseen).
+    pub fn state_is_plain(&self, py: Python<'_>) -> bool {
+        let t = pyo3::types::PyBool::new(py, true).as_ptr();
+        let f = pyo3::types::PyBool::new(py, false).as_ptr();
+        let flag_ok =
+            |x: Field| self.fields[x as usize].as_ref().is_none_or(|v| v.as_ptr() == t || v.as_ptr() == f);
+        flag_ok(Field::Connected)
+            && flag_ok(Field::Accepting)
+            && self.out_buffer.as_ref().is_none_or(|b| b.bind(py).is_exact_instance_of::<PyBytes>())
+    }
+
     /// Whether `out_buffer` holds bytes (for the native `writable()` answer).
     pub fn pending_out(slf: &Bound<'_, Channel>) -> PyResult<bool> {
         let py = slf.py();
@@ -88,25 +168,102 @@ impl Channel {
     }
 }
 
+/// `Channel`'s type object, for cheap type checks.
+pub static CHANNEL: sys::FastType<Channel> = sys::FastType::new();
+
+/// `obj` as a channel, if it is one.
+pub fn as_channel<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Channel>> {
+    CHANNEL.downcast(obj)
+}
+
 /// Tells the loop that `obj`'s pending output is now `pending`, if that differs from what the
 /// kernel watches.
 fn note(obj: &Bound<'_, PyAny>, pending: bool) {
-    if let Ok(ch) = obj.downcast::<Channel>() {
+    if let Some(ch) = as_channel(obj) {
         note_channel(ch, pending);
     }
 }
 
 fn note_channel(ch: &Bound<'_, Channel>, pending: bool) {
     let Ok(mut c) = ch.try_borrow_mut() else { return };
-    if c.marked || pending == c.watched_write {
-        return;
+    if pending != c.watched_write {
+        c.mark();
     }
-    if let Some(m) = &c.marks {
-        if let Ok(mut q) = m.lock() {
-            q.push(c.fd);
+}
+
+impl Channel {
+    /// Puts the channel on its poller's queue (once until the poller looks at it).
+    fn mark(&mut self) {
+        if self.marked {
+            return;
         }
-        c.marked = true;
+        if let Some(m) = &self.marks {
+            if let Ok(mut q) = m.lock() {
+                q.push(self.fd);
+            }
+            self.marked = true;
+        }
     }
+}
+
+/// `obj` as a channel when its class's attribute for `field` is the base's own descriptor
+/// (not taken over by a subclass), so the field is what Python would read.
+fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a Bound<'py, Channel>> {
+    match slot(obj, field.name()) {
+        Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(field) => as_channel(obj),
+        _ => None,
+    }
+}
+
+/// Whether the class's `connected` and `accepting` are the base's own fields (no subclass
+/// took either over), so that assignments to them mark the channel.
+pub fn class_uses_fields(ty: &Bound<'_, PyType>) -> bool {
+    [Field::Connected, Field::Accepting].into_iter().all(|f| {
+        matches!(names::lookup_in(ty, f.name(), native_index),
+                 Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(f))
+    })
+}
+
+/// The truth of a value, without a call for `True`, `False` and `None`.
+fn truth(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = v.py();
+    if v.as_ptr() == pyo3::types::PyBool::new(py, true).as_ptr() {
+        Ok(true)
+    } else if v.as_ptr() == pyo3::types::PyBool::new(py, false).as_ptr() || v.is_none() {
+        Ok(false)
+    } else {
+        v.is_truthy()
+    }
+}
+
+/// The flag `field` of `obj` (`connected`, `accepting`, ...), as Python would read it.
+pub fn flag_of(obj: &Bound<'_, PyAny>, field: Field) -> PyResult<bool> {
+    if let Some(ch) = field_owner(obj, field) {
+        let held = ch.try_borrow()?.fields[field as usize].as_ref().map(|v| v.bind(obj.py()).clone());
+        return match held {
+            Some(v) => truth(&v),
+            None => Ok(false),
+        };
+    }
+    obj.getattr(field.name().text(obj.py()))?.is_truthy()
+}
+
+/// `obj.<field> = value`, straight into the field when the base's descriptor is in force.
+fn set_field(obj: &Bound<'_, PyAny>, field: Field, value: bool) -> PyResult<()> {
+    let py = obj.py();
+    if let Some(ch) = field_owner(obj, field) {
+        let v = pyo3::types::PyBool::new(py, value).to_owned().into_any().unbind();
+        let old = {
+            let mut c = ch.try_borrow_mut()?;
+            if field.marks() {
+                c.mark();
+            }
+            c.fields[field as usize].replace(v)
+        };
+        drop(old);
+        return Ok(());
+    }
+    obj.setattr(field.name().text(py), value)
 }
 
 /// The package's Python pieces the natives need: the `dispatcher` class (its `send` is what
@@ -159,9 +316,11 @@ enum Nat {
     ChatCollect,
     ChatCollectPlain,
     ChatInitiateSend,
+    /// The data descriptor of a [`Field`] (read, never called).
+    Field(Field),
 }
 
-const NAT_NAMES: [(&str, Nat); 15] = [
+const NAT_NAMES: [(&str, Nat); 20] = [
     ("recv", Nat::Recv),
     ("send", Nat::Send),
     ("accept", Nat::Accept),
@@ -177,6 +336,11 @@ const NAT_NAMES: [(&str, Nat); 15] = [
     ("_chat_collect_incoming_data", Nat::ChatCollect),
     ("_chat_collect_plain", Nat::ChatCollectPlain),
     ("_chat_initiate_send", Nat::ChatInitiateSend),
+    ("connected", Nat::Field(Field::Connected)),
+    ("accepting", Nat::Field(Field::Accepting)),
+    ("connecting", Nat::Field(Field::Connecting)),
+    ("debug", Nat::Field(Field::Debug)),
+    ("socket", Nat::Field(Field::Socket)),
 ];
 
 /// The addresses of this class's method descriptors (the class keeps them alive).
@@ -210,7 +374,14 @@ fn attr<'py>(
 }
 
 fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<bool> {
-    attr(obj, d, name)?.is_truthy()
+    let field = match name {
+        Name::Connected => Field::Connected,
+        Name::Accepting => Field::Accepting,
+        Name::Connecting => Field::Connecting,
+        Name::Debug => Field::Debug,
+        _ => return attr(obj, d, name)?.is_truthy(),
+    };
+    flag_of(obj, field)
 }
 
 /// `socket.socket`: objects of exactly this class are read and written here directly.
@@ -370,6 +541,7 @@ fn invoke<'py>(
 fn arity(k: Nat) -> usize {
     match k {
         Nat::Recv | Nat::Send | Nat::ChatCollect | Nat::ChatCollectPlain => 1,
+        Nat::Field(_) => usize::MAX, // not a method: called the generic way (and fails there)
         _ => 0,
     }
 }
@@ -401,6 +573,7 @@ fn run<'py>(
             Ok(none())
         }
         Nat::ChatInitiateSend => chat_initiate_send(obj, d).map(|_| none()),
+        Nat::Field(f) => obj.getattr(f.name().text(py)),
     }
 }
 
@@ -414,6 +587,12 @@ pub fn deliver(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<()> {
 // -- the dispatcher's methods ------------------------------------------------------------
 
 fn socket_of<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(ch) = field_owner(obj, Field::Socket) {
+        let held = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.bind(obj.py()).clone());
+        if let Some(s) = held {
+            return Ok(s);
+        }
+    }
     attr(obj, d, Name::Socket)
 }
 
@@ -472,8 +651,8 @@ fn send<'py>(
 
 fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    for name in [intern!(py, "connected"), intern!(py, "accepting"), intern!(py, "connecting")] {
-        obj.setattr(name, false)?;
+    for field in [Field::Connected, Field::Accepting, Field::Connecting] {
+        set_field(obj, field, false)?;
     }
     invoke(obj, d, Name::DelChannel, &[])?;
     let sock = socket_of(obj, d)?;
@@ -534,8 +713,8 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
         return Err(PyOSError::new_err((code.unbind(), text)));
     }
     invoke(obj, d, Name::HandleConnect, &[])?;
-    obj.setattr(intern!(py, "connected"), true)?;
-    obj.setattr(intern!(py, "connecting"), false)?;
+    set_field(obj, Field::Connected, true)?;
+    set_field(obj, Field::Connecting, false)?;
     Ok(())
 }
 
@@ -635,7 +814,10 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
 
 fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    let ch = obj.downcast::<Channel>()?;
+    let ch = match as_channel(obj) {
+        Some(ch) => ch,
+        None => obj.downcast::<Channel>()?,
+    };
     let pending = out_buffer(ch)?;
     let chunk =
         if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
@@ -910,6 +1092,7 @@ crate::one_arg_method!(CHAT_PUSH, Channel, "_chat_push", "data", "`async_chat.pu
 
 /// Replaces the pyo3 versions of the hot methods by the direct ones.
 pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+    CHANNEL.init(py);
     let ty = py.get_type::<Channel>();
     for def in [&RECV, &SEND, &WS_SEND, &CHAT_PUSH] {
         sys::install(&ty, def)?;
@@ -922,13 +1105,20 @@ impl Channel {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Channel {
-        Channel { out_buffer: None, marks: None, fd: -1, watched_write: false, marked: false }
+        Channel {
+            out_buffer: None,
+            marks: None,
+            fd: -1,
+            watched_write: false,
+            marked: false,
+            fields: Default::default(),
+        }
     }
 
-    /// `out_buffer` may hold any object (even one that refers back to the channel): the
-    /// garbage collector sees it, so such a cycle is collected.
+    /// `out_buffer` and the fields may hold any object (even one that refers back to the
+    /// channel): the garbage collector sees them, so such a cycle is collected.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(b) = &self.out_buffer {
+        for b in self.out_buffer.iter().chain(self.fields.iter().flatten()) {
             visit.call(b)?;
         }
         Ok(())
@@ -936,6 +1126,67 @@ impl Channel {
 
     fn __clear__(&mut self) {
         self.out_buffer = None;
+        self.fields = Default::default();
+    }
+
+    /// True once connected (or given a connected socket); assigning it tells the loop.
+    #[getter]
+    fn get_connected(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Connected)
+    }
+
+    #[setter]
+    fn set_connected(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Connected, value)
+    }
+
+    /// True once `listen()` was called; assigning it tells the loop.
+    #[getter]
+    fn get_accepting(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Accepting)
+    }
+
+    #[setter]
+    fn set_accepting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Accepting, value)
+    }
+
+    /// True while a `connect()` is under way; assigning it tells the loop.
+    #[getter]
+    fn get_connecting(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Connecting)
+    }
+
+    #[setter]
+    fn set_connecting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Connecting, value)
+    }
+
+    /// When true, `dispatcher_with_send.send` logs what it sends.
+    #[getter]
+    fn get_debug(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Debug)
+    }
+
+    #[setter]
+    fn set_debug(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Debug, value)
+    }
+
+    /// The channel's socket (or file wrapper).
+    #[getter]
+    fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let held = slf.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.clone_ref(py));
+        held.ok_or_else(|| {
+            let class = slf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyAttributeError::new_err(format!("'{class}' object has no attribute 'socket'"))
+        })
+    }
+
+    #[setter]
+    fn set_socket(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Socket, value)
     }
 
     /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.

@@ -372,3 +372,38 @@ pub fn install(ty: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<()> 
     let name = unsafe { std::ffi::CStr::from_ptr(def.0.ml_name) };
     ty.setattr(name.to_str().map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?, descr)
 }
+
+/// The type object of pyclass `T`, kept as a raw pointer once the module is initialised, so
+/// that a type check costs a pointer compare (or an MRO walk for subclasses) instead of
+/// pyo3's lazy type-object lookup on each call.
+pub struct FastType<T>(std::sync::atomic::AtomicPtr<ffi::PyTypeObject>, std::marker::PhantomData<fn() -> T>);
+
+impl<T: pyo3::PyTypeInfo> FastType<T> {
+    pub const fn new() -> Self {
+        FastType(std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()), std::marker::PhantomData)
+    }
+
+    /// Takes `T`'s type object (which lives as long as the process: pyo3 never frees it).
+    pub fn init(&self, py: Python<'_>) {
+        self.0.store(T::type_object_raw(py), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `obj` as a `T` when it is one (an instance of `T` or of a subclass).
+    pub fn downcast<'a, 'py>(&self, obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
+        let tp = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        if tp.is_null() {
+            return obj.downcast::<T>().ok();
+        }
+        // SAFETY: `tp` is `T`'s type object (stored by `init` from T::type_object_raw, never
+        // freed); PyObject_TypeCheck reads the live object's type and, for a subclass, its MRO.
+        // When it holds, `obj` is an instance of `T` or a subclass, which is exactly what
+        // downcast_unchecked requires.
+        unsafe {
+            if ffi::PyObject_TypeCheck(obj.as_ptr(), tp) != 0 {
+                Some(obj.downcast_unchecked::<T>())
+            } else {
+                None
+            }
+        }
+    }
+}
