@@ -157,6 +157,13 @@ impl Channel {
             && self.out_buffer.as_ref().is_none_or(|b| b.bind(py).is_exact_instance_of::<PyBytes>())
     }
 
+    /// `connected` and `accepting` as booleans (what [`Channel::state_is_plain`] allows).
+    pub fn plain_flags(&self, py: Python<'_>) -> (bool, bool) {
+        let t = pyo3::types::PyBool::new(py, true).as_ptr();
+        let on = |x: Field| self.fields[x as usize].as_ref().is_some_and(|v| v.as_ptr() == t);
+        (on(Field::Connected), on(Field::Accepting))
+    }
+
     /// Whether `out_buffer` holds bytes (for the native `writable()` answer).
     pub fn pending_out(slf: &Bound<'_, Channel>) -> PyResult<bool> {
         let py = slf.py();
@@ -367,10 +374,39 @@ fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
 /// unused here, kept so that reads and calls take the same arguments.
 fn attr<'py>(
     obj: &Bound<'py, PyAny>,
-    _d: Option<&Bound<'py, PyDict>>,
+    d: Option<&Bound<'py, PyDict>>,
     name: Name,
 ) -> PyResult<Bound<'py, PyAny>> {
-    obj.getattr(name.text(obj.py()))
+    let py = obj.py();
+    // async_chat's per-instance state: normally in the instance dictionary, which Python
+    // consults first unless the class has a data descriptor of that name.
+    if matches!(name, Name::AcInBuffer | Name::Terminator | Name::ProducerFifo | Name::Incoming) {
+        if let Some(d) = d {
+            if !matches!(slot(obj, name), Found::Data) {
+                if let Some(v) = d.get_item(name.text(py))? {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+    obj.getattr(name.text(py))
+}
+
+/// `obj.name = value`: into the instance dictionary directly when that is where Python's
+/// own assignment would put it (generic `__setattr__`, no data descriptor of that name).
+fn set_attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    name: Name,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = obj.py();
+    if let Some(d) = d {
+        if sys::generic_setattr(obj) && !matches!(slot(obj, name), Found::Data) {
+            return d.set_item(name.text(py), value);
+        }
+    }
+    obj.setattr(name.text(py), value)
 }
 
 fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<bool> {
@@ -892,7 +928,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         Err(e) => return Err(e),
     };
     let data = encoded(obj, d, data)?;
-    let in_buf = Name::AcInBuffer.text(py);
+    let in_buf = Name::AcInBuffer;
     let held = attr(obj, d, Name::AcInBuffer)?;
     let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
     let empty = PyBytes::new(py, b"");
@@ -902,22 +938,22 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         let term = invoke(obj, d, Name::GetTerminator, &[])?;
         if !term.is_truthy()? {
             // No records: everything is data.
-            obj.setattr(in_buf, &empty)?;
+            set_attr(obj, d, in_buf, &empty)?;
             invoke(obj, d, collect, &[&buf])?;
         } else if term.is_instance_of::<pyo3::types::PyInt>() {
             let have = buf.len()? as isize;
             let want: Option<isize> = term.extract().ok();
             match want {
                 Some(n) if n <= have => {
-                    obj.setattr(in_buf, slice(&buf, n, None)?)?;
-                    obj.setattr(Name::Terminator.text(py), 0)?;
+                    set_attr(obj, d, in_buf, &slice(&buf, n, None)?)?;
+                    set_attr(obj, d, Name::Terminator, &0i32.into_pyobject(py)?.into_any())?;
                     invoke(obj, d, collect, &[&slice(&buf, 0, Some(n))?])?;
                     invoke(obj, d, Name::FoundTerminator, &[])?;
                 }
                 _ => {
                     // Not reached yet: take it all and count down.
-                    obj.setattr(in_buf, &empty)?;
-                    obj.setattr(Name::Terminator.text(py), term.sub(have)?)?;
+                    set_attr(obj, d, in_buf, &empty)?;
+                    set_attr(obj, d, Name::Terminator, &term.sub(have)?)?;
                     invoke(obj, d, collect, &[&buf])?;
                 }
             }
@@ -933,7 +969,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
             let (hay, needle) = (whole.as_bytes(), term.as_bytes());
             match find(hay, needle) {
                 Some(at) => {
-                    obj.setattr(in_buf, PyBytes::new(py, &hay[at + needle.len()..]))?;
+                    set_attr(obj, d, in_buf, &PyBytes::new(py, &hay[at + needle.len()..]))?;
                     if at > 0 {
                         invoke(obj, d, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
                     }
@@ -943,7 +979,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
                     // Keep a tail that may begin the terminator for the next read.
                     let cut = hay.len() - prefix_at_end(hay, needle);
                     let rest = if cut < hay.len() { PyBytes::new(py, &hay[cut..]) } else { empty.clone() };
-                    obj.setattr(in_buf, rest)?;
+                    set_attr(obj, d, in_buf, &rest)?;
                     if cut == hay.len() {
                         invoke(obj, d, collect, &[whole.as_any()])?;
                     } else if cut > 0 {
@@ -956,6 +992,11 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         buf = attr(obj, d, Name::AcInBuffer)?;
     }
     Ok(())
+}
+
+/// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).
+pub fn chat_queued(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
+    chat_queue(obj, d)?.is_truthy()
 }
 
 fn chat_queue<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {

@@ -718,11 +718,12 @@ impl Poller {
     }
 
     /// Whether the channel registered at `fd`, which got an event this pass and is not marked,
-    /// still has the interest it is registered with, for sure: a `dispatcher` or
-    /// `dispatcher_with_send` whose class leaves `readable`, `writable`, `connected` and
-    /// `accepting` to the package (checked against the class's version tag), with no
-    /// `readable`/`writable` of its own and state that only assignment changes
-    /// ([`Channel::state_is_plain`]); each such assignment marks it.
+    /// still has the interest it is registered with, for sure: a `dispatcher`,
+    /// `dispatcher_with_send` or `async_chat` whose class leaves `readable`, `writable`,
+    /// `connected` and `accepting` to the package (checked against the class's version tag),
+    /// with no `readable`/`writable` of its own and state that only assignment changes
+    /// ([`Channel::state_is_plain`]; each such assignment marks it); for `async_chat` the
+    /// queue, which can change in place, is asked again.
     fn unchanged(&self, py: Python<'_>, fd: RawFd) -> bool {
         let Some(e) = self.entries.get(&fd) else { return false };
         let Holder::Weak(w) = &e.obj else { return false };
@@ -730,19 +731,29 @@ impl Poller {
         let Some(ch) = channel::as_channel(&obj) else { return false };
         let (ty, tag) = sys::class_and_tag(&obj);
         let Some(tk) = self.kinds.get(&ty) else { return false };
-        if !matches!(tk.kind, Kind::Plain | Kind::WithSend) || !tk.fields || tag == 0 || tag != tk.tag {
+        if tk.kind == Kind::Python || !tk.fields || tag == 0 || tag != tk.tag {
             return false;
         }
-        match ch.try_borrow() {
-            Ok(c) if !c.is_marked() && c.state_is_plain(py) => {}
+        let (connected, accepting) = match ch.try_borrow() {
+            Ok(c) if !c.is_marked() && c.state_is_plain(py) => c.plain_flags(py),
             _ => return false,
-        }
-        match sys::instance_dict(&obj) {
-            Some(d) => {
-                !d.contains(intern!(py, "readable")).unwrap_or(true)
-                    && !d.contains(intern!(py, "writable")).unwrap_or(true)
+        };
+        let d = sys::instance_dict(&obj);
+        if let Some(d) = &d {
+            if d.contains(intern!(py, "readable")).unwrap_or(true)
+                || d.contains(intern!(py, "writable")).unwrap_or(true)
+            {
+                return false;
             }
-            None => true,
+        }
+        if tk.kind != Kind::Chat {
+            return true;
+        }
+        // async_chat's queue is a deque its users may change in place: ask it, and compare
+        // with what is registered.
+        match channel::chat_queued(&obj, d.as_ref()) {
+            Ok(queued) => e.interest == Interest { read: true, write: (!connected || queued) && !accepting },
+            Err(_) => false,
         }
     }
 

@@ -181,6 +181,19 @@ pub fn generic_getattr(ty: &Bound<'_, PyType>) -> bool {
     slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
 }
 
+/// Whether `obj`'s class assigns attributes with Python's generic `__setattr__` (no
+/// `__setattr__`/`__delattr__` of its own or of a base).
+pub fn generic_setattr(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: reading one slot field of a live object's type.
+    let slot = unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_setattro };
+    let generic: unsafe extern "C" fn(
+        *mut ffi::PyObject,
+        *mut ffi::PyObject,
+        *mut ffi::PyObject,
+    ) -> libc::c_int = ffi::PyObject_GenericSetAttr;
+    slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
+}
+
 /// `callable(first, *args)` (`first` when given) by vectorcall: no argument tuple, no bound
 /// method object.
 pub fn call<'py>(

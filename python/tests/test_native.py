@@ -742,3 +742,24 @@ class NativeFields(unittest.TestCase):
                     Echo.writable = saved
                 self.assertLessEqual(self.full_scans() - scans, 1)  # the class change only
                 e.close()
+
+    def test_a_chat_queue_changed_in_place_by_a_handler_is_seen_next_pass(self):
+        class Direct(Chat):
+            def found_terminator(self):
+                Chat.found_terminator(self)
+                self.producer_fifo.append(b"ack\n")     # not push(): no native method runs
+
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                m = asyncore.SocketMap()
+                a, b = self.pair()
+                c = Direct(a, m)
+                asyncore.loop(timeout=0, map=m, count=1, backend=backend)
+                scans = self.full_scans()
+                b.send(b"one\n")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)   # the read
+                self.assertEqual(c.lines, [b"one"])
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)   # the write
+                self.assertEqual(b.recv(100), b"ack\n")
+                self.assertEqual(self.full_scans(), scans)
+                c.close()
