@@ -842,7 +842,16 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
     let held = out_buffer(ch)?;
-    set_out_buffer(ch, held.add(data)?)?;
+    // b"" + data is data itself when both are bytes (CPython hands back the same object).
+    let joined = if held.is_exact_instance_of::<PyBytes>()
+        && data.is_exact_instance_of::<PyBytes>()
+        && held.downcast::<PyBytes>().is_ok_and(|b| b.as_bytes().is_empty())
+    {
+        data.clone()
+    } else {
+        held.add(data)?
+    };
+    set_out_buffer(ch, joined)?;
     invoke(obj, d, Name::InitiateSend, &[])?;
     note_channel(ch, Channel::pending_out(ch)?);
     Ok(())

@@ -387,36 +387,67 @@ pub fn install(ty: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<()> 
 }
 
 /// The type object of pyclass `T`, kept as a raw pointer once the module is initialised, so
-/// that a type check costs a pointer compare (or an MRO walk for subclasses) instead of
-/// pyo3's lazy type-object lookup on each call.
-pub struct FastType<T>(std::sync::atomic::AtomicPtr<ffi::PyTypeObject>, std::marker::PhantomData<fn() -> T>);
+/// that a type check costs a pointer compare instead of pyo3's lazy type-object lookup and an
+/// MRO walk on each call. The few subclasses seen last are kept too (held, so their addresses
+/// cannot be reused by another type while they are here).
+pub struct FastType<T> {
+    tp: std::sync::atomic::AtomicPtr<ffi::PyTypeObject>,
+    subs: pyo3::sync::GILProtected<std::cell::RefCell<Vec<Py<PyType>>>>,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+/// How many subclasses [`FastType`] remembers.
+const SUBS_KEPT: usize = 8;
 
 impl<T: pyo3::PyTypeInfo> FastType<T> {
     pub const fn new() -> Self {
-        FastType(std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()), std::marker::PhantomData)
+        FastType {
+            tp: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            subs: pyo3::sync::GILProtected::new(std::cell::RefCell::new(Vec::new())),
+            kind: std::marker::PhantomData,
+        }
     }
 
     /// Takes `T`'s type object (which lives as long as the process: pyo3 never frees it).
     pub fn init(&self, py: Python<'_>) {
-        self.0.store(T::type_object_raw(py), std::sync::atomic::Ordering::Relaxed);
+        self.tp.store(T::type_object_raw(py), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `obj` as a `T` when it is one (an instance of `T` or of a subclass).
     pub fn downcast<'a, 'py>(&self, obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
-        let tp = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let py = obj.py();
+        let tp = self.tp.load(std::sync::atomic::Ordering::Relaxed);
         if tp.is_null() {
             return obj.downcast::<T>().ok();
         }
+        let own = obj.get_type_ptr();
+        let known = own == tp || {
+            let subs = self.subs.get(py).borrow();
+            subs.iter().any(|s| s.as_ptr().cast() == own)
+        };
         // SAFETY: `tp` is `T`'s type object (stored by `init` from T::type_object_raw, never
-        // freed); PyObject_TypeCheck reads the live object's type and, for a subclass, its MRO.
-        // When it holds, `obj` is an instance of `T` or a subclass, which is exactly what
-        // downcast_unchecked requires.
+        // freed), and each type in `subs` was checked to be a subtype of it when it was put
+        // there and is held alive by the list, so no other type can have its address. So
+        // `known` means `obj`'s type is `T` or a subclass; otherwise PyObject_TypeCheck (on a
+        // live object, reading its type's MRO) decides. Either way `obj` is an instance of `T`
+        // or a subclass, which is what downcast_unchecked requires.
         unsafe {
-            if ffi::PyObject_TypeCheck(obj.as_ptr(), tp) != 0 {
-                Some(obj.downcast_unchecked::<T>())
-            } else {
-                None
+            if known {
+                return Some(obj.downcast_unchecked::<T>());
+            }
+            if ffi::PyObject_TypeCheck(obj.as_ptr(), tp) == 0 {
+                return None;
             }
         }
+        let class = obj.get_type().unbind();
+        let dropped = {
+            let mut subs = self.subs.get(py).borrow_mut();
+            let old = if subs.len() >= SUBS_KEPT { Some(subs.remove(0)) } else { None };
+            subs.push(class);
+            old
+        };
+        drop(dropped);
+        // SAFETY: PyObject_TypeCheck held just above.
+        Some(unsafe { obj.downcast_unchecked::<T>() })
     }
 }
