@@ -1036,9 +1036,40 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
             at += step_n;
         }
     }
-    invoke(obj, d, Name::InitiateSend, &[])?;
+    // The package's own initiate_send, not replaced: it goes on with the queue and the size
+    // read here (a deque's append runs no Python code, nor does reading the native
+    // `connected`, so neither can have changed before the send).
+    if native_target(obj, d, Name::InitiateSend)? == Some(Nat::ChatInitiateSend)
+        && is_deque(&fifo)
+        && field_owner(obj, Field::Connected).is_some()
+    {
+        chat_send_from(obj, d, &fifo, Some(step_n))?;
+    } else {
+        invoke(obj, d, Name::InitiateSend, &[])?;
+    }
     note(obj, chat_queue(obj, d)?.is_truthy()?);
     Ok(())
+}
+
+/// Exactly `collections.deque` (whose methods run no Python code).
+fn is_deque(v: &Bound<'_, PyAny>) -> bool {
+    static DEQUE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+    let py = v.py();
+    let ty = DEQUE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        Ok(py.import("collections")?.getattr("deque")?.downcast_into::<PyType>()?.unbind())
+    });
+    ty.is_ok_and(|t| v.get_type_ptr() == t.as_ptr().cast())
+}
+
+/// The native method `obj.name()` runs (what [`invoke`] would run natively), if it is one.
+fn native_target(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<Option<Nat>> {
+    let Found::Native(i) = slot(obj, name) else { return Ok(None) };
+    if let Some(d) = d {
+        if d.contains(name.text(obj.py()))? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(NAT_NAMES[i as usize].1))
 }
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1052,33 +1083,49 @@ fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) 
 }
 
 fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let py = obj.py();
     let fifo = chat_queue(obj, d)?;
+    chat_send_from(obj, d, &fifo, None)
+}
+
+/// `initiate_send` on the queue `fifo`; `limit`: `ac_out_buffer_size` when the caller just
+/// read it (used until Python code may have run).
+fn chat_send_from(
+    obj: &Bound<'_, PyAny>,
+    d: Option<&Bound<'_, PyDict>>,
+    fifo: &Bound<'_, PyAny>,
+    mut limit: Option<isize>,
+) -> PyResult<()> {
+    let py = obj.py();
     let popleft = intern!(py, "popleft");
     while fifo.is_truthy()? && flag(obj, d, Name::Connected)? {
         let head = fifo.get_item(0)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
-            call_method(&fifo, popleft, &[])?;
+            fifo.call_method0(popleft)?;
             invoke(obj, d, Name::HandleClose, &[])?;
             return Ok(());
         }
         let sliced = is_bytes_like(&head) || head.is_instance_of::<PyString>();
         if !sliced && head.hasattr(intern!(py, "more"))? {
             // A producer: its next piece goes in front of it; an empty one retires it.
+            limit = None; // Python code ran
             let piece = head.call_method0(intern!(py, "more"))?;
             if piece.is_truthy()? {
                 fifo.call_method1(intern!(py, "appendleft"), (piece,))?;
             } else {
-                call_method(&fifo, popleft, &[])?;
+                fifo.call_method0(popleft)?;
             }
             continue;
         }
         if !head.is_truthy()? {
-            call_method(&fifo, popleft, &[])?;
+            limit = None;
+            fifo.call_method0(popleft)?;
             continue;
         }
-        let limit: isize = attr(obj, d, Name::AcOutBufferSize)?.extract()?;
+        let limit: isize = match limit {
+            Some(n) => n,
+            None => attr(obj, d, Name::AcOutBufferSize)?.extract()?,
+        };
         let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
         let chunk = encoded(obj, d, chunk)?;
         let sent = match invoke(obj, d, Name::Send, &[&chunk]) {
@@ -1089,7 +1136,7 @@ fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
         if sent.is_truthy()? {
             let n: isize = sent.extract()?;
             if chunk.is(&head) && n >= head.len()? as isize {
-                call_method(&fifo, popleft, &[])?;
+                fifo.call_method0(popleft)?;
             } else {
                 fifo.set_item(0, slice(&head, n, None)?)?;
             }
