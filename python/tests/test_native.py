@@ -763,3 +763,20 @@ class NativeFields(unittest.TestCase):
                 self.assertEqual(b.recv(100), b"ack\n")
                 self.assertEqual(self.full_scans(), scans)
                 c.close()
+
+    def test_push_honours_the_instance_buffer_size_and_initiate_send(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        c.ac_out_buffer_size = 3            # on the instance: pieces of 3, one send per push
+        c.push(b"abcdefg")
+        self.assertEqual(b.recv(100), b"abc")
+        self.assertEqual(list(c.producer_fifo), [b"def", b"g"])
+        calls = []
+        c.initiate_send = lambda: calls.append("instance")
+        c.push(b"h")
+        self.assertEqual(calls, ["instance"])
+        self.assertEqual(list(c.producer_fifo), [b"def", b"g", b"h"])
+        del c.initiate_send
+        c.push(b"i")                        # native again, on what is queued first
+        self.assertEqual(b.recv(100), b"def")
+        self.assertEqual(list(c.producer_fifo), [b"g", b"h", b"i"])
