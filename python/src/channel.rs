@@ -656,8 +656,22 @@ fn recv<'py>(
         }
     }
     // End of stream, or the peer reset the connection.
-    invoke(obj, d, Name::HandleClose, &[])?;
+    close_now(obj, d)?;
     Ok(PyBytes::new(py, b"").into_any())
+}
+
+/// `obj.handle_close()` for `recv`/`send`, which are given no instance dictionary by their
+/// direct entries (they need it only here, on the way out).
+fn close_now(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let fetched;
+    let d = match d {
+        Some(d) => Some(d),
+        None => {
+            fetched = instance_dict(obj);
+            fetched.as_ref()
+        }
+    };
+    invoke(obj, d, Name::HandleClose, &[]).map(drop)
 }
 
 fn send<'py>(
@@ -677,7 +691,7 @@ fn send<'py>(
         Err(e) => match os_errno(py, &e) {
             Some(n) if n == libc::EWOULDBLOCK || n == libc::EAGAIN => zero(),
             Some(n) if is_disconnect(n) => {
-                invoke(obj, d, Name::HandleClose, &[])?;
+                close_now(obj, d)?;
                 zero()
             }
             _ => Err(e),
@@ -1155,10 +1169,7 @@ crate::one_arg_method!(
     "recv",
     "buffer_size",
     "Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.",
-    |ch, size| {
-        let obj = ch.as_any();
-        recv(obj, instance_dict(obj).as_ref(), size)
-    }
+    |ch, size| recv(ch.as_any(), None, size)
 );
 crate::one_arg_method!(
     SEND,
@@ -1166,10 +1177,7 @@ crate::one_arg_method!(
     "send",
     "data",
     "What the socket took: 0 when it would block or the peer has gone (then closed).",
-    |ch, data| {
-        let obj = ch.as_any();
-        send(obj, instance_dict(obj).as_ref(), data)
-    }
+    |ch, data| send(ch.as_any(), None, data)
 );
 crate::one_arg_method!(
     WS_SEND,

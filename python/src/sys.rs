@@ -423,7 +423,8 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
         let own = obj.get_type_ptr();
         let known = own == tp || {
             let subs = self.subs.get(py).borrow();
-            subs.iter().any(|s| s.as_ptr().cast() == own)
+            // The last one first: most channels of a program are of one or two classes.
+            subs.iter().rev().any(|s| s.as_ptr().cast() == own)
         };
         // SAFETY: `tp` is `T`'s type object (stored by `init` from T::type_object_raw, never
         // freed), and each type in `subs` was checked to be a subtype of it when it was put

@@ -780,3 +780,20 @@ class NativeFields(unittest.TestCase):
         c.push(b"i")                        # native again, on what is queued first
         self.assertEqual(b.recv(100), b"def")
         self.assertEqual(list(c.producer_fifo), [b"g", b"h", b"i"])
+
+    def test_recv_and_send_call_an_instance_handle_close_when_the_peer_goes(self):
+        # The direct recv/send entries look for the instance's own handle_close only on the
+        # way out; it must still be the one called.
+        for method in ("recv", "send"):
+            with self.subTest(method=method):
+                a, b = socket.socketpair()
+                self.addCleanup(a.close)
+                d = asyncore.dispatcher(a, {})
+                closed = []
+                d.handle_close = lambda: closed.append(method)
+                b.close()
+                if method == "recv":
+                    self.assertEqual(d.recv(10), b"")
+                else:
+                    self.assertEqual(d.send(b"x" * 4), 0)
+                self.assertEqual(closed, [method])
