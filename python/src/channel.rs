@@ -68,6 +68,10 @@ pub struct Channel {
     /// what was assigned (any object), `None` while unassigned (the flags then read as
     /// `False`, `socket` is missing).
     fields: [Option<Py<PyAny>>; FIELDS],
+    /// The version tag of the class under which all five fields were last found to be the
+    /// base's own (0: not known). Tags are never reused, so a match means the same class,
+    /// unchanged since: the per-class look-up can be skipped.
+    fields_tag: u32,
 }
 
 /// The attributes held in the object itself (data descriptors of the base class), so that the
@@ -216,11 +220,25 @@ impl Channel {
 /// `obj` as a channel when its class's attribute for `field` is the base's own descriptor
 /// (not taken over by a subclass), so the field is what Python would read.
 fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a Bound<'py, Channel>> {
-    match slot(obj, field.name()) {
-        Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(field) => as_channel(obj),
-        _ => None,
+    let ch = as_channel(obj)?;
+    let (_, tag) = sys::class_and_tag(obj);
+    if tag != 0 && ch.try_borrow().is_ok_and(|c| c.fields_tag == tag) {
+        return Some(ch);
     }
+    let native = |f: Field| matches!(slot(obj, f.name()), Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(f));
+    if ALL_FIELDS.into_iter().all(native) {
+        // The look-ups gave the class a tag if it had none.
+        let (_, tag) = sys::class_and_tag(obj);
+        if let Ok(mut c) = ch.try_borrow_mut() {
+            c.fields_tag = tag;
+        }
+        return Some(ch);
+    }
+    native(field).then_some(ch)
 }
+
+const ALL_FIELDS: [Field; FIELDS] =
+    [Field::Connected, Field::Accepting, Field::Connecting, Field::Debug, Field::Socket];
 
 /// Whether the class's `connected` and `accepting` are the base's own fields (no subclass
 /// took either over), so that assignments to them mark the channel.
@@ -1217,6 +1235,7 @@ impl Channel {
             watched_write: false,
             marked: false,
             fields: Default::default(),
+            fields_tag: 0,
         }
     }
 

@@ -797,3 +797,22 @@ class NativeFields(unittest.TestCase):
                 else:
                     self.assertEqual(d.send(b"x" * 4), 0)
                 self.assertEqual(closed, [method])
+
+    def test_a_flag_given_to_the_class_after_events_takes_over_at_once(self):
+        events = []
+
+        class Ch(asyncore.dispatcher):
+            def handle_accept(self):
+                events.append("accept")
+
+            def handle_read(self):
+                events.append("read")
+
+        a, b = self.pair()
+        ch = Ch(a, {})
+        ch.handle_read_event()              # the fields are the base's: known for the class
+        Ch.accepting = True                 # now the class says otherwise, for every instance
+        ch.handle_read_event()
+        del Ch.accepting                    # and the instance's own field again
+        ch.handle_read_event()
+        self.assertEqual(events, ["read", "accept", "read"])
