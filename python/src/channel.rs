@@ -794,7 +794,39 @@ fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
     Ok(())
 }
 
+/// `(accepting, connected, connecting)` in one look when all five fields are the base's (for
+/// the class as it is now) and the three hold `True`, `False` or nothing: reading them
+/// together then runs no Python code between the reads, as reading them one by one would
+/// not either.
+fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
+    let ch = field_owner(obj, Field::Accepting)?;
+    let (_, tag) = sys::class_and_tag(obj);
+    let c = ch.try_borrow().ok()?;
+    if tag == 0 || c.fields_tag != tag {
+        return None;
+    }
+    let py = obj.py();
+    let t = pyo3::types::PyBool::new(py, true).as_ptr();
+    let f = pyo3::types::PyBool::new(py, false).as_ptr();
+    let get = |x: Field| match &c.fields[x as usize] {
+        None => Some(false),
+        Some(v) if v.as_ptr() == t => Some(true),
+        Some(v) if v.as_ptr() == f => Some(false),
+        Some(_) => None,
+    };
+    Some((get(Field::Accepting)?, get(Field::Connected)?, get(Field::Connecting)?))
+}
+
 fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
+        if accepting {
+            return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
+        }
+        if !connected && connecting {
+            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+        }
+        return invoke(obj, d, Name::HandleRead, &[]).map(drop);
+    }
     if flag(obj, d, Name::Accepting)? {
         return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
     }
@@ -803,6 +835,15 @@ fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult
 }
 
 fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
+        if accepting {
+            return Ok(());
+        }
+        if !connected && connecting {
+            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+        }
+        return invoke(obj, d, Name::HandleWrite, &[]).map(drop);
+    }
     if flag(obj, d, Name::Accepting)? {
         return Ok(()); // a listening socket is never written to
     }

@@ -393,6 +393,8 @@ pub fn install(ty: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<()> 
 pub struct FastType<T> {
     tp: std::sync::atomic::AtomicPtr<ffi::PyTypeObject>,
     subs: pyo3::sync::GILProtected<std::cell::RefCell<Vec<Py<PyType>>>>,
+    /// The subclass of `subs` that matched last (0: none), checked before the list.
+    last: pyo3::sync::GILProtected<std::cell::Cell<usize>>,
     kind: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -404,6 +406,7 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
         FastType {
             tp: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             subs: pyo3::sync::GILProtected::new(std::cell::RefCell::new(Vec::new())),
+            last: pyo3::sync::GILProtected::new(std::cell::Cell::new(0)),
             kind: std::marker::PhantomData,
         }
     }
@@ -421,14 +424,19 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
             return obj.downcast::<T>().ok();
         }
         let own = obj.get_type_ptr();
-        let known = own == tp || {
+        let last = self.last.get(py);
+        let known = own == tp || own as usize == last.get() || {
             let subs = self.subs.get(py).borrow();
-            // The last one first: most channels of a program are of one or two classes.
-            subs.iter().rev().any(|s| s.as_ptr().cast() == own)
+            let hit = subs.iter().rev().any(|s| s.as_ptr().cast() == own);
+            if hit {
+                last.set(own as usize);
+            }
+            hit
         };
         // SAFETY: `tp` is `T`'s type object (stored by `init` from T::type_object_raw, never
         // freed), and each type in `subs` was checked to be a subtype of it when it was put
-        // there and is held alive by the list, so no other type can have its address. So
+        // there and is held alive by the list, so no other type can have its address; `last`
+        // is only ever the address of a type in `subs` (reset when that one leaves). So
         // `known` means `obj`'s type is `T` or a subclass; otherwise PyObject_TypeCheck (on a
         // live object, reading its type's MRO) decides. Either way `obj` is an instance of `T`
         // or a subclass, which is what downcast_unchecked requires.
@@ -444,6 +452,9 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
         let dropped = {
             let mut subs = self.subs.get(py).borrow_mut();
             let old = if subs.len() >= SUBS_KEPT { Some(subs.remove(0)) } else { None };
+            if old.as_ref().is_some_and(|o| o.as_ptr() as usize == last.get()) {
+                last.set(0); // `last` always names a type the list holds
+            }
             subs.push(class);
             old
         };
