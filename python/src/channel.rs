@@ -64,6 +64,48 @@ pub struct Channel {
     watched_write: bool,
     /// Already on `marks` since the poller last looked at it.
     marked: bool,
+    /// `connected`, `accepting`, `connecting`, `debug` and `socket`, indexed by [`Field`]:
+    /// what was assigned (any object), `None` while unassigned (the flags then read as
+    /// `False`, `socket` is missing).
+    fields: [Option<Py<PyAny>>; FIELDS],
+    /// The version tag of the class under which all five fields were last found to be the
+    /// base's own (0: not known). Tags are never reused, so a match means the same class,
+    /// unchanged since: the per-class look-up can be skipped.
+    fields_tag: u32,
+}
+
+/// The attributes held in the object itself (data descriptors of the base class), so that the
+/// native methods read them without a dictionary lookup. They behave as plain attributes with
+/// a class default of `False` (`socket`: none): assignment stores any object, `del` returns to
+/// the default, and a subclass that defines one of these names itself (a class attribute or a
+/// property) takes it over, as it would over any base attribute.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Field {
+    Connected,
+    Accepting,
+    Connecting,
+    Debug,
+    Socket,
+}
+
+const FIELDS: usize = 5;
+
+impl Field {
+    fn name(self) -> Name {
+        match self {
+            Field::Connected => Name::Connected,
+            Field::Accepting => Name::Accepting,
+            Field::Connecting => Name::Connecting,
+            Field::Debug => Name::Debug,
+            Field::Socket => Name::Socket,
+        }
+    }
+
+    /// The flags are the loop's business: assigning one tells the poller to ask the channel's
+    /// interest again.
+    fn marks(self) -> bool {
+        matches!(self, Field::Connected | Field::Accepting | Field::Connecting)
+    }
 }
 
 impl Channel {
@@ -77,6 +119,55 @@ impl Channel {
         self.marked = false;
     }
 
+    /// Whether the channel is on its poller's queue, not yet looked at.
+    pub fn is_marked(&self) -> bool {
+        self.marked
+    }
+
+    /// A flag's value: what was assigned, else `False`.
+    fn flag_value(&self, py: Python<'_>, field: Field) -> Py<PyAny> {
+        match &self.fields[field as usize] {
+            Some(v) => v.clone_ref(py),
+            None => pyo3::types::PyBool::new(py, false).to_owned().into_any().unbind(),
+        }
+    }
+
+    /// Assigns a field (any object, `None` included). Deleting one is refused by the
+    /// descriptor ("can't delete attribute").
+    fn store(slf: &Bound<'_, Self>, field: Field, value: Bound<'_, PyAny>) -> PyResult<()> {
+        let old = {
+            let mut c = slf.try_borrow_mut()?;
+            if field.marks() {
+                c.mark();
+            }
+            c.fields[field as usize].replace(value.unbind())
+        };
+        // Released after the borrow ends (a finaliser may run Python code).
+        drop(old);
+        Ok(())
+    }
+
+    /// Whether the state the native interest answers read (`connected`, `accepting` and
+    /// `out_buffer`) can change only by assignment, which marks the channel: the flags hold
+    /// `True`, `False` or nothing, and `out_buffer` nothing or exactly `bytes` (a bytearray
+    /// could grow in place, unseen).
+    pub fn state_is_plain(&self, py: Python<'_>) -> bool {
+        let t = pyo3::types::PyBool::new(py, true).as_ptr();
+        let f = pyo3::types::PyBool::new(py, false).as_ptr();
+        let flag_ok =
+            |x: Field| self.fields[x as usize].as_ref().is_none_or(|v| v.as_ptr() == t || v.as_ptr() == f);
+        flag_ok(Field::Connected)
+            && flag_ok(Field::Accepting)
+            && self.out_buffer.as_ref().is_none_or(|b| b.bind(py).is_exact_instance_of::<PyBytes>())
+    }
+
+    /// `connected` and `accepting` as booleans (what [`Channel::state_is_plain`] allows).
+    pub fn plain_flags(&self, py: Python<'_>) -> (bool, bool) {
+        let t = pyo3::types::PyBool::new(py, true).as_ptr();
+        let on = |x: Field| self.fields[x as usize].as_ref().is_some_and(|v| v.as_ptr() == t);
+        (on(Field::Connected), on(Field::Accepting))
+    }
+
     /// Whether `out_buffer` holds bytes (for the native `writable()` answer).
     pub fn pending_out(slf: &Bound<'_, Channel>) -> PyResult<bool> {
         let py = slf.py();
@@ -88,25 +179,116 @@ impl Channel {
     }
 }
 
+/// `Channel`'s type object, for cheap type checks.
+pub static CHANNEL: sys::FastType<Channel> = sys::FastType::new();
+
+/// `obj` as a channel, if it is one.
+pub fn as_channel<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Channel>> {
+    CHANNEL.downcast(obj)
+}
+
 /// Tells the loop that `obj`'s pending output is now `pending`, if that differs from what the
 /// kernel watches.
 fn note(obj: &Bound<'_, PyAny>, pending: bool) {
-    if let Ok(ch) = obj.downcast::<Channel>() {
+    if let Some(ch) = as_channel(obj) {
         note_channel(ch, pending);
     }
 }
 
 fn note_channel(ch: &Bound<'_, Channel>, pending: bool) {
     let Ok(mut c) = ch.try_borrow_mut() else { return };
-    if c.marked || pending == c.watched_write {
-        return;
+    if pending != c.watched_write {
+        c.mark();
     }
-    if let Some(m) = &c.marks {
-        if let Ok(mut q) = m.lock() {
-            q.push(c.fd);
+}
+
+impl Channel {
+    /// Puts the channel on its poller's queue (once until the poller looks at it).
+    fn mark(&mut self) {
+        if self.marked {
+            return;
         }
-        c.marked = true;
+        if let Some(m) = &self.marks {
+            if let Ok(mut q) = m.lock() {
+                q.push(self.fd);
+            }
+            self.marked = true;
+        }
     }
+}
+
+/// `obj` as a channel when its class's attribute for `field` is the base's own descriptor
+/// (not taken over by a subclass), so the field is what Python would read.
+fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a Bound<'py, Channel>> {
+    let ch = as_channel(obj)?;
+    let (_, tag) = sys::class_and_tag(obj);
+    if tag != 0 && ch.try_borrow().is_ok_and(|c| c.fields_tag == tag) {
+        return Some(ch);
+    }
+    let native = |f: Field| matches!(slot(obj, f.name()), Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(f));
+    if ALL_FIELDS.into_iter().all(native) {
+        // The look-ups gave the class a tag if it had none.
+        let (_, tag) = sys::class_and_tag(obj);
+        if let Ok(mut c) = ch.try_borrow_mut() {
+            c.fields_tag = tag;
+        }
+        return Some(ch);
+    }
+    native(field).then_some(ch)
+}
+
+const ALL_FIELDS: [Field; FIELDS] =
+    [Field::Connected, Field::Accepting, Field::Connecting, Field::Debug, Field::Socket];
+
+/// Whether the class's `connected` and `accepting` are the base's own fields (no subclass
+/// took either over), so that assignments to them mark the channel.
+pub fn class_uses_fields(ty: &Bound<'_, PyType>) -> bool {
+    [Field::Connected, Field::Accepting].into_iter().all(|f| {
+        matches!(names::lookup_in(ty, f.name(), native_index),
+                 Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(f))
+    })
+}
+
+/// The truth of a value, without a call for `True`, `False` and `None`.
+fn truth(v: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = v.py();
+    if v.as_ptr() == pyo3::types::PyBool::new(py, true).as_ptr() {
+        Ok(true)
+    } else if v.as_ptr() == pyo3::types::PyBool::new(py, false).as_ptr() || v.is_none() {
+        Ok(false)
+    } else {
+        v.is_truthy()
+    }
+}
+
+/// The flag `field` of `obj` (`connected`, `accepting`, ...), as Python would read it.
+pub fn flag_of(obj: &Bound<'_, PyAny>, field: Field) -> PyResult<bool> {
+    if let Some(ch) = field_owner(obj, field) {
+        let held = ch.try_borrow()?.fields[field as usize].as_ref().map(|v| v.bind(obj.py()).clone());
+        return match held {
+            Some(v) => truth(&v),
+            None => Ok(false),
+        };
+    }
+    obj.getattr(field.name().text(obj.py()))?.is_truthy()
+}
+
+/// `obj.<field> = value`, straight into the field when the base's descriptor is in force.
+fn set_field(obj: &Bound<'_, PyAny>, field: Field, value: bool) -> PyResult<()> {
+    let py = obj.py();
+    if let Some(ch) = field_owner(obj, field) {
+        let v = pyo3::types::PyBool::new(py, value).to_owned().into_any().unbind();
+        let old = {
+            let mut c = ch.try_borrow_mut()?;
+            if field.marks() {
+                c.mark();
+            }
+            c.fields[field as usize].replace(v)
+        };
+        drop(old);
+        return Ok(());
+    }
+    obj.setattr(field.name().text(py), value)
 }
 
 /// The package's Python pieces the natives need: the `dispatcher` class (its `send` is what
@@ -159,9 +341,11 @@ enum Nat {
     ChatCollect,
     ChatCollectPlain,
     ChatInitiateSend,
+    /// The data descriptor of a [`Field`] (read, never called).
+    Field(Field),
 }
 
-const NAT_NAMES: [(&str, Nat); 15] = [
+const NAT_NAMES: [(&str, Nat); 20] = [
     ("recv", Nat::Recv),
     ("send", Nat::Send),
     ("accept", Nat::Accept),
@@ -177,6 +361,11 @@ const NAT_NAMES: [(&str, Nat); 15] = [
     ("_chat_collect_incoming_data", Nat::ChatCollect),
     ("_chat_collect_plain", Nat::ChatCollectPlain),
     ("_chat_initiate_send", Nat::ChatInitiateSend),
+    ("connected", Nat::Field(Field::Connected)),
+    ("accepting", Nat::Field(Field::Accepting)),
+    ("connecting", Nat::Field(Field::Connecting)),
+    ("debug", Nat::Field(Field::Debug)),
+    ("socket", Nat::Field(Field::Socket)),
 ];
 
 /// The addresses of this class's method descriptors (the class keeps them alive).
@@ -203,14 +392,50 @@ fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
 /// unused here, kept so that reads and calls take the same arguments.
 fn attr<'py>(
     obj: &Bound<'py, PyAny>,
-    _d: Option<&Bound<'py, PyDict>>,
+    d: Option<&Bound<'py, PyDict>>,
     name: Name,
 ) -> PyResult<Bound<'py, PyAny>> {
-    obj.getattr(name.text(obj.py()))
+    let py = obj.py();
+    // async_chat's per-instance state: normally in the instance dictionary, which Python
+    // consults first unless the class has a data descriptor of that name.
+    if matches!(name, Name::AcInBuffer | Name::Terminator | Name::ProducerFifo | Name::Incoming) {
+        if let Some(d) = d {
+            if !matches!(slot(obj, name), Found::Data) {
+                if let Some(v) = d.get_item(name.text(py))? {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+    obj.getattr(name.text(py))
+}
+
+/// `obj.name = value`: into the instance dictionary directly when that is where Python's
+/// own assignment would put it (generic `__setattr__`, no data descriptor of that name).
+fn set_attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    d: Option<&Bound<'py, PyDict>>,
+    name: Name,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = obj.py();
+    if let Some(d) = d {
+        if sys::generic_setattr(obj) && !matches!(slot(obj, name), Found::Data) {
+            return d.set_item(name.text(py), value);
+        }
+    }
+    obj.setattr(name.text(py), value)
 }
 
 fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<bool> {
-    attr(obj, d, name)?.is_truthy()
+    let field = match name {
+        Name::Connected => Field::Connected,
+        Name::Accepting => Field::Accepting,
+        Name::Connecting => Field::Connecting,
+        Name::Debug => Field::Debug,
+        _ => return attr(obj, d, name)?.is_truthy(),
+    };
+    flag_of(obj, field)
 }
 
 /// `socket.socket`: objects of exactly this class are read and written here directly.
@@ -370,6 +595,7 @@ fn invoke<'py>(
 fn arity(k: Nat) -> usize {
     match k {
         Nat::Recv | Nat::Send | Nat::ChatCollect | Nat::ChatCollectPlain => 1,
+        Nat::Field(_) => usize::MAX, // not a method: called the generic way (and fails there)
         _ => 0,
     }
 }
@@ -401,6 +627,7 @@ fn run<'py>(
             Ok(none())
         }
         Nat::ChatInitiateSend => chat_initiate_send(obj, d).map(|_| none()),
+        Nat::Field(f) => obj.getattr(f.name().text(py)),
     }
 }
 
@@ -414,6 +641,12 @@ pub fn deliver(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<()> {
 // -- the dispatcher's methods ------------------------------------------------------------
 
 fn socket_of<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(ch) = field_owner(obj, Field::Socket) {
+        let held = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.bind(obj.py()).clone());
+        if let Some(s) = held {
+            return Ok(s);
+        }
+    }
     attr(obj, d, Name::Socket)
 }
 
@@ -441,8 +674,22 @@ fn recv<'py>(
         }
     }
     // End of stream, or the peer reset the connection.
-    invoke(obj, d, Name::HandleClose, &[])?;
+    close_now(obj, d)?;
     Ok(PyBytes::new(py, b"").into_any())
+}
+
+/// `obj.handle_close()` for `recv`/`send`, which are given no instance dictionary by their
+/// direct entries (they need it only here, on the way out).
+fn close_now(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    let fetched;
+    let d = match d {
+        Some(d) => Some(d),
+        None => {
+            fetched = instance_dict(obj);
+            fetched.as_ref()
+        }
+    };
+    invoke(obj, d, Name::HandleClose, &[]).map(drop)
 }
 
 fn send<'py>(
@@ -462,7 +709,7 @@ fn send<'py>(
         Err(e) => match os_errno(py, &e) {
             Some(n) if n == libc::EWOULDBLOCK || n == libc::EAGAIN => zero(),
             Some(n) if is_disconnect(n) => {
-                invoke(obj, d, Name::HandleClose, &[])?;
+                close_now(obj, d)?;
                 zero()
             }
             _ => Err(e),
@@ -472,8 +719,8 @@ fn send<'py>(
 
 fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    for name in [intern!(py, "connected"), intern!(py, "accepting"), intern!(py, "connecting")] {
-        obj.setattr(name, false)?;
+    for field in [Field::Connected, Field::Accepting, Field::Connecting] {
+        set_field(obj, field, false)?;
     }
     invoke(obj, d, Name::DelChannel, &[])?;
     let sock = socket_of(obj, d)?;
@@ -534,8 +781,8 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
         return Err(PyOSError::new_err((code.unbind(), text)));
     }
     invoke(obj, d, Name::HandleConnect, &[])?;
-    obj.setattr(intern!(py, "connected"), true)?;
-    obj.setattr(intern!(py, "connecting"), false)?;
+    set_field(obj, Field::Connected, true)?;
+    set_field(obj, Field::Connecting, false)?;
     Ok(())
 }
 
@@ -547,7 +794,39 @@ fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
     Ok(())
 }
 
+/// `(accepting, connected, connecting)` in one look when all five fields are the base's (for
+/// the class as it is now) and the three hold `True`, `False` or nothing: reading them
+/// together then runs no Python code between the reads, as reading them one by one would
+/// not either.
+fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
+    let ch = field_owner(obj, Field::Accepting)?;
+    let (_, tag) = sys::class_and_tag(obj);
+    let c = ch.try_borrow().ok()?;
+    if tag == 0 || c.fields_tag != tag {
+        return None;
+    }
+    let py = obj.py();
+    let t = pyo3::types::PyBool::new(py, true).as_ptr();
+    let f = pyo3::types::PyBool::new(py, false).as_ptr();
+    let get = |x: Field| match &c.fields[x as usize] {
+        None => Some(false),
+        Some(v) if v.as_ptr() == t => Some(true),
+        Some(v) if v.as_ptr() == f => Some(false),
+        Some(_) => None,
+    };
+    Some((get(Field::Accepting)?, get(Field::Connected)?, get(Field::Connecting)?))
+}
+
 fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
+        if accepting {
+            return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
+        }
+        if !connected && connecting {
+            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+        }
+        return invoke(obj, d, Name::HandleRead, &[]).map(drop);
+    }
     if flag(obj, d, Name::Accepting)? {
         return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
     }
@@ -556,6 +835,15 @@ fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult
 }
 
 fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
+        if accepting {
+            return Ok(());
+        }
+        if !connected && connecting {
+            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+        }
+        return invoke(obj, d, Name::HandleWrite, &[]).map(drop);
+    }
     if flag(obj, d, Name::Accepting)? {
         return Ok(()); // a listening socket is never written to
     }
@@ -627,7 +915,16 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
     let held = out_buffer(ch)?;
-    set_out_buffer(ch, held.add(data)?)?;
+    // b"" + data is data itself when both are bytes (CPython hands back the same object).
+    let joined = if held.is_exact_instance_of::<PyBytes>()
+        && data.is_exact_instance_of::<PyBytes>()
+        && held.downcast::<PyBytes>().is_ok_and(|b| b.as_bytes().is_empty())
+    {
+        data.clone()
+    } else {
+        held.add(data)?
+    };
+    set_out_buffer(ch, joined)?;
     invoke(obj, d, Name::InitiateSend, &[])?;
     note_channel(ch, Channel::pending_out(ch)?);
     Ok(())
@@ -635,7 +932,10 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
 
 fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
     let py = obj.py();
-    let ch = obj.downcast::<Channel>()?;
+    let ch = match as_channel(obj) {
+        Some(ch) => ch,
+        None => obj.downcast::<Channel>()?,
+    };
     let pending = out_buffer(ch)?;
     let chunk =
         if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
@@ -710,7 +1010,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         Err(e) => return Err(e),
     };
     let data = encoded(obj, d, data)?;
-    let in_buf = Name::AcInBuffer.text(py);
+    let in_buf = Name::AcInBuffer;
     let held = attr(obj, d, Name::AcInBuffer)?;
     let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
     let empty = PyBytes::new(py, b"");
@@ -720,22 +1020,22 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         let term = invoke(obj, d, Name::GetTerminator, &[])?;
         if !term.is_truthy()? {
             // No records: everything is data.
-            obj.setattr(in_buf, &empty)?;
+            set_attr(obj, d, in_buf, &empty)?;
             invoke(obj, d, collect, &[&buf])?;
         } else if term.is_instance_of::<pyo3::types::PyInt>() {
             let have = buf.len()? as isize;
             let want: Option<isize> = term.extract().ok();
             match want {
                 Some(n) if n <= have => {
-                    obj.setattr(in_buf, slice(&buf, n, None)?)?;
-                    obj.setattr(Name::Terminator.text(py), 0)?;
+                    set_attr(obj, d, in_buf, &slice(&buf, n, None)?)?;
+                    set_attr(obj, d, Name::Terminator, &0i32.into_pyobject(py)?.into_any())?;
                     invoke(obj, d, collect, &[&slice(&buf, 0, Some(n))?])?;
                     invoke(obj, d, Name::FoundTerminator, &[])?;
                 }
                 _ => {
                     // Not reached yet: take it all and count down.
-                    obj.setattr(in_buf, &empty)?;
-                    obj.setattr(Name::Terminator.text(py), term.sub(have)?)?;
+                    set_attr(obj, d, in_buf, &empty)?;
+                    set_attr(obj, d, Name::Terminator, &term.sub(have)?)?;
                     invoke(obj, d, collect, &[&buf])?;
                 }
             }
@@ -751,7 +1051,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
             let (hay, needle) = (whole.as_bytes(), term.as_bytes());
             match find(hay, needle) {
                 Some(at) => {
-                    obj.setattr(in_buf, PyBytes::new(py, &hay[at + needle.len()..]))?;
+                    set_attr(obj, d, in_buf, &PyBytes::new(py, &hay[at + needle.len()..]))?;
                     if at > 0 {
                         invoke(obj, d, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
                     }
@@ -761,7 +1061,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
                     // Keep a tail that may begin the terminator for the next read.
                     let cut = hay.len() - prefix_at_end(hay, needle);
                     let rest = if cut < hay.len() { PyBytes::new(py, &hay[cut..]) } else { empty.clone() };
-                    obj.setattr(in_buf, rest)?;
+                    set_attr(obj, d, in_buf, &rest)?;
                     if cut == hay.len() {
                         invoke(obj, d, collect, &[whole.as_any()])?;
                     } else if cut > 0 {
@@ -774,6 +1074,11 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         buf = attr(obj, d, Name::AcInBuffer)?;
     }
     Ok(())
+}
+
+/// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).
+pub fn chat_queued(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
+    chat_queue(obj, d)?.is_truthy()
 }
 
 fn chat_queue<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
@@ -804,9 +1109,40 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
             at += step_n;
         }
     }
-    invoke(obj, d, Name::InitiateSend, &[])?;
+    // The package's own initiate_send, not replaced: it goes on with the queue and the size
+    // read here (a deque's append runs no Python code, nor does reading the native
+    // `connected`, so neither can have changed before the send).
+    if native_target(obj, d, Name::InitiateSend)? == Some(Nat::ChatInitiateSend)
+        && is_deque(&fifo)
+        && field_owner(obj, Field::Connected).is_some()
+    {
+        chat_send_from(obj, d, &fifo, Some(step_n))?;
+    } else {
+        invoke(obj, d, Name::InitiateSend, &[])?;
+    }
     note(obj, chat_queue(obj, d)?.is_truthy()?);
     Ok(())
+}
+
+/// Exactly `collections.deque` (whose methods run no Python code).
+fn is_deque(v: &Bound<'_, PyAny>) -> bool {
+    static DEQUE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+    let py = v.py();
+    let ty = DEQUE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        Ok(py.import("collections")?.getattr("deque")?.downcast_into::<PyType>()?.unbind())
+    });
+    ty.is_ok_and(|t| v.get_type_ptr() == t.as_ptr().cast())
+}
+
+/// The native method `obj.name()` runs (what [`invoke`] would run natively), if it is one.
+fn native_target(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<Option<Nat>> {
+    let Found::Native(i) = slot(obj, name) else { return Ok(None) };
+    if let Some(d) = d {
+        if d.contains(name.text(obj.py()))? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(NAT_NAMES[i as usize].1))
 }
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -820,33 +1156,49 @@ fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) 
 }
 
 fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let py = obj.py();
     let fifo = chat_queue(obj, d)?;
+    chat_send_from(obj, d, &fifo, None)
+}
+
+/// `initiate_send` on the queue `fifo`; `limit`: `ac_out_buffer_size` when the caller just
+/// read it (used until Python code may have run).
+fn chat_send_from(
+    obj: &Bound<'_, PyAny>,
+    d: Option<&Bound<'_, PyDict>>,
+    fifo: &Bound<'_, PyAny>,
+    mut limit: Option<isize>,
+) -> PyResult<()> {
+    let py = obj.py();
     let popleft = intern!(py, "popleft");
     while fifo.is_truthy()? && flag(obj, d, Name::Connected)? {
         let head = fifo.get_item(0)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
-            call_method(&fifo, popleft, &[])?;
+            fifo.call_method0(popleft)?;
             invoke(obj, d, Name::HandleClose, &[])?;
             return Ok(());
         }
         let sliced = is_bytes_like(&head) || head.is_instance_of::<PyString>();
         if !sliced && head.hasattr(intern!(py, "more"))? {
             // A producer: its next piece goes in front of it; an empty one retires it.
+            limit = None; // Python code ran
             let piece = head.call_method0(intern!(py, "more"))?;
             if piece.is_truthy()? {
                 fifo.call_method1(intern!(py, "appendleft"), (piece,))?;
             } else {
-                call_method(&fifo, popleft, &[])?;
+                fifo.call_method0(popleft)?;
             }
             continue;
         }
         if !head.is_truthy()? {
-            call_method(&fifo, popleft, &[])?;
+            limit = None;
+            fifo.call_method0(popleft)?;
             continue;
         }
-        let limit: isize = attr(obj, d, Name::AcOutBufferSize)?.extract()?;
+        let limit: isize = match limit {
+            Some(n) => n,
+            None => attr(obj, d, Name::AcOutBufferSize)?.extract()?,
+        };
         let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
         let chunk = encoded(obj, d, chunk)?;
         let sent = match invoke(obj, d, Name::Send, &[&chunk]) {
@@ -857,7 +1209,7 @@ fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
         if sent.is_truthy()? {
             let n: isize = sent.extract()?;
             if chunk.is(&head) && n >= head.len()? as isize {
-                call_method(&fifo, popleft, &[])?;
+                fifo.call_method0(popleft)?;
             } else {
                 fifo.set_item(0, slice(&head, n, None)?)?;
             }
@@ -876,10 +1228,7 @@ crate::one_arg_method!(
     "recv",
     "buffer_size",
     "Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.",
-    |ch, size| {
-        let obj = ch.as_any();
-        recv(obj, instance_dict(obj).as_ref(), size)
-    }
+    |ch, size| recv(ch.as_any(), None, size)
 );
 crate::one_arg_method!(
     SEND,
@@ -887,10 +1236,7 @@ crate::one_arg_method!(
     "send",
     "data",
     "What the socket took: 0 when it would block or the peer has gone (then closed).",
-    |ch, data| {
-        let obj = ch.as_any();
-        send(obj, instance_dict(obj).as_ref(), data)
-    }
+    |ch, data| send(ch.as_any(), None, data)
 );
 crate::one_arg_method!(
     WS_SEND,
@@ -910,6 +1256,7 @@ crate::one_arg_method!(CHAT_PUSH, Channel, "_chat_push", "data", "`async_chat.pu
 
 /// Replaces the pyo3 versions of the hot methods by the direct ones.
 pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+    CHANNEL.init(py);
     let ty = py.get_type::<Channel>();
     for def in [&RECV, &SEND, &WS_SEND, &CHAT_PUSH] {
         sys::install(&ty, def)?;
@@ -922,13 +1269,21 @@ impl Channel {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Channel {
-        Channel { out_buffer: None, marks: None, fd: -1, watched_write: false, marked: false }
+        Channel {
+            out_buffer: None,
+            marks: None,
+            fd: -1,
+            watched_write: false,
+            marked: false,
+            fields: Default::default(),
+            fields_tag: 0,
+        }
     }
 
-    /// `out_buffer` may hold any object (even one that refers back to the channel): the
-    /// garbage collector sees it, so such a cycle is collected.
+    /// `out_buffer` and the fields may hold any object (even one that refers back to the
+    /// channel): the garbage collector sees them, so such a cycle is collected.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(b) = &self.out_buffer {
+        for b in self.out_buffer.iter().chain(self.fields.iter().flatten()) {
             visit.call(b)?;
         }
         Ok(())
@@ -936,6 +1291,67 @@ impl Channel {
 
     fn __clear__(&mut self) {
         self.out_buffer = None;
+        self.fields = Default::default();
+    }
+
+    /// True once connected (or given a connected socket); assigning it tells the loop.
+    #[getter]
+    fn get_connected(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Connected)
+    }
+
+    #[setter]
+    fn set_connected(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Connected, value)
+    }
+
+    /// True once `listen()` was called; assigning it tells the loop.
+    #[getter]
+    fn get_accepting(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Accepting)
+    }
+
+    #[setter]
+    fn set_accepting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Accepting, value)
+    }
+
+    /// True while a `connect()` is under way; assigning it tells the loop.
+    #[getter]
+    fn get_connecting(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Connecting)
+    }
+
+    #[setter]
+    fn set_connecting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Connecting, value)
+    }
+
+    /// When true, `dispatcher_with_send.send` logs what it sends.
+    #[getter]
+    fn get_debug(&self, py: Python<'_>) -> Py<PyAny> {
+        self.flag_value(py, Field::Debug)
+    }
+
+    #[setter]
+    fn set_debug(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Debug, value)
+    }
+
+    /// The channel's socket (or file wrapper).
+    #[getter]
+    fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let held = slf.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.clone_ref(py));
+        held.ok_or_else(|| {
+            let class = slf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyAttributeError::new_err(format!("'{class}' object has no attribute 'socket'"))
+        })
+    }
+
+    #[setter]
+    fn set_socket(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::Socket, value)
     }
 
     /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.

@@ -31,7 +31,7 @@ mod channel;
 mod names;
 mod sys;
 
-use channel::{is_disconnect, os_errno, Channel, Marks};
+use channel::{is_disconnect, os_errno, Channel, Field, Marks};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -170,6 +170,11 @@ struct TypeKind {
     kind: Kind,
     /// The type's `readable` and `writable`, as found when the kind was decided.
     attrs: [Option<Py<PyAny>>; 2],
+    /// The type's version tag when this was last checked (0: none, checked every pass).
+    tag: u32,
+    /// Whether the type's `connected` and `accepting` are the native base's fields, whose
+    /// assignment marks the channel.
+    fields: bool,
 }
 
 const KIND_ATTRS: [&str; 2] = ["readable", "writable"];
@@ -441,12 +446,26 @@ impl Poller {
             (None, None) => true,
             _ => false,
         };
-        let before = self.kinds.len();
+        let mut rescan = false;
+        let probe = names::Name::Recv.text(py);
         self.kinds.retain(|_, tk| {
             let ty = tk.ty.bind(py);
-            KIND_ATTRS.iter().zip(&tk.attrs).all(|(name, then)| same(ty.getattr(*name).ok(), then))
+            // Nothing of the class or its bases was assigned since: nothing to look at.
+            let (_, tag) = sys::type_and_tag(ty, probe);
+            if tag != 0 && tag == tk.tag {
+                return true;
+            }
+            if !KIND_ATTRS.iter().zip(&tk.attrs).all(|(name, then)| same(ty.getattr(*name).ok(), then)) {
+                rescan = true;
+                return false;
+            }
+            let fields = channel::class_uses_fields(ty);
+            rescan |= fields != tk.fields;
+            tk.fields = fields;
+            tk.tag = tag;
+            true
         });
-        if self.kinds.len() != before {
+        if rescan {
             self.epoch = None;
         }
     }
@@ -478,7 +497,9 @@ impl Poller {
         // The cache holds the type, so no other type can take its address while it is here.
         let mut attrs = found.into_iter().map(|a| a.map(Bound::unbind));
         let attrs = [(); 2].map(|_| attrs.next().flatten());
-        let entry = TypeKind { ty: ty.clone().unbind(), kind, attrs };
+        let (_, tag) = sys::type_and_tag(&ty, names::Name::Recv.text(py));
+        let fields = channel::class_uses_fields(&ty);
+        let entry = TypeKind { ty: ty.clone().unbind(), kind, attrs, tag, fields };
         self.kinds.insert(key, entry);
         Ok(kind)
     }
@@ -504,22 +525,16 @@ impl Poller {
         }
         let (read, write) = match (kind, fast.as_ref()) {
             (Kind::Plain, Some(_)) => (true, true),
-            (Kind::WithSend, Some(d)) => {
-                let connected = match d.get_item(intern!(py, "connected"))? {
-                    Some(v) => v.is_truthy()?,
-                    None => obj.getattr(intern!(py, "connected"))?.is_truthy()?,
-                };
-                let pending = match obj.downcast::<Channel>() {
-                    Ok(ch) => Channel::pending_out(ch)?,
-                    Err(_) => obj.getattr(intern!(py, "out_buffer"))?.is_truthy()?,
+            (Kind::WithSend, Some(_)) => {
+                let connected = channel::flag_of(obj, Field::Connected)?;
+                let pending = match channel::as_channel(obj) {
+                    Some(ch) => Channel::pending_out(ch)?,
+                    None => obj.getattr(intern!(py, "out_buffer"))?.is_truthy()?,
                 };
                 (true, !connected || pending)
             }
             (Kind::Chat, Some(d)) => {
-                let connected = match d.get_item(intern!(py, "connected"))? {
-                    Some(v) => v.is_truthy()?,
-                    None => obj.getattr(intern!(py, "connected"))?.is_truthy()?,
-                };
+                let connected = channel::flag_of(obj, Field::Connected)?;
                 let queued = match d.get_item(intern!(py, "producer_fifo"))? {
                     Some(v) => v.is_truthy()?,
                     None => obj.getattr(intern!(py, "producer_fifo"))?.is_truthy()?,
@@ -533,14 +548,7 @@ impl Poller {
                 (r, w)
             }
         };
-        let write = write
-            && !match &fast {
-                Some(d) => match d.get_item(intern!(py, "accepting"))? {
-                    Some(v) => v.is_truthy()?,
-                    None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
-                },
-                None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
-            };
+        let write = write && !channel::flag_of(obj, Field::Accepting)?;
         Ok((Interest { read, write }, volatile))
     }
 
@@ -579,7 +587,7 @@ impl Poller {
     fn reconcile(&mut self, fd: RawFd, obj: &Bound<'_, PyAny>, invalid: &mut Vec<u64>) -> PyResult<()> {
         let pass = self.pass_no;
         let (interest, volatile) = self.interest(obj)?;
-        if let Ok(ch) = obj.downcast::<Channel>() {
+        if let Some(ch) = channel::as_channel(obj) {
             if let Ok(mut c) = ch.try_borrow_mut() {
                 c.attach(&self.marks, fd, interest.write);
             }
@@ -656,13 +664,24 @@ impl Poller {
         };
         if fresh {
             fds.extend(marked);
-            fds.append(&mut self.touched);
             fds.extend(self.volatile.iter().copied());
             for i in self.cursor..len {
                 if let Ok(fd) = log.get_item(i)?.extract::<RawFd>() {
                     fds.push(fd);
                 }
             }
+            // A channel that only got an event is looked at again unless nothing its answers
+            // depend on can have changed without marking it.
+            fds.sort_unstable();
+            let sure = fds.len();
+            let touched = std::mem::take(&mut self.touched);
+            for fd in touched {
+                if fds[..sure].binary_search(&fd).is_err() && !self.unchanged(py, fd) {
+                    fds.push(fd);
+                }
+            }
+        } else {
+            self.touched.clear();
         }
         // Read up to here; empty a long log (other pollers of this map then scan it whole).
         let epoch = if len > LOG_LIMIT {
@@ -696,6 +715,46 @@ impl Poller {
             }
         }
         Ok(true)
+    }
+
+    /// Whether the channel registered at `fd`, which got an event this pass and is not marked,
+    /// still has the interest it is registered with, for sure: a `dispatcher`,
+    /// `dispatcher_with_send` or `async_chat` whose class leaves `readable`, `writable`,
+    /// `connected` and `accepting` to the package (checked against the class's version tag),
+    /// with no `readable`/`writable` of its own and state that only assignment changes
+    /// ([`Channel::state_is_plain`]; each such assignment marks it); for `async_chat` the
+    /// queue, which can change in place, is asked again.
+    fn unchanged(&self, py: Python<'_>, fd: RawFd) -> bool {
+        let Some(e) = self.entries.get(&fd) else { return false };
+        let Holder::Weak(w) = &e.obj else { return false };
+        let Some(obj) = w.bind(py).upgrade() else { return false };
+        let Some(ch) = channel::as_channel(&obj) else { return false };
+        let (ty, tag) = sys::class_and_tag(&obj);
+        let Some(tk) = self.kinds.get(&ty) else { return false };
+        if tk.kind == Kind::Python || !tk.fields || tag == 0 || tag != tk.tag {
+            return false;
+        }
+        let (connected, accepting) = match ch.try_borrow() {
+            Ok(c) if !c.is_marked() && c.state_is_plain(py) => c.plain_flags(py),
+            _ => return false,
+        };
+        let d = sys::instance_dict(&obj);
+        if let Some(d) = &d {
+            if d.contains(intern!(py, "readable")).unwrap_or(true)
+                || d.contains(intern!(py, "writable")).unwrap_or(true)
+            {
+                return false;
+            }
+        }
+        if tk.kind != Kind::Chat {
+            return true;
+        }
+        // async_chat's queue is a deque its users may change in place: ask it, and compare
+        // with what is registered.
+        match channel::chat_queued(&obj, d.as_ref()) {
+            Ok(queued) => e.interest == Interest { read: true, write: (!connected || queued) && !accepting },
+            Err(_) => false,
+        }
     }
 
     /// Brings the registrations up to date with the map: only what changed on a tracked map

@@ -181,6 +181,19 @@ pub fn generic_getattr(ty: &Bound<'_, PyType>) -> bool {
     slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
 }
 
+/// Whether `obj`'s class assigns attributes with Python's generic `__setattr__` (no
+/// `__setattr__`/`__delattr__` of its own or of a base).
+pub fn generic_setattr(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: reading one slot field of a live object's type.
+    let slot = unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_setattro };
+    let generic: unsafe extern "C" fn(
+        *mut ffi::PyObject,
+        *mut ffi::PyObject,
+        *mut ffi::PyObject,
+    ) -> libc::c_int = ffi::PyObject_GenericSetAttr;
+    slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
+}
+
 /// `callable(first, *args)` (`first` when given) by vectorcall: no argument tuple, no bound
 /// method object.
 pub fn call<'py>(
@@ -371,4 +384,82 @@ pub fn install(ty: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<()> 
     // SAFETY: ml_name is a NUL-terminated static string (MethodDef::new's contract).
     let name = unsafe { std::ffi::CStr::from_ptr(def.0.ml_name) };
     ty.setattr(name.to_str().map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?, descr)
+}
+
+/// The type object of pyclass `T`, kept as a raw pointer once the module is initialised, so
+/// that a type check costs a pointer compare instead of pyo3's lazy type-object lookup and an
+/// MRO walk on each call. The few subclasses seen last are kept too (held, so their addresses
+/// cannot be reused by another type while they are here).
+pub struct FastType<T> {
+    tp: std::sync::atomic::AtomicPtr<ffi::PyTypeObject>,
+    subs: pyo3::sync::GILProtected<std::cell::RefCell<Vec<Py<PyType>>>>,
+    /// The subclass of `subs` that matched last (0: none), checked before the list.
+    last: pyo3::sync::GILProtected<std::cell::Cell<usize>>,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+/// How many subclasses [`FastType`] remembers.
+const SUBS_KEPT: usize = 8;
+
+impl<T: pyo3::PyTypeInfo> FastType<T> {
+    pub const fn new() -> Self {
+        FastType {
+            tp: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            subs: pyo3::sync::GILProtected::new(std::cell::RefCell::new(Vec::new())),
+            last: pyo3::sync::GILProtected::new(std::cell::Cell::new(0)),
+            kind: std::marker::PhantomData,
+        }
+    }
+
+    /// Takes `T`'s type object (which lives as long as the process: pyo3 never frees it).
+    pub fn init(&self, py: Python<'_>) {
+        self.tp.store(T::type_object_raw(py), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `obj` as a `T` when it is one (an instance of `T` or of a subclass).
+    pub fn downcast<'a, 'py>(&self, obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
+        let py = obj.py();
+        let tp = self.tp.load(std::sync::atomic::Ordering::Relaxed);
+        if tp.is_null() {
+            return obj.downcast::<T>().ok();
+        }
+        let own = obj.get_type_ptr();
+        let last = self.last.get(py);
+        let known = own == tp || own as usize == last.get() || {
+            let subs = self.subs.get(py).borrow();
+            let hit = subs.iter().rev().any(|s| s.as_ptr().cast() == own);
+            if hit {
+                last.set(own as usize);
+            }
+            hit
+        };
+        // SAFETY: `tp` is `T`'s type object (stored by `init` from T::type_object_raw, never
+        // freed), and each type in `subs` was checked to be a subtype of it when it was put
+        // there and is held alive by the list, so no other type can have its address; `last`
+        // is only ever the address of a type in `subs` (reset when that one leaves). So
+        // `known` means `obj`'s type is `T` or a subclass; otherwise PyObject_TypeCheck (on a
+        // live object, reading its type's MRO) decides. Either way `obj` is an instance of `T`
+        // or a subclass, which is what downcast_unchecked requires.
+        unsafe {
+            if known {
+                return Some(obj.downcast_unchecked::<T>());
+            }
+            if ffi::PyObject_TypeCheck(obj.as_ptr(), tp) == 0 {
+                return None;
+            }
+        }
+        let class = obj.get_type().unbind();
+        let dropped = {
+            let mut subs = self.subs.get(py).borrow_mut();
+            let old = if subs.len() >= SUBS_KEPT { Some(subs.remove(0)) } else { None };
+            if old.as_ref().is_some_and(|o| o.as_ptr() as usize == last.get()) {
+                last.set(0); // `last` always names a type the list holds
+            }
+            subs.push(class);
+            old
+        };
+        drop(dropped);
+        // SAFETY: PyObject_TypeCheck held just above.
+        Some(unsafe { obj.downcast_unchecked::<T>() })
+    }
 }

@@ -189,6 +189,8 @@ class CoreTests(unittest.TestCase):
                 # Replaced through the dict itself, then removed.
                 third = Reader.__new__(Reader)
                 third.__dict__.update(second.__dict__, data=b"")
+                # socket and the flags live in the native object, not in __dict__.
+                third.socket, third.connected = second.socket, second.connected
                 m[a.fileno()] = third
                 b.send(b"s")
                 asyncore.loop(timeout=5, map=m, count=1, backend=backend)

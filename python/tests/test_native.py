@@ -569,3 +569,250 @@ class Resolution(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class NativeFields(unittest.TestCase):
+    """`connected`, `accepting`, `connecting`, `debug` and `socket` live in the native object
+    (issue 12, section 4): they still behave as plain attributes, a subclass may take one over,
+    and assigning a flag from anywhere is seen by the next pass without a whole scan."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def full_scans(self):
+        return sockloop._core.stats()["full_scans"]
+
+    def test_they_read_back_what_was_assigned(self):
+        d = asyncore.dispatcher()
+        self.assertIs(d.connected, False)
+        self.assertIs(d.accepting, False)
+        self.assertIs(d.connecting, False)
+        self.assertIs(d.debug, False)
+        self.assertIsNone(d.socket)
+        marker = object()
+        d.connected, d.accepting, d.debug = 1, "", marker
+        self.assertEqual((d.connected, d.accepting), (1, ""))
+        self.assertIs(d.debug, marker)
+        self.assertNotIn("connected", d.__dict__)
+        bare = asyncore.dispatcher.__new__(asyncore.dispatcher)
+        with self.assertRaises(AttributeError):
+            bare.socket                     # never assigned: missing, as a plain attribute
+        self.assertIs(bare.connected, False)
+        with self.assertRaises(AttributeError):
+            del d.connected
+
+    def test_truthiness_of_any_assigned_value_is_what_the_state_machine_uses(self):
+        events = []
+
+        class Listener(asyncore.dispatcher):
+            def handle_accept(self):
+                events.append("accept")
+
+            def handle_read(self):
+                events.append("read")
+
+        a, b = self.pair()
+        ch = Listener(a, {})
+        ch.accepting = [1]                  # truthy, not a bool
+        ch.handle_read_event()
+        ch.accepting = []
+        ch.handle_read_event()
+        self.assertEqual(events, ["accept", "read"])
+
+    def test_a_subclass_class_attribute_takes_the_name_over(self):
+        events = []
+
+        class AlwaysListening(asyncore.dispatcher):
+            accepting = True                # class level, as an old program might write it
+
+            def handle_accept(self):
+                events.append("accept")
+
+            def handle_read(self):
+                events.append("read")
+
+        class NeverConnected(asyncore.dispatcher_with_send):
+            connected = False
+
+            def handle_read(self):
+                events.append("read")
+
+        a, b = self.pair()
+        ch = AlwaysListening(a, {})
+        self.assertIn("accepting", AlwaysListening.__dict__)
+        ch.handle_read_event()
+        self.assertEqual(events, ["accept"])
+        ch.accepting = False                # goes to the instance dict, and wins there
+        self.assertIn("accepting", ch.__dict__)
+        self.assertIs(ch.accepting, False)
+        self.assertIs(AlwaysListening.accepting, True)
+        events.clear()
+        ch.handle_read_event()              # the instance's False: a read, not an accept
+        self.assertEqual(events, ["read"])
+        a2, b2 = self.pair()
+        nc = NeverConnected(a2, {})
+        self.assertTrue(nc.connected)       # __init__ assigned it on the instance
+        self.assertFalse(nc.writable())     # connected, nothing to send
+        del nc.connected                    # a plain instance attribute here: del works
+        self.assertFalse(nc.connected)
+        self.assertTrue(nc.writable())
+
+    def test_assigning_a_flag_from_outside_is_seen_by_the_next_pass(self):
+        written = []
+
+        class Quiet(asyncore.dispatcher_with_send):
+            def handle_read(self):
+                self.recv(100)
+
+            def handle_write(self):
+                written.append(1)
+                self.connected = True       # writable again only while connected is false
+
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                written.clear()
+                m = asyncore.SocketMap()
+                a, b = self.pair()
+                q = Quiet(a, m)
+                for _ in range(3):          # an event: the channel is "touched", then idle
+                    b.send(b"x")
+                    asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual(written, [])
+                scans = self.full_scans()
+                q.connected = False         # from outside any handler
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual(written, [1])
+                self.assertEqual(self.full_scans(), scans, "found by a whole scan, not a mark")
+                q.close()
+
+    def test_changes_after_an_event_are_seen_without_a_whole_scan(self):
+        # A touched channel is not asked again when nothing it answers from can have changed
+        # unseen; each way of changing that must still be seen on the next pass.
+        written = []
+
+        class Echo(asyncore.dispatcher_with_send):
+            def handle_read(self):
+                data = self.recv(100)
+                if data == b"grow":         # a bytearray buffer growing in place
+                    self.out_buffer = bytearray()
+                    self.out_buffer += b""
+                    self.out_buffer.extend(b"late")
+                elif data == b"inst":
+                    self.writable = lambda: True
+                elif data:
+                    self.send(data)
+
+            def handle_write(self):
+                written.append(bytes(self.out_buffer) if self.out_buffer else b"")
+                dispatcher_with_send_write(self)
+
+        dispatcher_with_send_write = asyncore.dispatcher_with_send.handle_write
+        saved = Echo.writable
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                written.clear()
+                m = asyncore.SocketMap()
+                a, b = self.pair()
+                e = Echo(a, m)
+                b.send(b"ping")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual(b.recv(100), b"ping")
+                scans = self.full_scans()
+                b.send(b"grow")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual(b.recv(100), b"late")
+                e.out_buffer = b""
+                b.send(b"inst")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                written.clear()
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                self.assertEqual(written, [b""], "the instance's writable was not asked")
+                del e.writable
+                asyncore.loop(timeout=0, map=m, count=1, backend=backend)
+                written.clear()
+                Echo.writable = lambda self: True   # the class, after the events
+                try:
+                    asyncore.loop(timeout=5, map=m, count=1, backend=backend)
+                    self.assertEqual(written, [b""])
+                finally:
+                    Echo.writable = saved
+                self.assertLessEqual(self.full_scans() - scans, 1)  # the class change only
+                e.close()
+
+    def test_a_chat_queue_changed_in_place_by_a_handler_is_seen_next_pass(self):
+        class Direct(Chat):
+            def found_terminator(self):
+                Chat.found_terminator(self)
+                self.producer_fifo.append(b"ack\n")     # not push(): no native method runs
+
+        for backend in BACKENDS:
+            with self.subTest(backend=backend):
+                m = asyncore.SocketMap()
+                a, b = self.pair()
+                c = Direct(a, m)
+                asyncore.loop(timeout=0, map=m, count=1, backend=backend)
+                scans = self.full_scans()
+                b.send(b"one\n")
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)   # the read
+                self.assertEqual(c.lines, [b"one"])
+                asyncore.loop(timeout=5, map=m, count=1, backend=backend)   # the write
+                self.assertEqual(b.recv(100), b"ack\n")
+                self.assertEqual(self.full_scans(), scans)
+                c.close()
+
+    def test_push_honours_the_instance_buffer_size_and_initiate_send(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        c.ac_out_buffer_size = 3            # on the instance: pieces of 3, one send per push
+        c.push(b"abcdefg")
+        self.assertEqual(b.recv(100), b"abc")
+        self.assertEqual(list(c.producer_fifo), [b"def", b"g"])
+        calls = []
+        c.initiate_send = lambda: calls.append("instance")
+        c.push(b"h")
+        self.assertEqual(calls, ["instance"])
+        self.assertEqual(list(c.producer_fifo), [b"def", b"g", b"h"])
+        del c.initiate_send
+        c.push(b"i")                        # native again, on what is queued first
+        self.assertEqual(b.recv(100), b"def")
+        self.assertEqual(list(c.producer_fifo), [b"g", b"h", b"i"])
+
+    def test_recv_and_send_call_an_instance_handle_close_when_the_peer_goes(self):
+        # The direct recv/send entries look for the instance's own handle_close only on the
+        # way out; it must still be the one called.
+        for method in ("recv", "send"):
+            with self.subTest(method=method):
+                a, b = socket.socketpair()
+                self.addCleanup(a.close)
+                d = asyncore.dispatcher(a, {})
+                closed = []
+                d.handle_close = lambda: closed.append(method)
+                b.close()
+                if method == "recv":
+                    self.assertEqual(d.recv(10), b"")
+                else:
+                    self.assertEqual(d.send(b"x" * 4), 0)
+                self.assertEqual(closed, [method])
+
+    def test_a_flag_given_to_the_class_after_events_takes_over_at_once(self):
+        events = []
+
+        class Ch(asyncore.dispatcher):
+            def handle_accept(self):
+                events.append("accept")
+
+            def handle_read(self):
+                events.append("read")
+
+        a, b = self.pair()
+        ch = Ch(a, {})
+        ch.handle_read_event()              # the fields are the base's: known for the class
+        Ch.accepting = True                 # now the class says otherwise, for every instance
+        ch.handle_read_event()
+        del Ch.accepting                    # and the instance's own field again
+        ch.handle_read_event()
+        self.assertEqual(events, ["read", "accept", "read"])

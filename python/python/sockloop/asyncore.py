@@ -548,13 +548,13 @@ class dispatcher(_core.Channel):
     They call the others (`handle_read`, `handle_close`, ...) by name, so overriding any of
     them, on a class or on one instance, works as it would in pure Python."""
 
-    # The state a new channel starts in (instances assign their own).
+    # The state a new channel starts in (instances assign their own).  `connected`,
+    # `accepting` (listen() was called), `connecting` (connect() is under way) and `debug`
+    # (dispatcher_with_send.send logs what it sends) start false and `socket` unset: those
+    # five live in the native base's object, read by the loop without a dictionary lookup,
+    # and behave as plain attributes (a subclass may define its own at class level).
     addr = None                 # the peer, or the address bound or connected to
-    accepting = False           # listen() was called
-    connecting = False          # connect() is under way
-    connected = False
     closing = False             # kept for subclasses that use it; the package does not
-    debug = False               # dispatcher_with_send.send logs what it sends
     ignore_log_types = frozenset({"warning"})   # log_info() levels not printed
 
     def __init__(self, sock=None, map=None):
