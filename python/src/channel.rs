@@ -1169,12 +1169,13 @@ fn chat_send_from(
     mut limit: Option<isize>,
 ) -> PyResult<()> {
     let py = obj.py();
-    let popleft = intern!(py, "popleft");
+    // The head goes with `del fifo[0]`, which a deque and a list both take (code that set
+    // `producer_fifo` to a list of bytes worked with CPython's module).
     while fifo.is_truthy()? && flag(obj, d, Name::Connected)? {
         let head = fifo.get_item(0)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
-            fifo.call_method0(popleft)?;
+            fifo.del_item(0)?;
             invoke(obj, d, Name::HandleClose, &[])?;
             return Ok(());
         }
@@ -1186,13 +1187,13 @@ fn chat_send_from(
             if piece.is_truthy()? {
                 fifo.call_method1(intern!(py, "appendleft"), (piece,))?;
             } else {
-                fifo.call_method0(popleft)?;
+                fifo.del_item(0)?;
             }
             continue;
         }
         if !head.is_truthy()? {
             limit = None;
-            fifo.call_method0(popleft)?;
+            fifo.del_item(0)?;
             continue;
         }
         let limit: isize = match limit {
@@ -1209,7 +1210,7 @@ fn chat_send_from(
         if sent.is_truthy()? {
             let n: isize = sent.extract()?;
             if chunk.is(&head) && n >= head.len()? as isize {
-                fifo.call_method0(popleft)?;
+                fifo.del_item(0)?;
             } else {
                 fifo.set_item(0, slice(&head, n, None)?)?;
             }

@@ -781,6 +781,22 @@ class NativeFields(unittest.TestCase):
         self.assertEqual(b.recv(100), b"def")
         self.assertEqual(list(c.producer_fifo), [b"g", b"h", b"i"])
 
+    def test_a_list_as_producer_fifo_is_drained_one_send_at_a_time(self):
+        # Python's initiate_send drops the head with `del fifo[0]`, so a list of bytes in place
+        # of the deque worked there; it must here too.
+        a, b = self.pair()
+        b.settimeout(5)
+        c = Chat(a, {})
+        c.producer_fifo = [b"ab", b"cd"]
+        c.initiate_send()
+        self.assertEqual(c.producer_fifo, [b"cd"])
+        c.initiate_send()
+        self.assertEqual(c.producer_fifo, [])
+        got = b""
+        while len(got) < 4:
+            got += b.recv(10)
+        self.assertEqual(got, b"abcd")
+
     def test_recv_and_send_call_an_instance_handle_close_when_the_peer_goes(self):
         # The direct recv/send entries look for the instance's own handle_close only on the
         # way out; it must still be the one called.
