@@ -153,17 +153,25 @@ impl Channel {
 
     /// Lets `fetch` (the selector's `move_received`) append what the ring received to the
     /// channel's input and say whether the stream ended or failed behind it. The input's box
-    /// exists only while it holds something.
+    /// exists only while it holds something: it is made only when something arrived.
     pub(crate) fn ring_receive(&mut self, fetch: impl FnOnce(RawFd, &mut Vec<u8>) -> (bool, Option<i32>)) {
         if !self.ring_sends() {
             return;
         }
         let fd = self.as_fd().as_raw_fd();
-        let r = self.ring_in.get_or_insert_with(Box::default);
-        let (end, error) = fetch(fd, &mut r.bytes);
+        let mut fresh = Vec::new(); // no allocation unless the poller fills it
+        let into = match self.ring_in.as_deref_mut() {
+            Some(r) => &mut r.bytes,
+            None => &mut fresh,
+        };
+        let (end, error) = fetch(fd, into);
+        let r = match self.ring_in.as_deref_mut() {
+            Some(r) => r,
+            None if fresh.is_empty() && !end && error.is_none() => return,
+            None => self.ring_in.insert(Box::new(RingIn { bytes: fresh, ..RingIn::default() })),
+        };
         r.end |= end;
         r.error = r.error.or(error);
-        self.ring_tidy();
     }
 
     /// Frees the input's box once everything in it was handed out.

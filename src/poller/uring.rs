@@ -1073,7 +1073,11 @@ impl Poller for Uring {
             return (false, None);
         };
         if !slot.held.inbox.is_empty() {
-            into.extend_from_slice(&slot.held.inbox);
+            if into.is_empty() {
+                std::mem::swap(into, &mut slot.held.inbox); // handed over without a copy
+            } else {
+                into.extend_from_slice(&slot.held.inbox);
+            }
             keep_spare(&mut self.spare, &mut slot.held.inbox);
             slot.held.release_if_empty();
         }
