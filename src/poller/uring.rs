@@ -1108,7 +1108,10 @@ impl Poller for Uring {
         if !self.deferred.is_empty() || !self.due.is_empty() || !self.held.is_empty() || self.writer_due() {
             timeout = Some(Duration::ZERO); // something to report already: do not sleep
         }
-        let result = ring_ops::submit_and_wait(&self.ring, timeout);
+        let result = match timeout {
+            Some(d) if d.is_zero() => ring_ops::submit_now(&mut self.ring, self.flags.taskrun_flag),
+            _ => ring_ops::submit_and_wait(&self.ring, timeout),
+        };
         events.append(&mut self.deferred);
         let mut suspects = std::mem::take(&mut self.suspects);
         self.reap(events, Some(&mut suspects), false);
@@ -1270,6 +1273,44 @@ mod tests {
             }
             assert!(Instant::now() < end, "no read event for {token}");
         }
+    }
+
+    /// Waits with a zero timeout only, until `token` is reported readable (DEADLINE).
+    fn readable_without_blocking(u: &mut Uring, token: u64) {
+        let end = Instant::now() + DEADLINE;
+        let mut events = Vec::new();
+        while !events.iter().any(|e: &Event| e.token == token && e.readable) {
+            assert!(Instant::now() < end, "zero-timeout waits never reported {token}");
+            events.clear();
+            u.wait(&mut events, Some(Duration::ZERO)).unwrap();
+        }
+    }
+
+    #[test]
+    fn waits_that_must_not_block_still_collect_what_arrives_after_the_last_enter() {
+        // A zero-timeout wait skips the enter when nothing is queued and the kernel marked no
+        // pending work: bytes that arrive after the last enter must mark it, for a poll (plain
+        // mode) and for a multishot receive (stream mode) alike.
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_interest(c.as_fd(), 2, Interest::READ).unwrap();
+        assert!(u.set_stream(c.as_fd(), true).unwrap().is_empty());
+        let mut events = Vec::new();
+        for _ in 0..3 {
+            u.wait(&mut events, Some(Duration::ZERO)).unwrap(); // arms both, then finds nothing
+        }
+        assert!(events.is_empty(), "nothing was sent yet: {events:?}");
+        b.write_all(b"poll").unwrap();
+        readable_without_blocking(&mut u, 1);
+        d.write_all(b"ring").unwrap();
+        readable_without_blocking(&mut u, 2);
+        let mut buf = [0u8; 8];
+        assert_eq!(u.take_received(c.as_raw_fd(), &mut buf), Received::Bytes(4));
+        assert_eq!(&buf[..4], b"ring");
+        u.remove(a.as_fd()).unwrap();
+        u.remove(c.as_fd()).unwrap();
     }
 
     #[test]
