@@ -58,7 +58,8 @@
 use super::uring_buf::BufRing;
 use super::uring_ring::{self as ring_ops, RingFlags};
 use super::uring_slot::{
-    Out, Slot, Slots, ARMED, EOF, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE, WRITER,
+    Out, Slot, Slots, ARMED, EOF, FIXED, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE,
+    WRITER,
 };
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
@@ -101,6 +102,9 @@ pub(crate) const INBOX_CAP: usize = 64 * 1024;
 /// once the channel has taken its input, so a peer that always has data gets about this much
 /// per pass and leaves the rest of the buffer ring (and of the pass) to the others.
 const FAIR_BUFS: u8 = 8;
+/// The file table's length at most (8 bytes of kernel memory an entry): streams on higher
+/// descriptor numbers name their descriptor in each operation instead.
+const FILE_TABLE_CAP: u32 = 1 << 16;
 
 fn poll_data(fd: RawFd, seq: u32) -> u64 {
     user_data(KIND_POLL, fd, seq)
@@ -142,6 +146,10 @@ pub(crate) struct Uring {
     ring: IoUring,
     /// The buffer ring, created with the first stream.
     bufs: Option<BufRing>,
+    /// The file table's length (0: refused), registered with the first stream: a stream's
+    /// receives and sends name its entry there, which saves the kernel a descriptor look-up
+    /// and a reference count per operation.
+    files: Option<u32>,
     flags: RingFlags,
     /// The thread the ring is enabled for, when it is single-issuer.
     owner: Option<ThreadId>,
@@ -209,6 +217,7 @@ impl Uring {
         Ok(Uring {
             ring,
             bufs: None,
+            files: None,
             flags,
             owner: None,
             slots: Slots::default(),
@@ -281,6 +290,18 @@ impl Uring {
         }
         self.flags = flags;
         self.owner = Some(me);
+        // The old table went with the old ring: the streams go in the new one.
+        self.files = None;
+        let mut streams = Vec::new();
+        for (fd, slot) in self.slots.iter_mut().enumerate() {
+            slot.set(FIXED, false);
+            if slot.stream() {
+                streams.push(fd as RawFd);
+            }
+        }
+        for fd in streams {
+            self.fix(fd);
+        }
         self.to_arm.clear();
         for (fd, slot) in self.slots.iter_mut().enumerate() {
             slot.set(ARMED | RECV_ARMED | INFLIGHT, false);
@@ -346,8 +367,9 @@ impl Uring {
         if out.wants_send() {
             slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
             let data = user_data(KIND_SEND, fd, slot.send_seq);
+            let fixed = slot.has(FIXED);
             let out = &mut slot.held.out;
-            ring_ops::push_send(&mut self.ring, fd, out.prepare(), data)?;
+            ring_ops::push_send(&mut self.ring, fd, fixed, out.prepare(), data)?;
             out.busy = true;
             self.sends += 1;
         } else if out.shut && !out.busy && out.owed() == 0 && out.error.is_none() {
@@ -372,7 +394,7 @@ impl Uring {
             let slot = &mut self.slots[i];
             slot.send_seq = slot.send_seq.wrapping_add(1) & SEQ_MASK;
             let data = user_data(KIND_SEND, fd, slot.send_seq);
-            match ring_ops::push_send(&mut self.ring, fd, l.out.prepare(), data) {
+            match ring_ops::push_send(&mut self.ring, fd, false, l.out.prepare(), data) {
                 Ok(()) => {
                     l.out.busy = true;
                     l.key = data;
@@ -444,6 +466,36 @@ impl Uring {
         }
     }
 
+    /// Puts stream `fd` in the ring's file table at its own number (registering the table with
+    /// the first stream). Where that is refused the stream names its descriptor in each
+    /// operation, which only costs the kernel more.
+    fn fix(&mut self, fd: RawFd) {
+        if self.own().is_err() {
+            return;
+        }
+        let ring = &self.ring;
+        let len = *self.files.get_or_insert_with(|| ring_ops::register_file_table(ring, FILE_TABLE_CAP));
+        if (fd as u32) < len && ring_ops::set_file(&self.ring, fd, Some(fd)).is_ok() {
+            self.slot(fd).set(FIXED, true);
+        }
+    }
+
+    /// Takes `fd` out of the file table, if it is there: the table holds a reference to the
+    /// file, so without this a closed channel's socket would stay open (no FIN).
+    fn unfix(&mut self, fd: RawFd) {
+        if !self.slot(fd).has(FIXED) {
+            return;
+        }
+        // First, as a ring rebuilt for this thread has a table of its own (see `rebuild`).
+        let owned = self.own();
+        if !self.slot(fd).take(FIXED) {
+            return;
+        }
+        if let Err(e) = owned.and_then(|()| ring_ops::set_file(&self.ring, fd, None)) {
+            log::warn!(target: "sockloop", "io_uring: descriptor {fd} stays in the file table: {e}");
+        }
+    }
+
     fn queue_arm(&mut self, fd: RawFd) {
         let slot = self.slot(fd);
         if !slot.has(QUEUED) {
@@ -501,9 +553,7 @@ impl Uring {
                 slot.recv_seq = slot.recv_seq.wrapping_add(1) & SEQ_MASK;
                 let seq = slot.recv_seq;
                 slot.set(RECV_ARMED | INFLIGHT, true);
-                let sqe = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
-                    .build()
-                    .user_data(user_data(KIND_RECV, fd, seq));
+                let sqe = ring_ops::recv_multi(fd, slot.has(FIXED), BUF_GROUP, user_data(KIND_RECV, fd, seq));
                 match ring_ops::push(&mut self.ring, &sqe) {
                     Ok(()) => self.recvs += 1,
                     Err(e) => {
@@ -570,6 +620,7 @@ impl Uring {
             }
             let write = self.slot(raw).has(WRITE);
             self.slot(raw).set(STREAM, true);
+            self.fix(raw);
             if write {
                 self.add_writer(raw);
             }
@@ -580,6 +631,7 @@ impl Uring {
                 return Err(io::Error::other("set_stream: output is still owed on the ring"));
             }
             self.cancel_recv(raw)?;
+            self.unfix(raw);
             self.slot(raw).end_stream().map(|held| held.inbox).unwrap_or_default()
         };
         self.queue_arm(raw);
@@ -635,6 +687,7 @@ impl Uring {
         self.due.retain(|&d| d != raw);
         self.cancel(raw)?; // the poll's mask gains the input again
         let eof = self.slot(raw).has(EOF);
+        self.unfix(raw);
         let held = self.slot(raw).end_stream().map(|b| *b).unwrap_or_default();
         self.queue_arm(raw);
         // A send that failed: the socket itself reports it to the channel's next write.
@@ -989,7 +1042,9 @@ impl Poller for Uring {
         let cancelled = self.cancel(raw)? | self.cancel_recv(raw)?;
         let slot = self.slot(raw);
         let key = user_data(KIND_SEND, raw, slot.send_seq);
+        let fixed = slot.has(FIXED);
         let held = slot.end_stream();
+        slot.set(FIXED, fixed); // until `unfix` below takes it out of the table
         slot.set(KNOWN | LOOK, false);
         slot.set_interest(Interest::NONE);
         if let Some(mut held) = held.filter(|h| h.out.busy || h.out.owed() > 0) {
@@ -1006,6 +1061,8 @@ impl Poller for Uring {
             self.own()?;
             ring_ops::flush(&self.ring)?;
         }
+        // After the flush: an entry just submitted may name the table's entry.
+        self.unfix(raw);
         Ok(())
     }
 
@@ -1311,6 +1368,45 @@ mod tests {
         assert_eq!(&buf[..4], b"ring");
         u.remove(a.as_fd()).unwrap();
         u.remove(c.as_fd()).unwrap();
+    }
+
+    /// Whether the peer of `b` sees the end of the stream within DEADLINE.
+    fn sees_end(b: &mut UnixStream) -> bool {
+        b.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(b.read(&mut buf), Ok(0))
+    }
+
+    #[test]
+    fn a_stream_is_in_the_file_table_only_while_in_stream_mode() {
+        // The table holds a reference to the file: once a stream leaves it (stream mode off,
+        // or removed), closing the descriptor must close the socket, and the peer sees the end.
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        if u.files == Some(0) {
+            return; // this kernel refused a file table: nothing to check
+        }
+        assert!(u.slots[a.as_raw_fd() as usize].has(FIXED), "a stream goes in the table");
+        b.write_all(b"in").unwrap();
+        readable(&mut u, 1);
+        let mut buf = [0u8; 4];
+        assert_eq!(u.take_received(a.as_raw_fd(), &mut buf), Received::Bytes(2), "a fixed receive");
+        u.remove(a.as_fd()).unwrap();
+        assert!(!u.slots[a.as_raw_fd() as usize].has(FIXED));
+        drop(a);
+        assert!(sees_end(&mut b), "removed and closed: the socket is closed");
+
+        let (c, mut d) = UnixStream::pair().unwrap();
+        u.set_interest(c.as_fd(), 2, Interest::READ).unwrap();
+        u.set_stream(c.as_fd(), true).unwrap();
+        assert!(u.slots[c.as_raw_fd() as usize].has(FIXED));
+        u.set_stream(c.as_fd(), false).unwrap();
+        assert!(!u.slots[c.as_raw_fd() as usize].has(FIXED), "stream mode off: out of the table");
+        u.remove(c.as_fd()).unwrap();
+        drop(c);
+        assert!(sees_end(&mut d));
     }
 
     #[test]

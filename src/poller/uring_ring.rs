@@ -89,13 +89,22 @@ pub(crate) fn push(ring: &mut IoUring, sqe: &squeue::Entry) -> io::Result<()> {
 }
 
 /// Queues a send of `buf` on `fd` (`MSG_NOSIGNAL`: a peer that left is an `EPIPE` completion,
-/// never a signal); if the submission queue is full, submits what it holds first.
-pub(crate) fn push_send(ring: &mut IoUring, fd: RawFd, buf: &[u8], user_data: u64) -> io::Result<()> {
+/// never a signal), through the file table when `fixed`; if the submission queue is full,
+/// submits what it holds first.
+pub(crate) fn push_send(
+    ring: &mut IoUring,
+    fd: RawFd,
+    fixed: bool,
+    buf: &[u8],
+    user_data: u64,
+) -> io::Result<()> {
     let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-    let sqe = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data);
+    let sqe = if fixed {
+        opcode::Send::new(types::Fixed(fd as u32), buf.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+    } else {
+        opcode::Send::new(types::Fd(fd), buf.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+    }
+    .user_data(user_data);
     for _ in 0..2 {
         // SAFETY: the entry points at `buf`, which is `Out::flight[done..]` in uring.rs: that
         // vector is not written, resized or freed while its send is in flight (`Out::busy`);
@@ -109,6 +118,42 @@ pub(crate) fn push_send(ring: &mut IoUring, fd: RawFd, buf: &[u8], user_data: u6
         ring.submit()?;
     }
     Err(io::Error::other("io_uring submission queue full"))
+}
+
+/// A multishot receive on `fd` into buffer group `group`, through the file table when `fixed`.
+pub(crate) fn recv_multi(fd: RawFd, fixed: bool, group: u16, user_data: u64) -> squeue::Entry {
+    let sqe = if fixed {
+        opcode::RecvMulti::new(types::Fixed(fd as u32), group).build()
+    } else {
+        opcode::RecvMulti::new(types::Fd(fd), group).build()
+    };
+    sqe.user_data(user_data)
+}
+
+/// Descriptors the file table may hold: the process's descriptor limit, at most `cap`.
+fn file_table_len(cap: u32) -> u32 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(cap, |n| u32::try_from(n).unwrap_or(u32::MAX).min(cap))
+}
+
+/// Registers an empty file table for descriptor numbers below the process's limit (at most
+/// `cap`), and returns its length: 0 when the kernel refuses one (every operation then names
+/// its descriptor, which costs the kernel a look-up and a reference count each).
+pub(crate) fn register_file_table(ring: &IoUring, cap: u32) -> u32 {
+    let len = file_table_len(cap);
+    match ring.submitter().register_files_sparse(len) {
+        Ok(()) => len,
+        Err(e) => {
+            log::debug!(target: "sockloop", "io_uring: no file table ({e}): descriptors are looked up per operation");
+            0
+        }
+    }
+}
+
+/// Puts descriptor `fd` in the file table at its own number (`Some`), or empties that entry
+/// (`None`), which lets go of the table's reference to the file.
+pub(crate) fn set_file(ring: &IoUring, index: RawFd, fd: Option<RawFd>) -> io::Result<()> {
+    ring.submitter().register_files_update(index as u32, &[fd.unwrap_or(-1)]).map(|_| ())
 }
 
 /// Submits what is queued and runs the kernel's deferred work without waiting (so a cancelled

@@ -3,7 +3,7 @@
 //!
 //! The backend keeps a slot for every descriptor number up to the highest it watches, so a
 //! slot is most of what an idle connection costs it (issue 15 bounds the user-space memory of
-//! an idle connection at 256 bytes, the loop's own share included). A slot is therefore 40
+//! an idle connection at 256 bytes, the loop's own share included). A slot is therefore 32
 //! bytes: its flags are bits of one word, and a stream's buffers and output are one box,
 //! allocated with its first input or output and freed once it holds nothing again.
 #![cfg(target_os = "linux")]
@@ -39,8 +39,11 @@ pub(super) const WRITER: u16 = 1 << 10;
 /// counted up to 15 in these four bits and reset when the next wait begins.
 const TOOK_SHIFT: u16 = 11;
 const TOOK: u16 = 0xf << TOOK_SHIFT;
+/// Stream mode: the descriptor is in the ring's file table at its own number, and the ring's
+/// receives and sends name it there (`Uring::fix`); taken out before stream mode ends.
+pub(super) const FIXED: u16 = 1 << 15;
 /// Every bit that belongs to stream mode, cleared when it ends.
-pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER | TOOK;
+pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER | TOOK | FIXED;
 
 /// One descriptor number's state.
 #[derive(Clone, Default)]
