@@ -58,8 +58,8 @@
 use super::uring_buf::BufRing;
 use super::uring_ring::{self as ring_ops, RingFlags};
 use super::uring_slot::{
-    Out, Slot, Slots, ARMED, EOF, FIXED, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM, WRITE,
-    WRITER,
+    Out, Slot, Slots, StreamBufs, ARMED, EOF, FIXED, INFLIGHT, KNOWN, LOOK, QUEUED, READ, RECV_ARMED, STREAM,
+    WRITE, WRITER,
 };
 use super::{Event, Interest, Poller};
 use io_uring::{cqueue, opcode, types, IoUring};
@@ -173,6 +173,8 @@ pub(crate) struct Uring {
     /// Emptied inboxes kept for the next stream that receives (no allocation per round trip,
     /// and an idle stream holds no buffer).
     spare: Vec<Vec<u8>>,
+    /// Emptied stream boxes (`Held`), kept for the next stream that receives or sends.
+    spare_held: Vec<Box<StreamBufs>>,
     /// Streams whose read interest came back while their inbox holds something: reported by
     /// the next wait, which does not sleep then (no completion may ever come for those bytes).
     due: Vec<RawFd>,
@@ -229,6 +231,7 @@ impl Uring {
             took_in_wait: Vec::new(),
             recvs: 0,
             spare: Vec::new(),
+            spare_held: Vec::new(),
             due: Vec::new(),
             deferred: Vec::new(),
             writers: Vec::new(),
@@ -708,7 +711,7 @@ impl Uring {
             inbox.drain(..n);
             if inbox.is_empty() {
                 keep_spare(&mut self.spare, inbox);
-                slot.held.release_if_empty();
+                slot.held.release_into(&mut self.spare_held, SPARE_INBOXES);
             }
             // Below its bound again: receive again from the next wait.
             if slot.wants_recv(INBOX_CAP) && !slot.has(QUEUED) {
@@ -830,6 +833,7 @@ impl Uring {
                     if let (Some(bid), Some(bufs)) = (cqueue::buffer_select(flags), self.bufs.as_mut()) {
                         if live && res > 0 {
                             let slot = &mut self.slots[fd as usize];
+                            slot.held.make(&mut self.spare_held);
                             let inbox = &mut slot.held.inbox;
                             if inbox.capacity() == 0 {
                                 *inbox = self.spare.pop().unwrap_or_default();
@@ -891,9 +895,12 @@ impl Uring {
                     let out = &mut slot.held.out;
                     out.completed(res);
                     out.progress = true;
+                    if out.owed() == 0 {
+                        keep_spare(&mut self.spare, &mut out.flight); // the next inbox's buffer
+                    }
                     if out.idle() {
                         // All sent: the stream is writable by `owed() == 0` from here on.
-                        slot.held.release_if_empty();
+                        slot.held.release_into(&mut self.spare_held, SPARE_INBOXES);
                     } else if out.wants_send() || out.shut {
                         self.send_due = true; // the rest of a short send goes at the pass's end
                         if !slot.has(QUEUED) {
@@ -931,7 +938,7 @@ impl Uring {
 /// is room among the spares, else freed (a stream that holds nothing holds no buffer).
 fn keep_spare(spares: &mut Vec<Vec<u8>>, inbox: &mut Vec<u8>) {
     let mut buf = std::mem::take(inbox);
-    if spares.len() < SPARE_INBOXES {
+    if spares.len() < SPARE_INBOXES && (1..=INBOX_CAP).contains(&buf.capacity()) {
         buf.clear();
         spares.push(buf);
     }
@@ -1075,6 +1082,7 @@ impl Poller for Uring {
             return (0, None);
         };
         if !staged.is_empty() {
+            slot.held.make(&mut self.spare_held);
             slot.held.out.stage(staged);
         }
         if shut {
@@ -1136,7 +1144,7 @@ impl Poller for Uring {
                 into.extend_from_slice(&slot.held.inbox);
             }
             keep_spare(&mut self.spare, &mut slot.held.inbox);
-            slot.held.release_if_empty();
+            slot.held.release_into(&mut self.spare_held, SPARE_INBOXES);
         }
         let out = (slot.has(EOF), slot.held.error.map(NonZeroI32::get));
         if slot.wants_recv(INBOX_CAP) && !slot.has(QUEUED) {
@@ -1457,6 +1465,45 @@ mod tests {
         }
         b.read_exact(&mut buf[..4]).unwrap();
         assert_eq!(&buf[..4], b"pong");
+        u.remove(a.as_fd()).unwrap();
+    }
+
+    #[test]
+    fn a_busy_stream_reuses_spare_boxes_and_buffers_and_an_idle_one_holds_none() {
+        // Round trips take the box and the inbox's buffer from the spares and give them back
+        // (no allocation per round trip); the spares hold no buffer in a box, keep only
+        // buffers worth keeping, and stay bounded.
+        let Some(mut u) = uring() else { return };
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        let mut buf = [0u8; 8];
+        for round in 0..3 {
+            b.write_all(b"ping").unwrap();
+            readable(&mut u, 1);
+            let mut input = Vec::new();
+            assert_eq!(u.move_received(fd, &mut input), (false, None));
+            assert_eq!(input, b"ping");
+            let mut staged = b"pong".to_vec();
+            u.stage_send(fd, &mut staged, false);
+            u.flush_sends().unwrap();
+            let end = Instant::now() + DEADLINE;
+            let mut events = Vec::new();
+            while u.slots[fd as usize].held.allocated() {
+                assert!(Instant::now() < end, "the send never completed");
+                events.clear();
+                u.wait(&mut events, Some(Duration::from_millis(20))).unwrap();
+            }
+            b.read_exact(&mut buf[..4]).unwrap();
+            assert_eq!(&buf[..4], b"pong");
+            assert!(!u.slots[fd as usize].held.allocated(), "idle again: no box");
+            assert_eq!(u.spare_held.len(), 1, "round {round}: one box, reused");
+            assert!(u.spare.iter().all(|v| v.capacity() > 0), "no empty vector kept as a buffer");
+            assert!(!u.spare.is_empty(), "the sent buffer is kept for the next receive");
+        }
+        let held = &u.spare_held[0];
+        assert!(held.inbox.capacity() == 0 && held.out.flight.capacity() == 0, "a spare box holds no buffer");
         u.remove(a.as_fd()).unwrap();
     }
 

@@ -254,10 +254,30 @@ impl std::ops::DerefMut for Held {
 }
 
 impl Held {
-    /// Frees the box once it holds nothing: no input, no error, no output owed or in flight.
-    pub fn release_if_empty(&mut self) {
-        if self.0.as_ref().is_some_and(|b| b.inbox.capacity() == 0 && b.error.is_none() && b.out.idle()) {
-            self.0 = None;
+    /// Makes the box exist, with a spare one when `spares` has one: a stream busy in every
+    /// round trip gets and gives up its box each time, and the spares make that cost no
+    /// allocation.
+    pub fn make(&mut self, spares: &mut Vec<Box<StreamBufs>>) {
+        if self.0.is_none() {
+            self.0 = Some(spares.pop().unwrap_or_default());
+        }
+    }
+
+    /// Gives up the box once it holds nothing (no input, no error, no output owed or in
+    /// flight, no buffer): into `spares` while it has fewer than `room`, else freed. A spare
+    /// box holds no buffer, so the spares cost at most `room` small boxes.
+    pub fn release_into(&mut self, spares: &mut Vec<Box<StreamBufs>>, room: usize) {
+        let empty = |b: &StreamBufs| {
+            b.inbox.capacity() == 0
+                && b.error.is_none()
+                && b.out.idle()
+                && b.out.flight.capacity() == 0
+                && b.out.next.capacity() == 0
+        };
+        if let Some(b) = self.0.take_if(|b| empty(b)) {
+            if spares.len() < room {
+                spares.push(b);
+            }
         }
     }
 
@@ -334,9 +354,9 @@ impl Out {
             }
         }
         if self.owed() == 0 {
-            // Nothing owed: no buffer is kept (an idle connection holds none; the next send
-            // allocates one, which costs far less than its round trip).
-            self.flight = Vec::new();
+            // Nothing owed: `flight` is left empty with its buffer, which the poller takes
+            // for its spares at once (`Uring::reap`), so an idle connection holds none.
+            self.flight.clear();
             self.next = Vec::new();
             self.done = 0;
         }
