@@ -257,6 +257,7 @@ impl Held {
     /// Makes the box exist, with a spare one when `spares` has one: a stream busy in every
     /// round trip gets and gives up its box each time, and the spares make that cost no
     /// allocation.
+    #[allow(clippy::vec_box)] // boxes: they move between `Held` and the spares, never reallocated
     pub fn make(&mut self, spares: &mut Vec<Box<StreamBufs>>) {
         if self.0.is_none() {
             self.0 = Some(spares.pop().unwrap_or_default());
@@ -266,6 +267,7 @@ impl Held {
     /// Gives up the box once it holds nothing (no input, no error, no output owed or in
     /// flight, no buffer): into `spares` while it has fewer than `room`, else freed. A spare
     /// box holds no buffer, so the spares cost at most `room` small boxes.
+    #[allow(clippy::vec_box)] // as in `make`
     pub fn release_into(&mut self, spares: &mut Vec<Box<StreamBufs>>, room: usize) {
         let empty = |b: &StreamBufs| {
             b.inbox.capacity() == 0
