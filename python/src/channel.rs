@@ -24,7 +24,7 @@
 //! pending output disagree with what the kernel watches puts the channel's descriptor on it.
 
 use crate::names::{self, Found, Name};
-use crate::sys::{self, call_method, instance_dict, recv_dontwait, send_dontwait};
+use crate::sys::{self, call_method, recv_dontwait, send_dontwait};
 use pyo3::exceptions::{PyAttributeError, PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -387,53 +387,26 @@ fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
     names::lookup(obj, name, native_index)
 }
 
-/// `obj.name`: Python's own attribute lookup (through its method cache, this costs about what
-/// a dictionary probe does, and it is exact: data descriptors, `__getattr__`, ...). `d` is
-/// unused here, kept so that reads and calls take the same arguments.
-fn attr<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    name: Name,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    // async_chat's per-instance state: normally in the instance dictionary, which Python
-    // consults first unless the class has a data descriptor of that name.
-    if matches!(name, Name::AcInBuffer | Name::Terminator | Name::ProducerFifo | Name::Incoming) {
-        if let Some(d) = d {
-            if !matches!(slot(obj, name), Found::Data) {
-                if let Some(v) = d.get_item(name.text(py))? {
-                    return Ok(v);
-                }
-            }
-        }
-    }
-    obj.getattr(name.text(py))
+/// `obj.name`: Python's own attribute lookup (through its method cache and, for an instance
+/// with inline attribute values, without a dictionary; exact: data descriptors,
+/// `__getattr__`, ...).
+fn attr<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Bound<'py, PyAny>> {
+    obj.getattr(name.text(obj.py()))
 }
 
-/// `obj.name = value`: into the instance dictionary directly when that is where Python's
-/// own assignment would put it (generic `__setattr__`, no data descriptor of that name).
-fn set_attr<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    name: Name,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<()> {
-    let py = obj.py();
-    if let Some(d) = d {
-        if sys::generic_setattr(obj) && !matches!(slot(obj, name), Found::Data) {
-            return d.set_item(name.text(py), value);
-        }
-    }
-    obj.setattr(name.text(py), value)
+/// `obj.name = value`, by Python's own assignment (into the inline values when the instance
+/// has them; never by way of `obj.__dict__`, which would make a dictionary of them).
+fn set_attr<'py>(obj: &Bound<'py, PyAny>, name: Name, value: &Bound<'py, PyAny>) -> PyResult<()> {
+    obj.setattr(name.text(obj.py()), value)
 }
 
-fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<bool> {
+fn flag(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<bool> {
     let field = match name {
         Name::Connected => Field::Connected,
         Name::Accepting => Field::Accepting,
         Name::Connecting => Field::Connecting,
         Name::Debug => Field::Debug,
-        _ => return attr(obj, d, name)?.is_truthy(),
+        _ => return attr(obj, name)?.is_truthy(),
     };
     flag_of(obj, field)
 }
@@ -564,25 +537,24 @@ fn direct_send<'py>(
 /// a second lookup when it leads to a plain Python function.
 fn invoke<'py>(
     obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
     name: Name,
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let s = slot(obj, name);
-    if matches!(s, Found::Data) {
+    if !matches!(s, Found::Native(_) | Found::Func(_)) {
         return call_method(obj, name.text(py), args);
     }
-    if let Some(d) = d {
-        if let Some(v) = d.get_item(name.text(py))? {
-            return sys::call(&v, None, args);
-        }
+    // The class's method, unless the instance has its own attribute of that name.
+    let (unbound, own) = sys::get_method(obj, name.text(py))?;
+    if !unbound {
+        return sys::call(&own, None, args);
     }
     match s {
         Found::Native(i) => {
             let k = NAT_NAMES[i as usize].1;
             if args.len() == arity(k) {
-                run(obj, d, k, args)
+                run(obj, k, args)
             } else {
                 call_method(obj, name.text(py), args)
             }
@@ -600,33 +572,28 @@ fn arity(k: Nat) -> usize {
     }
 }
 
-fn run<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    k: Nat,
-    args: &[&Bound<'py, PyAny>],
-) -> PyResult<Bound<'py, PyAny>> {
+fn run<'py>(obj: &Bound<'py, PyAny>, k: Nat, args: &[&Bound<'py, PyAny>]) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let none = || py.None().into_bound(py);
     match k {
-        Nat::Recv => recv(obj, d, args[0]),
-        Nat::Send => send(obj, d, args[0]),
-        Nat::Accept => accept(obj, d),
-        Nat::HandleAccept => handle_accept(obj, d).map(|_| none()),
-        Nat::ConnectEvent => connect_event(obj, d).map(|_| none()),
-        Nat::ReadEvent => read_event(obj, d).map(|_| none()),
-        Nat::WriteEvent => write_event(obj, d).map(|_| none()),
-        Nat::ExptEvent => expt_event(obj, d).map(|_| none()),
-        Nat::WsInitiateSend => ws_initiate_send(obj, d).map(|_| none()),
-        Nat::WriteSends => invoke(obj, d, Name::InitiateSend, &[]).map(|_| none()),
-        Nat::ChatHandleRead => chat_handle_read(obj, d).map(|_| none()),
-        Nat::ChatGetTerminator => attr(obj, d, Name::Terminator),
-        Nat::ChatCollect => invoke(obj, d, Name::CollectPlain, args).map(|_| none()),
+        Nat::Recv => recv(obj, args[0]),
+        Nat::Send => send(obj, args[0]),
+        Nat::Accept => accept(obj),
+        Nat::HandleAccept => handle_accept(obj).map(|_| none()),
+        Nat::ConnectEvent => connect_event(obj).map(|_| none()),
+        Nat::ReadEvent => read_event(obj).map(|_| none()),
+        Nat::WriteEvent => write_event(obj).map(|_| none()),
+        Nat::ExptEvent => expt_event(obj).map(|_| none()),
+        Nat::WsInitiateSend => ws_initiate_send(obj).map(|_| none()),
+        Nat::WriteSends => invoke(obj, Name::InitiateSend, &[]).map(|_| none()),
+        Nat::ChatHandleRead => chat_handle_read(obj).map(|_| none()),
+        Nat::ChatGetTerminator => attr(obj, Name::Terminator),
+        Nat::ChatCollect => invoke(obj, Name::CollectPlain, args).map(|_| none()),
         Nat::ChatCollectPlain => {
-            attr(obj, d, Name::Incoming)?.call_method1(intern!(py, "append"), (args[0],))?;
+            attr(obj, Name::Incoming)?.call_method1(intern!(py, "append"), (args[0],))?;
             Ok(none())
         }
-        Nat::ChatInitiateSend => chat_initiate_send(obj, d).map(|_| none()),
+        Nat::ChatInitiateSend => chat_initiate_send(obj).map(|_| none()),
         Nat::Field(f) => obj.getattr(f.name().text(py)),
     }
 }
@@ -634,29 +601,24 @@ fn run<'py>(
 /// `obj.name()` for an event the loop delivers (`handle_read_event` and the like): the native
 /// state machine unless the name is replaced on the class or the instance.
 pub fn deliver(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<()> {
-    let d = instance_dict(obj);
-    invoke(obj, d.as_ref(), name, &[]).map(drop)
+    invoke(obj, name, &[]).map(drop)
 }
 
 // -- the dispatcher's methods ------------------------------------------------------------
 
-fn socket_of<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+fn socket_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(ch) = field_owner(obj, Field::Socket) {
         let held = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.bind(obj.py()).clone());
         if let Some(s) = held {
             return Ok(s);
         }
     }
-    attr(obj, d, Name::Socket)
+    attr(obj, Name::Socket)
 }
 
-fn recv<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    size: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn recv<'py>(obj: &Bound<'py, PyAny>, size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let sock = socket_of(obj, d)?;
+    let sock = socket_of(obj)?;
     let got = match direct_recv(&sock, size) {
         Some(r) => r,
         None => call_method(&sock, intern!(py, "recv"), &[size]),
@@ -674,32 +636,19 @@ fn recv<'py>(
         }
     }
     // End of stream, or the peer reset the connection.
-    close_now(obj, d)?;
+    close_now(obj)?;
     Ok(PyBytes::new(py, b"").into_any())
 }
 
-/// `obj.handle_close()` for `recv`/`send`, which are given no instance dictionary by their
-/// direct entries (they need it only here, on the way out).
-fn close_now(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let fetched;
-    let d = match d {
-        Some(d) => Some(d),
-        None => {
-            fetched = instance_dict(obj);
-            fetched.as_ref()
-        }
-    };
-    invoke(obj, d, Name::HandleClose, &[]).map(drop)
+/// `obj.handle_close()` for `recv`/`send` on the way out.
+fn close_now(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    invoke(obj, Name::HandleClose, &[]).map(drop)
 }
 
-fn send<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    data: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn send<'py>(obj: &Bound<'py, PyAny>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let zero = || -> PyResult<Bound<'py, PyAny>> { Ok(0i32.into_pyobject(py)?.into_any()) };
-    let sock = socket_of(obj, d)?;
+    let sock = socket_of(obj)?;
     let put = match direct_send(&sock, data) {
         Some(r) => r,
         None => call_method(&sock, intern!(py, "send"), &[data]),
@@ -709,7 +658,7 @@ fn send<'py>(
         Err(e) => match os_errno(py, &e) {
             Some(n) if n == libc::EWOULDBLOCK || n == libc::EAGAIN => zero(),
             Some(n) if is_disconnect(n) => {
-                close_now(obj, d)?;
+                close_now(obj)?;
                 zero()
             }
             _ => Err(e),
@@ -717,13 +666,13 @@ fn send<'py>(
     }
 }
 
-fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn close(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
     for field in [Field::Connected, Field::Accepting, Field::Connecting] {
         set_field(obj, field, false)?;
     }
-    invoke(obj, d, Name::DelChannel, &[])?;
-    let sock = socket_of(obj, d)?;
+    invoke(obj, Name::DelChannel, &[])?;
+    let sock = socket_of(obj)?;
     if sock.is_none() {
         return Ok(());
     }
@@ -734,9 +683,9 @@ fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> 
     }
 }
 
-fn accept<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+fn accept<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    match socket_of(obj, d)?.call_method0(intern!(py, "accept")) {
+    match socket_of(obj)?.call_method0(intern!(py, "accept")) {
         Ok(pair) => Ok(pair),
         Err(e) if e.is_instance_of::<PyTypeError>(py) => Ok(py.None().into_bound(py)),
         Err(e) => match os_errno(py, &e) {
@@ -748,30 +697,27 @@ fn accept<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyRes
     }
 }
 
-fn handle_accept(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let pair = invoke(obj, d, Name::Accept, &[])?;
+fn handle_accept(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let pair = invoke(obj, Name::Accept, &[])?;
     if pair.is_none() {
         return Ok(());
     }
     let items: Vec<Bound<'_, PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
     let [sock, addr] = <[Bound<'_, PyAny>; 2]>::try_from(items)
         .map_err(|v| PyValueError::new_err(format!("accept() gave {} values, expected 2", v.len())))?;
-    invoke(obj, d, Name::HandleAccepted, &[&sock, &addr])?;
+    invoke(obj, Name::HandleAccepted, &[&sock, &addr])?;
     Ok(())
 }
 
 /// The socket's pending error (`SO_ERROR`).
-fn pending_error<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn pending_error<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    socket_of(obj, d)?.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR))
+    socket_of(obj)?.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR))
 }
 
-fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn connect_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let code = pending_error(obj, d)?;
+    let code = pending_error(obj)?;
     if code.is_truthy()? {
         let text = py
             .import("os")
@@ -780,16 +726,16 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
             .unwrap_or_else(|_| format!("Unknown error {code}"));
         return Err(PyOSError::new_err((code.unbind(), text)));
     }
-    invoke(obj, d, Name::HandleConnect, &[])?;
+    invoke(obj, Name::HandleConnect, &[])?;
     set_field(obj, Field::Connected, true)?;
     set_field(obj, Field::Connecting, false)?;
     Ok(())
 }
 
 /// Before a read or write handler: finish a connect under way.
-fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    if !flag(obj, d, Name::Connected)? && flag(obj, d, Name::Connecting)? {
-        invoke(obj, d, Name::HandleConnectEvent, &[])?;
+fn connect_if_pending(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !flag(obj, Name::Connected)? && flag(obj, Name::Connecting)? {
+        invoke(obj, Name::HandleConnectEvent, &[])?;
     }
     Ok(())
 }
@@ -817,50 +763,50 @@ fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
     Some((get(Field::Accepting)?, get(Field::Connected)?, get(Field::Connecting)?))
 }
 
-fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn read_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
         if accepting {
-            return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
+            return invoke(obj, Name::HandleAccept, &[]).map(drop);
         }
         if !connected && connecting {
-            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+            invoke(obj, Name::HandleConnectEvent, &[])?;
         }
-        return invoke(obj, d, Name::HandleRead, &[]).map(drop);
+        return invoke(obj, Name::HandleRead, &[]).map(drop);
     }
-    if flag(obj, d, Name::Accepting)? {
-        return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
+    if flag(obj, Name::Accepting)? {
+        return invoke(obj, Name::HandleAccept, &[]).map(drop);
     }
-    connect_if_pending(obj, d)?;
-    invoke(obj, d, Name::HandleRead, &[]).map(drop)
+    connect_if_pending(obj)?;
+    invoke(obj, Name::HandleRead, &[]).map(drop)
 }
 
-fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn write_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
         if accepting {
             return Ok(());
         }
         if !connected && connecting {
-            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+            invoke(obj, Name::HandleConnectEvent, &[])?;
         }
-        return invoke(obj, d, Name::HandleWrite, &[]).map(drop);
+        return invoke(obj, Name::HandleWrite, &[]).map(drop);
     }
-    if flag(obj, d, Name::Accepting)? {
+    if flag(obj, Name::Accepting)? {
         return Ok(()); // a listening socket is never written to
     }
-    connect_if_pending(obj, d)?;
-    invoke(obj, d, Name::HandleWrite, &[]).map(drop)
+    connect_if_pending(obj)?;
+    invoke(obj, Name::HandleWrite, &[]).map(drop)
 }
 
-fn expt_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn expt_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let failed = match pending_error(obj, d) {
+    let failed = match pending_error(obj) {
         Ok(code) => code.is_truthy()?,
         Err(e) if e.is_instance_of::<PyOSError>(py) => true,
         Err(e) => return Err(e),
     };
     // Priority readiness on a failed socket means it is gone, not urgent data.
     let name = if failed { Name::HandleClose } else { Name::HandleExpt };
-    invoke(obj, d, name, &[]).map(drop)
+    invoke(obj, name, &[]).map(drop)
 }
 
 // -- dispatcher_with_send ----------------------------------------------------------------
@@ -908,9 +854,7 @@ fn slice<'py>(value: &Bound<'py, PyAny>, start: isize, end: Option<isize>) -> Py
 fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = ch.py();
     let obj = ch.as_any();
-    let d = instance_dict(obj);
-    let d = d.as_ref();
-    if flag(obj, d, Name::Debug)? {
+    if flag(obj, Name::Debug)? {
         let line = format!("sending {}", data.repr()?);
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
@@ -925,12 +869,12 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
         held.add(data)?
     };
     set_out_buffer(ch, joined)?;
-    invoke(obj, d, Name::InitiateSend, &[])?;
+    invoke(obj, Name::InitiateSend, &[])?;
     note_channel(ch, Channel::pending_out(ch)?);
     Ok(())
 }
 
-fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn ws_initiate_send(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
     let ch = match as_channel(obj) {
         Some(ch) => ch,
@@ -941,9 +885,9 @@ fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
         if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
     // Through `dispatcher.send` explicitly, as a subclass's own `send` queues instead.
     let sent = match registry(py) {
-        None => send(obj, d, &chunk)?,
+        None => send(obj, &chunk)?,
         Some((disp, _)) => match names::lookup_in(&disp, Name::Send, native_index) {
-            Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send => send(obj, d, &chunk)?,
+            Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send => send(obj, &chunk)?,
             Found::Func(f) => sys::call(&f, Some(obj), &[&chunk])?,
             _ => disp.getattr(Name::Send.text(py))?.call1((obj, &chunk))?,
         },
@@ -963,14 +907,10 @@ fn is_bytes_like(v: &Bound<'_, PyAny>) -> bool {
 }
 
 /// `value.encode(self.encoding)` when `value` is a `str` and `use_encoding` is set.
-fn encoded<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    value: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn encoded<'py>(obj: &Bound<'py, PyAny>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    if value.is_instance_of::<PyString>() && flag(obj, d, Name::UseEncoding)? {
-        let enc = attr(obj, d, Name::Encoding)?;
+    if value.is_instance_of::<PyString>() && flag(obj, Name::UseEncoding)? {
+        let enc = attr(obj, Name::Encoding)?;
         return value.call_method1(intern!(py, "encode"), (enc,));
     }
     Ok(value)
@@ -1000,43 +940,43 @@ fn as_bytes<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     }
 }
 
-fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn chat_handle_read(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let size = attr(obj, d, Name::AcInBufferSize)?;
-    let data = match invoke(obj, d, Name::Recv, &[&size]) {
+    let size = attr(obj, Name::AcInBufferSize)?;
+    let data = match invoke(obj, Name::Recv, &[&size]) {
         Ok(v) => v,
         Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(()), // woken for nothing
         Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
         Err(e) => return Err(e),
     };
-    let data = encoded(obj, d, data)?;
+    let data = encoded(obj, data)?;
     let in_buf = Name::AcInBuffer;
-    let held = attr(obj, d, Name::AcInBuffer)?;
+    let held = attr(obj, Name::AcInBuffer)?;
     let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
     let empty = PyBytes::new(py, b"");
     let collect = Name::CollectIncomingData;
     // Each round reads the buffer and the terminator again: the callbacks may change both.
     while buf.is_truthy()? {
-        let term = invoke(obj, d, Name::GetTerminator, &[])?;
+        let term = invoke(obj, Name::GetTerminator, &[])?;
         if !term.is_truthy()? {
             // No records: everything is data.
-            set_attr(obj, d, in_buf, &empty)?;
-            invoke(obj, d, collect, &[&buf])?;
+            set_attr(obj, in_buf, &empty)?;
+            invoke(obj, collect, &[&buf])?;
         } else if term.is_instance_of::<pyo3::types::PyInt>() {
             let have = buf.len()? as isize;
             let want: Option<isize> = term.extract().ok();
             match want {
                 Some(n) if n <= have => {
-                    set_attr(obj, d, in_buf, &slice(&buf, n, None)?)?;
-                    set_attr(obj, d, Name::Terminator, &0i32.into_pyobject(py)?.into_any())?;
-                    invoke(obj, d, collect, &[&slice(&buf, 0, Some(n))?])?;
-                    invoke(obj, d, Name::FoundTerminator, &[])?;
+                    set_attr(obj, in_buf, &slice(&buf, n, None)?)?;
+                    set_attr(obj, Name::Terminator, &0i32.into_pyobject(py)?.into_any())?;
+                    invoke(obj, collect, &[&slice(&buf, 0, Some(n))?])?;
+                    invoke(obj, Name::FoundTerminator, &[])?;
                 }
                 _ => {
                     // Not reached yet: take it all and count down.
-                    set_attr(obj, d, in_buf, &empty)?;
-                    set_attr(obj, d, Name::Terminator, &term.sub(have)?)?;
-                    invoke(obj, d, collect, &[&buf])?;
+                    set_attr(obj, in_buf, &empty)?;
+                    set_attr(obj, Name::Terminator, &term.sub(have)?)?;
+                    invoke(obj, collect, &[&buf])?;
                 }
             }
         } else {
@@ -1051,38 +991,47 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
             let (hay, needle) = (whole.as_bytes(), term.as_bytes());
             match find(hay, needle) {
                 Some(at) => {
-                    set_attr(obj, d, in_buf, &PyBytes::new(py, &hay[at + needle.len()..]))?;
+                    set_attr(obj, in_buf, &PyBytes::new(py, &hay[at + needle.len()..]))?;
                     if at > 0 {
-                        invoke(obj, d, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
+                        invoke(obj, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
                     }
-                    invoke(obj, d, Name::FoundTerminator, &[])?;
+                    invoke(obj, Name::FoundTerminator, &[])?;
                 }
                 None => {
                     // Keep a tail that may begin the terminator for the next read.
                     let cut = hay.len() - prefix_at_end(hay, needle);
                     let rest = if cut < hay.len() { PyBytes::new(py, &hay[cut..]) } else { empty.clone() };
-                    set_attr(obj, d, in_buf, &rest)?;
+                    set_attr(obj, in_buf, &rest)?;
                     if cut == hay.len() {
-                        invoke(obj, d, collect, &[whole.as_any()])?;
+                        invoke(obj, collect, &[whole.as_any()])?;
                     } else if cut > 0 {
-                        invoke(obj, d, collect, &[PyBytes::new(py, &hay[..cut]).as_any()])?;
+                        invoke(obj, collect, &[PyBytes::new(py, &hay[..cut]).as_any()])?;
                     }
                     break;
                 }
             }
         }
-        buf = attr(obj, d, Name::AcInBuffer)?;
+        buf = attr(obj, Name::AcInBuffer)?;
     }
     Ok(())
 }
 
-/// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).
-pub fn chat_queued(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
-    chat_queue(obj, d)?.is_truthy()
+/// Whether neither `readable` nor `writable` is the instance's own attribute (then the class
+/// decides what they are), looked up without making the instance a `__dict__`.
+pub fn interest_unshadowed(obj: &Bound<'_, PyAny>) -> bool {
+    let py = obj.py();
+    [Name::Readable, Name::Writable]
+        .into_iter()
+        .all(|n| sys::get_method(obj, n.text(py)).is_ok_and(|(unbound, _)| unbound))
 }
 
-fn chat_queue<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
-    attr(obj, d, Name::ProducerFifo)
+/// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).
+pub fn chat_queued(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    chat_queue(obj)?.is_truthy()
+}
+
+fn chat_queue<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    attr(obj, Name::ProducerFifo)
 }
 
 fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1091,10 +1040,8 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let msg = format!("data argument must be byte-ish ({})", data.get_type().repr()?);
         return Err(PyTypeError::new_err(msg));
     }
-    let d = instance_dict(obj);
-    let d = d.as_ref();
-    let step = attr(obj, d, Name::AcOutBufferSize)?;
-    let fifo = chat_queue(obj, d)?;
+    let step = attr(obj, Name::AcOutBufferSize)?;
+    let fifo = chat_queue(obj)?;
     let append = intern!(py, "append");
     let len = data.len()? as isize;
     let step_n: isize = step.extract()?;
@@ -1112,15 +1059,15 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     // The package's own initiate_send, not replaced: it goes on with the queue and the size
     // read here (a deque's append runs no Python code, nor does reading the native
     // `connected`, so neither can have changed before the send).
-    if native_target(obj, d, Name::InitiateSend)? == Some(Nat::ChatInitiateSend)
+    if native_target(obj, Name::InitiateSend)? == Some(Nat::ChatInitiateSend)
         && is_deque(&fifo)
         && field_owner(obj, Field::Connected).is_some()
     {
-        chat_send_from(obj, d, &fifo, Some(step_n))?;
+        chat_send_from(obj, &fifo, Some(step_n))?;
     } else {
-        invoke(obj, d, Name::InitiateSend, &[])?;
+        invoke(obj, Name::InitiateSend, &[])?;
     }
-    note(obj, chat_queue(obj, d)?.is_truthy()?);
+    note(obj, chat_queue(obj)?.is_truthy()?);
     Ok(())
 }
 
@@ -1135,48 +1082,39 @@ fn is_deque(v: &Bound<'_, PyAny>) -> bool {
 }
 
 /// The native method `obj.name()` runs (what [`invoke`] would run natively), if it is one.
-fn native_target(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<Option<Nat>> {
+fn native_target(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<Option<Nat>> {
     let Found::Native(i) = slot(obj, name) else { return Ok(None) };
-    if let Some(d) = d {
-        if d.contains(name.text(obj.py()))? {
-            return Ok(None);
-        }
+    if !sys::get_method(obj, name.text(obj.py()))?.0 {
+        return Ok(None); // the instance's own
     }
     Ok(Some(NAT_NAMES[i as usize].1))
 }
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let d = instance_dict(obj);
-    let d = d.as_ref();
-    chat_queue(obj, d)?.call_method1(intern!(py, "append"), (producer,))?;
-    invoke(obj, d, Name::InitiateSend, &[])?;
-    note(obj, chat_queue(obj, d)?.is_truthy()?);
+    chat_queue(obj)?.call_method1(intern!(py, "append"), (producer,))?;
+    invoke(obj, Name::InitiateSend, &[])?;
+    note(obj, chat_queue(obj)?.is_truthy()?);
     Ok(())
 }
 
-fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let fifo = chat_queue(obj, d)?;
-    chat_send_from(obj, d, &fifo, None)
+fn chat_initiate_send(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let fifo = chat_queue(obj)?;
+    chat_send_from(obj, &fifo, None)
 }
 
 /// `initiate_send` on the queue `fifo`; `limit`: `ac_out_buffer_size` when the caller just
 /// read it (used until Python code may have run).
-fn chat_send_from(
-    obj: &Bound<'_, PyAny>,
-    d: Option<&Bound<'_, PyDict>>,
-    fifo: &Bound<'_, PyAny>,
-    mut limit: Option<isize>,
-) -> PyResult<()> {
+fn chat_send_from(obj: &Bound<'_, PyAny>, fifo: &Bound<'_, PyAny>, mut limit: Option<isize>) -> PyResult<()> {
     let py = obj.py();
     // The head goes with `del fifo[0]`, which a deque and a list both take (code that set
     // `producer_fifo` to a list of bytes worked with CPython's module).
-    while fifo.is_truthy()? && flag(obj, d, Name::Connected)? {
+    while fifo.is_truthy()? && flag(obj, Name::Connected)? {
         let head = fifo.get_item(0)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
             fifo.del_item(0)?;
-            invoke(obj, d, Name::HandleClose, &[])?;
+            invoke(obj, Name::HandleClose, &[])?;
             return Ok(());
         }
         let sliced = is_bytes_like(&head) || head.is_instance_of::<PyString>();
@@ -1198,11 +1136,11 @@ fn chat_send_from(
         }
         let limit: isize = match limit {
             Some(n) => n,
-            None => attr(obj, d, Name::AcOutBufferSize)?.extract()?,
+            None => attr(obj, Name::AcOutBufferSize)?.extract()?,
         };
         let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
-        let chunk = encoded(obj, d, chunk)?;
-        let sent = match invoke(obj, d, Name::Send, &[&chunk]) {
+        let chunk = encoded(obj, chunk)?;
+        let sent = match invoke(obj, Name::Send, &[&chunk]) {
             Ok(n) => n,
             Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
             Err(e) => return Err(e),
@@ -1229,7 +1167,7 @@ crate::one_arg_method!(
     "recv",
     "buffer_size",
     "Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.",
-    |ch, size| recv(ch.as_any(), None, size)
+    |ch, size| recv(ch.as_any(), size)
 );
 crate::one_arg_method!(
     SEND,
@@ -1237,7 +1175,7 @@ crate::one_arg_method!(
     "send",
     "data",
     "What the socket took: 0 when it would block or the peer has gone (then closed).",
-    |ch, data| send(ch.as_any(), None, data)
+    |ch, data| send(ch.as_any(), data)
 );
 crate::one_arg_method!(
     WS_SEND,
@@ -1255,14 +1193,17 @@ crate::one_arg_method!(CHAT_PUSH, Channel, "_chat_push", "data", "`async_chat.pu
     Ok(ch.py().None().into_bound(ch.py()))
 });
 
-/// Replaces the pyo3 versions of the hot methods by the direct ones.
-pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+/// Replaces the pyo3 versions of the hot methods by the direct ones, and pyo3's constructor by
+/// `object.__new__`'s when that is the same but for the inline attribute values (the answer:
+/// whether it was).
+pub fn install_fast_methods(py: Python<'_>) -> PyResult<bool> {
     CHANNEL.init(py);
     let ty = py.get_type::<Channel>();
+    let object_new = sys::use_object_new(&ty);
     for def in [&RECV, &SEND, &WS_SEND, &CHAT_PUSH] {
         sys::install(&ty, def)?;
     }
-    Ok(())
+    Ok(object_new)
 }
 
 #[pymethods]
@@ -1273,7 +1214,9 @@ impl Channel {
         Channel {
             out_buffer: None,
             marks: None,
-            fd: -1,
+            // 0, not -1: a new channel must be all zero bytes (see `sys::use_object_new`);
+            // `fd` means something only once `attach` has set `marks`.
+            fd: 0,
             watched_write: false,
             marked: false,
             fields: Default::default(),
@@ -1378,50 +1321,50 @@ impl Channel {
     /// Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.
     fn recv<'py>(slf: &Bound<'py, Self>, buffer_size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        recv(obj, instance_dict(obj).as_ref(), buffer_size)
+        recv(obj, buffer_size)
     }
 
     /// What the socket took: 0 when it would block or the peer has gone (then closed).
     fn send<'py>(slf: &Bound<'py, Self>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        send(obj, instance_dict(obj).as_ref(), data)
+        send(obj, data)
     }
 
     /// Leaves the map and closes the socket.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        close(obj, instance_dict(obj).as_ref())
+        close(obj)
     }
 
     /// `(socket, address)`, or None when nobody is waiting (or gave up already).
     fn accept<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        accept(obj, instance_dict(obj).as_ref())
+        accept(obj)
     }
 
     fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        handle_accept(obj, instance_dict(obj).as_ref())
+        handle_accept(obj)
     }
 
     fn handle_connect_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        connect_event(obj, instance_dict(obj).as_ref())
+        connect_event(obj)
     }
 
     fn handle_read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        read_event(obj, instance_dict(obj).as_ref())
+        read_event(obj)
     }
 
     fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        write_event(obj, instance_dict(obj).as_ref())
+        write_event(obj)
     }
 
     fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        expt_event(obj, instance_dict(obj).as_ref())
+        expt_event(obj)
     }
 
     /// `dispatcher_with_send.send`: queue `data` and try to send at once.
@@ -1432,39 +1375,38 @@ impl Channel {
     /// `dispatcher_with_send.initiate_send`: up to 64 KiB of `out_buffer` to the socket.
     fn _ws_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        ws_initiate_send(obj, instance_dict(obj).as_ref())
+        ws_initiate_send(obj)
     }
 
     /// `handle_write` of both buffered classes: `self.initiate_send()`.
     fn _handle_write_sends(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, instance_dict(obj).as_ref(), Name::InitiateSend, &[]).map(drop)
+        invoke(obj, Name::InitiateSend, &[]).map(drop)
     }
 
     /// `async_chat.handle_read`: cut what arrives into records at the terminator.
     fn _chat_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        chat_handle_read(obj, instance_dict(obj).as_ref())
+        chat_handle_read(obj)
     }
 
     /// `async_chat.get_terminator`.
     fn _chat_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        attr(obj, instance_dict(obj).as_ref(), Name::Terminator)
+        attr(obj, Name::Terminator)
     }
 
     /// `async_chat.collect_incoming_data`: `self._collect_incoming_data(data)`.
     fn _chat_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, instance_dict(obj).as_ref(), Name::CollectPlain, &[data]).map(drop)
+        invoke(obj, Name::CollectPlain, &[data]).map(drop)
     }
 
     /// `async_chat._collect_incoming_data`: `self.incoming.append(data)`.
     fn _chat_collect_plain(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
         let py = obj.py();
-        attr(obj, instance_dict(obj).as_ref(), Name::Incoming)?
-            .call_method1(intern!(py, "append"), (data,))?;
+        attr(obj, Name::Incoming)?.call_method1(intern!(py, "append"), (data,))?;
         Ok(())
     }
 
@@ -1481,6 +1423,6 @@ impl Channel {
     /// `async_chat.initiate_send`: at most one send from the head of `producer_fifo`.
     fn _chat_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        chat_initiate_send(obj, instance_dict(obj).as_ref())
+        chat_initiate_send(obj)
     }
 }

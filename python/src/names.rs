@@ -68,6 +68,8 @@ names! {
     Terminator = "terminator",
     ProducerFifo = "producer_fifo",
     Incoming = "incoming",
+    Readable = "readable",
+    Writable = "writable",
 }
 
 static INTERNED: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();

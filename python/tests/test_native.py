@@ -832,3 +832,101 @@ class NativeFields(unittest.TestCase):
         del Ch.accepting                    # and the instance's own field again
         ch.handle_read_event()
         self.assertEqual(events, ["read", "accept", "read"])
+
+
+class InlineValues(unittest.TestCase):
+    """Channels are made by `object.__new__` (`_core._OBJECT_NEW`), so on 3.12 their attributes
+    are the interpreter's inline values, and the native methods read and write them without
+    making the instance a `__dict__`: the handlers' own `self.x` then run the interpreter's
+    specialised instructions. What Python code sees of the attributes stays the same."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def run_lines(self, cls, n):
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        c = cls(a, m)
+        for i in range(n):
+            b.send(b"line %d\n" % i)
+            asyncore.loop(timeout=5, map=m, count=1)
+            self.assertEqual(b.recv(100), b"line %d\n" % i)
+        return c, b, m
+
+    @unittest.skipUnless(sys.version_info[:2] == (3, 12), "inline values of a native base's "
+                         "subclass: CPython 3.12's layout")
+    def test_the_handlers_attribute_loads_stay_specialised_for_inline_values(self):
+        import dis
+
+        class Lines(asynchat.async_chat):
+            def __init__(self, sock, map):
+                asynchat.async_chat.__init__(self, sock, map=map)
+                self.set_terminator(b"\n")
+                self.parts = []
+
+            def collect_incoming_data(self, data):
+                self.parts.append(data)
+
+            def found_terminator(self):
+                line, self.parts = b"".join(self.parts), []
+                self.push(line + b"\n")
+
+        self.assertTrue(sockloop._core._OBJECT_NEW)
+        c, _, _ = self.run_lines(Lines, 30)
+        ops = {i.opname for f in (Lines.collect_incoming_data, Lines.found_terminator)
+               for i in dis.get_instructions(f, adaptive=True)}
+        # With a real __dict__ these would be LOAD_ATTR_WITH_HINT, STORE_ATTR_WITH_HINT and an
+        # unspecialised LOAD_ATTR for the method.
+        self.assertIn("LOAD_ATTR_INSTANCE_VALUE", ops)
+        self.assertIn("STORE_ATTR_INSTANCE_VALUE", ops)
+        self.assertIn("LOAD_ATTR_METHOD_WITH_VALUES", ops)
+        c.close()
+
+    def test_the_state_written_natively_reads_back_through_dict_and_getattr(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        c.set_terminator(b"\r\n")
+        b.send(b"one\r\ntw\r")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"one"])
+        self.assertEqual(c.parts, [b"tw"])
+        self.assertEqual(c.ac_in_buffer, b"\r")     # may begin the terminator
+        self.assertEqual(vars(c)["ac_in_buffer"], b"\r")
+        c.set_terminator(5)
+        b.send(b"\nab")
+        c.handle_read_event()
+        self.assertEqual(vars(c)["terminator"], 1)   # counted down by what arrived
+        self.assertEqual(c.get_terminator(), 1)
+        # After __dict__ was made, the natives read and write through it as before.
+        vars(c)["ac_in_buffer"] = b"xy"
+        self.assertEqual(c.ac_in_buffer, b"xy")
+        c.close()
+
+    def test_an_override_put_in_dict_after_events_is_called(self):
+        got = []
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        c = Chat(a, m)
+        b.send(b"first\n")
+        asyncore.loop(timeout=5, map=m, count=1)
+        c.__dict__["found_terminator"] = lambda: got.append(b"".join(c.parts))
+        c.__dict__["readable"] = lambda: True
+        b.send(b"second\n")
+        asyncore.loop(timeout=5, map=m, count=1)
+        self.assertEqual(c.lines, [b"first"])
+        self.assertEqual(got, [b"second"])
+        c.close()
+
+    def test_the_constructor_takes_any_arguments_and_makes_a_plain_instance(self):
+        d = asyncore.dispatcher.__new__(asyncore.dispatcher, 1, two=2)
+        self.assertIsInstance(d, sockloop._core.Channel)
+        self.assertFalse(d.connected)
+        self.assertEqual(vars(d), {})
+        d.x = 1
+        self.assertEqual(vars(d), {"x": 1})
+        ch = sockloop._core.Channel()
+        with self.assertRaises(AttributeError):
+            ch.socket
