@@ -532,35 +532,69 @@ fn direct_send<'py>(
     }
 }
 
+/// What `obj.name(...)` calls, found as the interpreter finds a method to call.
+enum Target<'py> {
+    /// One of this class's native methods (the class attribute, not shadowed).
+    Native(Nat, Bound<'py, PyAny>),
+    /// Another function or method descriptor of the class: called with `obj` first.
+    Unbound(Bound<'py, PyAny>),
+    /// Anything else the lookup gave (an instance attribute, what a descriptor returned, what
+    /// a `__getattr__` made): called as it is.
+    Bound(Bound<'py, PyAny>),
+}
+
+/// `obj.name` for a call: one `_PyObject_GetMethod` (the class's method cache, then the
+/// instance's own attributes), so an attribute set on the class or the instance, a property,
+/// a `__getattribute__` are all honoured as a Python call would honour them.
+fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
+    let py = obj.py();
+    let (unbound, f) = sys::get_method(obj, name.text(py))?;
+    if !unbound {
+        return Ok(Target::Bound(f));
+    }
+    Ok(match native_of(py, name, &f) {
+        Some(k) => Target::Native(k, f),
+        None => Target::Unbound(f),
+    })
+}
+
+/// Which native method `f` (found under `name`) is, if it is one. The answer for the object
+/// seen last under each name is kept: natives live as long as the class, so an address that
+/// was a native's still is, and one that was not can never become one.
+fn native_of(py: Python<'_>, name: Name, f: &Bound<'_, PyAny>) -> Option<Nat> {
+    static HINTS: GILProtected<RefCell<Vec<(usize, u8)>>> = GILProtected::new(RefCell::new(Vec::new()));
+    const NONE: u8 = u8::MAX;
+    let p = f.as_ptr() as usize;
+    let i = name as usize;
+    let hit = HINTS.get(py).borrow().get(i).filter(|h| h.0 == p).map(|h| h.1);
+    let k = match hit {
+        Some(k) => k,
+        None => {
+            let k = native_index(py, f).unwrap_or(NONE);
+            let mut hints = HINTS.get(py).borrow_mut();
+            if hints.len() <= i {
+                hints.resize(i + 1, (0, NONE));
+            }
+            hints[i] = (p, k);
+            k
+        }
+    };
+    (k != NONE).then(|| NAT_NAMES[k as usize].1)
+}
+
 /// `obj.name(*args)` as Python would call it, but natively when the name leads to one of this
-/// class's methods (not replaced on the class or the instance), and without a bound method or
-/// a second lookup when it leads to a plain Python function.
+/// class's methods (not replaced on the class or the instance), and without a bound method
+/// when it leads to a function of the class.
 fn invoke<'py>(
     obj: &Bound<'py, PyAny>,
     name: Name,
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    let s = slot(obj, name);
-    if !matches!(s, Found::Native(_) | Found::Func(_)) {
-        return call_method(obj, name.text(py), args);
-    }
-    // The class's method, unless the instance has its own attribute of that name.
-    let (unbound, own) = sys::get_method(obj, name.text(py))?;
-    if !unbound {
-        return sys::call(&own, None, args);
-    }
-    match s {
-        Found::Native(i) => {
-            let k = NAT_NAMES[i as usize].1;
-            if args.len() == arity(k) {
-                run(obj, k, args)
-            } else {
-                call_method(obj, name.text(py), args)
-            }
-        }
-        Found::Func(f) => sys::call(&f, Some(obj), args),
-        _ => call_method(obj, name.text(py), args),
+    match resolve(obj, name)? {
+        Target::Native(k, _) if args.len() == arity(k) => run(obj, k, args),
+        // Given the wrong number of arguments: the method itself says so.
+        Target::Native(_, f) | Target::Unbound(f) => sys::call(&f, Some(obj), args),
+        Target::Bound(v) => sys::call(&v, None, args),
     }
 }
 
@@ -916,11 +950,74 @@ fn encoded<'py>(obj: &Bound<'py, PyAny>, value: Bound<'py, PyAny>) -> PyResult<B
     Ok(value)
 }
 
+/// Where `needle` first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    match needle {
-        [] => Some(0),
-        [b] => hay.iter().position(|c| c == b),
-        _ => hay.windows(needle.len()).position(|w| w == needle),
+    let [first, rest @ ..] = needle else { return Some(0) };
+    let mut from = 0;
+    while let Some(i) = find_byte(&hay[from..], *first) {
+        let at = from + i;
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Where byte `b` first occurs in `hay`, eight bytes at a time: a byte-by-byte scan was a
+/// tenth of the native work of a 64-byte line. In `w = word ^ b*0x01..01` a matching byte is
+/// zero, and `(w - 0x01..01) & !w & 0x80..80` sets the top bit of the first zero byte (bits
+/// above it may be set by the borrow, never below), so its lowest set bit marks the match.
+fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * u64::from(b);
+    let mut words = hay.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let w = word.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)) ^ pattern;
+        let zero = w.wrapping_sub(LOW) & !w & HIGH;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&x| x == b).map(|i| at + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{find, find_byte};
+
+    #[test]
+    fn find_byte_agrees_with_a_plain_scan() {
+        let hay: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
+            for b in [0u8, 1, 37, 74, 0x80, 0xff, 250] {
+                let part = &hay[..len];
+                assert_eq!(find_byte(part, b), part.iter().position(|&x| x == b), "len {len} byte {b}");
+            }
+        }
+        // A 0x01 just above a match (the borrow case) and matches at each place in a word.
+        for i in 0..16 {
+            let mut v = vec![b'y'; 16];
+            v[i] = b'\n';
+            if i + 1 < 16 {
+                v[i + 1] = b'\x0b';
+            }
+            assert_eq!(find_byte(&v, b'\n'), Some(i));
+        }
+    }
+
+    #[test]
+    fn find_agrees_with_windows() {
+        let hay = b"ab\r\nxx\r\r\n\r\n--\r\n.\r\n\r\r";
+        for needle in [&b"\r\n"[..], b"\r\n.\r\n", b"\r", b"--", b"zz", b"\r\r", b""] {
+            let expect =
+                if needle.is_empty() { Some(0) } else { hay.windows(needle.len()).position(|w| w == needle) };
+            assert_eq!(find(hay, needle), expect, "{needle:?}");
+        }
+        assert_eq!(find(b"a", b"abc"), None);
     }
 }
 
@@ -1083,11 +1180,10 @@ fn is_deque(v: &Bound<'_, PyAny>) -> bool {
 
 /// The native method `obj.name()` runs (what [`invoke`] would run natively), if it is one.
 fn native_target(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<Option<Nat>> {
-    let Found::Native(i) = slot(obj, name) else { return Ok(None) };
-    if !sys::get_method(obj, name.text(obj.py()))?.0 {
-        return Ok(None); // the instance's own
-    }
-    Ok(Some(NAT_NAMES[i as usize].1))
+    Ok(match resolve(obj, name)? {
+        Target::Native(k, _) => Some(k),
+        _ => None,
+    })
 }
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
