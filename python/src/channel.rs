@@ -8,20 +8,22 @@
 //! Python frame.
 //!
 //! A method here that calls another method of the channel by name (`self.initiate_send()`,
-//! `self.recv(...)`, ...) does what Python would: an attribute of that name in the instance's
-//! `__dict__` (probed on every call) is called as it is; otherwise the class attribute decides:
-//! one of this class's own methods runs natively, a Python function is called with the channel
-//! first, anything else through `getattr`. What each class attribute is, is decided once per
-//! class and kept while the class's version tag stays the same ([`crate::names`]), so a method
-//! replaced on a class, a base or an instance at any moment is honoured.
+//! `self.recv(...)`, ...) does what Python would: it looks the name up as a Python call does
+//! (`_PyObject_GetMethod`: an instance attribute, a data descriptor or a class's own
+//! `__getattribute__` decide first), and runs the method natively only when what it found is
+//! one of this class's own method descriptors; a function of the class is called with the
+//! channel first, anything else as it is. So a method replaced on a class, a base or an
+//! instance at any moment is honoured.
 //!
-//! State stays where Python code expects it: `connected`, `accepting`, `connecting`,
-//! `socket`, `_fileno`, `_map`, `ac_in_buffer`, `producer_fifo`, `terminator` ... in the
-//! instance's `__dict__` (or as class defaults), read and written here through it. Only
-//! `out_buffer` lives in the object itself (a property), because the loop must learn when it
-//! stops or starts being empty: the poller gives each channel of a `SocketMap` a queue of
-//! "marks", and a native method (or an assignment to `out_buffer`) that makes a channel's
-//! pending output disagree with what the kernel watches puts the channel's descriptor on it.
+//! State stays where Python code expects it, with two kinds of exception. `_fileno`, `_map`,
+//! `terminator`, `incoming`, the buffer sizes ... are plain attributes, read and written here
+//! with Python's own `getattr`/`setattr` (never through `obj.__dict__`, which would turn the
+//! instance's inline values into a dictionary). `connected`, `accepting`, `connecting`,
+//! `debug`, `socket`, `ac_in_buffer` and `producer_fifo` are fields of the object behind data
+//! descriptors ([`Field`]), and `out_buffer` too, because the loop must learn when they
+//! change: the poller gives each channel of a `SocketMap` a queue of "marks", and a native
+//! method (or an assignment) that makes a channel's interest disagree with what the kernel
+//! watches puts the channel's descriptor on it.
 
 use crate::names::{self, Found, Name};
 use crate::sys::{self, call_method, recv_dontwait, send_dontwait};
@@ -86,9 +88,13 @@ pub enum Field {
     Connecting,
     Debug,
     Socket,
+    /// `async_chat`'s input not yet cut into records.
+    AcInBuffer,
+    /// `async_chat`'s output queue.
+    ProducerFifo,
 }
 
-const FIELDS: usize = 5;
+const FIELDS: usize = 7;
 
 impl Field {
     fn name(self) -> Name {
@@ -98,13 +104,15 @@ impl Field {
             Field::Connecting => Name::Connecting,
             Field::Debug => Name::Debug,
             Field::Socket => Name::Socket,
+            Field::AcInBuffer => Name::AcInBuffer,
+            Field::ProducerFifo => Name::ProducerFifo,
         }
     }
 
     /// The flags are the loop's business: assigning one tells the poller to ask the channel's
     /// interest again.
     fn marks(self) -> bool {
-        matches!(self, Field::Connected | Field::Accepting | Field::Connecting)
+        matches!(self, Field::Connected | Field::Accepting | Field::Connecting | Field::ProducerFifo)
     }
 }
 
@@ -134,17 +142,24 @@ impl Channel {
 
     /// Assigns a field (any object, `None` included). Deleting one is refused by the
     /// descriptor ("can't delete attribute").
-    fn store(slf: &Bound<'_, Self>, field: Field, value: Bound<'_, PyAny>) -> PyResult<()> {
+    fn store(slf: &Bound<'_, Self>, field: Field, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let old = {
             let mut c = slf.try_borrow_mut()?;
             if field.marks() {
                 c.mark();
             }
-            c.fields[field as usize].replace(value.unbind())
+            std::mem::replace(&mut c.fields[field as usize], value.map(Bound::unbind))
         };
         // Released after the borrow ends (a finaliser may run Python code).
         drop(old);
         Ok(())
+    }
+
+    /// A field with no class default: what was assigned, else `AttributeError`.
+    fn required_field(slf: &Bound<'_, Self>, field: Field) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let held = slf.try_borrow()?.fields[field as usize].as_ref().map(|v| v.clone_ref(py));
+        held.ok_or_else(|| missing(slf.as_any(), field))
     }
 
     /// Whether the state the native interest answers read (`connected`, `accepting` and
@@ -237,8 +252,15 @@ fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a 
     native(field).then_some(ch)
 }
 
-const ALL_FIELDS: [Field; FIELDS] =
-    [Field::Connected, Field::Accepting, Field::Connecting, Field::Debug, Field::Socket];
+const ALL_FIELDS: [Field; FIELDS] = [
+    Field::Connected,
+    Field::Accepting,
+    Field::Connecting,
+    Field::Debug,
+    Field::Socket,
+    Field::AcInBuffer,
+    Field::ProducerFifo,
+];
 
 /// Whether the class's `connected` and `accepting` are the base's own fields (no subclass
 /// took either over), so that assignments to them mark the channel.
@@ -345,7 +367,7 @@ enum Nat {
     Field(Field),
 }
 
-const NAT_NAMES: [(&str, Nat); 20] = [
+const NAT_NAMES: [(&str, Nat); 22] = [
     ("recv", Nat::Recv),
     ("send", Nat::Send),
     ("accept", Nat::Accept),
@@ -366,6 +388,8 @@ const NAT_NAMES: [(&str, Nat); 20] = [
     ("connecting", Nat::Field(Field::Connecting)),
     ("debug", Nat::Field(Field::Debug)),
     ("socket", Nat::Field(Field::Socket)),
+    ("ac_in_buffer", Nat::Field(Field::AcInBuffer)),
+    ("producer_fifo", Nat::Field(Field::ProducerFifo)),
 ];
 
 /// The addresses of this class's method descriptors (the class keeps them alive).
@@ -391,12 +415,39 @@ fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
 /// with inline attribute values, without a dictionary; exact: data descriptors,
 /// `__getattr__`, ...).
 fn attr<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Bound<'py, PyAny>> {
-    obj.getattr(name.text(obj.py()))
+    match name {
+        Name::AcInBuffer => field_get(obj, Field::AcInBuffer),
+        Name::ProducerFifo => field_get(obj, Field::ProducerFifo),
+        _ => obj.getattr(name.text(obj.py())),
+    }
+}
+
+/// A field with no class default (`ac_in_buffer`, `producer_fifo`) as Python would read it: straight from the object
+/// while the base's descriptor is in force, else by `getattr`.
+fn field_get<'py>(obj: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if let Some(ch) = field_owner(obj, field) {
+        let held = ch.try_borrow()?.fields[field as usize].as_ref().map(|v| v.bind(py).clone());
+        return held.ok_or_else(|| missing(obj, field));
+    }
+    obj.getattr(field.name().text(py))
+}
+
+/// The `AttributeError` for an unassigned required field.
+fn missing(obj: &Bound<'_, PyAny>, field: Field) -> PyErr {
+    let class = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    let name = field.name().text(obj.py()).to_string();
+    PyAttributeError::new_err(format!("'{class}' object has no attribute '{name}'"))
 }
 
 /// `obj.name = value`, by Python's own assignment (into the inline values when the instance
 /// has them; never by way of `obj.__dict__`, which would make a dictionary of them).
 fn set_attr<'py>(obj: &Bound<'py, PyAny>, name: Name, value: &Bound<'py, PyAny>) -> PyResult<()> {
+    if name == Name::AcInBuffer {
+        if let Some(ch) = field_owner(obj, Field::AcInBuffer) {
+            return Channel::store(ch, Field::AcInBuffer, Some(value.clone()));
+        }
+    }
     obj.setattr(name.text(obj.py()), value)
 }
 
@@ -1342,7 +1393,7 @@ impl Channel {
 
     #[setter]
     fn set_connected(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Connected, value)
+        Channel::store(slf, Field::Connected, Some(value))
     }
 
     /// True once `listen()` was called; assigning it tells the loop.
@@ -1353,7 +1404,7 @@ impl Channel {
 
     #[setter]
     fn set_accepting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Accepting, value)
+        Channel::store(slf, Field::Accepting, Some(value))
     }
 
     /// True while a `connect()` is under way; assigning it tells the loop.
@@ -1364,7 +1415,7 @@ impl Channel {
 
     #[setter]
     fn set_connecting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Connecting, value)
+        Channel::store(slf, Field::Connecting, Some(value))
     }
 
     /// When true, `dispatcher_with_send.send` logs what it sends.
@@ -1375,23 +1426,40 @@ impl Channel {
 
     #[setter]
     fn set_debug(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Debug, value)
+        Channel::store(slf, Field::Debug, Some(value))
     }
 
     /// The channel's socket (or file wrapper).
     #[getter]
     fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let held = slf.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.clone_ref(py));
-        held.ok_or_else(|| {
-            let class = slf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            PyAttributeError::new_err(format!("'{class}' object has no attribute 'socket'"))
-        })
+        Channel::required_field(slf, Field::Socket)
     }
 
     #[setter]
     fn set_socket(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Socket, value)
+        Channel::store(slf, Field::Socket, Some(value))
+    }
+
+    /// `async_chat`'s input not yet cut into records (bytes).
+    #[getter]
+    fn get_ac_in_buffer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Channel::required_field(slf, Field::AcInBuffer)
+    }
+
+    #[setter]
+    fn set_ac_in_buffer(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::AcInBuffer, Some(value))
+    }
+
+    /// `async_chat`'s output queue (a `collections.deque`); assigning it tells the loop.
+    #[getter]
+    fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Channel::required_field(slf, Field::ProducerFifo)
+    }
+
+    #[setter]
+    fn set_producer_fifo(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::ProducerFifo, Some(value))
     }
 
     /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.

@@ -1,6 +1,7 @@
 """The core answers readable()/writable() natively for the package's own dispatcher,
 dispatcher_with_send and async_chat methods (issue 12, section 2): idle channels then cost no
 Python call per pass, and output queued from outside a channel's handlers is still seen."""
+import collections
 import os
 import socket
 import sys
@@ -894,15 +895,71 @@ class InlineValues(unittest.TestCase):
         self.assertEqual(c.lines, [b"one"])
         self.assertEqual(c.parts, [b"tw"])
         self.assertEqual(c.ac_in_buffer, b"\r")     # may begin the terminator
-        self.assertEqual(vars(c)["ac_in_buffer"], b"\r")
         c.set_terminator(5)
         b.send(b"\nab")
         c.handle_read_event()
         self.assertEqual(vars(c)["terminator"], 1)   # counted down by what arrived
         self.assertEqual(c.get_terminator(), 1)
         # After __dict__ was made, the natives read and write through it as before.
-        vars(c)["ac_in_buffer"] = b"xy"
-        self.assertEqual(c.ac_in_buffer, b"xy")
+        vars(c)["terminator"] = b"!"
+        b.send(b"x!")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"one", b"tw\r\nabx"])
+        c.close()
+
+    def test_ac_in_buffer_and_producer_fifo_are_fields_that_act_as_attributes(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        self.assertNotIn("ac_in_buffer", vars(c))
+        self.assertNotIn("producer_fifo", vars(c))
+        self.assertEqual(c.ac_in_buffer, b"")
+        c.ac_in_buffer = b"par"
+        b.send(b"tial\nrest")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"partial"])
+        self.assertEqual(c.parts, [b"rest"])
+        with self.assertRaises(AttributeError):
+            del c.ac_in_buffer                           # as with the other fields
+        c.producer_fifo = None                           # any object, None included
+        self.assertIsNone(c.producer_fifo)
+        c.producer_fifo = collections.deque()
+        with self.assertRaisesRegex(AttributeError, "'dispatcher' object has no attribute 'producer_fifo'"):
+            asyncore.dispatcher().producer_fifo          # only async_chat sets one
+        self.assertIsInstance(c.producer_fifo, collections.deque)
+        c.discard_buffers()
+        self.assertEqual((c.ac_in_buffer, len(c.producer_fifo)), (b"", 0))
+        c.close()
+
+    def test_a_new_producer_fifo_assigned_from_outside_is_sent_on_the_next_pass(self):
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        c = Chat(a, m)
+        asyncore.loop(timeout=0, map=m, count=2)
+        c.producer_fifo = collections.deque([b"queued\n"])
+        asyncore.loop(timeout=5, map=m, count=1)
+        self.assertEqual(b.recv(100), b"queued\n")
+        c.close()
+
+    def test_a_class_level_ac_in_buffer_takes_the_name_over(self):
+        class Prop(Chat):
+            @property
+            def ac_in_buffer(self):
+                return self.__dict__.get("buf", b"")
+
+            @ac_in_buffer.setter
+            def ac_in_buffer(self, value):
+                self.__dict__["buf"] = value
+
+        a, b = self.pair()
+        c = Prop(a, {})
+        b.send(b"ab\ncd")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"ab"])
+        self.assertEqual(c.parts, [b"cd"])
+        c.set_terminator(b"\r\n")
+        b.send(b"\r")
+        c.handle_read_event()
+        self.assertEqual(vars(c)["buf"], b"\r")       # written through the property
         c.close()
 
     def test_an_override_put_in_dict_after_events_is_called(self):
