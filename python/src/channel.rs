@@ -1183,24 +1183,22 @@ fn chat_queue<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 }
 
 fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = obj.py();
     if !is_bytes_like(data) {
         let msg = format!("data argument must be byte-ish ({})", data.get_type().repr()?);
         return Err(PyTypeError::new_err(msg));
     }
     let step = attr(obj, Name::AcOutBufferSize)?;
     let fifo = chat_queue(obj)?;
-    let append = intern!(py, "append");
     let len = data.len()? as isize;
     let step_n: isize = step.extract()?;
     if len <= step_n {
-        call_method(&fifo, append, &[data])?;
+        queue_append(&fifo, data)?;
     } else if step_n == 0 {
         return Err(PyValueError::new_err("range() arg 3 must not be zero"));
     } else if step_n > 0 {
         let mut at = 0;
         while at < len {
-            fifo.call_method1(append, (slice(data, at, Some(at + step_n))?,))?;
+            queue_append(&fifo, &slice(data, at, Some(at + step_n))?)?;
             at += step_n;
         }
     }
@@ -1219,14 +1217,60 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Exactly `collections.deque` (whose methods run no Python code).
+/// `collections.deque` and the methods of it the queue code calls.
+struct Deque {
+    ty: Py<PyType>,
+    append: Py<PyAny>,
+    popleft: Py<PyAny>,
+}
+
+fn deque(py: Python<'_>) -> Option<&Deque> {
+    static DEQUE: GILOnceCell<Deque> = GILOnceCell::new();
+    DEQUE
+        .get_or_try_init(py, || -> PyResult<Deque> {
+            let ty = py.import("collections")?.getattr("deque")?.downcast_into::<PyType>()?;
+            let append = ty.getattr("append")?.unbind();
+            let popleft = ty.getattr("popleft")?.unbind();
+            Ok(Deque { ty: ty.unbind(), append, popleft })
+        })
+        .ok()
+}
+
+/// `v`'s methods if it is exactly a `collections.deque` (whose methods run no Python code and
+/// cannot be replaced, so calling them directly is what `v.append(...)` would do).
+fn as_deque<'py>(v: &Bound<'py, PyAny>) -> Option<&'py Deque> {
+    deque(v.py()).filter(|d| v.get_type_ptr() == d.ty.as_ptr().cast())
+}
+
+/// Exactly `collections.deque`.
 fn is_deque(v: &Bound<'_, PyAny>) -> bool {
-    static DEQUE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
-    let py = v.py();
-    let ty = DEQUE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
-        Ok(py.import("collections")?.getattr("deque")?.downcast_into::<PyType>()?.unbind())
-    });
-    ty.is_ok_and(|t| v.get_type_ptr() == t.as_ptr().cast())
+    as_deque(v).is_some()
+}
+
+/// `fifo.append(item)`; for a deque by one vectorcall of `deque.append` (what
+/// `PyObject_CallMethod` reaches after a method look-up and an argument list).
+fn queue_append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = fifo.py();
+    match as_deque(fifo) {
+        Some(d) => sys::call(d.append.bind(py), Some(fifo), &[item]).map(drop),
+        None => call_method(fifo, intern!(py, "append"), &[item]).map(drop),
+    }
+}
+
+/// `fifo[0]`.
+fn queue_head<'py>(fifo: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match as_deque(fifo) {
+        Some(_) => sys::first_item(fifo),
+        None => fifo.get_item(0),
+    }
+}
+
+/// `del fifo[0]` (for a deque, `popleft()`: the same, without an index object).
+fn queue_drop_head(fifo: &Bound<'_, PyAny>) -> PyResult<()> {
+    match as_deque(fifo) {
+        Some(d) => sys::call(d.popleft.bind(fifo.py()), Some(fifo), &[]).map(drop),
+        None => fifo.del_item(0),
+    }
 }
 
 /// The native method `obj.name()` runs (what [`invoke`] would run natively), if it is one.
@@ -1257,10 +1301,10 @@ fn chat_send_from(obj: &Bound<'_, PyAny>, fifo: &Bound<'_, PyAny>, mut limit: Op
     // The head goes with `del fifo[0]`, which a deque and a list both take (code that set
     // `producer_fifo` to a list of bytes worked with CPython's module).
     while fifo.is_truthy()? && flag(obj, Name::Connected)? {
-        let head = fifo.get_item(0)?;
+        let head = queue_head(fifo)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
-            fifo.del_item(0)?;
+            queue_drop_head(fifo)?;
             invoke(obj, Name::HandleClose, &[])?;
             return Ok(());
         }
@@ -1272,13 +1316,13 @@ fn chat_send_from(obj: &Bound<'_, PyAny>, fifo: &Bound<'_, PyAny>, mut limit: Op
             if piece.is_truthy()? {
                 fifo.call_method1(intern!(py, "appendleft"), (piece,))?;
             } else {
-                fifo.del_item(0)?;
+                queue_drop_head(fifo)?;
             }
             continue;
         }
         if !head.is_truthy()? {
             limit = None;
-            fifo.del_item(0)?;
+            queue_drop_head(fifo)?;
             continue;
         }
         let limit: isize = match limit {
@@ -1295,7 +1339,7 @@ fn chat_send_from(obj: &Bound<'_, PyAny>, fifo: &Bound<'_, PyAny>, mut limit: Op
         if sent.is_truthy()? {
             let n: isize = sent.extract()?;
             if chunk.is(&head) && n >= head.len()? as isize {
-                fifo.del_item(0)?;
+                queue_drop_head(fifo)?;
             } else {
                 fifo.set_item(0, slice(&head, n, None)?)?;
             }

@@ -77,6 +77,14 @@ pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// `seq[0]` by the sequence protocol (no index object).
+pub fn first_item<'py>(seq: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `seq` is live; PySequence_GetItem returns a new reference or NULL with an
+    // exception set (a TypeError for an object that is not a sequence), which
+    // from_owned_ptr_or_err takes over.
+    unsafe { Bound::from_owned_ptr_or_err(seq.py(), ffi::PySequence_GetItem(seq.as_ptr(), 0)) }
+}
+
 /// `obj.name(*args)` without a bound-method object or an argument tuple in between.
 pub fn call_method<'py>(
     obj: &Bound<'py, PyAny>,
