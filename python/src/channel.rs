@@ -66,14 +66,10 @@ pub struct Channel {
     watched_write: bool,
     /// Already on `marks` since the poller last looked at it.
     marked: bool,
-    /// `connected`, `accepting`, `connecting`, `debug` and `socket`, indexed by [`Field`]:
-    /// what was assigned (any object), `None` while unassigned (the flags then read as
-    /// `False`, `socket` is missing).
+    /// `connected`, `accepting`, `connecting`, `debug`, `socket`, `ac_in_buffer` and
+    /// `producer_fifo`, indexed by [`Field`]: what was assigned (any object), `None` while
+    /// unassigned (the flags then read as `False`, the others are missing).
     fields: [Option<Py<PyAny>>; FIELDS],
-    /// The version tag of the class under which all five fields were last found to be the
-    /// base's own (0: not known). Tags are never reused, so a match means the same class,
-    /// unchanged since: the per-class look-up can be skipped.
-    fields_tag: u32,
 }
 
 /// The attributes held in the object itself (data descriptors of the base class), so that the
@@ -236,20 +232,41 @@ impl Channel {
 /// (not taken over by a subclass), so the field is what Python would read.
 fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a Bound<'py, Channel>> {
     let ch = as_channel(obj)?;
-    let (_, tag) = sys::class_and_tag(obj);
-    if tag != 0 && ch.try_borrow().is_ok_and(|c| c.fields_tag == tag) {
+    let py = obj.py();
+    let (ty, tag) = sys::class_and_tag(obj);
+    if fields_known(py, ty, tag) {
         return Some(ch);
     }
     let native = |f: Field| matches!(slot(obj, f.name()), Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(f));
     if ALL_FIELDS.into_iter().all(native) {
         // The look-ups gave the class a tag if it had none.
-        let (_, tag) = sys::class_and_tag(obj);
-        if let Ok(mut c) = ch.try_borrow_mut() {
-            c.fields_tag = tag;
-        }
+        let (ty, tag) = sys::class_and_tag(obj);
+        note_fields_known(py, ty, tag);
         return Some(ch);
     }
     native(field).then_some(ch)
+}
+
+/// The classes (address, version tag) last found to leave every field to the base, so that
+/// the check on each read is a compare, without borrowing the object. Tags are never reused
+/// (and 0, "none", is never kept), so an entry matches only the same class, unchanged since;
+/// a few entries cover the handful of classes a program's channels are of.
+static FIELDS_KNOWN: GILProtected<[std::cell::Cell<(usize, u32)>; 4]> =
+    GILProtected::new([const { std::cell::Cell::new((0, 0)) }; 4]);
+static FIELDS_NEXT: GILProtected<std::cell::Cell<usize>> = GILProtected::new(std::cell::Cell::new(0));
+
+fn fields_known(py: Python<'_>, ty: usize, tag: u32) -> bool {
+    tag != 0 && FIELDS_KNOWN.get(py).iter().any(|e| e.get() == (ty, tag))
+}
+
+fn note_fields_known(py: Python<'_>, ty: usize, tag: u32) {
+    if tag == 0 || fields_known(py, ty, tag) {
+        return;
+    }
+    let next = FIELDS_NEXT.get(py);
+    let i = next.get() % 4;
+    FIELDS_KNOWN.get(py)[i].set((ty, tag));
+    next.set(i + 1);
 }
 
 const ALL_FIELDS: [Field; FIELDS] = [
@@ -392,19 +409,20 @@ const NAT_NAMES: [(&str, Nat); 22] = [
     ("producer_fifo", Nat::Field(Field::ProducerFifo)),
 ];
 
-/// The addresses of this class's method descriptors (the class keeps them alive).
-static NATIVES: GILOnceCell<Vec<(usize, u8)>> = GILOnceCell::new();
+/// This class's method and field descriptors, held here for good: so their addresses can
+/// never be another object's, even after one is deleted from the class.
+static NATIVES: GILOnceCell<Vec<(Py<PyAny>, u8)>> = GILOnceCell::new();
 
 /// The index into [`NAT_NAMES`] of the native method `attr` is, if it is one.
 fn native_index(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<u8> {
     let table = NATIVES.get_or_init(py, || {
         let ty = py.get_type::<Channel>();
         (0..NAT_NAMES.len())
-            .filter_map(|i| ty.getattr(NAT_NAMES[i].0).ok().map(|a| (a.as_ptr() as usize, i as u8)))
+            .filter_map(|i| ty.getattr(NAT_NAMES[i].0).ok().map(|a| (a.unbind(), i as u8)))
             .collect()
     });
-    let p = attr.as_ptr() as usize;
-    table.iter().find(|(q, _)| *q == p).map(|(_, k)| *k)
+    let p = attr.as_ptr();
+    table.iter().find(|(q, _)| q.as_ptr() == p).map(|(_, k)| *k)
 }
 
 fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
@@ -613,24 +631,20 @@ fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
 /// seen last under each name is kept: natives live as long as the class, so an address that
 /// was a native's still is, and one that was not can never become one.
 fn native_of(py: Python<'_>, name: Name, f: &Bound<'_, PyAny>) -> Option<Nat> {
-    static HINTS: GILProtected<RefCell<Vec<(usize, u8)>>> = GILProtected::new(RefCell::new(Vec::new()));
     const NONE: u8 = u8::MAX;
+    static HINTS: GILProtected<[std::cell::Cell<(usize, u8)>; names::COUNT]> =
+        GILProtected::new([const { std::cell::Cell::new((0, NONE)) }; names::COUNT]);
     let p = f.as_ptr() as usize;
-    let i = name as usize;
-    let hit = HINTS.get(py).borrow().get(i).filter(|h| h.0 == p).map(|h| h.1);
-    let k = match hit {
-        Some(k) => k,
-        None => {
+    let hint = &HINTS.get(py)[name as usize];
+    let k = match hint.get() {
+        (q, k) if q == p => k,
+        _ => {
             let k = native_index(py, f).unwrap_or(NONE);
-            let mut hints = HINTS.get(py).borrow_mut();
-            if hints.len() <= i {
-                hints.resize(i + 1, (0, NONE));
-            }
-            hints[i] = (p, k);
+            hint.set((p, k));
             k
         }
     };
-    (k != NONE).then(|| NAT_NAMES[k as usize].1)
+    NAT_NAMES.get(k as usize).map(|n| n.1)
 }
 
 /// `obj.name(*args)` as Python would call it, but natively when the name leads to one of this
@@ -830,13 +844,13 @@ fn connect_if_pending(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// together then runs no Python code between the reads, as reading them one by one would
 /// not either.
 fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
+    let py = obj.py();
     let ch = field_owner(obj, Field::Accepting)?;
-    let (_, tag) = sys::class_and_tag(obj);
-    let c = ch.try_borrow().ok()?;
-    if tag == 0 || c.fields_tag != tag {
+    let (ty, tag) = sys::class_and_tag(obj);
+    if !fields_known(py, ty, tag) {
         return None;
     }
-    let py = obj.py();
+    let c = ch.try_borrow().ok()?;
     let t = pyo3::types::PyBool::new(py, true).as_ptr();
     let f = pyo3::types::PyBool::new(py, false).as_ptr();
     let get = |x: Field| match &c.fields[x as usize] {
@@ -1411,7 +1425,6 @@ impl Channel {
             watched_write: false,
             marked: false,
             fields: Default::default(),
-            fields_tag: 0,
         }
     }
 

@@ -31,6 +31,8 @@ macro_rules! names {
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub enum Name { $($variant,)* }
         const TEXTS: &[&str] = &[$($text,)*];
+        /// How many names there are.
+        pub const COUNT: usize = TEXTS.len();
     };
 }
 
