@@ -288,10 +288,12 @@ pub fn class_uses_fields(ty: &Bound<'_, PyType>) -> bool {
     })
 }
 
-/// The truth of a value, without a call for `True`, `False` and `None`.
+/// The truth of a value, without a call for `True`, `False`, `None` and exact `bytes`.
 fn truth(v: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = v.py();
-    if v.as_ptr() == pyo3::types::PyBool::new(py, true).as_ptr() {
+    if let Ok(b) = v.downcast_exact::<PyBytes>() {
+        Ok(!b.as_bytes().is_empty())
+    } else if v.as_ptr() == pyo3::types::PyBool::new(py, true).as_ptr() {
         Ok(true)
     } else if v.as_ptr() == pyo3::types::PyBool::new(py, false).as_ptr() || v.is_none() {
         Ok(false)
@@ -345,6 +347,30 @@ static REGISTRY: GILProtected<RefCell<Option<Registry>>> = GILProtected::new(Ref
 pub fn register(py: Python<'_>, dispatcher: Py<PyType>, on_error: Py<PyAny>) {
     let old = REGISTRY.get(py).borrow_mut().replace(Registry { dispatcher, on_error });
     drop(old);
+}
+
+/// The `dispatcher` class, as registered.
+fn dispatcher_class(py: Python<'_>) -> Option<Bound<'_, PyType>> {
+    REGISTRY.get(py).borrow().as_ref().map(|r| r.dispatcher.bind(py).clone())
+}
+
+/// Whether `dispatcher.send` is the native `send` (what `dispatcher_with_send.initiate_send`
+/// sends through). The class's version tag under which it last was is kept: a tag is never
+/// reused, so while it is the class's, `send` has not been reassigned there or on a base.
+fn dispatcher_send_is_native(disp: &Bound<'_, PyType>) -> bool {
+    static NATIVE_UNDER: GILProtected<std::cell::Cell<u32>> = GILProtected::new(std::cell::Cell::new(0));
+    let py = disp.py();
+    let (_, tag) = sys::type_and_tag(disp, Name::Send.text(py));
+    let kept = NATIVE_UNDER.get(py);
+    if tag != 0 && kept.get() == tag {
+        return true;
+    }
+    let native = matches!(names::lookup_in(disp, Name::Send, native_index),
+                          Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send);
+    if native {
+        kept.set(sys::type_and_tag(disp, Name::Send.text(py)).1);
+    }
+    native
 }
 
 fn registry(py: Python<'_>) -> Option<(Bound<'_, PyType>, Bound<'_, PyAny>)> {
@@ -724,7 +750,7 @@ fn recv<'py>(obj: &Bound<'py, PyAny>, size: &Bound<'py, PyAny>) -> PyResult<Boun
     };
     match got {
         Ok(data) => {
-            if data.is_truthy()? {
+            if truth(&data)? {
                 return Ok(data);
             }
         }
@@ -969,6 +995,26 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
     };
     set_out_buffer(ch, joined)?;
     invoke(obj, Name::InitiateSend, &[])?;
+    note_out(ch)
+}
+
+/// Tells the loop whether `ch` has output pending now (bytes in `out_buffer`); for bytes (or
+/// none) in one borrow of the object.
+fn note_out(ch: &Bound<'_, Channel>) -> PyResult<()> {
+    let py = ch.py();
+    if let Ok(mut c) = ch.try_borrow_mut() {
+        let plain = match &c.out_buffer {
+            None => Some(false),
+            Some(b) => b.bind(py).downcast_exact::<PyBytes>().ok().map(|b| !b.as_bytes().is_empty()),
+        };
+        if let Some(pending) = plain {
+            if pending != c.watched_write {
+                c.mark();
+            }
+            return Ok(());
+        }
+    }
+    // Anything else's truth may run Python code: asked without holding the object.
     note_channel(ch, Channel::pending_out(ch)?);
     Ok(())
 }
@@ -983,10 +1029,10 @@ fn ws_initiate_send(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let chunk =
         if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
     // Through `dispatcher.send` explicitly, as a subclass's own `send` queues instead.
-    let sent = match registry(py) {
+    let sent = match dispatcher_class(py) {
         None => send(obj, &chunk)?,
-        Some((disp, _)) => match names::lookup_in(&disp, Name::Send, native_index) {
-            Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send => send(obj, &chunk)?,
+        Some(disp) if dispatcher_send_is_native(&disp) => send(obj, &chunk)?,
+        Some(disp) => match names::lookup_in(&disp, Name::Send, native_index) {
             Found::Func(f) => sys::call(&f, Some(obj), &[&chunk])?,
             _ => disp.getattr(Name::Send.text(py))?.call1((obj, &chunk))?,
         },
@@ -994,7 +1040,12 @@ fn ws_initiate_send(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let n: isize = sent.extract()?;
     if n != 0 {
         let now = out_buffer(ch)?;
-        set_out_buffer(ch, slice(&now, n, None)?)?;
+        // All of it went (and nothing replaced the buffer meanwhile): what the slice gives.
+        let rest = match now.downcast_exact::<PyBytes>() {
+            Ok(b) if now.is(&chunk) && n as usize >= b.as_bytes().len() => PyBytes::new(py, b"").into_any(),
+            _ => slice(&now, n, None)?,
+        };
+        set_out_buffer(ch, rest)?;
     }
     Ok(())
 }
@@ -1114,13 +1165,13 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let data = encoded(obj, data)?;
     let in_buf = Name::AcInBuffer;
     let held = attr(obj, Name::AcInBuffer)?;
-    let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
+    let mut buf = if truth(&held)? { held.add(&data)? } else { data };
     let empty = PyBytes::new(py, b"");
     let collect = Name::CollectIncomingData;
     // Each round reads the buffer and the terminator again: the callbacks may change both.
-    while buf.is_truthy()? {
+    while truth(&buf)? {
         let term = invoke(obj, Name::GetTerminator, &[])?;
-        if !term.is_truthy()? {
+        if !truth(&term)? {
             // No records: everything is data.
             set_attr(obj, in_buf, &empty)?;
             invoke(obj, collect, &[&buf])?;
@@ -1334,7 +1385,7 @@ fn chat_send_from(obj: &Bound<'_, PyAny>, fifo: &Bound<'_, PyAny>, mut limit: Op
             }
             continue;
         }
-        if !head.is_truthy()? {
+        if !truth(&head)? {
             limit = None;
             queue_drop_head(fifo)?;
             continue;
