@@ -1256,6 +1256,9 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     let fifo = chat_queue(obj)?;
     let len = data.len()? as isize;
     let step_n: isize = step.extract()?;
+    if 0 < len && len <= step_n && push_direct(obj, &fifo, data, step_n)? {
+        return Ok(());
+    }
     if len <= step_n {
         queue_append(&fifo, data)?;
     } else if step_n == 0 {
@@ -1280,6 +1283,74 @@ fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     }
     note(obj, chat_queue(obj)?.is_truthy()?);
     Ok(())
+}
+
+/// `push(data)` onto an empty queue, the line server's case, sent without going through the
+/// queue: what `push` and `initiate_send` do then is append `data`, send it, and take it off
+/// again when all of it went. Done here only when nothing of that can run Python code or be
+/// seen from it: `data` is exactly bytes no longer than `ac_out_buffer_size` (read by the
+/// caller), the queue an empty `collections.deque`, `initiate_send` and `send` the package's
+/// own (so looking them up, before the append, runs nothing: the class attribute is a method
+/// descriptor of this extension under the generic attribute lookup), `connected` the native
+/// field holding `True`, and the socket one `send(2)` can be made on. Whatever the send did
+/// not take is queued as `initiate_send` would leave it, before anything else runs
+/// (`handle_close` for a peer that left, `handle_error`). An `EINTR` queues `data` and goes the
+/// general way, which runs the signal handlers and sends again. `false`: not applicable,
+/// nothing done.
+fn push_direct(
+    obj: &Bound<'_, PyAny>,
+    fifo: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+    step: isize,
+) -> PyResult<bool> {
+    let py = obj.py();
+    let Ok(bytes) = data.downcast_exact::<PyBytes>() else { return Ok(false) };
+    if as_deque(fifo).is_none() || fifo.len()? != 0 {
+        return Ok(false);
+    }
+    let pure = |name: Name| matches!(slot(obj, name), Found::Native(_));
+    if !pure(Name::InitiateSend) || !pure(Name::Send) {
+        return Ok(false);
+    }
+    if !matches!(resolve(obj, Name::InitiateSend)?, Target::Native(Nat::ChatInitiateSend, _))
+        || !matches!(resolve(obj, Name::Send)?, Target::Native(Nat::Send, _))
+    {
+        return Ok(false);
+    }
+    let (Some(ch), Some(_)) = (field_owner(obj, Field::Connected), field_owner(obj, Field::Socket)) else {
+        return Ok(false);
+    };
+    let sock = {
+        let c = ch.try_borrow()?;
+        let t = pyo3::types::PyBool::new(py, true);
+        let connected =
+            c.fields[Field::Connected as usize].as_ref().is_some_and(|v| v.as_ptr() == t.as_ptr());
+        match &c.fields[Field::Socket as usize] {
+            Some(s) if connected => s.bind(py).clone(),
+            _ => return Ok(false),
+        }
+    };
+    let Some(fd) = direct_fd(&sock) else { return Ok(false) };
+    let whole = bytes.as_bytes();
+    match send_dontwait(fd, whole, 0) {
+        Ok(n) if n >= whole.len() => return Ok(true), // appended, sent, taken off
+        Ok(0) => queue_append(fifo, data)?,
+        Ok(n) => queue_append(fifo, PyBytes::new(py, &whole[n..]).as_any())?,
+        Err(code) if code == libc::EINTR => {
+            queue_append(fifo, data)?;
+            chat_send_from(obj, fifo, Some(step))?;
+        }
+        Err(code) => {
+            queue_append(fifo, data)?;
+            if is_disconnect(code) {
+                close_now(obj)?;
+            } else if code != libc::EWOULDBLOCK && code != libc::EAGAIN {
+                report(obj, os_error(code))?;
+            }
+        }
+    }
+    note(obj, chat_queue(obj)?.is_truthy()?);
+    Ok(true)
 }
 
 /// `collections.deque` and the methods of it the queue code calls.

@@ -2,6 +2,7 @@
 dispatcher_with_send and async_chat methods (issue 12, section 2): idle channels then cost no
 Python call per pass, and output queued from outside a channel's handlers is still seen."""
 import collections
+import errno
 import os
 import socket
 import sys
@@ -987,3 +988,120 @@ class InlineValues(unittest.TestCase):
         ch = sockloop._core.Channel()
         with self.assertRaises(AttributeError):
             ch.socket
+
+
+class PushOntoAnEmptyQueue(unittest.TestCase):
+    """`push` onto an empty queue sends without going through it (python/src/channel.rs,
+    `push_direct`); what Python code can see must be what push + initiate_send leave."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def fill(self, sock):
+        """Fills `sock`'s send buffer (non-blocking) until the kernel takes no more."""
+        sent = 0
+        while True:
+            try:
+                sent += sock.send(b"f" * 4096)
+            except BlockingIOError:
+                return sent
+
+    def test_what_the_kernel_does_not_take_is_queued_and_sent_in_order(self):
+        a, b = self.pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        m = asyncore.SocketMap()
+        c = Chat(a, m)
+        filled = self.fill(a)
+        c.push(b"first\n")                       # nothing goes: queued whole
+        self.assertEqual(list(c.producer_fifo), [b"first\n"])
+        payload = bytes(range(256)) * 200        # within ac_out_buffer_size
+        c.push(payload)                          # behind it, in order
+        b.setblocking(False)
+        got = bytearray()
+        want = filled + len(b"first\n") + len(payload)
+        for _ in range(10000):
+            if len(got) >= want:
+                break
+            try:
+                got += b.recv(65536)
+            except BlockingIOError:
+                asyncore.loop(timeout=1, map=m, count=1)
+        self.assertEqual(bytes(got[filled:]), b"first\n" + payload)
+        self.assertEqual(len(c.producer_fifo), 0)
+        c.close()
+
+    def test_a_partial_send_queues_the_rest(self):
+        a, b = self.pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c = Chat(a, {})
+        payload = b"p" * 60000                   # more than the socket takes at once
+        c.push(payload)
+        queued = b"".join(c.producer_fifo)
+        self.assertGreater(len(queued), 0)
+        self.assertLess(len(queued), len(payload))
+        b.setblocking(False)
+        got = bytearray()
+        while len(got) < len(payload) - len(queued):
+            got += b.recv(65536)
+        self.assertEqual(bytes(got), payload[:len(payload) - len(queued)])
+        c.close()
+
+    def test_a_peer_gone_calls_handle_close_with_the_data_queued(self):
+        seen = []
+
+        class Closing(Chat):
+            def handle_close(self):
+                seen.append(list(self.producer_fifo))
+                self.close()
+
+        a, b = self.pair()
+        c = Closing(a, {})
+        b.close()
+        c.push(b"late\n")
+        self.assertEqual(seen, [[b"late\n"]])
+
+    def test_other_send_errors_reach_handle_error_with_the_data_queued(self):
+        seen = []
+
+        class Failing(Chat):
+            def handle_error(self):
+                seen.append((sys.exc_info()[1], list(self.producer_fifo)))
+
+        a, b = self.pair()
+        c = Failing(a, {})
+        # An unconnected datagram socket: send(2) fails with EDESTADDRREQ, not a disconnect.
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        udp.setblocking(False)
+        c.socket = udp
+        c.push(b"x")
+        self.assertEqual(len(seen), 1)
+        err, queued = seen[0]
+        self.assertIsInstance(err, OSError)
+        self.assertEqual(err.errno, errno.EDESTADDRREQ)
+        self.assertEqual(queued, [b"x"])
+
+    def test_a_send_or_initiate_send_set_on_the_instance_is_called(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        sent = []
+        c.send = lambda data: sent.append(data) or len(data)
+        c.push(b"via instance\n")
+        self.assertEqual(sent, [b"via instance\n"])
+        self.assertEqual(len(c.producer_fifo), 0)
+        del c.send
+        c.push(b"native\n")
+        self.assertEqual(b.recv(100), b"native\n")
+
+    def test_not_connected_keeps_the_data_queued(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        c.connected = False
+        c.push(b"held\n")
+        self.assertEqual(list(c.producer_fifo), [b"held\n"])
+        c.connected = True
+        c.initiate_send()
+        self.assertEqual(b.recv(100), b"held\n")
