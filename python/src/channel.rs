@@ -984,6 +984,9 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
     let held = out_buffer(ch)?;
+    if ws_send_direct(ch, &held, data)? {
+        return Ok(());
+    }
     // b"" + data is data itself when both are bytes (CPython hands back the same object).
     let joined = if held.is_exact_instance_of::<PyBytes>()
         && data.is_exact_instance_of::<PyBytes>()
@@ -996,6 +999,55 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
     set_out_buffer(ch, joined)?;
     invoke(obj, Name::InitiateSend, &[])?;
     note_out(ch)
+}
+
+/// `send(data)` of `dispatcher_with_send` with nothing buffered, the echo server's case, as one
+/// `send(2)`: what `send` and `initiate_send` do then is make `data` the buffer, send it through
+/// `dispatcher.send` and keep what did not go. Done here only when nothing of that can run
+/// Python code (`data` exactly bytes, 1 to 64 KiB; the buffer `b""`; `initiate_send` and
+/// `dispatcher.send` the package's own, so looking them up runs nothing; the socket one
+/// `send(2)` can be made on). The buffer is set before anything else runs (`handle_close` for a
+/// peer that left; an error propagates as from `dispatcher.send`), and an `EINTR` goes the
+/// general way. `false`: not applicable, nothing done.
+fn ws_send_direct(
+    ch: &Bound<'_, Channel>,
+    held: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = ch.py();
+    let obj = ch.as_any();
+    let Ok(bytes) = data.downcast_exact::<PyBytes>() else { return Ok(false) };
+    let whole = bytes.as_bytes();
+    let empty = held.downcast_exact::<PyBytes>().is_ok_and(|b| b.as_bytes().is_empty());
+    if !empty || whole.is_empty() || whole.len() > WS_CHUNK {
+        return Ok(false);
+    }
+    if !matches!(slot(obj, Name::InitiateSend), Found::Native(_))
+        || !matches!(resolve(obj, Name::InitiateSend)?, Target::Native(Nat::WsInitiateSend, _))
+        || !dispatcher_class(py).is_some_and(|d| dispatcher_send_is_native(&d))
+    {
+        return Ok(false);
+    }
+    let Some(_) = field_owner(obj, Field::Socket) else { return Ok(false) };
+    let sock = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|s| s.bind(py).clone());
+    let Some(fd) = sock.as_ref().and_then(direct_fd) else { return Ok(false) };
+    match send_dontwait(fd, whole, 0) {
+        Ok(n) if n >= whole.len() => set_out_buffer(ch, PyBytes::new(py, b"").into_any())?,
+        Ok(0) => set_out_buffer(ch, data.clone())?,
+        Ok(n) => set_out_buffer(ch, PyBytes::new(py, &whole[n..]).into_any())?,
+        Err(code) => {
+            set_out_buffer(ch, data.clone())?;
+            if code == libc::EINTR {
+                invoke(obj, Name::InitiateSend, &[])?;
+            } else if is_disconnect(code) {
+                close_now(obj)?;
+            } else if code != libc::EWOULDBLOCK && code != libc::EAGAIN {
+                return Err(os_error(code));
+            }
+        }
+    }
+    note_out(ch)?;
+    Ok(true)
 }
 
 /// Tells the loop whether `ch` has output pending now (bytes in `out_buffer`); for bytes (or

@@ -1105,3 +1105,94 @@ class PushOntoAnEmptyQueue(unittest.TestCase):
         c.connected = True
         c.initiate_send()
         self.assertEqual(b.recv(100), b"held\n")
+
+
+class SendWithNothingBuffered(unittest.TestCase):
+    """`dispatcher_with_send.send` with an empty buffer is one send(2) (`ws_send_direct`);
+    `out_buffer` must be what send + initiate_send leave, at every point Python code runs."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def test_what_the_kernel_does_not_take_stays_in_out_buffer(self):
+        a, b = self.pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        d = asyncore.dispatcher_with_send(a, {})
+        payload = bytes(range(256)) * 200
+        d.send(payload)
+        rest = d.out_buffer
+        self.assertGreater(len(rest), 0)
+        self.assertEqual(payload[len(payload) - len(rest):], rest)
+        d.send(b"tail")                           # behind what is buffered
+        self.assertTrue(d.out_buffer.endswith(b"tail"))
+        b.setblocking(False)
+        got = bytearray()
+        for _ in range(10000):
+            if not d.out_buffer and len(got) == len(payload) + 4:
+                break
+            try:
+                got += b.recv(65536)
+            except BlockingIOError:
+                d.initiate_send()
+        self.assertEqual(bytes(got), payload + b"tail")
+        d.close()
+
+    def test_a_full_socket_keeps_all_of_it(self):
+        a, b = self.pair()
+        d = asyncore.dispatcher_with_send(a, {})
+        while True:
+            try:
+                a.send(b"f" * 4096)
+            except BlockingIOError:
+                break
+        d.send(b"waiting")
+        self.assertEqual(d.out_buffer, b"waiting")
+        d.close()
+
+    def test_a_peer_gone_calls_handle_close_with_the_data_buffered(self):
+        seen = []
+
+        class Closing(asyncore.dispatcher_with_send):
+            def handle_close(self):
+                seen.append(self.out_buffer)
+                self.close()
+
+        a, b = self.pair()
+        d = Closing(a, {})
+        b.close()
+        d.send(b"late")
+        self.assertEqual(seen, [b"late"])
+
+    def test_another_send_error_propagates_with_the_data_buffered(self):
+        a, b = self.pair()
+        d = asyncore.dispatcher_with_send(a, {})
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # send(2): EDESTADDRREQ
+        self.addCleanup(udp.close)
+        udp.setblocking(False)
+        d.socket = udp
+        with self.assertRaises(OSError) as caught:
+            d.send(b"x")
+        self.assertEqual(caught.exception.errno, errno.EDESTADDRREQ)
+        self.assertEqual(d.out_buffer, b"x")
+
+    def test_a_replaced_initiate_send_or_dispatcher_send_is_used(self):
+        a, b = self.pair()
+        d = asyncore.dispatcher_with_send(a, {})
+        calls = []
+        d.initiate_send = lambda: calls.append(d.out_buffer)
+        d.send(b"one")
+        self.assertEqual(calls, [b"one"])
+        del d.initiate_send
+        d.out_buffer = b""
+        original = asyncore.dispatcher.send
+        try:
+            asyncore.dispatcher.send = lambda self, data: calls.append(data) or 1
+            d.send(b"two")
+        finally:
+            asyncore.dispatcher.send = original
+        self.assertEqual(calls, [b"one", b"two"])
+        self.assertEqual(d.out_buffer, b"wo")
+        d.close()
