@@ -194,6 +194,7 @@ impl Channel {
 pub static CHANNEL: sys::FastType<Channel> = sys::FastType::new();
 
 /// `obj` as a channel, if it is one.
+#[inline]
 pub fn as_channel<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Channel>> {
     CHANNEL.downcast(obj)
 }
@@ -230,6 +231,7 @@ impl Channel {
 
 /// `obj` as a channel when its class's attribute for `field` is the base's own descriptor
 /// (not taken over by a subclass), so the field is what Python would read.
+#[inline]
 fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a Bound<'py, Channel>> {
     let ch = as_channel(obj)?;
     let py = obj.py();
@@ -255,6 +257,7 @@ static FIELDS_KNOWN: GILProtected<[std::cell::Cell<(usize, u32)>; 4]> =
     GILProtected::new([const { std::cell::Cell::new((0, 0)) }; 4]);
 static FIELDS_NEXT: GILProtected<std::cell::Cell<usize>> = GILProtected::new(std::cell::Cell::new(0));
 
+#[inline]
 fn fields_known(py: Python<'_>, ty: usize, tag: u32) -> bool {
     tag != 0 && FIELDS_KNOWN.get(py).iter().any(|e| e.get() == (ty, tag))
 }
@@ -641,6 +644,7 @@ enum Target<'py> {
 /// `obj.name` for a call: one `_PyObject_GetMethod` (the class's method cache, then the
 /// instance's own attributes), so an attribute set on the class or the instance, a property,
 /// a `__getattribute__` are all honoured as a Python call would honour them.
+#[inline]
 fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
     let py = obj.py();
     let (unbound, f) = sys::get_method(obj, name.text(py))?;
@@ -656,6 +660,7 @@ fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
 /// Which native method `f` (found under `name`) is, if it is one. The answer for the object
 /// seen last under each name is kept: natives live as long as the class, so an address that
 /// was a native's still is, and one that was not can never become one.
+#[inline]
 fn native_of(py: Python<'_>, name: Name, f: &Bound<'_, PyAny>) -> Option<Nat> {
     const NONE: u8 = u8::MAX;
     static HINTS: GILProtected<[std::cell::Cell<(usize, u8)>; names::COUNT]> =

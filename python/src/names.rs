@@ -78,6 +78,7 @@ static INTERNED: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();
 
 impl Name {
     /// The name as an interned Python string.
+    #[inline]
     pub fn text<'py>(self, py: Python<'py>) -> &'py Bound<'py, PyString> {
         let all =
             INTERNED.get_or_init(py, || TEXTS.iter().map(|t| PyString::intern(py, t).unbind()).collect());

@@ -128,6 +128,7 @@ extern "C" {
 /// `obj.name` looked up as for a call: `(true, f)` when it is the class's function or method
 /// descriptor `f`, not shadowed on the instance (call it with `obj` first), `(false, v)` for
 /// anything else (call `v` as it is).
+#[inline]
 pub fn get_method<'py>(
     obj: &Bound<'py, PyAny>,
     name: &Bound<'py, PyString>,
@@ -142,6 +143,7 @@ pub fn get_method<'py>(
 }
 
 /// The address of `obj`'s class and the class's version tag as it is now (0: none).
+#[inline]
 pub fn class_and_tag(obj: &Bound<'_, PyAny>) -> (usize, u32) {
     // SAFETY: a live object's type pointer is a valid type object while the GIL is held;
     // tp_version_tag is a plain field of it (full API build).
@@ -427,6 +429,7 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
     }
 
     /// `obj` as a `T` when it is one (an instance of `T` or of a subclass).
+    #[inline]
     pub fn downcast<'a, 'py>(&self, obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
         let py = obj.py();
         let tp = self.tp.load(std::sync::atomic::Ordering::Relaxed);
