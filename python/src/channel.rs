@@ -1390,7 +1390,11 @@ fn push_direct(
     let Some(fd) = direct_fd(&sock) else { return Ok(false) };
     let whole = bytes.as_bytes();
     match send_dontwait(fd, whole, 0) {
-        Ok(n) if n >= whole.len() => return Ok(true), // appended, sent, taken off
+        Ok(n) if n >= whole.len() => {
+            // Appended, sent and taken off: the queue is empty, as it was.
+            note(obj, false);
+            return Ok(true);
+        }
         Ok(0) => queue_append(fifo, data)?,
         Ok(n) => queue_append(fifo, PyBytes::new(py, &whole[n..]).as_any())?,
         Err(code) if code == libc::EINTR => {
