@@ -8,23 +8,25 @@
 //! Python frame.
 //!
 //! A method here that calls another method of the channel by name (`self.initiate_send()`,
-//! `self.recv(...)`, ...) does what Python would: an attribute of that name in the instance's
-//! `__dict__` (probed on every call) is called as it is; otherwise the class attribute decides:
-//! one of this class's own methods runs natively, a Python function is called with the channel
-//! first, anything else through `getattr`. What each class attribute is, is decided once per
-//! class and kept while the class's version tag stays the same ([`crate::names`]), so a method
-//! replaced on a class, a base or an instance at any moment is honoured.
+//! `self.recv(...)`, ...) does what Python would: it looks the name up as a Python call does
+//! (`_PyObject_GetMethod`: an instance attribute, a data descriptor or a class's own
+//! `__getattribute__` decide first), and runs the method natively only when what it found is
+//! one of this class's own method descriptors; a function of the class is called with the
+//! channel first, anything else as it is. So a method replaced on a class, a base or an
+//! instance at any moment is honoured.
 //!
-//! State stays where Python code expects it: `connected`, `accepting`, `connecting`,
-//! `socket`, `_fileno`, `_map`, `ac_in_buffer`, `producer_fifo`, `terminator` ... in the
-//! instance's `__dict__` (or as class defaults), read and written here through it. Only
-//! `out_buffer` lives in the object itself (a property), because the loop must learn when it
-//! stops or starts being empty: the poller gives each channel of a `SocketMap` a queue of
-//! "marks", and a native method (or an assignment to `out_buffer`) that makes a channel's
-//! pending output disagree with what the kernel watches puts the channel's descriptor on it.
+//! State stays where Python code expects it, with two kinds of exception. `_fileno`, `_map`,
+//! `terminator`, `incoming`, the buffer sizes ... are plain attributes, read and written here
+//! with Python's own `getattr`/`setattr` (never through `obj.__dict__`, which would turn the
+//! instance's inline values into a dictionary). `connected`, `accepting`, `connecting`,
+//! `debug`, `socket`, `ac_in_buffer` and `producer_fifo` are fields of the object behind data
+//! descriptors ([`Field`]), and `out_buffer` too, because the loop must learn when they
+//! change: the poller gives each channel of a `SocketMap` a queue of "marks", and a native
+//! method (or an assignment) that makes a channel's interest disagree with what the kernel
+//! watches puts the channel's descriptor on it.
 
 use crate::names::{self, Found, Name};
-use crate::sys::{self, call_method, instance_dict, recv_dontwait, send_dontwait};
+use crate::sys::{self, call_method, recv_dontwait, send_dontwait};
 use pyo3::exceptions::{PyAttributeError, PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -64,14 +66,10 @@ pub struct Channel {
     watched_write: bool,
     /// Already on `marks` since the poller last looked at it.
     marked: bool,
-    /// `connected`, `accepting`, `connecting`, `debug` and `socket`, indexed by [`Field`]:
-    /// what was assigned (any object), `None` while unassigned (the flags then read as
-    /// `False`, `socket` is missing).
+    /// `connected`, `accepting`, `connecting`, `debug`, `socket`, `ac_in_buffer` and
+    /// `producer_fifo`, indexed by [`Field`]: what was assigned (any object), `None` while
+    /// unassigned (the flags then read as `False`, the others are missing).
     fields: [Option<Py<PyAny>>; FIELDS],
-    /// The version tag of the class under which all five fields were last found to be the
-    /// base's own (0: not known). Tags are never reused, so a match means the same class,
-    /// unchanged since: the per-class look-up can be skipped.
-    fields_tag: u32,
 }
 
 /// The attributes held in the object itself (data descriptors of the base class), so that the
@@ -86,9 +84,13 @@ pub enum Field {
     Connecting,
     Debug,
     Socket,
+    /// `async_chat`'s input not yet cut into records.
+    AcInBuffer,
+    /// `async_chat`'s output queue.
+    ProducerFifo,
 }
 
-const FIELDS: usize = 5;
+const FIELDS: usize = 7;
 
 impl Field {
     fn name(self) -> Name {
@@ -98,13 +100,15 @@ impl Field {
             Field::Connecting => Name::Connecting,
             Field::Debug => Name::Debug,
             Field::Socket => Name::Socket,
+            Field::AcInBuffer => Name::AcInBuffer,
+            Field::ProducerFifo => Name::ProducerFifo,
         }
     }
 
     /// The flags are the loop's business: assigning one tells the poller to ask the channel's
     /// interest again.
     fn marks(self) -> bool {
-        matches!(self, Field::Connected | Field::Accepting | Field::Connecting)
+        matches!(self, Field::Connected | Field::Accepting | Field::Connecting | Field::ProducerFifo)
     }
 }
 
@@ -134,17 +138,24 @@ impl Channel {
 
     /// Assigns a field (any object, `None` included). Deleting one is refused by the
     /// descriptor ("can't delete attribute").
-    fn store(slf: &Bound<'_, Self>, field: Field, value: Bound<'_, PyAny>) -> PyResult<()> {
+    fn store(slf: &Bound<'_, Self>, field: Field, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let old = {
             let mut c = slf.try_borrow_mut()?;
             if field.marks() {
                 c.mark();
             }
-            c.fields[field as usize].replace(value.unbind())
+            std::mem::replace(&mut c.fields[field as usize], value.map(Bound::unbind))
         };
         // Released after the borrow ends (a finaliser may run Python code).
         drop(old);
         Ok(())
+    }
+
+    /// A field with no class default: what was assigned, else `AttributeError`.
+    fn required_field(slf: &Bound<'_, Self>, field: Field) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let held = slf.try_borrow()?.fields[field as usize].as_ref().map(|v| v.clone_ref(py));
+        held.ok_or_else(|| missing(slf.as_any(), field))
     }
 
     /// Whether the state the native interest answers read (`connected`, `accepting` and
@@ -183,6 +194,7 @@ impl Channel {
 pub static CHANNEL: sys::FastType<Channel> = sys::FastType::new();
 
 /// `obj` as a channel, if it is one.
+#[inline]
 pub fn as_channel<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, Channel>> {
     CHANNEL.downcast(obj)
 }
@@ -219,26 +231,56 @@ impl Channel {
 
 /// `obj` as a channel when its class's attribute for `field` is the base's own descriptor
 /// (not taken over by a subclass), so the field is what Python would read.
+#[inline]
 fn field_owner<'a, 'py>(obj: &'a Bound<'py, PyAny>, field: Field) -> Option<&'a Bound<'py, Channel>> {
     let ch = as_channel(obj)?;
-    let (_, tag) = sys::class_and_tag(obj);
-    if tag != 0 && ch.try_borrow().is_ok_and(|c| c.fields_tag == tag) {
+    let py = obj.py();
+    let (ty, tag) = sys::class_and_tag(obj);
+    if fields_known(py, ty, tag) {
         return Some(ch);
     }
     let native = |f: Field| matches!(slot(obj, f.name()), Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Field(f));
     if ALL_FIELDS.into_iter().all(native) {
         // The look-ups gave the class a tag if it had none.
-        let (_, tag) = sys::class_and_tag(obj);
-        if let Ok(mut c) = ch.try_borrow_mut() {
-            c.fields_tag = tag;
-        }
+        let (ty, tag) = sys::class_and_tag(obj);
+        note_fields_known(py, ty, tag);
         return Some(ch);
     }
     native(field).then_some(ch)
 }
 
-const ALL_FIELDS: [Field; FIELDS] =
-    [Field::Connected, Field::Accepting, Field::Connecting, Field::Debug, Field::Socket];
+/// The classes (address, version tag) last found to leave every field to the base, so that
+/// the check on each read is a compare, without borrowing the object. Tags are never reused
+/// (and 0, "none", is never kept), so an entry matches only the same class, unchanged since;
+/// a few entries cover the handful of classes a program's channels are of.
+static FIELDS_KNOWN: GILProtected<[std::cell::Cell<(usize, u32)>; 4]> =
+    GILProtected::new([const { std::cell::Cell::new((0, 0)) }; 4]);
+static FIELDS_NEXT: GILProtected<std::cell::Cell<usize>> = GILProtected::new(std::cell::Cell::new(0));
+
+#[inline]
+fn fields_known(py: Python<'_>, ty: usize, tag: u32) -> bool {
+    tag != 0 && FIELDS_KNOWN.get(py).iter().any(|e| e.get() == (ty, tag))
+}
+
+fn note_fields_known(py: Python<'_>, ty: usize, tag: u32) {
+    if tag == 0 || fields_known(py, ty, tag) {
+        return;
+    }
+    let next = FIELDS_NEXT.get(py);
+    let i = next.get() % 4;
+    FIELDS_KNOWN.get(py)[i].set((ty, tag));
+    next.set(i + 1);
+}
+
+const ALL_FIELDS: [Field; FIELDS] = [
+    Field::Connected,
+    Field::Accepting,
+    Field::Connecting,
+    Field::Debug,
+    Field::Socket,
+    Field::AcInBuffer,
+    Field::ProducerFifo,
+];
 
 /// Whether the class's `connected` and `accepting` are the base's own fields (no subclass
 /// took either over), so that assignments to them mark the channel.
@@ -249,10 +291,12 @@ pub fn class_uses_fields(ty: &Bound<'_, PyType>) -> bool {
     })
 }
 
-/// The truth of a value, without a call for `True`, `False` and `None`.
+/// The truth of a value, without a call for `True`, `False`, `None` and exact `bytes`.
 fn truth(v: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = v.py();
-    if v.as_ptr() == pyo3::types::PyBool::new(py, true).as_ptr() {
+    if let Ok(b) = v.downcast_exact::<PyBytes>() {
+        Ok(!b.as_bytes().is_empty())
+    } else if v.as_ptr() == pyo3::types::PyBool::new(py, true).as_ptr() {
         Ok(true)
     } else if v.as_ptr() == pyo3::types::PyBool::new(py, false).as_ptr() || v.is_none() {
         Ok(false)
@@ -308,6 +352,30 @@ pub fn register(py: Python<'_>, dispatcher: Py<PyType>, on_error: Py<PyAny>) {
     drop(old);
 }
 
+/// The `dispatcher` class, as registered.
+fn dispatcher_class(py: Python<'_>) -> Option<Bound<'_, PyType>> {
+    REGISTRY.get(py).borrow().as_ref().map(|r| r.dispatcher.bind(py).clone())
+}
+
+/// Whether `dispatcher.send` is the native `send` (what `dispatcher_with_send.initiate_send`
+/// sends through). The class's version tag under which it last was is kept: a tag is never
+/// reused, so while it is the class's, `send` has not been reassigned there or on a base.
+fn dispatcher_send_is_native(disp: &Bound<'_, PyType>) -> bool {
+    static NATIVE_UNDER: GILProtected<std::cell::Cell<u32>> = GILProtected::new(std::cell::Cell::new(0));
+    let py = disp.py();
+    let (_, tag) = sys::type_and_tag(disp, Name::Send.text(py));
+    let kept = NATIVE_UNDER.get(py);
+    if tag != 0 && kept.get() == tag {
+        return true;
+    }
+    let native = matches!(names::lookup_in(disp, Name::Send, native_index),
+                          Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send);
+    if native {
+        kept.set(sys::type_and_tag(disp, Name::Send.text(py)).1);
+    }
+    native
+}
+
 fn registry(py: Python<'_>) -> Option<(Bound<'_, PyType>, Bound<'_, PyAny>)> {
     let r = REGISTRY.get(py).borrow();
     r.as_ref().map(|r| (r.dispatcher.bind(py).clone(), r.on_error.bind(py).clone()))
@@ -345,7 +413,7 @@ enum Nat {
     Field(Field),
 }
 
-const NAT_NAMES: [(&str, Nat); 20] = [
+const NAT_NAMES: [(&str, Nat); 22] = [
     ("recv", Nat::Recv),
     ("send", Nat::Send),
     ("accept", Nat::Accept),
@@ -366,74 +434,77 @@ const NAT_NAMES: [(&str, Nat); 20] = [
     ("connecting", Nat::Field(Field::Connecting)),
     ("debug", Nat::Field(Field::Debug)),
     ("socket", Nat::Field(Field::Socket)),
+    ("ac_in_buffer", Nat::Field(Field::AcInBuffer)),
+    ("producer_fifo", Nat::Field(Field::ProducerFifo)),
 ];
 
-/// The addresses of this class's method descriptors (the class keeps them alive).
-static NATIVES: GILOnceCell<Vec<(usize, u8)>> = GILOnceCell::new();
+/// This class's method and field descriptors, held here for good: so their addresses can
+/// never be another object's, even after one is deleted from the class.
+static NATIVES: GILOnceCell<Vec<(Py<PyAny>, u8)>> = GILOnceCell::new();
 
 /// The index into [`NAT_NAMES`] of the native method `attr` is, if it is one.
 fn native_index(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<u8> {
     let table = NATIVES.get_or_init(py, || {
         let ty = py.get_type::<Channel>();
         (0..NAT_NAMES.len())
-            .filter_map(|i| ty.getattr(NAT_NAMES[i].0).ok().map(|a| (a.as_ptr() as usize, i as u8)))
+            .filter_map(|i| ty.getattr(NAT_NAMES[i].0).ok().map(|a| (a.unbind(), i as u8)))
             .collect()
     });
-    let p = attr.as_ptr() as usize;
-    table.iter().find(|(q, _)| *q == p).map(|(_, k)| *k)
+    let p = attr.as_ptr();
+    table.iter().find(|(q, _)| q.as_ptr() == p).map(|(_, k)| *k)
 }
 
 fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
     names::lookup(obj, name, native_index)
 }
 
-/// `obj.name`: Python's own attribute lookup (through its method cache, this costs about what
-/// a dictionary probe does, and it is exact: data descriptors, `__getattr__`, ...). `d` is
-/// unused here, kept so that reads and calls take the same arguments.
-fn attr<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    name: Name,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    // async_chat's per-instance state: normally in the instance dictionary, which Python
-    // consults first unless the class has a data descriptor of that name.
-    if matches!(name, Name::AcInBuffer | Name::Terminator | Name::ProducerFifo | Name::Incoming) {
-        if let Some(d) = d {
-            if !matches!(slot(obj, name), Found::Data) {
-                if let Some(v) = d.get_item(name.text(py))? {
-                    return Ok(v);
-                }
-            }
-        }
+/// `obj.name`: Python's own attribute lookup (through its method cache and, for an instance
+/// with inline attribute values, without a dictionary; exact: data descriptors,
+/// `__getattr__`, ...).
+fn attr<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Bound<'py, PyAny>> {
+    match name {
+        Name::AcInBuffer => field_get(obj, Field::AcInBuffer),
+        Name::ProducerFifo => field_get(obj, Field::ProducerFifo),
+        _ => obj.getattr(name.text(obj.py())),
     }
-    obj.getattr(name.text(py))
 }
 
-/// `obj.name = value`: into the instance dictionary directly when that is where Python's
-/// own assignment would put it (generic `__setattr__`, no data descriptor of that name).
-fn set_attr<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    name: Name,
-    value: &Bound<'py, PyAny>,
-) -> PyResult<()> {
+/// A field with no class default (`ac_in_buffer`, `producer_fifo`) as Python would read it: straight from the object
+/// while the base's descriptor is in force, else by `getattr`.
+fn field_get<'py>(obj: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    if let Some(d) = d {
-        if sys::generic_setattr(obj) && !matches!(slot(obj, name), Found::Data) {
-            return d.set_item(name.text(py), value);
-        }
+    if let Some(ch) = field_owner(obj, field) {
+        let held = ch.try_borrow()?.fields[field as usize].as_ref().map(|v| v.bind(py).clone());
+        return held.ok_or_else(|| missing(obj, field));
     }
-    obj.setattr(name.text(py), value)
+    obj.getattr(field.name().text(py))
 }
 
-fn flag(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<bool> {
+/// The `AttributeError` for an unassigned required field.
+fn missing(obj: &Bound<'_, PyAny>, field: Field) -> PyErr {
+    let class = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    let name = field.name().text(obj.py()).to_string();
+    PyAttributeError::new_err(format!("'{class}' object has no attribute '{name}'"))
+}
+
+/// `obj.name = value`, by Python's own assignment (into the inline values when the instance
+/// has them; never by way of `obj.__dict__`, which would make a dictionary of them).
+fn set_attr<'py>(obj: &Bound<'py, PyAny>, name: Name, value: &Bound<'py, PyAny>) -> PyResult<()> {
+    if name == Name::AcInBuffer {
+        if let Some(ch) = field_owner(obj, Field::AcInBuffer) {
+            return Channel::store(ch, Field::AcInBuffer, Some(value.clone()));
+        }
+    }
+    obj.setattr(name.text(obj.py()), value)
+}
+
+fn flag(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<bool> {
     let field = match name {
         Name::Connected => Field::Connected,
         Name::Accepting => Field::Accepting,
         Name::Connecting => Field::Connecting,
         Name::Debug => Field::Debug,
-        _ => return attr(obj, d, name)?.is_truthy(),
+        _ => return attr(obj, name)?.is_truthy(),
     };
     flag_of(obj, field)
 }
@@ -559,36 +630,67 @@ fn direct_send<'py>(
     }
 }
 
+/// What `obj.name(...)` calls, found as the interpreter finds a method to call.
+enum Target<'py> {
+    /// One of this class's native methods (the class attribute, not shadowed).
+    Native(Nat, Bound<'py, PyAny>),
+    /// Another function or method descriptor of the class: called with `obj` first.
+    Unbound(Bound<'py, PyAny>),
+    /// Anything else the lookup gave (an instance attribute, what a descriptor returned, what
+    /// a `__getattr__` made): called as it is.
+    Bound(Bound<'py, PyAny>),
+}
+
+/// `obj.name` for a call: one `_PyObject_GetMethod` (the class's method cache, then the
+/// instance's own attributes), so an attribute set on the class or the instance, a property,
+/// a `__getattribute__` are all honoured as a Python call would honour them.
+#[inline]
+fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
+    let py = obj.py();
+    let (unbound, f) = sys::get_method(obj, name.text(py))?;
+    if !unbound {
+        return Ok(Target::Bound(f));
+    }
+    Ok(match native_of(py, name, &f) {
+        Some(k) => Target::Native(k, f),
+        None => Target::Unbound(f),
+    })
+}
+
+/// Which native method `f` (found under `name`) is, if it is one. The answer for the object
+/// seen last under each name is kept: natives live as long as the class, so an address that
+/// was a native's still is, and one that was not can never become one.
+#[inline]
+fn native_of(py: Python<'_>, name: Name, f: &Bound<'_, PyAny>) -> Option<Nat> {
+    const NONE: u8 = u8::MAX;
+    static HINTS: GILProtected<[std::cell::Cell<(usize, u8)>; names::COUNT]> =
+        GILProtected::new([const { std::cell::Cell::new((0, NONE)) }; names::COUNT]);
+    let p = f.as_ptr() as usize;
+    let hint = &HINTS.get(py)[name as usize];
+    let k = match hint.get() {
+        (q, k) if q == p => k,
+        _ => {
+            let k = native_index(py, f).unwrap_or(NONE);
+            hint.set((p, k));
+            k
+        }
+    };
+    NAT_NAMES.get(k as usize).map(|n| n.1)
+}
+
 /// `obj.name(*args)` as Python would call it, but natively when the name leads to one of this
-/// class's methods (not replaced on the class or the instance), and without a bound method or
-/// a second lookup when it leads to a plain Python function.
+/// class's methods (not replaced on the class or the instance), and without a bound method
+/// when it leads to a function of the class.
 fn invoke<'py>(
     obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
     name: Name,
     args: &[&Bound<'py, PyAny>],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = obj.py();
-    let s = slot(obj, name);
-    if matches!(s, Found::Data) {
-        return call_method(obj, name.text(py), args);
-    }
-    if let Some(d) = d {
-        if let Some(v) = d.get_item(name.text(py))? {
-            return sys::call(&v, None, args);
-        }
-    }
-    match s {
-        Found::Native(i) => {
-            let k = NAT_NAMES[i as usize].1;
-            if args.len() == arity(k) {
-                run(obj, d, k, args)
-            } else {
-                call_method(obj, name.text(py), args)
-            }
-        }
-        Found::Func(f) => sys::call(&f, Some(obj), args),
-        _ => call_method(obj, name.text(py), args),
+    match resolve(obj, name)? {
+        Target::Native(k, _) if args.len() == arity(k) => run(obj, k, args),
+        // Given the wrong number of arguments: the method itself says so.
+        Target::Native(_, f) | Target::Unbound(f) => sys::call(&f, Some(obj), args),
+        Target::Bound(v) => sys::call(&v, None, args),
     }
 }
 
@@ -600,33 +702,28 @@ fn arity(k: Nat) -> usize {
     }
 }
 
-fn run<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    k: Nat,
-    args: &[&Bound<'py, PyAny>],
-) -> PyResult<Bound<'py, PyAny>> {
+fn run<'py>(obj: &Bound<'py, PyAny>, k: Nat, args: &[&Bound<'py, PyAny>]) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let none = || py.None().into_bound(py);
     match k {
-        Nat::Recv => recv(obj, d, args[0]),
-        Nat::Send => send(obj, d, args[0]),
-        Nat::Accept => accept(obj, d),
-        Nat::HandleAccept => handle_accept(obj, d).map(|_| none()),
-        Nat::ConnectEvent => connect_event(obj, d).map(|_| none()),
-        Nat::ReadEvent => read_event(obj, d).map(|_| none()),
-        Nat::WriteEvent => write_event(obj, d).map(|_| none()),
-        Nat::ExptEvent => expt_event(obj, d).map(|_| none()),
-        Nat::WsInitiateSend => ws_initiate_send(obj, d).map(|_| none()),
-        Nat::WriteSends => invoke(obj, d, Name::InitiateSend, &[]).map(|_| none()),
-        Nat::ChatHandleRead => chat_handle_read(obj, d).map(|_| none()),
-        Nat::ChatGetTerminator => attr(obj, d, Name::Terminator),
-        Nat::ChatCollect => invoke(obj, d, Name::CollectPlain, args).map(|_| none()),
+        Nat::Recv => recv(obj, args[0]),
+        Nat::Send => send(obj, args[0]),
+        Nat::Accept => accept(obj),
+        Nat::HandleAccept => handle_accept(obj).map(|_| none()),
+        Nat::ConnectEvent => connect_event(obj).map(|_| none()),
+        Nat::ReadEvent => read_event(obj).map(|_| none()),
+        Nat::WriteEvent => write_event(obj).map(|_| none()),
+        Nat::ExptEvent => expt_event(obj).map(|_| none()),
+        Nat::WsInitiateSend => ws_initiate_send(obj).map(|_| none()),
+        Nat::WriteSends => invoke(obj, Name::InitiateSend, &[]).map(|_| none()),
+        Nat::ChatHandleRead => chat_handle_read(obj).map(|_| none()),
+        Nat::ChatGetTerminator => attr(obj, Name::Terminator),
+        Nat::ChatCollect => invoke(obj, Name::CollectPlain, args).map(|_| none()),
         Nat::ChatCollectPlain => {
-            attr(obj, d, Name::Incoming)?.call_method1(intern!(py, "append"), (args[0],))?;
+            attr(obj, Name::Incoming)?.call_method1(intern!(py, "append"), (args[0],))?;
             Ok(none())
         }
-        Nat::ChatInitiateSend => chat_initiate_send(obj, d).map(|_| none()),
+        Nat::ChatInitiateSend => chat_initiate_send(obj).map(|_| none()),
         Nat::Field(f) => obj.getattr(f.name().text(py)),
     }
 }
@@ -634,36 +731,31 @@ fn run<'py>(
 /// `obj.name()` for an event the loop delivers (`handle_read_event` and the like): the native
 /// state machine unless the name is replaced on the class or the instance.
 pub fn deliver(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<()> {
-    let d = instance_dict(obj);
-    invoke(obj, d.as_ref(), name, &[]).map(drop)
+    invoke(obj, name, &[]).map(drop)
 }
 
 // -- the dispatcher's methods ------------------------------------------------------------
 
-fn socket_of<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+fn socket_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(ch) = field_owner(obj, Field::Socket) {
         let held = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.bind(obj.py()).clone());
         if let Some(s) = held {
             return Ok(s);
         }
     }
-    attr(obj, d, Name::Socket)
+    attr(obj, Name::Socket)
 }
 
-fn recv<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    size: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn recv<'py>(obj: &Bound<'py, PyAny>, size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let sock = socket_of(obj, d)?;
+    let sock = socket_of(obj)?;
     let got = match direct_recv(&sock, size) {
         Some(r) => r,
         None => call_method(&sock, intern!(py, "recv"), &[size]),
     };
     match got {
         Ok(data) => {
-            if data.is_truthy()? {
+            if truth(&data)? {
                 return Ok(data);
             }
         }
@@ -674,32 +766,19 @@ fn recv<'py>(
         }
     }
     // End of stream, or the peer reset the connection.
-    close_now(obj, d)?;
+    close_now(obj)?;
     Ok(PyBytes::new(py, b"").into_any())
 }
 
-/// `obj.handle_close()` for `recv`/`send`, which are given no instance dictionary by their
-/// direct entries (they need it only here, on the way out).
-fn close_now(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let fetched;
-    let d = match d {
-        Some(d) => Some(d),
-        None => {
-            fetched = instance_dict(obj);
-            fetched.as_ref()
-        }
-    };
-    invoke(obj, d, Name::HandleClose, &[]).map(drop)
+/// `obj.handle_close()` for `recv`/`send` on the way out.
+fn close_now(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    invoke(obj, Name::HandleClose, &[]).map(drop)
 }
 
-fn send<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    data: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn send<'py>(obj: &Bound<'py, PyAny>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let zero = || -> PyResult<Bound<'py, PyAny>> { Ok(0i32.into_pyobject(py)?.into_any()) };
-    let sock = socket_of(obj, d)?;
+    let sock = socket_of(obj)?;
     let put = match direct_send(&sock, data) {
         Some(r) => r,
         None => call_method(&sock, intern!(py, "send"), &[data]),
@@ -709,7 +788,7 @@ fn send<'py>(
         Err(e) => match os_errno(py, &e) {
             Some(n) if n == libc::EWOULDBLOCK || n == libc::EAGAIN => zero(),
             Some(n) if is_disconnect(n) => {
-                close_now(obj, d)?;
+                close_now(obj)?;
                 zero()
             }
             _ => Err(e),
@@ -717,13 +796,13 @@ fn send<'py>(
     }
 }
 
-fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn close(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
     for field in [Field::Connected, Field::Accepting, Field::Connecting] {
         set_field(obj, field, false)?;
     }
-    invoke(obj, d, Name::DelChannel, &[])?;
-    let sock = socket_of(obj, d)?;
+    invoke(obj, Name::DelChannel, &[])?;
+    let sock = socket_of(obj)?;
     if sock.is_none() {
         return Ok(());
     }
@@ -734,9 +813,9 @@ fn close(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> 
     }
 }
 
-fn accept<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
+fn accept<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    match socket_of(obj, d)?.call_method0(intern!(py, "accept")) {
+    match socket_of(obj)?.call_method0(intern!(py, "accept")) {
         Ok(pair) => Ok(pair),
         Err(e) if e.is_instance_of::<PyTypeError>(py) => Ok(py.None().into_bound(py)),
         Err(e) => match os_errno(py, &e) {
@@ -748,30 +827,27 @@ fn accept<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyRes
     }
 }
 
-fn handle_accept(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let pair = invoke(obj, d, Name::Accept, &[])?;
+fn handle_accept(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let pair = invoke(obj, Name::Accept, &[])?;
     if pair.is_none() {
         return Ok(());
     }
     let items: Vec<Bound<'_, PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
     let [sock, addr] = <[Bound<'_, PyAny>; 2]>::try_from(items)
         .map_err(|v| PyValueError::new_err(format!("accept() gave {} values, expected 2", v.len())))?;
-    invoke(obj, d, Name::HandleAccepted, &[&sock, &addr])?;
+    invoke(obj, Name::HandleAccepted, &[&sock, &addr])?;
     Ok(())
 }
 
 /// The socket's pending error (`SO_ERROR`).
-fn pending_error<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn pending_error<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    socket_of(obj, d)?.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR))
+    socket_of(obj)?.call_method1(intern!(py, "getsockopt"), (libc::SOL_SOCKET, libc::SO_ERROR))
 }
 
-fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn connect_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let code = pending_error(obj, d)?;
+    let code = pending_error(obj)?;
     if code.is_truthy()? {
         let text = py
             .import("os")
@@ -780,16 +856,16 @@ fn connect_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyRes
             .unwrap_or_else(|_| format!("Unknown error {code}"));
         return Err(PyOSError::new_err((code.unbind(), text)));
     }
-    invoke(obj, d, Name::HandleConnect, &[])?;
+    invoke(obj, Name::HandleConnect, &[])?;
     set_field(obj, Field::Connected, true)?;
     set_field(obj, Field::Connecting, false)?;
     Ok(())
 }
 
 /// Before a read or write handler: finish a connect under way.
-fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    if !flag(obj, d, Name::Connected)? && flag(obj, d, Name::Connecting)? {
-        invoke(obj, d, Name::HandleConnectEvent, &[])?;
+fn connect_if_pending(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !flag(obj, Name::Connected)? && flag(obj, Name::Connecting)? {
+        invoke(obj, Name::HandleConnectEvent, &[])?;
     }
     Ok(())
 }
@@ -799,13 +875,13 @@ fn connect_if_pending(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> 
 /// together then runs no Python code between the reads, as reading them one by one would
 /// not either.
 fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
+    let py = obj.py();
     let ch = field_owner(obj, Field::Accepting)?;
-    let (_, tag) = sys::class_and_tag(obj);
-    let c = ch.try_borrow().ok()?;
-    if tag == 0 || c.fields_tag != tag {
+    let (ty, tag) = sys::class_and_tag(obj);
+    if !fields_known(py, ty, tag) {
         return None;
     }
-    let py = obj.py();
+    let c = ch.try_borrow().ok()?;
     let t = pyo3::types::PyBool::new(py, true).as_ptr();
     let f = pyo3::types::PyBool::new(py, false).as_ptr();
     let get = |x: Field| match &c.fields[x as usize] {
@@ -817,50 +893,50 @@ fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
     Some((get(Field::Accepting)?, get(Field::Connected)?, get(Field::Connecting)?))
 }
 
-fn read_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn read_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
         if accepting {
-            return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
+            return invoke(obj, Name::HandleAccept, &[]).map(drop);
         }
         if !connected && connecting {
-            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+            invoke(obj, Name::HandleConnectEvent, &[])?;
         }
-        return invoke(obj, d, Name::HandleRead, &[]).map(drop);
+        return invoke(obj, Name::HandleRead, &[]).map(drop);
     }
-    if flag(obj, d, Name::Accepting)? {
-        return invoke(obj, d, Name::HandleAccept, &[]).map(drop);
+    if flag(obj, Name::Accepting)? {
+        return invoke(obj, Name::HandleAccept, &[]).map(drop);
     }
-    connect_if_pending(obj, d)?;
-    invoke(obj, d, Name::HandleRead, &[]).map(drop)
+    connect_if_pending(obj)?;
+    invoke(obj, Name::HandleRead, &[]).map(drop)
 }
 
-fn write_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn write_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Some((accepting, connected, connecting)) = plain_event_state(obj) {
         if accepting {
             return Ok(());
         }
         if !connected && connecting {
-            invoke(obj, d, Name::HandleConnectEvent, &[])?;
+            invoke(obj, Name::HandleConnectEvent, &[])?;
         }
-        return invoke(obj, d, Name::HandleWrite, &[]).map(drop);
+        return invoke(obj, Name::HandleWrite, &[]).map(drop);
     }
-    if flag(obj, d, Name::Accepting)? {
+    if flag(obj, Name::Accepting)? {
         return Ok(()); // a listening socket is never written to
     }
-    connect_if_pending(obj, d)?;
-    invoke(obj, d, Name::HandleWrite, &[]).map(drop)
+    connect_if_pending(obj)?;
+    invoke(obj, Name::HandleWrite, &[]).map(drop)
 }
 
-fn expt_event(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn expt_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let failed = match pending_error(obj, d) {
+    let failed = match pending_error(obj) {
         Ok(code) => code.is_truthy()?,
         Err(e) if e.is_instance_of::<PyOSError>(py) => true,
         Err(e) => return Err(e),
     };
     // Priority readiness on a failed socket means it is gone, not urgent data.
     let name = if failed { Name::HandleClose } else { Name::HandleExpt };
-    invoke(obj, d, name, &[]).map(drop)
+    invoke(obj, name, &[]).map(drop)
 }
 
 // -- dispatcher_with_send ----------------------------------------------------------------
@@ -908,13 +984,14 @@ fn slice<'py>(value: &Bound<'py, PyAny>, start: isize, end: Option<isize>) -> Py
 fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<()> {
     let py = ch.py();
     let obj = ch.as_any();
-    let d = instance_dict(obj);
-    let d = d.as_ref();
-    if flag(obj, d, Name::Debug)? {
+    if flag(obj, Name::Debug)? {
         let line = format!("sending {}", data.repr()?);
         obj.call_method1(intern!(py, "log_info"), (line,))?;
     }
     let held = out_buffer(ch)?;
+    if ws_send_direct(ch, &held, data)? {
+        return Ok(());
+    }
     // b"" + data is data itself when both are bytes (CPython hands back the same object).
     let joined = if held.is_exact_instance_of::<PyBytes>()
         && data.is_exact_instance_of::<PyBytes>()
@@ -925,12 +1002,81 @@ fn ws_send<'py>(ch: &Bound<'py, Channel>, data: &Bound<'py, PyAny>) -> PyResult<
         held.add(data)?
     };
     set_out_buffer(ch, joined)?;
-    invoke(obj, d, Name::InitiateSend, &[])?;
+    invoke(obj, Name::InitiateSend, &[])?;
+    note_out(ch)
+}
+
+/// `send(data)` of `dispatcher_with_send` with nothing buffered, the echo server's case, as one
+/// `send(2)`: what `send` and `initiate_send` do then is make `data` the buffer, send it through
+/// `dispatcher.send` and keep what did not go. Done here only when nothing of that can run
+/// Python code (`data` exactly bytes, 1 to 64 KiB; the buffer `b""`; `initiate_send` and
+/// `dispatcher.send` the package's own, so looking them up runs nothing; the socket one
+/// `send(2)` can be made on). The buffer is set before anything else runs (`handle_close` for a
+/// peer that left; an error propagates as from `dispatcher.send`), and an `EINTR` goes the
+/// general way. `false`: not applicable, nothing done.
+fn ws_send_direct(
+    ch: &Bound<'_, Channel>,
+    held: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = ch.py();
+    let obj = ch.as_any();
+    let Ok(bytes) = data.downcast_exact::<PyBytes>() else { return Ok(false) };
+    let whole = bytes.as_bytes();
+    let empty = held.downcast_exact::<PyBytes>().is_ok_and(|b| b.as_bytes().is_empty());
+    if !empty || whole.is_empty() || whole.len() > WS_CHUNK {
+        return Ok(false);
+    }
+    if !matches!(slot(obj, Name::InitiateSend), Found::Native(_))
+        || !matches!(resolve(obj, Name::InitiateSend)?, Target::Native(Nat::WsInitiateSend, _))
+        || !dispatcher_class(py).is_some_and(|d| dispatcher_send_is_native(&d))
+    {
+        return Ok(false);
+    }
+    let Some(_) = field_owner(obj, Field::Socket) else { return Ok(false) };
+    let sock = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|s| s.bind(py).clone());
+    let Some(fd) = sock.as_ref().and_then(direct_fd) else { return Ok(false) };
+    match send_dontwait(fd, whole, 0) {
+        Ok(n) if n >= whole.len() => set_out_buffer(ch, PyBytes::new(py, b"").into_any())?,
+        Ok(0) => set_out_buffer(ch, data.clone())?,
+        Ok(n) => set_out_buffer(ch, PyBytes::new(py, &whole[n..]).into_any())?,
+        Err(code) => {
+            set_out_buffer(ch, data.clone())?;
+            if code == libc::EINTR {
+                invoke(obj, Name::InitiateSend, &[])?;
+            } else if is_disconnect(code) {
+                close_now(obj)?;
+            } else if code != libc::EWOULDBLOCK && code != libc::EAGAIN {
+                return Err(os_error(code));
+            }
+        }
+    }
+    note_out(ch)?;
+    Ok(true)
+}
+
+/// Tells the loop whether `ch` has output pending now (bytes in `out_buffer`); for bytes (or
+/// none) in one borrow of the object.
+fn note_out(ch: &Bound<'_, Channel>) -> PyResult<()> {
+    let py = ch.py();
+    if let Ok(mut c) = ch.try_borrow_mut() {
+        let plain = match &c.out_buffer {
+            None => Some(false),
+            Some(b) => b.bind(py).downcast_exact::<PyBytes>().ok().map(|b| !b.as_bytes().is_empty()),
+        };
+        if let Some(pending) = plain {
+            if pending != c.watched_write {
+                c.mark();
+            }
+            return Ok(());
+        }
+    }
+    // Anything else's truth may run Python code: asked without holding the object.
     note_channel(ch, Channel::pending_out(ch)?);
     Ok(())
 }
 
-fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn ws_initiate_send(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
     let ch = match as_channel(obj) {
         Some(ch) => ch,
@@ -940,10 +1086,10 @@ fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
     let chunk =
         if pending.len()? > WS_CHUNK { slice(&pending, 0, Some(WS_CHUNK as isize))? } else { pending };
     // Through `dispatcher.send` explicitly, as a subclass's own `send` queues instead.
-    let sent = match registry(py) {
-        None => send(obj, d, &chunk)?,
-        Some((disp, _)) => match names::lookup_in(&disp, Name::Send, native_index) {
-            Found::Native(i) if NAT_NAMES[i as usize].1 == Nat::Send => send(obj, d, &chunk)?,
+    let sent = match dispatcher_class(py) {
+        None => send(obj, &chunk)?,
+        Some(disp) if dispatcher_send_is_native(&disp) => send(obj, &chunk)?,
+        Some(disp) => match names::lookup_in(&disp, Name::Send, native_index) {
             Found::Func(f) => sys::call(&f, Some(obj), &[&chunk])?,
             _ => disp.getattr(Name::Send.text(py))?.call1((obj, &chunk))?,
         },
@@ -951,7 +1097,12 @@ fn ws_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
     let n: isize = sent.extract()?;
     if n != 0 {
         let now = out_buffer(ch)?;
-        set_out_buffer(ch, slice(&now, n, None)?)?;
+        // All of it went (and nothing replaced the buffer meanwhile): what the slice gives.
+        let rest = match now.downcast_exact::<PyBytes>() {
+            Ok(b) if now.is(&chunk) && n as usize >= b.as_bytes().len() => PyBytes::new(py, b"").into_any(),
+            _ => slice(&now, n, None)?,
+        };
+        set_out_buffer(ch, rest)?;
     }
     Ok(())
 }
@@ -963,24 +1114,83 @@ fn is_bytes_like(v: &Bound<'_, PyAny>) -> bool {
 }
 
 /// `value.encode(self.encoding)` when `value` is a `str` and `use_encoding` is set.
-fn encoded<'py>(
-    obj: &Bound<'py, PyAny>,
-    d: Option<&Bound<'py, PyDict>>,
-    value: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+fn encoded<'py>(obj: &Bound<'py, PyAny>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    if value.is_instance_of::<PyString>() && flag(obj, d, Name::UseEncoding)? {
-        let enc = attr(obj, d, Name::Encoding)?;
+    if value.is_instance_of::<PyString>() && flag(obj, Name::UseEncoding)? {
+        let enc = attr(obj, Name::Encoding)?;
         return value.call_method1(intern!(py, "encode"), (enc,));
     }
     Ok(value)
 }
 
+/// Where `needle` first occurs in `hay`.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    match needle {
-        [] => Some(0),
-        [b] => hay.iter().position(|c| c == b),
-        _ => hay.windows(needle.len()).position(|w| w == needle),
+    let [first, rest @ ..] = needle else { return Some(0) };
+    let mut from = 0;
+    while let Some(i) = find_byte(&hay[from..], *first) {
+        let at = from + i;
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Where byte `b` first occurs in `hay`, eight bytes at a time: a byte-by-byte scan was a
+/// tenth of the native work of a 64-byte line. In `w = word ^ b*0x01..01` a matching byte is
+/// zero, and `(w - 0x01..01) & !w & 0x80..80` sets the top bit of the first zero byte (bits
+/// above it may be set by the borrow, never below), so its lowest set bit marks the match.
+fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * u64::from(b);
+    let mut words = hay.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let w = word.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)) ^ pattern;
+        let zero = w.wrapping_sub(LOW) & !w & HIGH;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&x| x == b).map(|i| at + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{find, find_byte};
+
+    #[test]
+    fn find_byte_agrees_with_a_plain_scan() {
+        let hay: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
+            for b in [0u8, 1, 37, 74, 0x80, 0xff, 250] {
+                let part = &hay[..len];
+                assert_eq!(find_byte(part, b), part.iter().position(|&x| x == b), "len {len} byte {b}");
+            }
+        }
+        // A 0x01 just above a match (the borrow case) and matches at each place in a word.
+        for i in 0..16 {
+            let mut v = vec![b'y'; 16];
+            v[i] = b'\n';
+            if i + 1 < 16 {
+                v[i + 1] = b'\x0b';
+            }
+            assert_eq!(find_byte(&v, b'\n'), Some(i));
+        }
+    }
+
+    #[test]
+    fn find_agrees_with_windows() {
+        let hay = b"ab\r\nxx\r\r\n\r\n--\r\n.\r\n\r\r";
+        for needle in [&b"\r\n"[..], b"\r\n.\r\n", b"\r", b"--", b"zz", b"\r\r", b""] {
+            let expect =
+                if needle.is_empty() { Some(0) } else { hay.windows(needle.len()).position(|w| w == needle) };
+            assert_eq!(find(hay, needle), expect, "{needle:?}");
+        }
+        assert_eq!(find(b"a", b"abc"), None);
     }
 }
 
@@ -1000,43 +1210,43 @@ fn as_bytes<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     }
 }
 
-fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+fn chat_handle_read(obj: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let size = attr(obj, d, Name::AcInBufferSize)?;
-    let data = match invoke(obj, d, Name::Recv, &[&size]) {
+    let size = attr(obj, Name::AcInBufferSize)?;
+    let data = match invoke(obj, Name::Recv, &[&size]) {
         Ok(v) => v,
         Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(()), // woken for nothing
         Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
         Err(e) => return Err(e),
     };
-    let data = encoded(obj, d, data)?;
+    let data = encoded(obj, data)?;
     let in_buf = Name::AcInBuffer;
-    let held = attr(obj, d, Name::AcInBuffer)?;
-    let mut buf = if held.is_truthy()? { held.add(&data)? } else { data };
+    let held = attr(obj, Name::AcInBuffer)?;
+    let mut buf = if truth(&held)? { held.add(&data)? } else { data };
     let empty = PyBytes::new(py, b"");
     let collect = Name::CollectIncomingData;
     // Each round reads the buffer and the terminator again: the callbacks may change both.
-    while buf.is_truthy()? {
-        let term = invoke(obj, d, Name::GetTerminator, &[])?;
-        if !term.is_truthy()? {
+    while truth(&buf)? {
+        let term = invoke(obj, Name::GetTerminator, &[])?;
+        if !truth(&term)? {
             // No records: everything is data.
-            set_attr(obj, d, in_buf, &empty)?;
-            invoke(obj, d, collect, &[&buf])?;
+            set_attr(obj, in_buf, &empty)?;
+            invoke(obj, collect, &[&buf])?;
         } else if term.is_instance_of::<pyo3::types::PyInt>() {
             let have = buf.len()? as isize;
             let want: Option<isize> = term.extract().ok();
             match want {
                 Some(n) if n <= have => {
-                    set_attr(obj, d, in_buf, &slice(&buf, n, None)?)?;
-                    set_attr(obj, d, Name::Terminator, &0i32.into_pyobject(py)?.into_any())?;
-                    invoke(obj, d, collect, &[&slice(&buf, 0, Some(n))?])?;
-                    invoke(obj, d, Name::FoundTerminator, &[])?;
+                    set_attr(obj, in_buf, &slice(&buf, n, None)?)?;
+                    set_attr(obj, Name::Terminator, &0i32.into_pyobject(py)?.into_any())?;
+                    invoke(obj, collect, &[&slice(&buf, 0, Some(n))?])?;
+                    invoke(obj, Name::FoundTerminator, &[])?;
                 }
                 _ => {
                     // Not reached yet: take it all and count down.
-                    set_attr(obj, d, in_buf, &empty)?;
-                    set_attr(obj, d, Name::Terminator, &term.sub(have)?)?;
-                    invoke(obj, d, collect, &[&buf])?;
+                    set_attr(obj, in_buf, &empty)?;
+                    set_attr(obj, Name::Terminator, &term.sub(have)?)?;
+                    invoke(obj, collect, &[&buf])?;
                 }
             }
         } else {
@@ -1051,132 +1261,248 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> Py
             let (hay, needle) = (whole.as_bytes(), term.as_bytes());
             match find(hay, needle) {
                 Some(at) => {
-                    set_attr(obj, d, in_buf, &PyBytes::new(py, &hay[at + needle.len()..]))?;
+                    set_attr(obj, in_buf, &PyBytes::new(py, &hay[at + needle.len()..]))?;
                     if at > 0 {
-                        invoke(obj, d, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
+                        invoke(obj, collect, &[PyBytes::new(py, &hay[..at]).as_any()])?;
                     }
-                    invoke(obj, d, Name::FoundTerminator, &[])?;
+                    invoke(obj, Name::FoundTerminator, &[])?;
                 }
                 None => {
                     // Keep a tail that may begin the terminator for the next read.
                     let cut = hay.len() - prefix_at_end(hay, needle);
                     let rest = if cut < hay.len() { PyBytes::new(py, &hay[cut..]) } else { empty.clone() };
-                    set_attr(obj, d, in_buf, &rest)?;
+                    set_attr(obj, in_buf, &rest)?;
                     if cut == hay.len() {
-                        invoke(obj, d, collect, &[whole.as_any()])?;
+                        invoke(obj, collect, &[whole.as_any()])?;
                     } else if cut > 0 {
-                        invoke(obj, d, collect, &[PyBytes::new(py, &hay[..cut]).as_any()])?;
+                        invoke(obj, collect, &[PyBytes::new(py, &hay[..cut]).as_any()])?;
                     }
                     break;
                 }
             }
         }
-        buf = attr(obj, d, Name::AcInBuffer)?;
+        buf = attr(obj, Name::AcInBuffer)?;
     }
     Ok(())
 }
 
-/// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).
-pub fn chat_queued(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
-    chat_queue(obj, d)?.is_truthy()
+/// Whether neither `readable` nor `writable` is the instance's own attribute (then the class
+/// decides what they are), looked up without making the instance a `__dict__`.
+pub fn interest_unshadowed(obj: &Bound<'_, PyAny>) -> bool {
+    let py = obj.py();
+    [Name::Readable, Name::Writable]
+        .into_iter()
+        .all(|n| sys::get_method(obj, n.text(py)).is_ok_and(|(unbound, _)| unbound))
 }
 
-fn chat_queue<'py>(obj: &Bound<'py, PyAny>, d: Option<&Bound<'py, PyDict>>) -> PyResult<Bound<'py, PyAny>> {
-    attr(obj, d, Name::ProducerFifo)
+/// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).
+pub fn chat_queued(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    chat_queue(obj)?.is_truthy()
+}
+
+fn chat_queue<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    attr(obj, Name::ProducerFifo)
 }
 
 fn chat_push(obj: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = obj.py();
     if !is_bytes_like(data) {
         let msg = format!("data argument must be byte-ish ({})", data.get_type().repr()?);
         return Err(PyTypeError::new_err(msg));
     }
-    let d = instance_dict(obj);
-    let d = d.as_ref();
-    let step = attr(obj, d, Name::AcOutBufferSize)?;
-    let fifo = chat_queue(obj, d)?;
-    let append = intern!(py, "append");
+    let step = attr(obj, Name::AcOutBufferSize)?;
+    let fifo = chat_queue(obj)?;
     let len = data.len()? as isize;
     let step_n: isize = step.extract()?;
+    if 0 < len && len <= step_n && push_direct(obj, &fifo, data, step_n)? {
+        return Ok(());
+    }
     if len <= step_n {
-        call_method(&fifo, append, &[data])?;
+        queue_append(&fifo, data)?;
     } else if step_n == 0 {
         return Err(PyValueError::new_err("range() arg 3 must not be zero"));
     } else if step_n > 0 {
         let mut at = 0;
         while at < len {
-            fifo.call_method1(append, (slice(data, at, Some(at + step_n))?,))?;
+            queue_append(&fifo, &slice(data, at, Some(at + step_n))?)?;
             at += step_n;
         }
     }
     // The package's own initiate_send, not replaced: it goes on with the queue and the size
     // read here (a deque's append runs no Python code, nor does reading the native
     // `connected`, so neither can have changed before the send).
-    if native_target(obj, d, Name::InitiateSend)? == Some(Nat::ChatInitiateSend)
+    if native_target(obj, Name::InitiateSend)? == Some(Nat::ChatInitiateSend)
         && is_deque(&fifo)
         && field_owner(obj, Field::Connected).is_some()
     {
-        chat_send_from(obj, d, &fifo, Some(step_n))?;
+        chat_send_from(obj, &fifo, Some(step_n))?;
     } else {
-        invoke(obj, d, Name::InitiateSend, &[])?;
+        invoke(obj, Name::InitiateSend, &[])?;
     }
-    note(obj, chat_queue(obj, d)?.is_truthy()?);
+    note(obj, chat_queue(obj)?.is_truthy()?);
     Ok(())
 }
 
-/// Exactly `collections.deque` (whose methods run no Python code).
+/// `push(data)` onto an empty queue, the line server's case, sent without going through the
+/// queue: what `push` and `initiate_send` do then is append `data`, send it, and take it off
+/// again when all of it went. Done here only when nothing of that can run Python code or be
+/// seen from it: `data` is exactly bytes no longer than `ac_out_buffer_size` (read by the
+/// caller), the queue an empty `collections.deque`, `initiate_send` and `send` the package's
+/// own (so looking them up, before the append, runs nothing: the class attribute is a method
+/// descriptor of this extension under the generic attribute lookup), `connected` the native
+/// field holding `True`, and the socket one `send(2)` can be made on. Whatever the send did
+/// not take is queued as `initiate_send` would leave it, before anything else runs
+/// (`handle_close` for a peer that left, `handle_error`). An `EINTR` queues `data` and goes the
+/// general way, which runs the signal handlers and sends again. `false`: not applicable,
+/// nothing done.
+fn push_direct(
+    obj: &Bound<'_, PyAny>,
+    fifo: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+    step: isize,
+) -> PyResult<bool> {
+    let py = obj.py();
+    let Ok(bytes) = data.downcast_exact::<PyBytes>() else { return Ok(false) };
+    if as_deque(fifo).is_none() || fifo.len()? != 0 {
+        return Ok(false);
+    }
+    let pure = |name: Name| matches!(slot(obj, name), Found::Native(_));
+    if !pure(Name::InitiateSend) || !pure(Name::Send) {
+        return Ok(false);
+    }
+    if !matches!(resolve(obj, Name::InitiateSend)?, Target::Native(Nat::ChatInitiateSend, _))
+        || !matches!(resolve(obj, Name::Send)?, Target::Native(Nat::Send, _))
+    {
+        return Ok(false);
+    }
+    let (Some(ch), Some(_)) = (field_owner(obj, Field::Connected), field_owner(obj, Field::Socket)) else {
+        return Ok(false);
+    };
+    let sock = {
+        let c = ch.try_borrow()?;
+        let t = pyo3::types::PyBool::new(py, true);
+        let connected =
+            c.fields[Field::Connected as usize].as_ref().is_some_and(|v| v.as_ptr() == t.as_ptr());
+        match &c.fields[Field::Socket as usize] {
+            Some(s) if connected => s.bind(py).clone(),
+            _ => return Ok(false),
+        }
+    };
+    let Some(fd) = direct_fd(&sock) else { return Ok(false) };
+    let whole = bytes.as_bytes();
+    match send_dontwait(fd, whole, 0) {
+        Ok(n) if n >= whole.len() => {
+            // Appended, sent and taken off: the queue is empty, as it was.
+            note(obj, false);
+            return Ok(true);
+        }
+        Ok(0) => queue_append(fifo, data)?,
+        Ok(n) => queue_append(fifo, PyBytes::new(py, &whole[n..]).as_any())?,
+        Err(code) if code == libc::EINTR => {
+            queue_append(fifo, data)?;
+            chat_send_from(obj, fifo, Some(step))?;
+        }
+        Err(code) => {
+            queue_append(fifo, data)?;
+            if is_disconnect(code) {
+                close_now(obj)?;
+            } else if code != libc::EWOULDBLOCK && code != libc::EAGAIN {
+                report(obj, os_error(code))?;
+            }
+        }
+    }
+    note(obj, chat_queue(obj)?.is_truthy()?);
+    Ok(true)
+}
+
+/// `collections.deque` and the methods of it the queue code calls.
+struct Deque {
+    ty: Py<PyType>,
+    append: Py<PyAny>,
+    popleft: Py<PyAny>,
+}
+
+fn deque(py: Python<'_>) -> Option<&Deque> {
+    static DEQUE: GILOnceCell<Deque> = GILOnceCell::new();
+    DEQUE
+        .get_or_try_init(py, || -> PyResult<Deque> {
+            let ty = py.import("collections")?.getattr("deque")?.downcast_into::<PyType>()?;
+            let append = ty.getattr("append")?.unbind();
+            let popleft = ty.getattr("popleft")?.unbind();
+            Ok(Deque { ty: ty.unbind(), append, popleft })
+        })
+        .ok()
+}
+
+/// `v`'s methods if it is exactly a `collections.deque` (whose methods run no Python code and
+/// cannot be replaced, so calling them directly is what `v.append(...)` would do).
+fn as_deque<'py>(v: &Bound<'py, PyAny>) -> Option<&'py Deque> {
+    deque(v.py()).filter(|d| v.get_type_ptr() == d.ty.as_ptr().cast())
+}
+
+/// Exactly `collections.deque`.
 fn is_deque(v: &Bound<'_, PyAny>) -> bool {
-    static DEQUE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
-    let py = v.py();
-    let ty = DEQUE.get_or_try_init(py, || -> PyResult<Py<PyType>> {
-        Ok(py.import("collections")?.getattr("deque")?.downcast_into::<PyType>()?.unbind())
-    });
-    ty.is_ok_and(|t| v.get_type_ptr() == t.as_ptr().cast())
+    as_deque(v).is_some()
+}
+
+/// `fifo.append(item)`; for a deque by one vectorcall of `deque.append` (what
+/// `PyObject_CallMethod` reaches after a method look-up and an argument list).
+fn queue_append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = fifo.py();
+    match as_deque(fifo) {
+        Some(d) => sys::call(d.append.bind(py), Some(fifo), &[item]).map(drop),
+        None => call_method(fifo, intern!(py, "append"), &[item]).map(drop),
+    }
+}
+
+/// `fifo[0]`.
+fn queue_head<'py>(fifo: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match as_deque(fifo) {
+        Some(_) => sys::first_item(fifo),
+        None => fifo.get_item(0),
+    }
+}
+
+/// `del fifo[0]` (for a deque, `popleft()`: the same, without an index object).
+fn queue_drop_head(fifo: &Bound<'_, PyAny>) -> PyResult<()> {
+    match as_deque(fifo) {
+        Some(d) => sys::call(d.popleft.bind(fifo.py()), Some(fifo), &[]).map(drop),
+        None => fifo.del_item(0),
+    }
 }
 
 /// The native method `obj.name()` runs (what [`invoke`] would run natively), if it is one.
-fn native_target(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>, name: Name) -> PyResult<Option<Nat>> {
-    let Found::Native(i) = slot(obj, name) else { return Ok(None) };
-    if let Some(d) = d {
-        if d.contains(name.text(obj.py()))? {
-            return Ok(None);
-        }
-    }
-    Ok(Some(NAT_NAMES[i as usize].1))
+fn native_target(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<Option<Nat>> {
+    Ok(match resolve(obj, name)? {
+        Target::Native(k, _) => Some(k),
+        _ => None,
+    })
 }
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = obj.py();
-    let d = instance_dict(obj);
-    let d = d.as_ref();
-    chat_queue(obj, d)?.call_method1(intern!(py, "append"), (producer,))?;
-    invoke(obj, d, Name::InitiateSend, &[])?;
-    note(obj, chat_queue(obj, d)?.is_truthy()?);
+    chat_queue(obj)?.call_method1(intern!(py, "append"), (producer,))?;
+    invoke(obj, Name::InitiateSend, &[])?;
+    note(obj, chat_queue(obj)?.is_truthy()?);
     Ok(())
 }
 
-fn chat_initiate_send(obj: &Bound<'_, PyAny>, d: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-    let fifo = chat_queue(obj, d)?;
-    chat_send_from(obj, d, &fifo, None)
+fn chat_initiate_send(obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    let fifo = chat_queue(obj)?;
+    chat_send_from(obj, &fifo, None)
 }
 
 /// `initiate_send` on the queue `fifo`; `limit`: `ac_out_buffer_size` when the caller just
 /// read it (used until Python code may have run).
-fn chat_send_from(
-    obj: &Bound<'_, PyAny>,
-    d: Option<&Bound<'_, PyDict>>,
-    fifo: &Bound<'_, PyAny>,
-    mut limit: Option<isize>,
-) -> PyResult<()> {
+fn chat_send_from(obj: &Bound<'_, PyAny>, fifo: &Bound<'_, PyAny>, mut limit: Option<isize>) -> PyResult<()> {
     let py = obj.py();
     // The head goes with `del fifo[0]`, which a deque and a list both take (code that set
     // `producer_fifo` to a list of bytes worked with CPython's module).
-    while fifo.is_truthy()? && flag(obj, d, Name::Connected)? {
-        let head = fifo.get_item(0)?;
+    while fifo.is_truthy()? && flag(obj, Name::Connected)? {
+        let head = queue_head(fifo)?;
         if head.is_none() {
             // close_when_done()'s marker: everything before it has gone out.
-            fifo.del_item(0)?;
-            invoke(obj, d, Name::HandleClose, &[])?;
+            queue_drop_head(fifo)?;
+            invoke(obj, Name::HandleClose, &[])?;
             return Ok(());
         }
         let sliced = is_bytes_like(&head) || head.is_instance_of::<PyString>();
@@ -1187,22 +1513,22 @@ fn chat_send_from(
             if piece.is_truthy()? {
                 fifo.call_method1(intern!(py, "appendleft"), (piece,))?;
             } else {
-                fifo.del_item(0)?;
+                queue_drop_head(fifo)?;
             }
             continue;
         }
-        if !head.is_truthy()? {
+        if !truth(&head)? {
             limit = None;
-            fifo.del_item(0)?;
+            queue_drop_head(fifo)?;
             continue;
         }
         let limit: isize = match limit {
             Some(n) => n,
-            None => attr(obj, d, Name::AcOutBufferSize)?.extract()?,
+            None => attr(obj, Name::AcOutBufferSize)?.extract()?,
         };
         let chunk = if head.len()? as isize > limit { slice(&head, 0, Some(limit))? } else { head.clone() };
-        let chunk = encoded(obj, d, chunk)?;
-        let sent = match invoke(obj, d, Name::Send, &[&chunk]) {
+        let chunk = encoded(obj, chunk)?;
+        let sent = match invoke(obj, Name::Send, &[&chunk]) {
             Ok(n) => n,
             Err(e) if e.is_instance_of::<PyOSError>(py) => return report(obj, e),
             Err(e) => return Err(e),
@@ -1210,7 +1536,7 @@ fn chat_send_from(
         if sent.is_truthy()? {
             let n: isize = sent.extract()?;
             if chunk.is(&head) && n >= head.len()? as isize {
-                fifo.del_item(0)?;
+                queue_drop_head(fifo)?;
             } else {
                 fifo.set_item(0, slice(&head, n, None)?)?;
             }
@@ -1229,7 +1555,7 @@ crate::one_arg_method!(
     "recv",
     "buffer_size",
     "Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.",
-    |ch, size| recv(ch.as_any(), None, size)
+    |ch, size| recv(ch.as_any(), size)
 );
 crate::one_arg_method!(
     SEND,
@@ -1237,7 +1563,7 @@ crate::one_arg_method!(
     "send",
     "data",
     "What the socket took: 0 when it would block or the peer has gone (then closed).",
-    |ch, data| send(ch.as_any(), None, data)
+    |ch, data| send(ch.as_any(), data)
 );
 crate::one_arg_method!(
     WS_SEND,
@@ -1255,14 +1581,17 @@ crate::one_arg_method!(CHAT_PUSH, Channel, "_chat_push", "data", "`async_chat.pu
     Ok(ch.py().None().into_bound(ch.py()))
 });
 
-/// Replaces the pyo3 versions of the hot methods by the direct ones.
-pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+/// Replaces the pyo3 versions of the hot methods by the direct ones, and pyo3's constructor by
+/// `object.__new__`'s when that is the same but for the inline attribute values (the answer:
+/// whether it was).
+pub fn install_fast_methods(py: Python<'_>) -> PyResult<bool> {
     CHANNEL.init(py);
     let ty = py.get_type::<Channel>();
+    let object_new = sys::use_object_new(&ty);
     for def in [&RECV, &SEND, &WS_SEND, &CHAT_PUSH] {
         sys::install(&ty, def)?;
     }
-    Ok(())
+    Ok(object_new)
 }
 
 #[pymethods]
@@ -1273,11 +1602,12 @@ impl Channel {
         Channel {
             out_buffer: None,
             marks: None,
-            fd: -1,
+            // 0, not -1: a new channel must be all zero bytes (see `sys::use_object_new`);
+            // `fd` means something only once `attach` has set `marks`.
+            fd: 0,
             watched_write: false,
             marked: false,
             fields: Default::default(),
-            fields_tag: 0,
         }
     }
 
@@ -1303,7 +1633,7 @@ impl Channel {
 
     #[setter]
     fn set_connected(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Connected, value)
+        Channel::store(slf, Field::Connected, Some(value))
     }
 
     /// True once `listen()` was called; assigning it tells the loop.
@@ -1314,7 +1644,7 @@ impl Channel {
 
     #[setter]
     fn set_accepting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Accepting, value)
+        Channel::store(slf, Field::Accepting, Some(value))
     }
 
     /// True while a `connect()` is under way; assigning it tells the loop.
@@ -1325,7 +1655,7 @@ impl Channel {
 
     #[setter]
     fn set_connecting(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Connecting, value)
+        Channel::store(slf, Field::Connecting, Some(value))
     }
 
     /// When true, `dispatcher_with_send.send` logs what it sends.
@@ -1336,23 +1666,40 @@ impl Channel {
 
     #[setter]
     fn set_debug(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Debug, value)
+        Channel::store(slf, Field::Debug, Some(value))
     }
 
     /// The channel's socket (or file wrapper).
     #[getter]
     fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let held = slf.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.clone_ref(py));
-        held.ok_or_else(|| {
-            let class = slf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            PyAttributeError::new_err(format!("'{class}' object has no attribute 'socket'"))
-        })
+        Channel::required_field(slf, Field::Socket)
     }
 
     #[setter]
     fn set_socket(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        Channel::store(slf, Field::Socket, value)
+        Channel::store(slf, Field::Socket, Some(value))
+    }
+
+    /// `async_chat`'s input not yet cut into records (bytes).
+    #[getter]
+    fn get_ac_in_buffer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Channel::required_field(slf, Field::AcInBuffer)
+    }
+
+    #[setter]
+    fn set_ac_in_buffer(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::AcInBuffer, Some(value))
+    }
+
+    /// `async_chat`'s output queue (a `collections.deque`); assigning it tells the loop.
+    #[getter]
+    fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Channel::required_field(slf, Field::ProducerFifo)
+    }
+
+    #[setter]
+    fn set_producer_fifo(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+        Channel::store(slf, Field::ProducerFifo, Some(value))
     }
 
     /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.
@@ -1378,50 +1725,50 @@ impl Channel {
     /// Up to `buffer_size` bytes; `b''` (after `handle_close()`) when the peer has gone.
     fn recv<'py>(slf: &Bound<'py, Self>, buffer_size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        recv(obj, instance_dict(obj).as_ref(), buffer_size)
+        recv(obj, buffer_size)
     }
 
     /// What the socket took: 0 when it would block or the peer has gone (then closed).
     fn send<'py>(slf: &Bound<'py, Self>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        send(obj, instance_dict(obj).as_ref(), data)
+        send(obj, data)
     }
 
     /// Leaves the map and closes the socket.
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        close(obj, instance_dict(obj).as_ref())
+        close(obj)
     }
 
     /// `(socket, address)`, or None when nobody is waiting (or gave up already).
     fn accept<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        accept(obj, instance_dict(obj).as_ref())
+        accept(obj)
     }
 
     fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        handle_accept(obj, instance_dict(obj).as_ref())
+        handle_accept(obj)
     }
 
     fn handle_connect_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        connect_event(obj, instance_dict(obj).as_ref())
+        connect_event(obj)
     }
 
     fn handle_read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        read_event(obj, instance_dict(obj).as_ref())
+        read_event(obj)
     }
 
     fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        write_event(obj, instance_dict(obj).as_ref())
+        write_event(obj)
     }
 
     fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        expt_event(obj, instance_dict(obj).as_ref())
+        expt_event(obj)
     }
 
     /// `dispatcher_with_send.send`: queue `data` and try to send at once.
@@ -1432,39 +1779,38 @@ impl Channel {
     /// `dispatcher_with_send.initiate_send`: up to 64 KiB of `out_buffer` to the socket.
     fn _ws_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        ws_initiate_send(obj, instance_dict(obj).as_ref())
+        ws_initiate_send(obj)
     }
 
     /// `handle_write` of both buffered classes: `self.initiate_send()`.
     fn _handle_write_sends(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, instance_dict(obj).as_ref(), Name::InitiateSend, &[]).map(drop)
+        invoke(obj, Name::InitiateSend, &[]).map(drop)
     }
 
     /// `async_chat.handle_read`: cut what arrives into records at the terminator.
     fn _chat_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        chat_handle_read(obj, instance_dict(obj).as_ref())
+        chat_handle_read(obj)
     }
 
     /// `async_chat.get_terminator`.
     fn _chat_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let obj = slf.as_any();
-        attr(obj, instance_dict(obj).as_ref(), Name::Terminator)
+        attr(obj, Name::Terminator)
     }
 
     /// `async_chat.collect_incoming_data`: `self._collect_incoming_data(data)`.
     fn _chat_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
-        invoke(obj, instance_dict(obj).as_ref(), Name::CollectPlain, &[data]).map(drop)
+        invoke(obj, Name::CollectPlain, &[data]).map(drop)
     }
 
     /// `async_chat._collect_incoming_data`: `self.incoming.append(data)`.
     fn _chat_collect_plain(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let obj = slf.as_any();
         let py = obj.py();
-        attr(obj, instance_dict(obj).as_ref(), Name::Incoming)?
-            .call_method1(intern!(py, "append"), (data,))?;
+        attr(obj, Name::Incoming)?.call_method1(intern!(py, "append"), (data,))?;
         Ok(())
     }
 
@@ -1481,6 +1827,6 @@ impl Channel {
     /// `async_chat.initiate_send`: at most one send from the head of `producer_fifo`.
     fn _chat_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let obj = slf.as_any();
-        chat_initiate_send(obj, instance_dict(obj).as_ref())
+        chat_initiate_send(obj)
     }
 }

@@ -512,20 +512,14 @@ impl Poller {
         let kind = self.kind(obj)?;
         // The package's own methods, not shadowed by an instance attribute, are answered here
         // from the instance's state; anything else is asked in Python, as CPython does.
-        let fast = match kind {
-            Kind::Python => None,
-            _ => sys::instance_dict(obj).filter(|d| {
-                !d.contains(intern!(py, "readable")).unwrap_or(true)
-                    && !d.contains(intern!(py, "writable")).unwrap_or(true)
-            }),
-        };
-        let volatile = fast.is_none();
+        let fast = kind != Kind::Python && channel::interest_unshadowed(obj);
+        let volatile = !fast;
         if !volatile {
             counters::bump(&counters::NATIVE_INTEREST, 1);
         }
-        let (read, write) = match (kind, fast.as_ref()) {
-            (Kind::Plain, Some(_)) => (true, true),
-            (Kind::WithSend, Some(_)) => {
+        let (read, write) = match (kind, fast) {
+            (Kind::Plain, true) => (true, true),
+            (Kind::WithSend, true) => {
                 let connected = channel::flag_of(obj, Field::Connected)?;
                 let pending = match channel::as_channel(obj) {
                     Some(ch) => Channel::pending_out(ch)?,
@@ -533,13 +527,9 @@ impl Poller {
                 };
                 (true, !connected || pending)
             }
-            (Kind::Chat, Some(d)) => {
+            (Kind::Chat, true) => {
                 let connected = channel::flag_of(obj, Field::Connected)?;
-                let queued = match d.get_item(intern!(py, "producer_fifo"))? {
-                    Some(v) => v.is_truthy()?,
-                    None => obj.getattr(intern!(py, "producer_fifo"))?.is_truthy()?,
-                };
-                (true, !connected || queued)
+                (true, !connected || channel::chat_queued(obj)?)
             }
             _ => {
                 counters::bump(&counters::PY_INTEREST, 2);
@@ -738,20 +728,15 @@ impl Poller {
             Ok(c) if !c.is_marked() && c.state_is_plain(py) => c.plain_flags(py),
             _ => return false,
         };
-        let d = sys::instance_dict(&obj);
-        if let Some(d) = &d {
-            if d.contains(intern!(py, "readable")).unwrap_or(true)
-                || d.contains(intern!(py, "writable")).unwrap_or(true)
-            {
-                return false;
-            }
+        if !channel::interest_unshadowed(&obj) {
+            return false;
         }
         if tk.kind != Kind::Chat {
             return true;
         }
         // async_chat's queue is a deque its users may change in place: ask it, and compare
         // with what is registered.
-        match channel::chat_queued(&obj, d.as_ref()) {
+        match channel::chat_queued(&obj) {
             Ok(queued) => e.interest == Interest { read: true, write: (!connected || queued) && !accepting },
             Err(_) => false,
         }
@@ -1066,7 +1051,8 @@ fn default_backend() -> &'static str {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Poller>()?;
     m.add_class::<Channel>()?;
-    channel::install_fast_methods(m.py())?;
+    // Whether channels are made by `object.__new__` (so they get inline attribute values).
+    m.add("_OBJECT_NEW", channel::install_fast_methods(m.py())?)?;
     m.add_function(wrap_pyfunction!(channel::register, m)?)?;
     m.add_function(wrap_pyfunction!(default_backend, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;

@@ -31,6 +31,8 @@ macro_rules! names {
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub enum Name { $($variant,)* }
         const TEXTS: &[&str] = &[$($text,)*];
+        /// How many names there are.
+        pub const COUNT: usize = TEXTS.len();
     };
 }
 
@@ -68,12 +70,15 @@ names! {
     Terminator = "terminator",
     ProducerFifo = "producer_fifo",
     Incoming = "incoming",
+    Readable = "readable",
+    Writable = "writable",
 }
 
 static INTERNED: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();
 
 impl Name {
     /// The name as an interned Python string.
+    #[inline]
     pub fn text<'py>(self, py: Python<'py>) -> &'py Bound<'py, PyString> {
         let all =
             INTERNED.get_or_init(py, || TEXTS.iter().map(|t| PyString::intern(py, t).unbind()).collect());

@@ -4,7 +4,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyString, PyTuple, PyType};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -77,16 +77,12 @@ pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// The instance's `__dict__`, or `None` when it has none.
-pub fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
-    let py = obj.py();
-    // SAFETY: `obj` is a live object; PyObject_GenericGetDict returns a new reference to its
-    // dictionary, or NULL with an exception set (no dictionary), which from_owned_ptr_or_err
-    // takes over.
-    let d = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))
-    };
-    d.ok()?.downcast_into::<PyDict>().ok()
+/// `seq[0]` by the sequence protocol (no index object).
+pub fn first_item<'py>(seq: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `seq` is live; PySequence_GetItem returns a new reference or NULL with an
+    // exception set (a TypeError for an object that is not a sequence), which
+    // from_owned_ptr_or_err takes over.
+    unsafe { Bound::from_owned_ptr_or_err(seq.py(), ffi::PySequence_GetItem(seq.as_ptr(), 0)) }
 }
 
 /// `obj.name(*args)` without a bound-method object or an argument tuple in between.
@@ -113,12 +109,41 @@ pub fn call_method<'py>(
 }
 
 extern "C" {
+    /// How CPython's method calls look a method up (`Include/cpython/object.h`): 1 with the
+    /// class's function or method descriptor when nothing shadows it (an instance attribute
+    /// or a data descriptor), else 0 with what `getattr` gives, or NULL with an exception set.
+    /// A new reference either way. It reads the instance's attributes without making a
+    /// `__dict__` for them (as reading `obj.__dict__` would).
+    fn _PyObject_GetMethod(
+        obj: *mut ffi::PyObject,
+        name: *mut ffi::PyObject,
+        method: *mut *mut ffi::PyObject,
+    ) -> libc::c_int;
+
     /// CPython's type attribute lookup (`Include/cpython/object.h`): the MRO walk, through
     /// the method cache, giving the type a version tag when it has none. A borrowed result.
     fn _PyType_Lookup(tp: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
 }
 
+/// `obj.name` looked up as for a call: `(true, f)` when it is the class's function or method
+/// descriptor `f`, not shadowed on the instance (call it with `obj` first), `(false, v)` for
+/// anything else (call `v` as it is).
+#[inline]
+pub fn get_method<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<(bool, Bound<'py, PyAny>)> {
+    let mut found = std::ptr::null_mut();
+    // SAFETY: `obj` and `name` (a str) are live; `found` is written with a new reference or
+    // NULL (then an exception is set), which from_owned_ptr_or_err takes over.
+    unsafe {
+        let unbound = _PyObject_GetMethod(obj.as_ptr(), name.as_ptr(), &mut found) == 1;
+        Ok((unbound, Bound::from_owned_ptr_or_err(obj.py(), found)?))
+    }
+}
+
 /// The address of `obj`'s class and the class's version tag as it is now (0: none).
+#[inline]
 pub fn class_and_tag(obj: &Bound<'_, PyAny>) -> (usize, u32) {
     // SAFETY: a live object's type pointer is a valid type object while the GIL is held;
     // tp_version_tag is a plain field of it (full API build).
@@ -178,19 +203,6 @@ pub fn generic_getattr(ty: &Bound<'_, PyType>) -> bool {
     let slot = unsafe { (*ty.as_ptr().cast::<ffi::PyTypeObject>()).tp_getattro };
     let generic: unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject =
         ffi::PyObject_GenericGetAttr;
-    slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
-}
-
-/// Whether `obj`'s class assigns attributes with Python's generic `__setattr__` (no
-/// `__setattr__`/`__delattr__` of its own or of a base).
-pub fn generic_setattr(obj: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: reading one slot field of a live object's type.
-    let slot = unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_setattro };
-    let generic: unsafe extern "C" fn(
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-        *mut ffi::PyObject,
-    ) -> libc::c_int = ffi::PyObject_GenericSetAttr;
     slot.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
 }
 
@@ -417,6 +429,7 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
     }
 
     /// `obj` as a `T` when it is one (an instance of `T` or of a subclass).
+    #[inline]
     pub fn downcast<'a, 'py>(&self, obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, T>> {
         let py = obj.py();
         let tp = self.tp.load(std::sync::atomic::Ordering::Relaxed);
@@ -461,5 +474,93 @@ impl<T: pyo3::PyTypeInfo> FastType<T> {
         drop(dropped);
         // SAFETY: PyObject_TypeCheck held just above.
         Some(unsafe { obj.downcast_unchecked::<T>() })
+    }
+}
+
+/// Makes `object.__new__`'s allocation the constructor of pyclass `ty` (and so of the Python
+/// classes made from it later), when that gives objects identical to pyo3's own; returns
+/// whether it did.
+///
+/// Why: CPython 3.12 gives an instance of a plain class its attributes as "inline values"
+/// (set up by `object.__new__`, not by `tp_alloc`), and the interpreter's specialised
+/// attribute instructions (`self.parts`, `self.push(...)`) work only on such instances. A
+/// pyo3 class's constructor allocates with `tp_alloc` alone, so every instance of a Python
+/// subclass got a real `__dict__` at its first attribute assignment, and each `self.x` in
+/// the handlers took the generic, slower path.
+///
+/// pyo3's constructor for a class over `object` is `tp_alloc` (zero-filled memory) followed by
+/// writing the Rust value; `object.__new__` is the same `tp_alloc` followed by setting up the
+/// inline values. So when the Rust value that `#[new]` writes is all zero bytes, both give the
+/// same object but for the inline values. That is checked here on a real instance made by
+/// pyo3's constructor (with nothing given to it, as `Channel.__new__` ignores its arguments);
+/// when anything differs (another pyo3 layout, a base other than `object`, an allocator of
+/// the class's own), the class keeps pyo3's constructor.
+pub fn use_object_new(ty: &Bound<'_, PyType>) -> bool {
+    // SAFETY: `ty` is a live type object made by pyo3 (a heap type the extension owns), read
+    // and written with the GIL held. The slots read are plain fields. The test instance is a
+    // new reference from the class's own tp_new, its first tp_basicsize bytes are the object
+    // itself (tp_itemsize is checked to be 0), and it is released before returning. Writing
+    // tp_new of our own heap type before any subclass exists is how a C extension sets its
+    // constructor; subclasses copy the slot when they are created.
+    unsafe {
+        let tp = ty.as_ptr().cast::<ffi::PyTypeObject>();
+        let base = std::ptr::addr_of_mut!(ffi::PyBaseObject_Type);
+        let generic: unsafe extern "C" fn(*mut ffi::PyTypeObject, ffi::Py_ssize_t) -> *mut ffi::PyObject =
+            ffi::PyType_GenericAlloc;
+        let plain = (*tp).tp_base == base
+            && (*tp).tp_itemsize == 0
+            && (*tp).tp_alloc.is_some_and(|f| std::ptr::fn_addr_eq(f, generic))
+            && (*base).tp_new.is_some();
+        let Some(pyo3_new) = (*tp).tp_new.filter(|_| plain) else { return false };
+        let empty = ffi::PyTuple_New(0);
+        if empty.is_null() {
+            ffi::PyErr_Clear();
+            return false;
+        }
+        let probe = pyo3_new(tp, empty, std::ptr::null_mut());
+        ffi::Py_DECREF(empty);
+        if probe.is_null() {
+            ffi::PyErr_Clear();
+            return false;
+        }
+        let head = std::mem::size_of::<ffi::PyObject>();
+        let size = (*tp).tp_basicsize as usize;
+        let zero = size >= head
+            && std::slice::from_raw_parts(probe.cast::<u8>().add(head), size - head).iter().all(|b| *b == 0);
+        ffi::Py_DECREF(probe);
+        if zero {
+            (*tp).tp_new = Some(object_new_empty);
+        }
+        zero
+    }
+}
+
+/// The constructor [`use_object_new`] installs: `object.__new__(subtype)`. The arguments are
+/// not `object.__new__`'s business (it would refuse them; `__init__` takes them), as with
+/// pyo3's `#[new]` that ignored them.
+unsafe extern "C" fn object_new_empty(
+    subtype: *mut ffi::PyTypeObject,
+    _args: *mut ffi::PyObject,
+    _kwds: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a tp_new with the GIL held and a live subtype. An empty tuple is a
+    // new reference (or NULL with an exception set); object's tp_new is present (checked by
+    // use_object_new before this was installed) and returns a new reference or NULL with an
+    // exception set, handed on as it is.
+    unsafe {
+        let empty = ffi::PyTuple_New(0);
+        if empty.is_null() {
+            return std::ptr::null_mut();
+        }
+        let base = std::ptr::addr_of_mut!(ffi::PyBaseObject_Type);
+        let obj = match (*base).tp_new {
+            Some(new) => new(subtype, empty, std::ptr::null_mut()),
+            None => {
+                ffi::PyErr_SetString(ffi::PyExc_TypeError, c"object has no tp_new".as_ptr());
+                std::ptr::null_mut()
+            }
+        };
+        ffi::Py_DECREF(empty);
+        obj
     }
 }

@@ -1,6 +1,8 @@
 """The core answers readable()/writable() natively for the package's own dispatcher,
 dispatcher_with_send and async_chat methods (issue 12, section 2): idle channels then cost no
 Python call per pass, and output queued from outside a channel's handlers is still seen."""
+import collections
+import errno
 import os
 import socket
 import sys
@@ -832,3 +834,365 @@ class NativeFields(unittest.TestCase):
         del Ch.accepting                    # and the instance's own field again
         ch.handle_read_event()
         self.assertEqual(events, ["read", "accept", "read"])
+
+
+class InlineValues(unittest.TestCase):
+    """Channels are made by `object.__new__` (`_core._OBJECT_NEW`), so on 3.12 their attributes
+    are the interpreter's inline values, and the native methods read and write them without
+    making the instance a `__dict__`: the handlers' own `self.x` then run the interpreter's
+    specialised instructions. What Python code sees of the attributes stays the same."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def run_lines(self, cls, n):
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        c = cls(a, m)
+        for i in range(n):
+            b.send(b"line %d\n" % i)
+            asyncore.loop(timeout=5, map=m, count=1)
+            self.assertEqual(b.recv(100), b"line %d\n" % i)
+        return c, b, m
+
+    @unittest.skipUnless(sys.version_info[:2] == (3, 12), "inline values of a native base's "
+                         "subclass: CPython 3.12's layout")
+    def test_the_handlers_attribute_loads_stay_specialised_for_inline_values(self):
+        import dis
+
+        class Lines(asynchat.async_chat):
+            def __init__(self, sock, map):
+                asynchat.async_chat.__init__(self, sock, map=map)
+                self.set_terminator(b"\n")
+                self.parts = []
+
+            def collect_incoming_data(self, data):
+                self.parts.append(data)
+
+            def found_terminator(self):
+                line, self.parts = b"".join(self.parts), []
+                self.push(line + b"\n")
+
+        self.assertTrue(sockloop._core._OBJECT_NEW)
+        c, _, _ = self.run_lines(Lines, 30)
+        ops = {i.opname for f in (Lines.collect_incoming_data, Lines.found_terminator)
+               for i in dis.get_instructions(f, adaptive=True)}
+        # With a real __dict__ these would be LOAD_ATTR_WITH_HINT, STORE_ATTR_WITH_HINT and an
+        # unspecialised LOAD_ATTR for the method.
+        self.assertIn("LOAD_ATTR_INSTANCE_VALUE", ops)
+        self.assertIn("STORE_ATTR_INSTANCE_VALUE", ops)
+        self.assertIn("LOAD_ATTR_METHOD_WITH_VALUES", ops)
+        c.close()
+
+    def test_the_state_written_natively_reads_back_through_dict_and_getattr(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        c.set_terminator(b"\r\n")
+        b.send(b"one\r\ntw\r")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"one"])
+        self.assertEqual(c.parts, [b"tw"])
+        self.assertEqual(c.ac_in_buffer, b"\r")     # may begin the terminator
+        c.set_terminator(5)
+        b.send(b"\nab")
+        c.handle_read_event()
+        self.assertEqual(vars(c)["terminator"], 1)   # counted down by what arrived
+        self.assertEqual(c.get_terminator(), 1)
+        # After __dict__ was made, the natives read and write through it as before.
+        vars(c)["terminator"] = b"!"
+        b.send(b"x!")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"one", b"tw\r\nabx"])
+        c.close()
+
+    def test_ac_in_buffer_and_producer_fifo_are_fields_that_act_as_attributes(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        self.assertNotIn("ac_in_buffer", vars(c))
+        self.assertNotIn("producer_fifo", vars(c))
+        self.assertEqual(c.ac_in_buffer, b"")
+        c.ac_in_buffer = b"par"
+        b.send(b"tial\nrest")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"partial"])
+        self.assertEqual(c.parts, [b"rest"])
+        with self.assertRaises(AttributeError):
+            del c.ac_in_buffer                           # as with the other fields
+        c.producer_fifo = None                           # any object, None included
+        self.assertIsNone(c.producer_fifo)
+        c.producer_fifo = collections.deque()
+        with self.assertRaisesRegex(AttributeError, "'dispatcher' object has no attribute 'producer_fifo'"):
+            asyncore.dispatcher().producer_fifo          # only async_chat sets one
+        self.assertIsInstance(c.producer_fifo, collections.deque)
+        c.discard_buffers()
+        self.assertEqual((c.ac_in_buffer, len(c.producer_fifo)), (b"", 0))
+        c.close()
+
+    def test_a_new_producer_fifo_assigned_from_outside_is_sent_on_the_next_pass(self):
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        c = Chat(a, m)
+        asyncore.loop(timeout=0, map=m, count=2)
+        c.producer_fifo = collections.deque([b"queued\n"])
+        asyncore.loop(timeout=5, map=m, count=1)
+        self.assertEqual(b.recv(100), b"queued\n")
+        c.close()
+
+    def test_a_class_level_ac_in_buffer_takes_the_name_over(self):
+        class Prop(Chat):
+            @property
+            def ac_in_buffer(self):
+                return self.__dict__.get("buf", b"")
+
+            @ac_in_buffer.setter
+            def ac_in_buffer(self, value):
+                self.__dict__["buf"] = value
+
+        a, b = self.pair()
+        c = Prop(a, {})
+        b.send(b"ab\ncd")
+        c.handle_read_event()
+        self.assertEqual(c.lines, [b"ab"])
+        self.assertEqual(c.parts, [b"cd"])
+        c.set_terminator(b"\r\n")
+        b.send(b"\r")
+        c.handle_read_event()
+        self.assertEqual(vars(c)["buf"], b"\r")       # written through the property
+        c.close()
+
+    def test_an_override_put_in_dict_after_events_is_called(self):
+        got = []
+        a, b = self.pair()
+        m = asyncore.SocketMap()
+        c = Chat(a, m)
+        b.send(b"first\n")
+        asyncore.loop(timeout=5, map=m, count=1)
+        c.__dict__["found_terminator"] = lambda: got.append(b"".join(c.parts))
+        c.__dict__["readable"] = lambda: True
+        b.send(b"second\n")
+        asyncore.loop(timeout=5, map=m, count=1)
+        self.assertEqual(c.lines, [b"first"])
+        self.assertEqual(got, [b"second"])
+        c.close()
+
+    def test_the_constructor_takes_any_arguments_and_makes_a_plain_instance(self):
+        d = asyncore.dispatcher.__new__(asyncore.dispatcher, 1, two=2)
+        self.assertIsInstance(d, sockloop._core.Channel)
+        self.assertFalse(d.connected)
+        self.assertEqual(vars(d), {})
+        d.x = 1
+        self.assertEqual(vars(d), {"x": 1})
+        ch = sockloop._core.Channel()
+        with self.assertRaises(AttributeError):
+            ch.socket
+
+
+class PushOntoAnEmptyQueue(unittest.TestCase):
+    """`push` onto an empty queue sends without going through it (python/src/channel.rs,
+    `push_direct`); what Python code can see must be what push + initiate_send leave."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def fill(self, sock):
+        """Fills `sock`'s send buffer (non-blocking) until the kernel takes no more."""
+        sent = 0
+        while True:
+            try:
+                sent += sock.send(b"f" * 4096)
+            except BlockingIOError:
+                return sent
+
+    def test_what_the_kernel_does_not_take_is_queued_and_sent_in_order(self):
+        a, b = self.pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        m = asyncore.SocketMap()
+        c = Chat(a, m)
+        filled = self.fill(a)
+        c.push(b"first\n")                       # nothing goes: queued whole
+        self.assertEqual(list(c.producer_fifo), [b"first\n"])
+        payload = bytes(range(256)) * 200        # within ac_out_buffer_size
+        c.push(payload)                          # behind it, in order
+        b.setblocking(False)
+        got = bytearray()
+        want = filled + len(b"first\n") + len(payload)
+        for _ in range(10000):
+            if len(got) >= want:
+                break
+            try:
+                got += b.recv(65536)
+            except BlockingIOError:
+                asyncore.loop(timeout=1, map=m, count=1)
+        self.assertEqual(bytes(got[filled:]), b"first\n" + payload)
+        self.assertEqual(len(c.producer_fifo), 0)
+        c.close()
+
+    def test_a_partial_send_queues_the_rest(self):
+        a, b = self.pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c = Chat(a, {})
+        payload = b"p" * 60000                   # more than the socket takes at once
+        c.push(payload)
+        queued = b"".join(c.producer_fifo)
+        self.assertGreater(len(queued), 0)
+        self.assertLess(len(queued), len(payload))
+        b.setblocking(False)
+        got = bytearray()
+        while len(got) < len(payload) - len(queued):
+            got += b.recv(65536)
+        self.assertEqual(bytes(got), payload[:len(payload) - len(queued)])
+        c.close()
+
+    def test_a_peer_gone_calls_handle_close_with_the_data_queued(self):
+        seen = []
+
+        class Closing(Chat):
+            def handle_close(self):
+                seen.append(list(self.producer_fifo))
+                self.close()
+
+        a, b = self.pair()
+        c = Closing(a, {})
+        b.close()
+        c.push(b"late\n")
+        self.assertEqual(seen, [[b"late\n"]])
+
+    def test_other_send_errors_reach_handle_error_with_the_data_queued(self):
+        seen = []
+
+        class Failing(Chat):
+            def handle_error(self):
+                seen.append((sys.exc_info()[1], list(self.producer_fifo)))
+
+        a, b = self.pair()
+        c = Failing(a, {})
+        # An unconnected datagram socket: send(2) fails with EDESTADDRREQ, not a disconnect.
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        udp.setblocking(False)
+        c.socket = udp
+        c.push(b"x")
+        self.assertEqual(len(seen), 1)
+        err, queued = seen[0]
+        self.assertIsInstance(err, OSError)
+        self.assertEqual(err.errno, errno.EDESTADDRREQ)
+        self.assertEqual(queued, [b"x"])
+
+    def test_a_send_or_initiate_send_set_on_the_instance_is_called(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        sent = []
+        c.send = lambda data: sent.append(data) or len(data)
+        c.push(b"via instance\n")
+        self.assertEqual(sent, [b"via instance\n"])
+        self.assertEqual(len(c.producer_fifo), 0)
+        del c.send
+        c.push(b"native\n")
+        self.assertEqual(b.recv(100), b"native\n")
+
+    def test_not_connected_keeps_the_data_queued(self):
+        a, b = self.pair()
+        c = Chat(a, {})
+        c.connected = False
+        c.push(b"held\n")
+        self.assertEqual(list(c.producer_fifo), [b"held\n"])
+        c.connected = True
+        c.initiate_send()
+        self.assertEqual(b.recv(100), b"held\n")
+
+
+class SendWithNothingBuffered(unittest.TestCase):
+    """`dispatcher_with_send.send` with an empty buffer is one send(2) (`ws_send_direct`);
+    `out_buffer` must be what send + initiate_send leave, at every point Python code runs."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
+
+    def test_what_the_kernel_does_not_take_stays_in_out_buffer(self):
+        a, b = self.pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        d = asyncore.dispatcher_with_send(a, {})
+        payload = bytes(range(256)) * 200
+        d.send(payload)
+        rest = d.out_buffer
+        self.assertGreater(len(rest), 0)
+        self.assertEqual(payload[len(payload) - len(rest):], rest)
+        d.send(b"tail")                           # behind what is buffered
+        self.assertTrue(d.out_buffer.endswith(b"tail"))
+        b.setblocking(False)
+        got = bytearray()
+        for _ in range(10000):
+            if not d.out_buffer and len(got) == len(payload) + 4:
+                break
+            try:
+                got += b.recv(65536)
+            except BlockingIOError:
+                d.initiate_send()
+        self.assertEqual(bytes(got), payload + b"tail")
+        d.close()
+
+    def test_a_full_socket_keeps_all_of_it(self):
+        a, b = self.pair()
+        d = asyncore.dispatcher_with_send(a, {})
+        while True:
+            try:
+                a.send(b"f" * 4096)
+            except BlockingIOError:
+                break
+        d.send(b"waiting")
+        self.assertEqual(d.out_buffer, b"waiting")
+        d.close()
+
+    def test_a_peer_gone_calls_handle_close_with_the_data_buffered(self):
+        seen = []
+
+        class Closing(asyncore.dispatcher_with_send):
+            def handle_close(self):
+                seen.append(self.out_buffer)
+                self.close()
+
+        a, b = self.pair()
+        d = Closing(a, {})
+        b.close()
+        d.send(b"late")
+        self.assertEqual(seen, [b"late"])
+
+    def test_another_send_error_propagates_with_the_data_buffered(self):
+        a, b = self.pair()
+        d = asyncore.dispatcher_with_send(a, {})
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # send(2): EDESTADDRREQ
+        self.addCleanup(udp.close)
+        udp.setblocking(False)
+        d.socket = udp
+        with self.assertRaises(OSError) as caught:
+            d.send(b"x")
+        self.assertEqual(caught.exception.errno, errno.EDESTADDRREQ)
+        self.assertEqual(d.out_buffer, b"x")
+
+    def test_a_replaced_initiate_send_or_dispatcher_send_is_used(self):
+        a, b = self.pair()
+        d = asyncore.dispatcher_with_send(a, {})
+        calls = []
+        d.initiate_send = lambda: calls.append(d.out_buffer)
+        d.send(b"one")
+        self.assertEqual(calls, [b"one"])
+        del d.initiate_send
+        d.out_buffer = b""
+        original = asyncore.dispatcher.send
+        try:
+            asyncore.dispatcher.send = lambda self, data: calls.append(data) or 1
+            d.send(b"two")
+        finally:
+            asyncore.dispatcher.send = original
+        self.assertEqual(calls, [b"one", b"two"])
+        self.assertEqual(d.out_buffer, b"wo")
+        d.close()
