@@ -275,7 +275,11 @@ class CoreTests(unittest.TestCase):
         # wakeup descriptor while the loop runs), its handler runs and KeyboardInterrupt
         # leaves loop().
         code = (
-            "import socket, sys\n"
+            # Python leaves SIGINT alone when it starts ignored (a background job of a shell
+            # without job control): give it the usual handler, so the test does not depend on
+            # how the suite was started.
+            "import signal, socket, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from sockloop import asyncore\n"
             "a, b = socket.socketpair()\n"
             "class R(asyncore.dispatcher):\n"
