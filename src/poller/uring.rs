@@ -42,8 +42,10 @@
 //!   the loop reading it, which is how epoll's edge-triggered waker behaves.
 //!
 //! Setup: `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel has them (completions are posted only
-//! when the loop asks, in its own wait: no interrupting task work), else `COOP_TASKRUN`, else
-//! plain. A single-issuer ring belongs to the thread that first submits to it, while a
+//! when the loop asks, in its own wait: no interrupting task work), else `COOP_TASKRUN`, either
+//! with `TASKRUN_FLAG` (the kernel marks pending completion work, so a wait that must not block
+//! enters only when something is queued or marked, and never arms a timer), else plain.
+//! Streams go in the ring's file table at their own descriptor number (see `fix`). A single-issuer ring belongs to the thread that first submits to it, while a
 //! `Selector` is `Send` (the Python package waits from whichever thread holds it, a loop may be
 //! built on one thread and run on another): the ring is created disabled (`R_DISABLED`) and
 //! enabled by the first thread that submits; if a later call comes from another thread, the
