@@ -40,10 +40,12 @@ pub(super) const WRITER: u16 = 1 << 10;
 const TOOK_SHIFT: u16 = 11;
 const TOOK: u16 = 0xf << TOOK_SHIFT;
 /// Stream mode: the descriptor is in the ring's file table at its own number, and the ring's
-/// receives and sends name it there (`Uring::fix`); taken out before stream mode ends.
+/// receives and sends name it there. Set by `Uring::fix`, cleared only by `Uring::unfix` (which
+/// empties the entry) or a ring rebuild: not one of `STREAM_BITS`, so ending stream mode never
+/// forgets an entry the table still holds.
 pub(super) const FIXED: u16 = 1 << 15;
 /// Every bit that belongs to stream mode, cleared when it ends.
-pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER | TOOK | FIXED;
+pub(super) const STREAM_BITS: u16 = STREAM | EOF | RECV_ARMED | INFLIGHT | WRITER | TOOK;
 
 /// One descriptor number's state.
 #[derive(Clone, Default)]
@@ -356,8 +358,9 @@ impl Out {
             }
         }
         if self.owed() == 0 {
-            // Nothing owed: `flight` is left empty with its buffer, which the poller takes
-            // for its spares at once (`Uring::reap`), so an idle connection holds none.
+            // Nothing owed: `flight` is left empty with its buffer. A stream's goes to the
+            // poller's spares at once (`Uring::reap`), so an idle connection holds none; a
+            // linger's goes with the linger.
             self.flight.clear();
             self.next = Vec::new();
             self.done = 0;
