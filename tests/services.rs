@@ -272,6 +272,49 @@ fn graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline(backend
     assert!(start.elapsed() >= Duration::from_millis(200), "{backend:?}: gave up early");
 }
 
+fn output_a_closed_channel_was_accepted_reaches_the_peer_before_run_returns(backend: Backend) {
+    let mut lp = Loop::with_backend(backend).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    // Fill the kernel's buffer first, so whatever the channel accepts must wait for the peer.
+    a.set_nonblocking(true).unwrap();
+    let mut filled = 0;
+    loop {
+        match (&a).write(&[1u8; 16 << 10]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (go, started) = std::sync::mpsc::channel();
+    let (done, got) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        started.recv().unwrap();
+        let mut all = Vec::new();
+        let mut b = b;
+        b.read_to_end(&mut all).unwrap();
+        done.send(all.len()).unwrap();
+    });
+    // A timer, not a handler: a full socket is not writable on the readiness backends.
+    let token = lp.add(Channel::from(a), Sender).unwrap();
+    let sent = Rc::new(Cell::new(0));
+    let s = sent.clone();
+    lp.call_later(Duration::ZERO, move |lp| {
+        // On io_uring the channel accepts what its ring may owe (64 KiB), all of it waiting.
+        let ch = lp.channel_mut(token).unwrap();
+        while let Ok(n @ 1..) = ch.send(&[7u8; 16 << 10]) {
+            s.set(s.get() + n);
+        }
+        assert!(lp.close_channel(token));
+        go.send(()).unwrap();
+    });
+    lp.run().unwrap();
+    // The loop is still alive: no drop of the poller may be what delivers the rest.
+    let got = got.recv_timeout(LONG).expect("the peer never saw the end of the stream");
+    assert_eq!(got, filled + sent.get(), "{backend:?}");
+    drop(lp);
+    reader.join().unwrap();
+}
+
 fn timers_can_be_scheduled_and_cancelled_from_handlers(backend: Backend) {
     struct Arm {
         fired: Rc<Cell<u32>>,
@@ -312,5 +355,6 @@ backend_tests!(
     signals_reach_their_handler_on_the_loop_thread,
     graceful_shutdown_flushes_queued_output_then_ends_the_loop,
     graceful_shutdown_gives_up_on_a_peer_that_never_reads_at_the_deadline,
+    output_a_closed_channel_was_accepted_reaches_the_peer_before_run_returns,
     timers_can_be_scheduled_and_cancelled_from_handlers
 );

@@ -30,6 +30,11 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
+/// How long [`Loop::run_with`] goes on, once its map is empty, waiting for io_uring to send
+/// what closed channels' `send` accepted (at most 64 KiB each): a peer that reads at all takes
+/// it well within this, and one that never reads cannot hold the loop longer.
+const OWED_OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
 /// Size of the receive buffer the loop lends to handlers as [`Context::scratch`](crate::Context).
 ///
 /// ```
@@ -248,6 +253,10 @@ impl Loop {
     /// asyncore `loop()` with its defaults: runs until the map is empty (and no timer is left)
     /// or [`stop`](LoopHandle::stop) is called.
     ///
+    /// On io_uring, output that closed channels' `send` accepted is sent by the ring, not by
+    /// the kernel on its own, so once the map is empty the loop goes on waiting until the ring
+    /// has delivered it: at most 2 s, or until the deadline of a [`shutdown`](Loop::shutdown).
+    ///
     /// ```
     /// sockloop::Loop::new()?.run()?; // nothing in the map: returns at once
     /// # Ok::<(), std::io::Error>(())
@@ -270,23 +279,31 @@ impl Loop {
     pub fn run_with(&mut self, opts: RunOptions) -> io::Result<()> {
         self.handle.stop = false;
         let mut passes = 0;
+        let mut owed_until = None;
         while !self.handle.stop && opts.count.is_none_or(|c| passes < c) {
-            if !opts.until_stopped && self.handle.is_empty() && self.handle.pending_timers() == 0 {
+            let now = Instant::now();
+            let shutdown = self.handle.shutdown_deadline;
+            if shutdown.is_some_and(|d| d <= now) {
+                self.handle.close_all();
                 break;
             }
+            let idle = !opts.until_stopped && self.handle.pending_timers() == 0;
             let mut timeout = opts.timeout;
-            if let Some(deadline) = self.handle.shutdown_deadline {
-                let now = Instant::now();
-                if self.handle.is_empty() || deadline <= now {
-                    self.handle.close_all();
-                    let _ = self.handle.map.selector().flush_sends(); // what the ring still owes
+            if self.handle.is_empty() && (idle || shutdown.is_some()) {
+                // Done, once the ring delivered what closed channels' `send` accepted.
+                let until = *owed_until.get_or_insert_with(|| shutdown.unwrap_or(now + OWED_OUTPUT_GRACE));
+                if until <= now || !self.handle.map.selector().owes_output() {
                     break;
                 }
+                timeout = timeout.min(until - now);
+            } else if let Some(deadline) = shutdown {
                 timeout = timeout.min(deadline - now);
             }
             self.poll(Some(timeout))?;
             passes += 1;
         }
+        // io_uring: submits what the ring still owes, and closes the lingers that are done.
+        let _ = self.handle.map.selector().flush_sends();
         Ok(())
     }
 

@@ -270,6 +270,12 @@ pub(crate) trait Poller: Send + Sync {
     fn flush_sends(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Whether output of channels already removed is still owed (io_uring's lingers and sends
+    /// in flight): only the loop's own waits deliver it, where a kernel's socket buffer would
+    /// send it alone, so a loop whose map emptied waits for it before it returns.
+    fn owes_output(&self) -> bool {
+        false
+    }
 }
 
 /// What a stream-mode channel may have on the ring and not yet sent (staged and in flight);

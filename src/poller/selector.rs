@@ -149,6 +149,11 @@ impl Selector {
         self.poller.flush_sends()
     }
 
+    /// Whether removed channels' output is still owed (see `Poller::owes_output`).
+    pub(crate) fn owes_output(&self) -> bool {
+        self.poller.owes_output()
+    }
+
     /// The selector's waker, created and watched on first use: [`SelectorWaker::wake`] from any
     /// thread ends the current or next wait with an event for [`Selector::WAKE_TOKEN`].
     ///

@@ -1131,6 +1131,11 @@ impl Poller for Uring {
         Ok(())
     }
 
+    fn owes_output(&self) -> bool {
+        // As `arm_lingers` keeps them: a linger that is done is dropped by the next flush.
+        self.lingers.iter().any(|l| l.out.busy || (l.fd.is_some() && l.out.wants_send()))
+    }
+
     fn leave_stream(&mut self, fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool, Option<i32>)> {
         Uring::leave_stream(self, fd)
     }
