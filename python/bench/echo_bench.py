@@ -14,13 +14,15 @@ MODEs:
 - `mio`: the repository's hand-written Rust mio server (bench's `mio_echo`, --server-bin).
 The client (this process) opens IDLE connections that stay silent, then CONNS connections that
 each ping-pong one 64-byte line; the server's utime+stime (from /proc/PID/stat) over the
-measured round trips, divided by their number, is printed as one JSON line.  With --profile
+measured round trips, divided by their number, is printed as one JSON line, with its user and
+system parts, how often per round trip it blocked (voluntary context switches), (and, with --syscalls, the server's syscalls per round trip, from `perf stat`).  With --profile
 (sockloop and cpython modes) the server runs under cProfile and FILE gets its call counts per round trip
 together with the core's counters (passes, OS waits, events, Python interest calls)."""
 import argparse
 import json
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -69,10 +71,43 @@ MODES = {
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
+def cpu_times(pid):
+    """The process's (user, system) CPU seconds so far."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def sleeps(pid):
+    """How often the process has blocked so far (its voluntary context switches)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
+def count_syscalls(pid):
+    """Starts `perf stat` counting the server's syscall entries; None where perf cannot."""
+    try:
+        return subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+                                 "-p", str(pid)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    except OSError:
+        return None
+
+
+def syscalls_counted(perf):
+    """Stops a `count_syscalls` run and returns its count (None if perf gave none)."""
+    if perf is None:
+        return None
+    perf.send_signal(signal.SIGINT)
+    err = perf.communicate(timeout=30)[1]
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("raw_syscalls:sys_enter") and fields[0].isdigit():
+            return int(fields[0])
+    return None
 
 
 def main():
@@ -84,6 +119,8 @@ def main():
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--server-bin", help="the mio_echo binary (mode mio)")
     ap.add_argument("--profile", help="write call counts per round trip here (sockloop modes)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="also count the server's syscalls over the measured trips (perf stat)")
     ap.add_argument("--pin", action="store_true",
                     help="run the server on CPU 1 and this client on CPU 0 (less variance "
                          "on a shared machine; every server alike)")
@@ -167,9 +204,13 @@ def main():
                             inflight -= 1
 
         run(min(2000, a.trips))  # warm-up
-        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        perf = count_syscalls(proc.pid) if a.syscalls else None
+        if perf is not None:
+            time.sleep(0.5)  # perf attaches after it starts; an idle server makes no syscalls meanwhile
+        (u0, s0), w0, t0 = cpu_times(proc.pid), sleeps(proc.pid), time.monotonic()
         run(a.trips)
-        c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        (u1, s1), w1, t1 = cpu_times(proc.pid), sleeps(proc.pid), time.monotonic()
+        calls = syscalls_counted(perf)
         if a.profile:
             proc.terminate()
             proc.wait(timeout=30)
@@ -185,7 +226,11 @@ def main():
         print(json.dumps({
             "mode": a.mode, "python": a.python.rsplit("/", 1)[-1], "conns": a.conns,
             "idle": a.idle, "trips": a.trips, "pinned": a.pin,
-            "server_cpu_us_per_trip": round((c1 - c0) / a.trips * 1e6, 2),
+            "server_cpu_us_per_trip": round((u1 + s1 - u0 - s0) / a.trips * 1e6, 2),
+            "server_user_us_per_trip": round((u1 - u0) / a.trips * 1e6, 2),
+            "server_sys_us_per_trip": round((s1 - s0) / a.trips * 1e6, 2),
+            "server_sleeps_per_trip": round((w1 - w0) / a.trips, 3),
+            "server_syscalls_per_trip": round(calls / a.trips, 3) if calls is not None else None,
             "trips_per_s": round(a.trips / (t1 - t0)),
         }), flush=True)
         for c in idle + active:

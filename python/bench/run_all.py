@@ -1,5 +1,7 @@
 """One benchmark run of every server, 64 B ping-pong, 50 connections, with 0 and with 5000
-idle connections added; prints JSON lines, then a Markdown table of ratios (same run).
+idle connections added; prints JSON lines, then a Markdown table of ratios (same run) and one of
+where each server's time goes at 50 connections (user and system CPU, and syscalls per round
+trip, counted by `perf stat` where perf runs, in one more round of its own).
 
     python run_all.py --py312 VENV_PYTHON --py311 PYTHON3.11 --mio MIO_ECHO [--trips N]
                       [--rounds N] [--pin]
@@ -14,6 +16,12 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def median(runs, key):
+    """The median of one field over a server's runs ("-" where no run has it)."""
+    values = sorted(r[key] for r in runs if r.get(key) is not None)
+    return values[len(values) // 2] if values else "-"
 
 
 def main():
@@ -32,6 +40,7 @@ def main():
                ("cpython-poll", a.py311), ("asyncio", a.py312),
                ("chat-sockloop", a.py312), ("chat-cpython", a.py311)]
     samples = {}
+    split = {}
     for _ in range(a.rounds):
         for idle in (0, a.idle):
             for mode, py in servers:
@@ -45,6 +54,17 @@ def main():
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 print(json.dumps(r), flush=True)
                 samples.setdefault((mode, idle), []).append(r["server_cpu_us_per_trip"])
+                if idle == 0:
+                    split.setdefault(mode, []).append(r)
+    # Counting syscalls costs each one a tracepoint: a round of its own, not in the timings.
+    calls = {}
+    for mode, py in servers:
+        cmd = [sys.executable, os.path.join(HERE, "echo_bench.py"), py, mode, "--syscalls",
+               "--trips", str(max(a.trips // 4, 2000)), "--server-bin", a.mio]
+        cmd += ["--pin"] if a.pin else []
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if out.returncode == 0:
+            calls[mode] = json.loads(out.stdout.strip().splitlines()[-1])["server_syscalls_per_trip"]
     results = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
     mio = results.get(("mio", 0))
     print()
@@ -56,6 +76,14 @@ def main():
         print("| %s | %s us | %s | %s us | %s |" % (
             mode, base, "%.2fx" % (base / mio) if base and mio else "-", loaded,
             "%.2fx" % (loaded / base) if base and loaded else "-"))
+    print()
+    print("| server, 50 conns | user us/round trip | system us/round trip | syscalls/round trip |")
+    print("|---|---:|---:|---:|")
+    for mode, _ in servers:
+        if mode in split:
+            print("| %s | %s | %s | %s |" % (mode, median(split[mode], "server_user_us_per_trip"),
+                                             median(split[mode], "server_sys_us_per_trip"),
+                                             calls.get(mode) or "-"))
     pairs = [("sockloop", "cpython-poll"), ("sockloop", "uvloop"), ("chat-sockloop", "chat-cpython")]
     for x, y in pairs:
         if (x, 0) in results and (y, 0) in results:
