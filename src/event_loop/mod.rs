@@ -296,8 +296,11 @@ impl Loop {
                     break;
                 }
                 timeout = timeout.min(until - now);
-            } else if let Some(deadline) = shutdown {
-                timeout = timeout.min(deadline - now);
+            } else {
+                owed_until = None; // a handler added a channel meanwhile: its own wait later
+                if let Some(deadline) = shutdown {
+                    timeout = timeout.min(deadline - now);
+                }
             }
             self.poll(Some(timeout))?;
             passes += 1;
