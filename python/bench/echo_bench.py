@@ -88,13 +88,34 @@ def sleeps(pid):
 
 
 def count_syscalls(pid):
-    """Starts `perf stat` counting the server's syscall entries; None where perf cannot."""
+    """Attaches `perf stat` to the server, counting its syscall entries, and returns once perf
+    has enabled the count (it acknowledges on its control pipe); None where perf cannot."""
+    ctl_r, ctl_w = os.pipe()
+    ack_r, ack_w = os.pipe()
     try:
-        return subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
-                                 "-p", str(pid)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-D", "-1",
+                                 "--control", "fd:%d,%d" % (ctl_r, ack_w), "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                pass_fds=(ctl_r, ack_w))
     except OSError:
-        return None
+        perf = None
+    finally:
+        os.close(ctl_r)
+        os.close(ack_w)
+    try:
+        if perf is None:
+            return None
+        os.write(ctl_w, b"enable\n")
+        ready = selectors.DefaultSelector()
+        ready.register(ack_r, selectors.EVENT_READ)
+        if not ready.select(30) or not os.read(ack_r, 16).startswith(b"ack"):
+            perf.kill()
+            perf.wait()
+            return None
+        return perf
+    finally:
+        os.close(ctl_w)
+        os.close(ack_r)
 
 
 def syscalls_counted(perf):
@@ -205,8 +226,6 @@ def main():
 
         run(min(2000, a.trips))  # warm-up
         perf = count_syscalls(proc.pid) if a.syscalls else None
-        if perf is not None:
-            time.sleep(0.5)  # perf attaches after it starts; an idle server makes no syscalls meanwhile
         (u0, s0), w0, t0 = cpu_times(proc.pid), sleeps(proc.pid), time.monotonic()
         run(a.trips)
         (u1, s1), w1, t1 = cpu_times(proc.pid), sleeps(proc.pid), time.monotonic()

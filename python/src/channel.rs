@@ -1027,8 +1027,7 @@ fn ws_send_direct(
     if !empty || whole.is_empty() || whole.len() > WS_CHUNK {
         return Ok(false);
     }
-    if !matches!(slot(obj, Name::InitiateSend), Found::Native(_))
-        || !matches!(resolve(obj, Name::InitiateSend)?, Target::Native(Nat::WsInitiateSend, _))
+    if pure_native(obj, Name::InitiateSend)? != Some(Nat::WsInitiateSend)
         || !dispatcher_class(py).is_some_and(|d| dispatcher_send_is_native(&d))
     {
         return Ok(false);
@@ -1365,12 +1364,8 @@ fn push_direct(
     if as_deque(fifo).is_none() || fifo.len()? != 0 {
         return Ok(false);
     }
-    let pure = |name: Name| matches!(slot(obj, name), Found::Native(_));
-    if !pure(Name::InitiateSend) || !pure(Name::Send) {
-        return Ok(false);
-    }
-    if !matches!(resolve(obj, Name::InitiateSend)?, Target::Native(Nat::ChatInitiateSend, _))
-        || !matches!(resolve(obj, Name::Send)?, Target::Native(Nat::Send, _))
+    if pure_native(obj, Name::InitiateSend)? != Some(Nat::ChatInitiateSend)
+        || pure_native(obj, Name::Send)? != Some(Nat::Send)
     {
         return Ok(false);
     }
@@ -1476,6 +1471,16 @@ fn native_target(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<Option<Nat>> {
         Target::Native(k, _) => Some(k),
         _ => None,
     })
+}
+
+/// The native `obj.name()` runs, found without running Python code: the class's attribute is
+/// that native itself (so no descriptor's `__get__` runs in the look-up) and the instance does
+/// not shadow it. `None` otherwise, or when the class's attribute is anything else.
+fn pure_native(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<Option<Nat>> {
+    if !matches!(slot(obj, name), Found::Native(_)) {
+        return Ok(None);
+    }
+    native_target(obj, name)
 }
 
 fn chat_push_with_producer(obj: &Bound<'_, PyAny>, producer: &Bound<'_, PyAny>) -> PyResult<()> {

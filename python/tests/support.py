@@ -4,10 +4,21 @@ import socket
 import subprocess
 import sys
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
 RUN_INSTALLED = os.path.join(HERE, "run_installed.py")
+
+
+class SocketPairs(unittest.TestCase):
+    """A test case whose `pair()` gives a connected socket pair, closed when the test ends."""
+
+    def pair(self):
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        return a, b
 
 
 def free_port():

@@ -18,6 +18,8 @@ import unittest
 import sockloop
 from sockloop import asyncore, asynchat
 
+from support import SocketPairs
+
 BACKENDS = ["select", "poll", "epoll"] if sockloop._core.default_backend() == "epoll" else ["select", "poll"]
 
 
@@ -43,13 +45,7 @@ class Reader(asyncore.dispatcher):
         self.close()
 
 
-class CoreTests(unittest.TestCase):
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
-
+class CoreTests(SocketPairs):
     def test_backend_argument(self):
         self.assertEqual(sockloop.backends()[0], "auto")
         with self.assertRaises(ValueError):

@@ -18,6 +18,8 @@ import weakref
 import sockloop
 from sockloop import asyncore
 
+from support import SocketPairs
+
 BACKENDS = ["select", "poll", "epoll"] if sockloop._core.default_backend() == "epoll" else ["select", "poll"]
 
 
@@ -48,13 +50,7 @@ class Sink(asyncore.dispatcher_with_send):
         self.recv(1000)
 
 
-class Base(unittest.TestCase):
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
-
+class Base(SocketPairs):
     def cases(self, maps=(dict, asyncore.SocketMap)):
         return [(backend, maptype()) for backend in BACKENDS for maptype in maps]
 

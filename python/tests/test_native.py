@@ -13,6 +13,8 @@ import unittest
 import sockloop
 from sockloop import asynchat, asyncore
 
+from support import SocketPairs
+
 BACKENDS = ["select", "poll", "epoll"] if sockloop._core.default_backend() == "epoll" else ["select", "poll"]
 
 
@@ -177,15 +179,9 @@ def python_frames(fn):
     return names
 
 
-class NativeCore(unittest.TestCase):
+class NativeCore(SocketPairs):
     """The hot methods are the native base's (`_core.Channel`), and each one still defers to
     a method replaced on a class or an instance."""
-
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
 
     def test_the_classes_stand_on_the_native_base(self):
         self.assertTrue(issubclass(asyncore.dispatcher, sockloop._core.Channel))
@@ -382,18 +378,12 @@ class NativeCore(unittest.TestCase):
         self.assertEqual(w.out_buffer, b"")
 
 
-class Resolution(unittest.TestCase):
+class Resolution(SocketPairs):
     """The native methods decide once per class what each name they call leads to, and keep
     that until the class (or a base) changes; instance attributes are looked at every time;
     the socket's descriptor and timeout are read from the socket object on every call. Each
     test warms the per-class decision up first, then changes something and expects Python's
     answer."""
-
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
 
     def echo_class(self, seen):
         class Echo(asyncore.dispatcher_with_send):
@@ -573,16 +563,10 @@ if __name__ == "__main__":
     unittest.main()
 
 
-class NativeFields(unittest.TestCase):
+class NativeFields(SocketPairs):
     """`connected`, `accepting`, `connecting`, `debug` and `socket` live in the native object
     (issue 12, section 4): they still behave as plain attributes, a subclass may take one over,
     and assigning a flag from anywhere is seen by the next pass without a whole scan."""
-
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
 
     def full_scans(self):
         return sockloop._core.stats()["full_scans"]
@@ -836,17 +820,11 @@ class NativeFields(unittest.TestCase):
         self.assertEqual(events, ["read", "accept", "read"])
 
 
-class InlineValues(unittest.TestCase):
+class InlineValues(SocketPairs):
     """Channels are made by `object.__new__` (`_core._OBJECT_NEW`), so on 3.12 their attributes
     are the interpreter's inline values, and the native methods read and write them without
     making the instance a `__dict__`: the handlers' own `self.x` then run the interpreter's
     specialised instructions. What Python code sees of the attributes stays the same."""
-
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
 
     def run_lines(self, cls, n):
         a, b = self.pair()
@@ -990,15 +968,9 @@ class InlineValues(unittest.TestCase):
             ch.socket
 
 
-class PushOntoAnEmptyQueue(unittest.TestCase):
+class PushOntoAnEmptyQueue(SocketPairs):
     """`push` onto an empty queue sends without going through it (python/src/channel.rs,
     `push_direct`); what Python code can see must be what push + initiate_send leave."""
-
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
 
     def fill(self, sock):
         """Fills `sock`'s send buffer (non-blocking) until the kernel takes no more."""
@@ -1107,15 +1079,9 @@ class PushOntoAnEmptyQueue(unittest.TestCase):
         self.assertEqual(b.recv(100), b"held\n")
 
 
-class SendWithNothingBuffered(unittest.TestCase):
+class SendWithNothingBuffered(SocketPairs):
     """`dispatcher_with_send.send` with an empty buffer is one send(2) (`ws_send_direct`);
     `out_buffer` must be what send + initiate_send leave, at every point Python code runs."""
-
-    def pair(self):
-        a, b = socket.socketpair()
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        return a, b
 
     def test_what_the_kernel_does_not_take_stays_in_out_buffer(self):
         a, b = self.pair()

@@ -300,23 +300,20 @@ impl Uring {
         // The old table went with the old ring: the streams go in the new one.
         self.files = None;
         let mut streams = Vec::new();
+        self.to_arm.clear();
         for (fd, slot) in self.slots.iter_mut().enumerate() {
-            slot.set(FIXED, false);
+            slot.set(ARMED | RECV_ARMED | INFLIGHT | FIXED, false);
+            let queue = slot.has(KNOWN) && !slot.interest().is_empty();
+            slot.set(QUEUED, queue);
+            if queue {
+                self.to_arm.push(fd as RawFd);
+            }
             if slot.stream() {
                 streams.push(fd as RawFd);
             }
         }
         for fd in streams {
             self.fix(fd);
-        }
-        self.to_arm.clear();
-        for (fd, slot) in self.slots.iter_mut().enumerate() {
-            slot.set(ARMED | RECV_ARMED | INFLIGHT, false);
-            let queue = slot.has(KNOWN) && !slot.interest().is_empty();
-            slot.set(QUEUED, queue);
-            if queue {
-                self.to_arm.push(fd as RawFd);
-            }
         }
         if let Some((_, armed)) = self.waker.as_mut() {
             *armed = false;
@@ -1333,6 +1330,14 @@ mod tests {
         Uring::new().ok() // where the kernel refuses io_uring there is nothing to test
     }
 
+    /// A Unix stream pair whose first end `u` watches for input (token 1) in stream mode.
+    fn reading_stream(u: &mut Uring) -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
+        u.set_stream(a.as_fd(), true).unwrap();
+        (a, b)
+    }
+
     /// Waits until a readable event for `token` (failing after DEADLINE).
     fn readable(u: &mut Uring, token: u64) {
         let end = Instant::now() + DEADLINE;
@@ -1410,9 +1415,7 @@ mod tests {
         // The table holds a reference to the file: once a stream leaves it (stream mode off,
         // or removed), closing the descriptor must close the socket, and the peer sees the end.
         let Some(mut u) = uring() else { return };
-        let (a, mut b) = UnixStream::pair().unwrap();
-        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
-        u.set_stream(a.as_fd(), true).unwrap();
+        let (a, mut b) = reading_stream(&mut u);
         if u.files == Some(0) {
             return; // this kernel refused a file table: nothing to check
         }
@@ -1461,10 +1464,8 @@ mod tests {
     fn a_stream_holds_a_box_only_while_it_holds_input_or_output() {
         // What keeps an idle connection at its slot alone (issue 15's memory bound).
         let Some(mut u) = uring() else { return };
-        let (a, mut b) = UnixStream::pair().unwrap();
+        let (a, mut b) = reading_stream(&mut u);
         let fd = a.as_raw_fd();
-        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
-        u.set_stream(a.as_fd(), true).unwrap();
         assert!(!u.slots[fd as usize].held.allocated(), "a fresh stream holds nothing");
         b.write_all(b"ping").unwrap();
         readable(&mut u, 1);
@@ -1487,10 +1488,8 @@ mod tests {
         // (no allocation per round trip); a spare box holds no buffer, and no empty vector is
         // kept as a buffer.
         let Some(mut u) = uring() else { return };
-        let (a, mut b) = UnixStream::pair().unwrap();
+        let (a, mut b) = reading_stream(&mut u);
         let fd = a.as_raw_fd();
-        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
-        u.set_stream(a.as_fd(), true).unwrap();
         let mut buf = [0u8; 8];
         for round in 0..3 {
             b.write_all(b"ping").unwrap();
@@ -1611,9 +1610,7 @@ mod tests {
     #[test]
     fn input_held_while_reading_was_off_is_reported_when_it_comes_back() {
         let Some(mut u) = uring() else { return };
-        let (a, mut b) = UnixStream::pair().unwrap();
-        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
-        u.set_stream(a.as_fd(), true).unwrap();
+        let (a, mut b) = reading_stream(&mut u);
         b.write_all(b"held").unwrap();
         readable(&mut u, 1);
         u.set_interest(a.as_fd(), 1, Interest::NONE).unwrap();
@@ -1760,9 +1757,7 @@ mod tests {
     #[test]
     fn dropping_the_poller_with_receives_in_flight_ends_them_first() {
         let Some(mut u) = uring() else { return };
-        let (a, _b) = UnixStream::pair().unwrap();
-        u.set_interest(a.as_fd(), 1, Interest::READ).unwrap();
-        u.set_stream(a.as_fd(), true).unwrap();
+        let (_a, _b) = reading_stream(&mut u);
         let mut events = Vec::new();
         u.wait(&mut events, Some(Duration::ZERO)).unwrap();
         assert_eq!(u.recvs, 1, "one receive in flight");
