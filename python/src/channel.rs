@@ -440,18 +440,25 @@ const NAT_NAMES: [(&str, Nat); 22] = [
 
 /// This class's method and field descriptors, held here for good: so their addresses can
 /// never be another object's, even after one is deleted from the class.
-static NATIVES: GILOnceCell<Vec<(Py<PyAny>, u8)>> = GILOnceCell::new();
+static NATIVES: GILOnceCell<Vec<Option<Py<PyAny>>>> = GILOnceCell::new();
+
+fn natives(py: Python<'_>) -> &[Option<Py<PyAny>>] {
+    NATIVES.get_or_init(py, || {
+        let ty = py.get_type::<Channel>();
+        NAT_NAMES.iter().map(|(name, _)| ty.getattr(*name).ok().map(Bound::unbind)).collect()
+    })
+}
 
 /// The index into [`NAT_NAMES`] of the native method `attr` is, if it is one.
 fn native_index(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<u8> {
-    let table = NATIVES.get_or_init(py, || {
-        let ty = py.get_type::<Channel>();
-        (0..NAT_NAMES.len())
-            .filter_map(|i| ty.getattr(NAT_NAMES[i].0).ok().map(|a| (a.unbind(), i as u8)))
-            .collect()
-    });
     let p = attr.as_ptr();
-    table.iter().find(|(q, _)| q.as_ptr() == p).map(|(_, k)| *k)
+    natives(py).iter().position(|q| q.as_ref().is_some_and(|q| q.as_ptr() == p)).map(|k| k as u8)
+}
+
+/// The native method or field descriptor at `k` in [`NAT_NAMES`].
+#[inline]
+fn native_object(py: Python<'_>, k: u8) -> Option<Bound<'_, PyAny>> {
+    natives(py).get(usize::from(k))?.as_ref().map(|f| f.bind(py).clone())
 }
 
 fn slot<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Found<'py> {
@@ -465,7 +472,10 @@ fn attr<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Bound<'py, PyAny>>
     match name {
         Name::AcInBuffer => field_get(obj, Field::AcInBuffer),
         Name::ProducerFifo => field_get(obj, Field::ProducerFifo),
-        _ => obj.getattr(name.text(obj.py())),
+        _ => match names::plain_value(obj, name, native_index) {
+            Some(v) => Ok(v),
+            None => obj.getattr(name.text(obj.py())),
+        },
     }
 }
 
@@ -644,9 +654,22 @@ enum Target<'py> {
 /// `obj.name` for a call: one `_PyObject_GetMethod` (the class's method cache, then the
 /// instance's own attributes), so an attribute set on the class or the instance, a property,
 /// a `__getattribute__` are all honoured as a Python call would honour them.
+///
+/// Most of the time the class's attribute is a method and the instance has nothing of that
+/// name: the per-class table and a read of the instance's attributes ([`names::unshadowed`])
+/// tell that without the look-up.
 #[inline]
 fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
     let py = obj.py();
+    match names::unshadowed(obj, name, native_index) {
+        Some(Found::Native(k)) => {
+            if let Some(f) = native_object(py, k) {
+                return Ok(Target::Native(NAT_NAMES[k as usize].1, f));
+            }
+        }
+        Some(Found::Func(f)) => return Ok(Target::Unbound(f)),
+        _ => {}
+    }
     let (unbound, f) = sys::get_method(obj, name.text(py))?;
     if !unbound {
         return Ok(Target::Bound(f));
@@ -1289,9 +1312,10 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// decides what they are), looked up without making the instance a `__dict__`.
 pub fn interest_unshadowed(obj: &Bound<'_, PyAny>) -> bool {
     let py = obj.py();
-    [Name::Readable, Name::Writable]
-        .into_iter()
-        .all(|n| sys::get_method(obj, n.text(py)).is_ok_and(|(unbound, _)| unbound))
+    [Name::Readable, Name::Writable].into_iter().all(|n| {
+        names::unshadowed(obj, n, native_index).is_some()
+            || sys::get_method(obj, n.text(py)).is_ok_and(|(unbound, _)| unbound)
+    })
 }
 
 /// Whether an `async_chat`'s `producer_fifo` holds anything (for the interest answer).

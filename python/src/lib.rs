@@ -1041,6 +1041,13 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// Which CPython layout of instance attributes the native methods read to tell that an
+/// instance does not shadow a method (`"3.12"`, `"3.13"`), or `None`: they ask Python each time.
+#[pyfunction]
+fn _own_layout(py: Python<'_>) -> Option<&'static str> {
+    names::own_layout(py)
+}
+
 /// The concrete backend `auto` stands for on this platform.
 #[pyfunction]
 fn default_backend() -> &'static str {
@@ -1055,6 +1062,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_OBJECT_NEW", channel::install_fast_methods(m.py())?)?;
     m.add_function(wrap_pyfunction!(channel::register, m)?)?;
     m.add_function(wrap_pyfunction!(default_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(_own_layout, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())
 }

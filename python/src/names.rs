@@ -95,7 +95,11 @@ pub enum Slot {
     /// A plain Python function: calling it through an instance means calling it with the
     /// instance first.
     Func(Py<PyAny>),
-    /// Anything else (a `staticmethod`, a builtin method, a plain value, ...): ask Python.
+    /// A value that is no descriptor at all (a number, a string, `None`, ...): an instance
+    /// reads it as it is, unless it has its own.
+    Value(Py<PyAny>),
+    /// Anything else (a `staticmethod`, a builtin method, a property without a setter, ...):
+    /// ask Python.
     Other,
     /// A data descriptor, or a class with its own attribute lookup: ask Python, without
     /// looking in the instance dictionary first.
@@ -107,6 +111,7 @@ pub enum Found<'py> {
     Absent,
     Native(u8),
     Func(Bound<'py, PyAny>),
+    Value,
     Other,
     Data,
 }
@@ -115,6 +120,35 @@ struct Entry {
     ty: usize,
     tag: u32,
     slots: Vec<Slot>,
+    /// Where each name sits in the class's shared keys, as last read.
+    shadow: RefCell<Shadow>,
+}
+
+/// Where each [`Name`] sits in one state of a class's shared keys (the keys' address and
+/// length): [`ABSENT`], an entry index, or [`UNKNOWN`].
+struct Shadow {
+    state: (usize, isize),
+    at: [u8; COUNT],
+}
+
+const ABSENT: u8 = u8::MAX;
+const UNKNOWN: u8 = u8::MAX - 1;
+
+impl Shadow {
+    fn none() -> Shadow {
+        Shadow { state: (0, -1), at: [UNKNOWN; COUNT] }
+    }
+
+    fn of(py: Python<'_>, keys: &sys::SharedKeys<'_>) -> Shadow {
+        let mut at = [ABSENT; COUNT];
+        for (i, key) in keys.names(py).iter().enumerate() {
+            let Some(text) = key.as_ref().and_then(|k| k.to_str().ok()) else { continue };
+            if let Some(n) = TEXTS.iter().position(|t| *t == text) {
+                at[n] = u8::try_from(i).ok().filter(|&i| i < UNKNOWN).unwrap_or(UNKNOWN);
+            }
+        }
+        Shadow { state: keys.state(), at }
+    }
 }
 
 /// The classes seen lately. Few classes serve a program's channels, so a short list
@@ -135,7 +169,8 @@ fn classify(py: Python<'_>, found: Option<Bound<'_, PyAny>>, native: Recognise) 
     }
     match sys::descriptor_kind(&a) {
         (_, true) => Slot::Data,
-        (_, false) => Slot::Other,
+        (true, false) => Slot::Other,
+        (false, false) => Slot::Value(a.unbind()),
     }
 }
 
@@ -144,6 +179,7 @@ fn bind<'py>(py: Python<'py>, s: &Slot) -> Found<'py> {
         Slot::Absent => Found::Absent,
         Slot::Native(k) => Found::Native(*k),
         Slot::Func(f) => Found::Func(f.bind(py).clone()),
+        Slot::Value(_) => Found::Value,
         Slot::Other => Found::Other,
         Slot::Data => Found::Data,
     }
@@ -196,9 +232,166 @@ pub fn lookup_in<'py>(class: &Bound<'py, PyType>, name: Name, native: Recognise)
             None if cache.len() >= KEPT => std::mem::take(&mut *cache),
             None => Vec::new(),
         };
-        cache.insert(0, Entry { ty, tag, slots });
+        cache.insert(0, Entry { ty, tag, slots, shadow: RefCell::new(Shadow::none()) });
         old
     };
     drop(dropped);
     found
+}
+
+/// The class attribute behind `name` when it is a method (one of the extension's, or a plain
+/// function) and `obj` holds no attribute of that name of its own: what `obj.name(...)` calls,
+/// known without asking Python. `None` otherwise, or when that cannot be told here; then
+/// Python's own look-up decides.
+#[inline]
+pub fn unshadowed<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<Found<'py>> {
+    with_entry(obj, name, native, |entry, layout| {
+        let py = obj.py();
+        let found = match &entry.slots[name as usize] {
+            Slot::Native(k) => Found::Native(*k),
+            Slot::Func(f) => Found::Func(f.bind(py).clone()),
+            _ => return None,
+        };
+        entry.own_value(obj, name, layout)?.is_none().then_some(found)
+    })
+}
+
+/// `obj.name` when that is a plain value: the instance's own, else the class's when it is no
+/// descriptor (what `getattr` gives in both cases, read without asking Python). `None` when it
+/// is anything else or cannot be told here.
+#[inline]
+pub fn plain_value<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<Bound<'py, PyAny>> {
+    with_entry(obj, name, native, |entry, layout| {
+        let class = match &entry.slots[name as usize] {
+            Slot::Value(v) => Some(v),
+            Slot::Absent => None,
+            _ => return None, // a descriptor or a method: Python decides
+        };
+        match entry.own_value(obj, name, layout)? {
+            Some(v) => Some(v),
+            None => class.map(|v| v.bind(obj.py()).clone()),
+        }
+    })
+}
+
+/// `then(entry, layout)` with the cache entry of `obj`'s class as it is now; `None` when
+/// there is none yet (it is made for the next time) or instance attributes are not read here.
+#[inline]
+fn with_entry<'py, T>(
+    obj: &Bound<'py, PyAny>,
+    name: Name,
+    native: Recognise,
+    then: impl FnOnce(&Entry, sys::OwnLayout) -> Option<T>,
+) -> Option<T> {
+    let py = obj.py();
+    let layout = (*LAYOUT.get_or_init(py, || checked_layout(py)))?;
+    let (ty, tag) = sys::class_and_tag(obj);
+    if tag != 0 {
+        let cache = CACHE.get(py).borrow();
+        if let Some(entry) = cache.iter().find(|e| e.ty == ty && e.tag == tag) {
+            return then(entry, layout);
+        }
+    }
+    lookup(obj, name, native);
+    None
+}
+
+impl Entry {
+    /// `obj`'s own attribute `name`: `Some(None)` when it has none, `None` when that cannot
+    /// be told here.
+    fn own_value<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        name: Name,
+        layout: sys::OwnLayout,
+    ) -> Option<Option<Bound<'py, PyAny>>> {
+        let py = obj.py();
+        match sys::own_attributes(obj, layout) {
+            sys::Own::Nothing => Some(None),
+            sys::Own::Dict(dict) => dict.get(py, name.text(py)),
+            sys::Own::Values(values) => {
+                let mut shadow = self.shadow.borrow_mut();
+                if shadow.state != values.keys().state() {
+                    *shadow = Shadow::of(py, values.keys());
+                }
+                match shadow.at[name as usize] {
+                    ABSENT => Some(None),
+                    UNKNOWN => None,
+                    i => values.value(py, usize::from(i)),
+                }
+            }
+            sys::Own::Unknown => None,
+        }
+    }
+}
+
+/// The layout of instance attributes on this interpreter, once checked; `None`: not one read
+/// here, and every look-up is Python's.
+static LAYOUT: GILOnceCell<Option<sys::OwnLayout>> = GILOnceCell::new();
+
+/// The layout of instance attributes read here on this interpreter (`"3.12"`, `"3.13"`), or
+/// `None` when every look-up of an instance's own attributes is left to Python.
+pub fn own_layout(py: Python<'_>) -> Option<&'static str> {
+    LAYOUT.get_or_init(py, || checked_layout(py)).map(|l| match l {
+        sys::OwnLayout::V312 => "3.12",
+        sys::OwnLayout::V313 => "3.13",
+    })
+}
+
+/// Objects in each state an instance's attributes can be in, and what [`sys::own_attributes`]
+/// must tell of each (`name`, holds it?) for its layout to be trusted.
+const PROBE: &std::ffi::CStr = c"
+class P:
+    pass
+class Q(P):
+    pass
+fresh = P()
+both = P(); both.x = 1; both.y = 2
+one = P(); one.y = 3
+gone = P(); gone.z = 4; del gone.z
+made = P(); made.x = 5; made.__dict__
+sub = Q(); sub.w = 6
+class S:
+    __slots__ = ('x',)
+slots = S(); slots.x = 7
+cases = [(fresh, 'x', False), (both, 'x', True), (both, 'y', True), (both, 'z', False),
+         (one, 'x', False), (one, 'y', True), (gone, 'z', False), (gone, 'x', False),
+         (made, 'x', True), (made, 'y', False), (sub, 'w', True), (sub, 'x', False),
+         (slots, 'x', False)]
+";
+
+fn checked_layout(py: Python<'_>) -> Option<sys::OwnLayout> {
+    let version = py.version_info();
+    let layout = match (version.major, version.minor) {
+        (3, 12) => sys::OwnLayout::V312,
+        (3, 13) => sys::OwnLayout::V313,
+        _ => return None,
+    };
+    let abiflags: String = py.import("sys").ok()?.getattr("abiflags").ok()?.extract().ok()?;
+    if !abiflags.is_empty() {
+        return None; // a debug or free-threaded build: other layouts
+    }
+    let scope = pyo3::types::PyDict::new(py);
+    py.run(PROBE, Some(&scope), None).ok()?;
+    let cases = scope.get_item("cases").ok()??;
+    for case in cases.try_iter().ok()? {
+        let (obj, name, holds): (Bound<'_, PyAny>, Bound<'_, PyString>, bool) = case.ok()?.extract().ok()?;
+        let text = name.to_str().ok()?;
+        let told = match sys::own_attributes(&obj, layout) {
+            sys::Own::Nothing => Some(false),
+            sys::Own::Dict(dict) => dict.get(py, &PyString::intern(py, text)).map(|v| v.is_some()),
+            sys::Own::Values(values) => {
+                let names = values.keys().names(py);
+                match names.iter().position(|k| k.as_ref().and_then(|k| k.to_str().ok()) == Some(text)) {
+                    Some(i) => values.value(py, i).map(|v| v.is_some()),
+                    None => Some(false),
+                }
+            }
+            sys::Own::Unknown => None,
+        };
+        if told != Some(holds) {
+            return None;
+        }
+    }
+    Some(layout)
 }

@@ -564,3 +564,202 @@ unsafe extern "C" fn object_new_empty(
         obj
     }
 }
+
+// -- an instance's own attributes, read where CPython keeps them ---------------------------
+
+/// Where CPython 3.12 and 3.13 keep the attributes of an instance whose class has a managed
+/// dictionary (`Py_TPFLAGS_MANAGED_DICT`, every plain Python class): a pointer three words
+/// before the object, and, until something asks for its `__dict__`, an array of values indexed
+/// by the class's shared keys (`ht_cached_keys`) instead of a dictionary. 3.12 keeps there the
+/// address of such values less one (an odd number, where a dictionary's is even); 3.13 keeps
+/// the values after the object's fixed part (`Py_TPFLAGS_INLINE_VALUES`). Neither is a public
+/// API, so `names::own_layout` uses a layout only after checking it, once, on objects made for
+/// that on this interpreter.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OwnLayout {
+    V312,
+    V313,
+}
+
+const TPFLAGS_INLINE_VALUES: libc::c_ulong = 1 << 2;
+
+/// The start of CPython's `PyDictKeysObject` (the same in 3.12 and 3.13 without free
+/// threading): the entries follow the index table, whose size is `1 << dk_log2_index_bytes`.
+#[repr(C)]
+struct KeysHead {
+    refcnt: isize,
+    log2_size: u8,
+    log2_index_bytes: u8,
+    kind: u8,
+    version: u32,
+    usable: isize,
+    nentries: isize,
+}
+
+/// `dk_kind` of a class's shared keys (`DICT_KEYS_SPLIT`): entries of a key and a value slot.
+const KEYS_SPLIT: u8 = 2;
+
+/// Where `obj` keeps attributes of its own, read without making it a `__dict__`. What it
+/// points at is valid only until Python code runs again: use it at once.
+pub enum Own<'a> {
+    /// The object has none (no `__dict__` yet, or none possible).
+    Nothing,
+    /// In a dictionary.
+    Dict(OwnDict<'a>),
+    /// In values indexed by its class's shared keys.
+    Values(OwnValues<'a>),
+    /// Somewhere not read here: ask Python.
+    Unknown,
+}
+
+/// An instance's `__dict__`, as [`own_attributes`] found it.
+pub struct OwnDict<'a> {
+    dict: *mut ffi::PyObject,
+    _obj: std::marker::PhantomData<&'a ()>,
+}
+
+/// An instance's values and the class's shared keys they follow, as [`own_attributes`] found
+/// them.
+pub struct OwnValues<'a> {
+    values: *const *mut ffi::PyObject,
+    capacity: usize,
+    keys: SharedKeys<'a>,
+}
+
+/// Where `obj`'s own attributes are, on an interpreter with `layout`.
+#[inline]
+pub fn own_attributes<'a>(obj: &'a Bound<'_, PyAny>, layout: OwnLayout) -> Own<'a> {
+    // SAFETY: the GIL is held and `obj` is live, so its type and the words CPython keeps
+    // before and after it for a managed-dictionary class are valid to read (the flags say which
+    // exist; `layout` was checked on this interpreter). The keys are the class's own, alive as
+    // long as it is; the capacity bounds every index read later (3.12: usable plus entries,
+    // the length every instance's values were made with; 3.13: the values' own capacity byte).
+    unsafe {
+        let o = obj.as_ptr();
+        let tp = ffi::Py_TYPE(o);
+        let flags = (*tp).tp_flags;
+        if flags & ffi::Py_TPFLAGS_MANAGED_DICT == 0 {
+            return match (*tp).tp_dictoffset {
+                0 => Own::Nothing,
+                off if off > 0 => own_dict(*o.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>()),
+                _ => Own::Unknown,
+            };
+        }
+        let word = *o.cast::<usize>().offset(-3);
+        let keys = (*tp.cast::<ffi::PyHeapTypeObject>()).ht_cached_keys as usize;
+        let Some(head) = keys_head(keys) else { return Own::Unknown };
+        let (values, capacity) = match layout {
+            OwnLayout::V312 if word & 1 == 1 => {
+                ((word + 1) as *const *mut ffi::PyObject, (head.usable + head.nentries) as usize)
+            }
+            OwnLayout::V313 if word == 0 && flags & TPFLAGS_INLINE_VALUES != 0 => {
+                let v = o.cast::<u8>().cast_const().offset((*tp).tp_basicsize);
+                if *v.add(3) == 0 {
+                    return Own::Unknown; // values no longer valid: rare, let Python look
+                }
+                (v.add(8).cast::<*mut ffi::PyObject>(), usize::from(*v))
+            }
+            _ => return own_dict(word as *mut ffi::PyObject),
+        };
+        let keys = SharedKeys { addr: keys, nentries: head.nentries, _class: std::marker::PhantomData };
+        Own::Values(OwnValues { values, capacity, keys })
+    }
+}
+
+fn own_dict<'a>(dict: *mut ffi::PyObject) -> Own<'a> {
+    if dict.is_null() {
+        return Own::Nothing;
+    }
+    // SAFETY: a non-NULL instance dictionary pointer is a live object.
+    if unsafe { ffi::PyDict_CheckExact(dict) } == 0 {
+        return Own::Unknown;
+    }
+    Own::Dict(OwnDict { dict, _obj: std::marker::PhantomData })
+}
+
+impl OwnDict<'_> {
+    /// The dictionary's value for `name`, `Some(None)` when it has none (`None`: a key's
+    /// comparison raised; Python's own look-up then decides).
+    pub fn get<'py>(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyString>,
+    ) -> Option<Option<Bound<'py, PyAny>>> {
+        // SAFETY: the dictionary is the live instance's, and no Python code ran since it was
+        // read. A borrowed reference or NULL comes back, of which a new reference is taken at
+        // once; an error is cleared and left to the look-up Python then makes.
+        unsafe {
+            let found = ffi::PyDict_GetItemWithError(self.dict, name.as_ptr());
+            if found.is_null() && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return None;
+            }
+            Some(Bound::from_borrowed_ptr_or_opt(py, found))
+        }
+    }
+}
+
+impl<'a> OwnValues<'a> {
+    /// The class's shared keys the values follow.
+    pub fn keys(&self) -> &SharedKeys<'a> {
+        &self.keys
+    }
+
+    /// The instance's value at entry `i` of the keys, `Some(None)` when it has none there
+    /// (`None`: `i` is out of its range).
+    #[inline]
+    pub fn value<'py>(&self, py: Python<'py>, i: usize) -> Option<Option<Bound<'py, PyAny>>> {
+        if i >= self.capacity || i as isize >= self.keys.nentries {
+            return None;
+        }
+        // SAFETY: `i` is below the values' capacity and the keys' entries, and the values
+        // belong to the live instance, unchanged since they were read; a value is NULL or a
+        // live object, of which a new reference is taken at once.
+        Some(unsafe { Bound::from_borrowed_ptr_or_opt(py, *self.values.add(i)) })
+    }
+}
+
+/// The head of the shared keys at `keys`, when they are split keys.
+///
+/// # Safety
+/// `keys` is 0 or the `ht_cached_keys` of a live class.
+unsafe fn keys_head(keys: usize) -> Option<&'static KeysHead> {
+    let head = (keys as *const KeysHead).as_ref()?;
+    (head.kind == KEYS_SPLIT && head.nentries >= 0 && head.usable >= 0).then_some(head)
+}
+
+/// A class's shared keys, as [`own_attributes`] found them: only it makes them, for the
+/// instance it was given, which keeps its class (and so the keys) alive. Keys
+/// are only ever added to them, in place, so `(address, entries)` names one state of them.
+pub struct SharedKeys<'a> {
+    addr: usize,
+    nentries: isize,
+    _class: std::marker::PhantomData<&'a ()>,
+}
+
+impl SharedKeys<'_> {
+    /// The keys' address and how many entries they hold now.
+    pub fn state(&self) -> (usize, isize) {
+        (self.addr, self.nentries)
+    }
+
+    /// The names in the keys, in entry order (the index of each is its value's index in an
+    /// instance's values); `None` where an entry holds no `str`.
+    pub fn names<'py>(&self, py: Python<'py>) -> Vec<Option<Bound<'py, PyString>>> {
+        // SAFETY: `addr` is the ht_cached_keys of a class kept alive by the instance
+        // own_attributes was given, which outlives `self`; split keys hold `nentries` entries
+        // of two pointers (the key, an unused value) after the index table, in place. Each key
+        // is NULL or a str; a new reference is taken to each before anything else can run.
+        unsafe {
+            let Some(head) = keys_head(self.addr) else { return Vec::new() };
+            let indices = (self.addr as *const u8).add(std::mem::size_of::<KeysHead>());
+            let entries = indices.add(1 << head.log2_index_bytes).cast::<[*mut ffi::PyObject; 2]>();
+            (0..self.nentries.min(head.nentries) as usize)
+                .map(|i| {
+                    let k = (*entries.add(i))[0];
+                    Bound::from_borrowed_ptr_or_opt(py, k).and_then(|k| k.downcast_into::<PyString>().ok())
+                })
+                .collect()
+        }
+    }
+}

@@ -559,10 +559,6 @@ class Resolution(SocketPairs):
         p.close()
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class NativeFields(SocketPairs):
     """`connected`, `accepting`, `connecting`, `debug` and `socket` live in the native object
     (issue 12, section 4): they still behave as plain attributes, a subclass may take one over,
@@ -1162,3 +1158,88 @@ class SendWithNothingBuffered(SocketPairs):
         self.assertEqual(calls, [b"one", b"two"])
         self.assertEqual(d.out_buffer, b"wo")
         d.close()
+
+
+class OwnAttributes(SocketPairs):
+    """The natives tell that an instance does not shadow a method by reading its attributes
+    where CPython keeps them (`_core._own_layout()`), checked once per interpreter. An
+    attribute an instance gets puts its name in the shared keys of its class, for every
+    instance: only the instance that has it may be sent to it."""
+
+    def test_the_layout_is_read_on_3_12_and_3_13(self):
+        if sys.version_info[:2] in ((3, 12), (3, 13)) and not sys.abiflags:
+            self.assertEqual(sockloop._core._own_layout(), "%d.%d" % sys.version_info[:2])
+        else:
+            self.assertIsNone(sockloop._core._own_layout())
+
+    def line(self, ch, peer, m, text):
+        peer.send(text + b"\n")
+        asyncore.loop(timeout=5, map=m, count=1)
+
+    def test_an_instance_override_is_that_instance_s_alone(self):
+        m = asyncore.SocketMap()
+        (a, b), (c, d) = self.pair(), self.pair()
+        first, second = Chat(a, m), Chat(c, m)
+        got = []
+        self.line(first, b, m, b"one")
+        first.found_terminator = lambda: (got.append(b"".join(first.parts)), first.parts.clear())
+        for text in (b"two", b"three"):
+            self.line(first, b, m, text)
+            self.line(second, d, m, text)
+        self.assertEqual((first.lines, got), ([b"one"], [b"two", b"three"]))
+        self.assertEqual(second.lines, [b"two", b"three"])
+        third = Chat(*self.pair()[:1], m)                    # made after the keys grew
+        third.collect_incoming_data(b"x")
+        third.found_terminator()
+        self.assertEqual(third.lines, [b"x"])
+        del first.found_terminator
+        self.line(first, b, m, b"four")
+        self.assertEqual(first.lines, [b"one", b"four"])
+        for ch in (first, second, third):
+            ch.close()
+
+    def test_an_instance_readable_set_between_passes_is_asked(self):
+        m = asyncore.SocketMap()
+        a, b = self.pair()
+        ch = Chat(a, m)
+        self.line(ch, b, m, b"one")
+        ch.readable = lambda: False
+        b.send(b"two\n")
+        asyncore.loop(timeout=0.05, map=m, count=2)
+        self.assertEqual(ch.lines, [b"one"])
+        del ch.readable
+        asyncore.loop(timeout=5, map=m, count=1)
+        self.assertEqual(ch.lines, [b"one", b"two"])
+        ch.close()
+
+
+    def test_a_plain_attribute_is_the_instance_s_then_the_class_s(self):
+        class Small(Chat):
+            pass
+
+        m = asyncore.SocketMap()
+        a, b = self.pair()
+        ch = Small(a, m)
+        b.send(b"abcdefghijklmnopqrstuvwxyz")
+        reads = []
+
+        def read_once():
+            before = len(b"".join(ch.parts))
+            ch.handle_read_event()
+            reads.append(len(b"".join(ch.parts)) - before)
+
+        ch.ac_in_buffer_size = 3            # the instance's own, in its inline values
+        read_once()
+        del ch.ac_in_buffer_size            # the class's again (asynchat's default)
+        Small.ac_in_buffer_size = 2         # ... which the class now replaces
+        read_once()
+        vars(ch)["ac_in_buffer_size"] = 4   # the instance's, in a real __dict__ now
+        read_once()
+        del vars(ch)["ac_in_buffer_size"]
+        read_once()
+        self.assertEqual(reads, [3, 2, 4, 2])
+        ch.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
