@@ -591,6 +591,12 @@ fn os_error(code: i32) -> PyErr {
 /// The most one direct `recv` takes (larger requests use the socket's method).
 const DIRECT_RECV_MAX: usize = 65536;
 
+/// Where a direct `recv` lands before its bytes are copied into a `bytes` object: one buffer,
+/// kept, rather than a 64 KiB stack frame, whose every page the compiler's stack probe would
+/// touch on each call (and whose far end the kernel would copy into, cold).
+static SCRATCH: GILProtected<RefCell<Vec<std::mem::MaybeUninit<u8>>>> =
+    GILProtected::new(RefCell::new(Vec::new()));
+
 /// `sock.recv(size)` for a plain socket, as a system call; `None`: use the method.
 fn direct_recv<'py>(
     sock: &Bound<'py, PyAny>,
@@ -602,12 +608,18 @@ fn direct_recv<'py>(
         return None;
     }
     let fd = direct_fd(sock)?;
-    // Not zeroed (a memset of 64 KiB per call would cost more than the call): recv(2)
-    // writes the first `n` bytes, and only those are read.
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); DIRECT_RECV_MAX];
     loop {
-        match recv_dontwait(fd, &mut buf[..size]) {
-            Ok(got) => return Some(Ok(PyBytes::new(py, got).into_any())),
+        // The buffer is let go before anything can run Python code (a signal handler below
+        // may itself receive). Not zeroed: recv(2) writes the first `n` bytes, only those are read.
+        let got = {
+            let Ok(mut buf) = SCRATCH.get(py).try_borrow_mut() else { return None };
+            if buf.len() < DIRECT_RECV_MAX {
+                buf.resize(DIRECT_RECV_MAX, std::mem::MaybeUninit::uninit());
+            }
+            recv_dontwait(fd, &mut buf[..size]).map(|got| PyBytes::new(py, got).into_any())
+        };
+        match got {
+            Ok(data) => return Some(Ok(data)),
             Err(code) if code != libc::EINTR => return Some(Err(os_error(code))),
             // PEP 475: handlers run, then the call is made again.
             Err(_) => {
