@@ -27,13 +27,15 @@
 
 use crate::names::{self, Found, Name};
 use crate::sys::{self, call_method, recv_dontwait, send_dontwait};
-use pyo3::exceptions::{PyAttributeError, PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAttributeError, PyBlockingIOError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PySlice, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell, RefMut};
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
@@ -55,8 +57,17 @@ pub fn os_errno(py: Python<'_>, err: &PyErr) -> Option<i32> {
 }
 
 /// The native base class of `asyncore.dispatcher`.
-#[pyclass(subclass, module = "sockloop._core")]
+///
+/// Frozen, with its state behind the GIL: reading it costs a plain counter, not the atomic
+/// borrow flag (two locked instructions) a mutable class pays on every access.
+#[pyclass(subclass, frozen, module = "sockloop._core")]
 pub struct Channel {
+    state: GILProtected<RefCell<State>>,
+}
+
+/// What a [`Channel`] holds.
+#[derive(Default)]
+pub struct State {
     /// `dispatcher_with_send`'s `out_buffer` (`None`: the attribute is not set).
     out_buffer: Option<Py<PyAny>>,
     /// The queue of the poller that registered this channel last, with the descriptor and
@@ -113,6 +124,20 @@ impl Field {
 }
 
 impl Channel {
+    /// The channel's state, to read.
+    #[inline]
+    pub fn read<'a>(&'a self, py: Python<'a>) -> PyResult<Ref<'a, State>> {
+        self.state.get(py).try_borrow().map_err(|_| PyRuntimeError::new_err("Already mutably borrowed"))
+    }
+
+    /// The channel's state, to change.
+    #[inline]
+    pub fn write<'a>(&'a self, py: Python<'a>) -> PyResult<RefMut<'a, State>> {
+        self.state.get(py).try_borrow_mut().map_err(|_| PyRuntimeError::new_err("Already borrowed"))
+    }
+}
+
+impl State {
     /// The poller registered this channel: note where to mark it and what is watched.
     pub fn attach(&mut self, marks: &Marks, fd: RawFd, watched_write: bool) {
         if !self.marks.as_ref().is_some_and(|m| Arc::ptr_eq(m, marks)) {
@@ -135,12 +160,14 @@ impl Channel {
             None => pyo3::types::PyBool::new(py, false).to_owned().into_any().unbind(),
         }
     }
+}
 
+impl Channel {
     /// Assigns a field (any object, `None` included). Deleting one is refused by the
     /// descriptor ("can't delete attribute").
     fn store(slf: &Bound<'_, Self>, field: Field, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let old = {
-            let mut c = slf.try_borrow_mut()?;
+            let mut c = slf.get().write(slf.py())?;
             if field.marks() {
                 c.mark();
             }
@@ -154,10 +181,12 @@ impl Channel {
     /// A field with no class default: what was assigned, else `AttributeError`.
     fn required_field(slf: &Bound<'_, Self>, field: Field) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let held = slf.try_borrow()?.fields[field as usize].as_ref().map(|v| v.clone_ref(py));
+        let held = slf.get().read(slf.py())?.fields[field as usize].as_ref().map(|v| v.clone_ref(py));
         held.ok_or_else(|| missing(slf.as_any(), field))
     }
+}
 
+impl State {
     /// Whether the state the native interest answers read (`connected`, `accepting` and
     /// `out_buffer`) can change only by assignment, which marks the channel: the flags hold
     /// `True`, `False` or nothing, and `out_buffer` nothing or exactly `bytes` (a bytearray
@@ -178,11 +207,14 @@ impl Channel {
         let on = |x: Field| self.fields[x as usize].as_ref().is_some_and(|v| v.as_ptr() == t);
         (on(Field::Connected), on(Field::Accepting))
     }
+}
 
+impl Channel {
     /// Whether `out_buffer` holds bytes (for the native `writable()` answer).
     pub fn pending_out(slf: &Bound<'_, Channel>) -> PyResult<bool> {
         let py = slf.py();
-        let buf = slf.try_borrow().ok().and_then(|c| c.out_buffer.as_ref().map(|b| b.bind(py).clone()));
+        let buf =
+            slf.get().read(slf.py()).ok().and_then(|c| c.out_buffer.as_ref().map(|b| b.bind(py).clone()));
         match buf {
             Some(b) => b.is_truthy(),
             None => Ok(false),
@@ -208,13 +240,13 @@ fn note(obj: &Bound<'_, PyAny>, pending: bool) {
 }
 
 fn note_channel(ch: &Bound<'_, Channel>, pending: bool) {
-    let Ok(mut c) = ch.try_borrow_mut() else { return };
+    let Ok(mut c) = ch.get().write(ch.py()) else { return };
     if pending != c.watched_write {
         c.mark();
     }
 }
 
-impl Channel {
+impl State {
     /// Puts the channel on its poller's queue (once until the poller looks at it).
     fn mark(&mut self) {
         if self.marked {
@@ -308,7 +340,7 @@ fn truth(v: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// The flag `field` of `obj` (`connected`, `accepting`, ...), as Python would read it.
 pub fn flag_of(obj: &Bound<'_, PyAny>, field: Field) -> PyResult<bool> {
     if let Some(ch) = field_owner(obj, field) {
-        let held = ch.try_borrow()?.fields[field as usize].as_ref().map(|v| v.bind(obj.py()).clone());
+        let held = ch.get().read(ch.py())?.fields[field as usize].as_ref().map(|v| v.bind(obj.py()).clone());
         return match held {
             Some(v) => truth(&v),
             None => Ok(false),
@@ -323,7 +355,7 @@ fn set_field(obj: &Bound<'_, PyAny>, field: Field, value: bool) -> PyResult<()> 
     if let Some(ch) = field_owner(obj, field) {
         let v = pyo3::types::PyBool::new(py, value).to_owned().into_any().unbind();
         let old = {
-            let mut c = ch.try_borrow_mut()?;
+            let mut c = ch.get().write(ch.py())?;
             if field.marks() {
                 c.mark();
             }
@@ -484,7 +516,7 @@ fn attr<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Bound<'py, PyAny>>
 fn field_get<'py>(obj: &Bound<'py, PyAny>, field: Field) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     if let Some(ch) = field_owner(obj, field) {
-        let held = ch.try_borrow()?.fields[field as usize].as_ref().map(|v| v.bind(py).clone());
+        let held = ch.get().read(ch.py())?.fields[field as usize].as_ref().map(|v| v.bind(py).clone());
         return held.ok_or_else(|| missing(obj, field));
     }
     obj.getattr(field.name().text(py))
@@ -773,7 +805,8 @@ pub fn deliver(obj: &Bound<'_, PyAny>, name: Name) -> PyResult<()> {
 
 fn socket_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(ch) = field_owner(obj, Field::Socket) {
-        let held = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|v| v.bind(obj.py()).clone());
+        let held =
+            ch.get().read(ch.py())?.fields[Field::Socket as usize].as_ref().map(|v| v.bind(obj.py()).clone());
         if let Some(s) = held {
             return Ok(s);
         }
@@ -916,7 +949,7 @@ fn plain_event_state(obj: &Bound<'_, PyAny>) -> Option<(bool, bool, bool)> {
     if !fields_known(py, ty, tag) {
         return None;
     }
-    let c = ch.try_borrow().ok()?;
+    let c = ch.get().read(ch.py()).ok()?;
     let t = pyo3::types::PyBool::new(py, true).as_ptr();
     let f = pyo3::types::PyBool::new(py, false).as_ptr();
     let get = |x: Field| match &c.fields[x as usize] {
@@ -980,12 +1013,12 @@ fn expt_event(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 const WS_CHUNK: usize = 65536;
 
 fn out_buffer<'py>(ch: &Bound<'py, Channel>) -> PyResult<Bound<'py, PyAny>> {
-    let buf = ch.try_borrow()?.out_buffer.as_ref().map(|b| b.bind(ch.py()).clone());
+    let buf = ch.get().read(ch.py())?.out_buffer.as_ref().map(|b| b.bind(ch.py()).clone());
     buf.ok_or_else(|| PyAttributeError::new_err("out_buffer"))
 }
 
 fn set_out_buffer(ch: &Bound<'_, Channel>, value: Bound<'_, PyAny>) -> PyResult<()> {
-    let old = ch.try_borrow_mut()?.out_buffer.replace(value.unbind());
+    let old = ch.get().write(ch.py())?.out_buffer.replace(value.unbind());
     // Released here with the GIL held and no borrow left: a plain decref, none deferred.
     drop(old.map(|o| o.into_bound(ch.py())));
     Ok(())
@@ -1068,7 +1101,7 @@ fn ws_send_direct(
         return Ok(false);
     }
     let Some(_) = field_owner(obj, Field::Socket) else { return Ok(false) };
-    let sock = ch.try_borrow()?.fields[Field::Socket as usize].as_ref().map(|s| s.bind(py).clone());
+    let sock = ch.get().read(ch.py())?.fields[Field::Socket as usize].as_ref().map(|s| s.bind(py).clone());
     let Some(fd) = sock.as_ref().and_then(direct_fd) else { return Ok(false) };
     match send_dontwait(fd, whole, 0) {
         Ok(n) if n >= whole.len() => set_out_buffer(ch, PyBytes::new(py, b"").into_any())?,
@@ -1093,7 +1126,7 @@ fn ws_send_direct(
 /// none) in one borrow of the object.
 fn note_out(ch: &Bound<'_, Channel>) -> PyResult<()> {
     let py = ch.py();
-    if let Ok(mut c) = ch.try_borrow_mut() {
+    if let Ok(mut c) = ch.get().write(ch.py()) {
         let plain = match &c.out_buffer {
             None => Some(false),
             Some(b) => b.bind(py).downcast_exact::<PyBytes>().ok().map(|b| !b.as_bytes().is_empty()),
@@ -1409,7 +1442,7 @@ fn push_direct(
         return Ok(false);
     };
     let sock = {
-        let c = ch.try_borrow()?;
+        let c = ch.get().read(ch.py())?;
         let t = pyo3::types::PyBool::new(py, true);
         let connected =
             c.fields[Field::Connected as usize].as_ref().is_some_and(|v| v.as_ptr() == t.as_ptr());
@@ -1640,36 +1673,30 @@ impl Channel {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Channel {
-        Channel {
-            out_buffer: None,
-            marks: None,
-            // 0, not -1: a new channel must be all zero bytes (see `sys::use_object_new`);
-            // `fd` means something only once `attach` has set `marks`.
-            fd: 0,
-            watched_write: false,
-            marked: false,
-            fields: Default::default(),
-        }
+        // All zero bytes, as a new channel must be (see `sys::use_object_new`): no borrow,
+        // nothing held, `fd` 0 (it means something only once `attach` has set `marks`).
+        Channel { state: GILProtected::new(RefCell::new(State::default())) }
     }
 
     /// `out_buffer` and the fields may hold any object (even one that refers back to the
     /// channel): the garbage collector sees them, so such a cycle is collected.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for b in self.out_buffer.iter().chain(self.fields.iter().flatten()) {
+        let Ok(c) = self.state.get(sys::traverse_token(&visit)).try_borrow() else { return Ok(()) };
+        for b in c.out_buffer.iter().chain(c.fields.iter().flatten()) {
             visit.call(b)?;
         }
         Ok(())
     }
 
-    fn __clear__(&mut self) {
-        self.out_buffer = None;
-        self.fields = Default::default();
+    fn __clear__(slf: &Bound<'_, Self>) {
+        let old = slf.get().write(slf.py()).map(|mut c| (c.out_buffer.take(), std::mem::take(&mut c.fields)));
+        drop(old); // released after the borrow ends (a finaliser may run Python code)
     }
 
     /// True once connected (or given a connected socket); assigning it tells the loop.
     #[getter]
-    fn get_connected(&self, py: Python<'_>) -> Py<PyAny> {
-        self.flag_value(py, Field::Connected)
+    fn get_connected(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.read(py)?.flag_value(py, Field::Connected))
     }
 
     #[setter]
@@ -1679,8 +1706,8 @@ impl Channel {
 
     /// True once `listen()` was called; assigning it tells the loop.
     #[getter]
-    fn get_accepting(&self, py: Python<'_>) -> Py<PyAny> {
-        self.flag_value(py, Field::Accepting)
+    fn get_accepting(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.read(py)?.flag_value(py, Field::Accepting))
     }
 
     #[setter]
@@ -1690,8 +1717,8 @@ impl Channel {
 
     /// True while a `connect()` is under way; assigning it tells the loop.
     #[getter]
-    fn get_connecting(&self, py: Python<'_>) -> Py<PyAny> {
-        self.flag_value(py, Field::Connecting)
+    fn get_connecting(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.read(py)?.flag_value(py, Field::Connecting))
     }
 
     #[setter]
@@ -1701,8 +1728,8 @@ impl Channel {
 
     /// When true, `dispatcher_with_send.send` logs what it sends.
     #[getter]
-    fn get_debug(&self, py: Python<'_>) -> Py<PyAny> {
-        self.flag_value(py, Field::Debug)
+    fn get_debug(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.read(py)?.flag_value(py, Field::Debug))
     }
 
     #[setter]
@@ -1746,7 +1773,8 @@ impl Channel {
     /// `dispatcher_with_send`'s output: bytes not yet sent. Assigning it tells the loop.
     #[getter]
     fn get_out_buffer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.out_buffer
+        self.read(py)?
+            .out_buffer
             .as_ref()
             .map(|b| b.clone_ref(py))
             .ok_or_else(|| PyAttributeError::new_err("out_buffer"))
@@ -1758,7 +1786,8 @@ impl Channel {
             Some(v) => v.is_truthy()?,
             None => false,
         };
-        slf.try_borrow_mut()?.out_buffer = value.map(Bound::unbind);
+        let old = std::mem::replace(&mut slf.get().write(slf.py())?.out_buffer, value.map(Bound::unbind));
+        drop(old); // after the borrow (a finaliser may run Python code)
         note(slf.as_any(), pending);
         Ok(())
     }

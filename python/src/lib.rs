@@ -578,7 +578,7 @@ impl Poller {
         let pass = self.pass_no;
         let (interest, volatile) = self.interest(obj)?;
         if let Some(ch) = channel::as_channel(obj) {
-            if let Ok(mut c) = ch.try_borrow_mut() {
+            if let Ok(mut c) = ch.get().write(ch.py()) {
                 c.attach(&self.marks, fd, interest.write);
             }
         }
@@ -724,7 +724,7 @@ impl Poller {
         if tk.kind == Kind::Python || !tk.fields || tag == 0 || tag != tk.tag {
             return false;
         }
-        let (connected, accepting) = match ch.try_borrow() {
+        let (connected, accepting) = match ch.get().read(ch.py()) {
             Ok(c) if !c.is_marked() && c.state_is_plain(py) => c.plain_flags(py),
             _ => return false,
         };

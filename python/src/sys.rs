@@ -763,3 +763,12 @@ impl SharedKeys<'_> {
         }
     }
 }
+
+/// The GIL token during a garbage-collector traversal, which pyo3 does not hand to
+/// `__traverse__`: CPython's collector holds the GIL while it traverses, and a `PyVisit`
+/// exists only then. For reading `GILProtected` state, not for calling into Python.
+pub fn traverse_token<'a>(_visit: &pyo3::PyVisit<'a>) -> Python<'a> {
+    // SAFETY: a PyVisit is made only for a tp_traverse call, which CPython makes with the GIL
+    // held, and lives no longer than that call.
+    unsafe { Python::assume_gil_acquired() }
+}
