@@ -9,16 +9,18 @@
 //!
 //! A method here that calls another method of the channel by name (`self.initiate_send()`,
 //! `self.recv(...)`, ...) does what Python would: it looks the name up as a Python call does
-//! (`_PyObject_GetMethod`: an instance attribute, a data descriptor or a class's own
-//! `__getattribute__` decide first), and runs the method natively only when what it found is
-//! one of this class's own method descriptors; a function of the class is called with the
-//! channel first, anything else as it is. So a method replaced on a class, a base or an
-//! instance at any moment is honoured.
+//! (an instance attribute, a data descriptor or a class's own `__getattribute__` decide
+//! first), and runs the method natively only when what it found is one of this class's own
+//! method descriptors; a function of the class is called with the channel first, anything else
+//! as it is. So a method replaced on a class, a base or an instance at any moment is honoured.
+//! The usual answer (the class's method, nothing of that name on the instance) comes from
+//! `names` without a call into the interpreter; anything else goes to `_PyObject_GetMethod`.
 //!
 //! State stays where Python code expects it, with two kinds of exception. `_fileno`, `_map`,
 //! `terminator`, `incoming`, the buffer sizes ... are plain attributes, read and written here
-//! with Python's own `getattr`/`setattr` (never through `obj.__dict__`, which would turn the
-//! instance's inline values into a dictionary). `connected`, `accepting`, `connecting`,
+//! with Python's own `getattr`/`setattr`, or read where `names` finds them when the class's
+//! default is a plain value (never through `obj.__dict__`, which would turn the instance's
+//! inline values into a dictionary). `connected`, `accepting`, `connecting`,
 //! `debug`, `socket`, `ac_in_buffer` and `producer_fifo` are fields of the object behind data
 //! descriptors ([`Field`]), and `out_buffer` too, because the loop must learn when they
 //! change: the poller gives each channel of a `SocketMap` a queue of "marks", and a native

@@ -13,11 +13,21 @@
 //! and a class that reuses a freed class's address does not match its entry either. A class
 //! that cannot get a tag (the counter ran out) is looked up the generic way every time.
 //!
-//! The instance dictionary is not cached: it is probed on each use (one dictionary lookup with
-//! an interned key), so an attribute or method set on one instance is seen at once, as Python
-//! sees it, except where the class attribute is a data descriptor (a property), which Python
-//! prefers to the instance dictionary, and on classes with their own `__getattribute__` or
-//! `__getattr__`: those names go through Python's `getattr` every time.
+//! What an instance holds of its own is never cached: it is read on each use, so an attribute
+//! or method set on one instance is seen at once, as Python sees it. Where a class attribute
+//! is a data descriptor (a property, which Python prefers to the instance's own), and on
+//! classes with their own `__getattribute__` or `__getattr__`, Python's own look-up decides
+//! every time.
+//!
+//! The read ([`unshadowed`], [`plain_value`]) goes where CPython 3.12 and 3.13 keep an
+//! instance's attributes: a real `__dict__` when it has one (one lookup), else the *inline
+//! values* indexed by its class's shared keys (see `sys::own_attributes`). Where each name sits
+//! in those keys is kept with the class's entry, under the keys' address and length: keys are
+//! only ever appended to, so an instance that gives itself a new attribute (for every
+//! instance of the class, the keys grow) has the positions read again. That layout is no
+//! public API, so it is used only once [`own_layout`] has checked it on objects made for the
+//! purpose on the running interpreter; on any other, or if the check disagrees, every look-up
+//! is `_PyObject_GetMethod`/`getattr`, as before.
 
 use crate::sys;
 use pyo3::prelude::*;
