@@ -489,6 +489,16 @@ fn native_index(py: Python<'_>, attr: &Bound<'_, PyAny>) -> Option<u8> {
     natives(py).iter().position(|q| q.as_ref().is_some_and(|q| q.as_ptr() == p)).map(|k| k as u8)
 }
 
+/// [`names::unshadowed`], but for methods only: a field's descriptor found under a method's
+/// name is a data descriptor, which Python's look-up calls for its value.
+#[inline]
+fn method_unshadowed<'py>(obj: &Bound<'py, PyAny>, name: Name) -> Option<Found<'py>> {
+    match names::unshadowed(obj, name, native_index)? {
+        Found::Native(k) if matches!(NAT_NAMES[usize::from(k)].1, Nat::Field(_)) => None,
+        found => Some(found),
+    }
+}
+
 /// The native method or field descriptor at `k` in [`NAT_NAMES`].
 #[inline]
 fn native_object(py: Python<'_>, k: u8) -> Option<Bound<'_, PyAny>> {
@@ -707,7 +717,7 @@ enum Target<'py> {
 #[inline]
 fn resolve<'py>(obj: &Bound<'py, PyAny>, name: Name) -> PyResult<Target<'py>> {
     let py = obj.py();
-    match names::unshadowed(obj, name, native_index) {
+    match method_unshadowed(obj, name) {
         Some(Found::Native(k)) => {
             if let Some(f) = native_object(py, k) {
                 return Ok(Target::Native(NAT_NAMES[k as usize].1, f));
@@ -1360,7 +1370,7 @@ fn chat_handle_read(obj: &Bound<'_, PyAny>) -> PyResult<()> {
 pub fn interest_unshadowed(obj: &Bound<'_, PyAny>) -> bool {
     let py = obj.py();
     [Name::Readable, Name::Writable].into_iter().all(|n| {
-        names::unshadowed(obj, n, native_index).is_some()
+        method_unshadowed(obj, n).is_some()
             || sys::get_method(obj, n.text(py)).is_ok_and(|(unbound, _)| unbound)
     })
 }
@@ -1664,6 +1674,7 @@ pub fn install_fast_methods(py: Python<'_>) -> PyResult<bool> {
     CHANNEL.init(py);
     let ty = py.get_type::<Channel>();
     let object_new = sys::use_object_new(&ty);
+    names::check_layout(py, &ty);
     for def in [&RECV, &SEND, &WS_SEND, &CHAT_PUSH] {
         sys::install(&ty, def)?;
     }

@@ -255,15 +255,13 @@ pub fn lookup_in<'py>(class: &Bound<'py, PyType>, name: Name, native: Recognise)
 /// Python's own look-up decides.
 #[inline]
 pub fn unshadowed<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<Found<'py>> {
-    with_entry(obj, name, native, |entry, layout| {
-        let py = obj.py();
-        let found = match &entry.slots[name as usize] {
-            Slot::Native(k) => Found::Native(*k),
-            Slot::Func(f) => Found::Func(f.bind(py).clone()),
-            _ => return None,
-        };
-        entry.own_value(obj, name, layout)?.is_none().then_some(found)
-    })
+    let seen = seen(obj, name, native)?;
+    let found = match seen.class {
+        Class::Native(k) => Found::Native(k),
+        Class::Func(f) => Found::Func(f),
+        _ => return None,
+    };
+    seen.own.value(name)?.is_none().then_some(found)
 }
 
 /// `obj.name` when that is a plain value: the instance's own, else the class's when it is no
@@ -271,35 +269,70 @@ pub fn unshadowed<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -
 /// is anything else or cannot be told here.
 #[inline]
 pub fn plain_value<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<Bound<'py, PyAny>> {
-    with_entry(obj, name, native, |entry, layout| {
-        let class = match &entry.slots[name as usize] {
-            Slot::Value(v) => Some(v),
-            Slot::Absent => None,
-            _ => return None, // a descriptor or a method: Python decides
-        };
-        match entry.own_value(obj, name, layout)? {
-            Some(v) => Some(v),
-            None => class.map(|v| v.bind(obj.py()).clone()),
-        }
-    })
+    let seen = seen(obj, name, native)?;
+    let class = match seen.class {
+        // Its type may have gained `__get__` since the class was classified: asked again.
+        Class::Value(v) if sys::descriptor_kind(&v) == (false, false) => Some(v),
+        Class::Absent => None,
+        _ => return None, // a descriptor or a method: Python decides
+    };
+    match seen.own.value(name)? {
+        Some(v) => Some(v),
+        None => class,
+    }
 }
 
-/// `then(entry, layout)` with the cache entry of `obj`'s class as it is now; `None` when
-/// there is none yet (it is made for the next time) or instance attributes are not read here.
+/// The class attribute behind a name, as the class's entry classified it.
+enum Class<'py> {
+    Absent,
+    Native(u8),
+    Func(Bound<'py, PyAny>),
+    Value(Bound<'py, PyAny>),
+}
+
+/// What `obj` holds of its own under a name: known, or in a dictionary still to be asked.
+enum Held<'py> {
+    Known(Option<Bound<'py, PyAny>>),
+    Dict(Bound<'py, pyo3::types::PyDict>),
+}
+
+impl<'py> Held<'py> {
+    /// The instance's own value (`Some(None)`: it has none; `None`: ask Python). A dictionary
+    /// is asked here, after the cache is let go: comparing its keys may run Python code.
+    fn value(self, name: Name) -> Option<Option<Bound<'py, PyAny>>> {
+        match self {
+            Held::Known(v) => Some(v),
+            Held::Dict(d) => d.get_item(name.text(d.py())).ok(),
+        }
+    }
+}
+
+struct Seen<'py> {
+    class: Class<'py>,
+    own: Held<'py>,
+}
+
+/// The class's attribute behind `name` and what `obj` holds of its own under it, read from
+/// the cache entry of `obj`'s class as it is now; `None` when there is no entry yet (it is made
+/// for the next time), the class attribute is of no kind read here, or instance attributes
+/// are not read on this interpreter. Nothing here runs Python code while the cache is held.
 #[inline]
-fn with_entry<'py, T>(
-    obj: &Bound<'py, PyAny>,
-    name: Name,
-    native: Recognise,
-    then: impl FnOnce(&Entry, sys::OwnLayout) -> Option<T>,
-) -> Option<T> {
+fn seen<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<Seen<'py>> {
     let py = obj.py();
-    let layout = (*LAYOUT.get_or_init(py, || checked_layout(py)))?;
+    let layout = (*LAYOUT.get(py)?)?;
     let (ty, tag) = sys::class_and_tag(obj);
     if tag != 0 {
         let cache = CACHE.get(py).borrow();
         if let Some(entry) = cache.iter().find(|e| e.ty == ty && e.tag == tag) {
-            return then(entry, layout);
+            let class = match &entry.slots[name as usize] {
+                Slot::Absent => Class::Absent,
+                Slot::Native(k) => Class::Native(*k),
+                Slot::Func(f) => Class::Func(f.bind(py).clone()),
+                Slot::Value(v) => Class::Value(v.bind(py).clone()),
+                _ => return None,
+            };
+            let own = entry.own(obj, name, layout)?;
+            return Some(Seen { class, own });
         }
     }
     lookup(obj, name, native);
@@ -307,27 +340,21 @@ fn with_entry<'py, T>(
 }
 
 impl Entry {
-    /// `obj`'s own attribute `name`: `Some(None)` when it has none, `None` when that cannot
-    /// be told here.
-    fn own_value<'py>(
-        &self,
-        obj: &Bound<'py, PyAny>,
-        name: Name,
-        layout: sys::OwnLayout,
-    ) -> Option<Option<Bound<'py, PyAny>>> {
+    /// What `obj` holds of its own under `name` (`None`: cannot be told here).
+    fn own<'py>(&self, obj: &Bound<'py, PyAny>, name: Name, layout: sys::OwnLayout) -> Option<Held<'py>> {
         let py = obj.py();
         match sys::own_attributes(obj, layout) {
-            sys::Own::Nothing => Some(None),
-            sys::Own::Dict(dict) => dict.get(py, name.text(py)),
+            sys::Own::Nothing => Some(Held::Known(None)),
+            sys::Own::Dict(dict) => Some(Held::Dict(dict)),
             sys::Own::Values(values) => {
                 let mut shadow = self.shadow.borrow_mut();
                 if shadow.state != values.keys().state() {
                     *shadow = Shadow::of(py, values.keys());
                 }
                 match shadow.at[name as usize] {
-                    ABSENT => Some(None),
+                    ABSENT => Some(Held::Known(None)),
                     UNKNOWN => None,
-                    i => values.value(py, usize::from(i)),
+                    i => values.value(py, usize::from(i)).map(Held::Known),
                 }
             }
             sys::Own::Unknown => None,
@@ -335,42 +362,54 @@ impl Entry {
     }
 }
 
-/// The layout of instance attributes on this interpreter, once checked; `None`: not one read
-/// here, and every look-up is Python's.
+/// The layout of instance attributes on this interpreter, once checked (at import, by
+/// [`check_layout`]); `None`: not one read here, and every look-up is Python's.
 static LAYOUT: GILOnceCell<Option<sys::OwnLayout>> = GILOnceCell::new();
 
 /// The layout of instance attributes read here on this interpreter (`"3.12"`, `"3.13"`), or
 /// `None` when every look-up of an instance's own attributes is left to Python.
 pub fn own_layout(py: Python<'_>) -> Option<&'static str> {
-    LAYOUT.get_or_init(py, || checked_layout(py)).map(|l| match l {
+    LAYOUT.get(py).copied().flatten().map(|l| match l {
         sys::OwnLayout::V312 => "3.12",
         sys::OwnLayout::V313 => "3.13",
     })
 }
 
-/// Objects in each state an instance's attributes can be in, and what [`sys::own_attributes`]
-/// must tell of each (`name`, holds it?) for its layout to be trusted.
+/// Objects in each state an instance's attributes can be in, of a plain class and of a
+/// subclass of `Channel` (whose instances are larger than an `object`), and what
+/// [`sys::own_attributes`] must tell of each (`name`, holds it?) for its layout to be trusted.
 const PROBE: &std::ffi::CStr = c"
-class P:
+def states(P):
+    class Q(P):
+        pass
+    fresh = P()
+    both = P(); both.x = 1; both.y = 2
+    one = P(); one.y = 3
+    gone = P(); gone.z = 4; del gone.z
+    made = P(); made.x = 5; made.__dict__
+    sub = Q(); sub.w = 6
+    return [(fresh, 'x', False), (both, 'x', True), (both, 'y', True), (both, 'z', False),
+            (one, 'x', False), (one, 'y', True), (gone, 'z', False), (gone, 'x', False),
+            (made, 'x', True), (made, 'y', False), (sub, 'w', True), (sub, 'x', False)]
+class Plain:
     pass
-class Q(P):
+class OnChannel(Channel):
     pass
-fresh = P()
-both = P(); both.x = 1; both.y = 2
-one = P(); one.y = 3
-gone = P(); gone.z = 4; del gone.z
-made = P(); made.x = 5; made.__dict__
-sub = Q(); sub.w = 6
 class S:
     __slots__ = ('x',)
 slots = S(); slots.x = 7
-cases = [(fresh, 'x', False), (both, 'x', True), (both, 'y', True), (both, 'z', False),
-         (one, 'x', False), (one, 'y', True), (gone, 'z', False), (gone, 'x', False),
-         (made, 'x', True), (made, 'y', False), (sub, 'w', True), (sub, 'x', False),
-         (slots, 'x', False)]
+cases = states(Plain) + states(OnChannel) + [(slots, 'x', False)]
 ";
 
-fn checked_layout(py: Python<'_>) -> Option<sys::OwnLayout> {
+/// Decides, once, whether instance attributes are read here: on CPython 3.12 or 3.13 (no
+/// debug or free-threaded build) whose objects, made for the purpose from a plain class and
+/// from `channel` (the extension's base class), read as they should.
+pub fn check_layout(py: Python<'_>, channel: &Bound<'_, PyType>) {
+    let layout = checked_layout(py, channel);
+    let _ = LAYOUT.set(py, layout);
+}
+
+fn checked_layout(py: Python<'_>, channel: &Bound<'_, PyType>) -> Option<sys::OwnLayout> {
     let version = py.version_info();
     let layout = match (version.major, version.minor) {
         (3, 12) => sys::OwnLayout::V312,
@@ -382,6 +421,7 @@ fn checked_layout(py: Python<'_>) -> Option<sys::OwnLayout> {
         return None; // a debug or free-threaded build: other layouts
     }
     let scope = pyo3::types::PyDict::new(py);
+    scope.set_item("Channel", channel).ok()?;
     py.run(PROBE, Some(&scope), None).ok()?;
     let cases = scope.get_item("cases").ok()??;
     for case in cases.try_iter().ok()? {
@@ -389,7 +429,7 @@ fn checked_layout(py: Python<'_>) -> Option<sys::OwnLayout> {
         let text = name.to_str().ok()?;
         let told = match sys::own_attributes(&obj, layout) {
             sys::Own::Nothing => Some(false),
-            sys::Own::Dict(dict) => dict.get(py, &PyString::intern(py, text)).map(|v| v.is_some()),
+            sys::Own::Dict(dict) => dict.get_item(PyString::intern(py, text)).ok().map(|v| v.is_some()),
             sys::Own::Values(values) => {
                 let names = values.keys().names(py);
                 match names.iter().position(|k| k.as_ref().and_then(|k| k.to_str().ok()) == Some(text)) {

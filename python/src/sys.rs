@@ -599,23 +599,17 @@ struct KeysHead {
 /// `dk_kind` of a class's shared keys (`DICT_KEYS_SPLIT`): entries of a key and a value slot.
 const KEYS_SPLIT: u8 = 2;
 
-/// Where `obj` keeps attributes of its own, read without making it a `__dict__`. What it
-/// points at is valid only until Python code runs again: use it at once.
-pub enum Own<'a> {
+/// Where `obj` keeps attributes of its own, read without making it a `__dict__`. Values read
+/// from [`OwnValues`] are right only until Python code runs again: read them at once.
+pub enum Own<'a, 'py> {
     /// The object has none (no `__dict__` yet, or none possible).
     Nothing,
-    /// In a dictionary.
-    Dict(OwnDict<'a>),
+    /// In this dictionary (held: a look-up in it may run Python code, which may replace it).
+    Dict(Bound<'py, pyo3::types::PyDict>),
     /// In values indexed by its class's shared keys.
     Values(OwnValues<'a>),
     /// Somewhere not read here: ask Python.
     Unknown,
-}
-
-/// An instance's `__dict__`, as [`own_attributes`] found it.
-pub struct OwnDict<'a> {
-    dict: *mut ffi::PyObject,
-    _obj: std::marker::PhantomData<&'a ()>,
 }
 
 /// An instance's values and the class's shared keys they follow, as [`own_attributes`] found
@@ -628,12 +622,13 @@ pub struct OwnValues<'a> {
 
 /// Where `obj`'s own attributes are, on an interpreter with `layout`.
 #[inline]
-pub fn own_attributes<'a>(obj: &'a Bound<'_, PyAny>, layout: OwnLayout) -> Own<'a> {
+pub fn own_attributes<'a, 'py>(obj: &'a Bound<'py, PyAny>, layout: OwnLayout) -> Own<'a, 'py> {
     // SAFETY: the GIL is held and `obj` is live, so its type and the words CPython keeps
     // before and after it for a managed-dictionary class are valid to read (the flags say which
-    // exist; `layout` was checked on this interpreter). The keys are the class's own, alive as
-    // long as it is; the capacity bounds every index read later (3.12: usable plus entries,
-    // the length every instance's values were made with; 3.13: the values' own capacity byte).
+    // exist; `layout` was checked on this interpreter). A dictionary found is taken as a new
+    // reference. The keys are the class's own, alive as long as it is; the capacity bounds
+    // every index read later (3.12: usable plus entries, the length every instance's values
+    // were made with; 3.13: the values' own capacity byte).
     unsafe {
         let o = obj.as_ptr();
         let tp = ffi::Py_TYPE(o);
@@ -641,61 +636,47 @@ pub fn own_attributes<'a>(obj: &'a Bound<'_, PyAny>, layout: OwnLayout) -> Own<'
         if flags & ffi::Py_TPFLAGS_MANAGED_DICT == 0 {
             return match (*tp).tp_dictoffset {
                 0 => Own::Nothing,
-                off if off > 0 => own_dict(*o.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>()),
+                off if off > 0 => {
+                    own_dict(obj.py(), *o.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>())
+                }
                 _ => Own::Unknown,
             };
         }
         let word = *o.cast::<usize>().offset(-3);
+        let in_values = match layout {
+            OwnLayout::V312 => word & 1 == 1,
+            OwnLayout::V313 => word == 0 && flags & TPFLAGS_INLINE_VALUES != 0,
+        };
+        if !in_values {
+            return own_dict(obj.py(), word as *mut ffi::PyObject);
+        }
         let keys = (*tp.cast::<ffi::PyHeapTypeObject>()).ht_cached_keys as usize;
         let Some(head) = keys_head(keys) else { return Own::Unknown };
         let (values, capacity) = match layout {
-            OwnLayout::V312 if word & 1 == 1 => {
+            OwnLayout::V312 => {
                 ((word + 1) as *const *mut ffi::PyObject, (head.usable + head.nentries) as usize)
             }
-            OwnLayout::V313 if word == 0 && flags & TPFLAGS_INLINE_VALUES != 0 => {
+            OwnLayout::V313 => {
                 let v = o.cast::<u8>().cast_const().offset((*tp).tp_basicsize);
                 if *v.add(3) == 0 {
                     return Own::Unknown; // values no longer valid: rare, let Python look
                 }
                 (v.add(8).cast::<*mut ffi::PyObject>(), usize::from(*v))
             }
-            _ => return own_dict(word as *mut ffi::PyObject),
         };
         let keys = SharedKeys { addr: keys, nentries: head.nentries, _class: std::marker::PhantomData };
         Own::Values(OwnValues { values, capacity, keys })
     }
 }
 
-fn own_dict<'a>(dict: *mut ffi::PyObject) -> Own<'a> {
-    if dict.is_null() {
-        return Own::Nothing;
-    }
-    // SAFETY: a non-NULL instance dictionary pointer is a live object.
-    if unsafe { ffi::PyDict_CheckExact(dict) } == 0 {
-        return Own::Unknown;
-    }
-    Own::Dict(OwnDict { dict, _obj: std::marker::PhantomData })
-}
-
-impl OwnDict<'_> {
-    /// The dictionary's value for `name`, `Some(None)` when it has none (`None`: a key's
-    /// comparison raised; Python's own look-up then decides).
-    pub fn get<'py>(
-        &self,
-        py: Python<'py>,
-        name: &Bound<'py, PyString>,
-    ) -> Option<Option<Bound<'py, PyAny>>> {
-        // SAFETY: the dictionary is the live instance's, and no Python code ran since it was
-        // read. A borrowed reference or NULL comes back, of which a new reference is taken at
-        // once; an error is cleared and left to the look-up Python then makes.
-        unsafe {
-            let found = ffi::PyDict_GetItemWithError(self.dict, name.as_ptr());
-            if found.is_null() && !ffi::PyErr_Occurred().is_null() {
-                ffi::PyErr_Clear();
-                return None;
-            }
-            Some(Bound::from_borrowed_ptr_or_opt(py, found))
-        }
+/// The instance dictionary at `dict` (NULL: none yet), held.
+///
+/// # Safety
+/// `dict` is NULL or the live instance dictionary pointer of a live object.
+unsafe fn own_dict<'a, 'py>(py: Python<'py>, dict: *mut ffi::PyObject) -> Own<'a, 'py> {
+    match Bound::from_borrowed_ptr_or_opt(py, dict) {
+        None => Own::Nothing,
+        Some(d) => d.downcast_into_exact::<pyo3::types::PyDict>().map_or(Own::Unknown, Own::Dict),
     }
 }
 

@@ -1241,5 +1241,63 @@ class OwnAttributes(SocketPairs):
         ch.close()
 
 
+    def test_a_key_whose_comparison_replaces_the_dict_is_survived(self):
+        m = asyncore.SocketMap()
+        a, b = self.pair()
+        ch = Chat(a, m)
+        compared, panics = [], []
+
+        class Colliding(str):
+            def __hash__(self):
+                return hash("found_terminator")
+
+            def __eq__(self, other):
+                compared.append(other)
+                ch.__dict__ = dict(ch.__dict__)     # the dictionary being searched goes
+                fresh = type("Fresh", (Chat,), {})  # and a class never seen is looked up
+                try:
+                    fresh.__new__(fresh).handle_read_event()
+                except Exception:
+                    pass
+                except BaseException as e:          # a panic of the extension's
+                    panics.append(e)
+                return False
+
+            __ne__ = str.__ne__
+
+        vars(ch)[Colliding("other")] = 1
+        b.send(b"one\n")
+        asyncore.loop(timeout=5, map=m, count=1)
+        self.assertIn("found_terminator", compared)
+        self.assertEqual((ch.lines, panics), ([b"one"], []))
+        ch.close()
+
+    def test_a_class_value_whose_type_gains_get_is_then_a_descriptor(self):
+        class Size(int):
+            pass
+
+        class Small(Chat):
+            ac_in_buffer_size = Size(5)
+
+        a, b = self.pair()
+        ch = Small(a, asyncore.SocketMap())
+        b.send(b"abcdefghijklmnopqrstuvwxyz")
+        ch.handle_read_event()
+        Size.__get__ = lambda self, obj, cls=None: 2
+        ch.handle_read_event()
+        self.assertEqual(b"".join(ch.parts), b"abcdefg")
+        ch.close()
+
+    def test_a_field_descriptor_under_a_method_name_gives_its_value(self):
+        class Odd(Chat):
+            handle_read = sockloop._core.Channel.connected
+
+        a, b = self.pair()
+        ch = Odd(a, asyncore.SocketMap())
+        with self.assertRaisesRegex(TypeError, "'bool' object is not callable"):
+            ch.handle_read_event()
+        ch.close()
+
+
 if __name__ == "__main__":
     unittest.main()
