@@ -299,6 +299,7 @@ enum Held<'py> {
 impl<'py> Held<'py> {
     /// The instance's own value (`Some(None)`: it has none; `None`: ask Python). A dictionary
     /// is asked here, after the cache is let go: comparing its keys may run Python code.
+    #[inline(always)]
     fn value(self, name: Name) -> Option<Option<Bound<'py, PyAny>>> {
         match self {
             Held::Known(v) => Some(v),
@@ -316,7 +317,7 @@ struct Seen<'py> {
 /// the cache entry of `obj`'s class as it is now; `None` when there is no entry yet (it is made
 /// for the next time), the class attribute is of no kind read here, or instance attributes
 /// are not read on this interpreter. Nothing here runs Python code while the cache is held.
-#[inline]
+#[inline(always)]
 fn seen<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<Seen<'py>> {
     let py = obj.py();
     let layout = (*LAYOUT.get(py)?)?;
@@ -341,6 +342,7 @@ fn seen<'py>(obj: &Bound<'py, PyAny>, name: Name, native: Recognise) -> Option<S
 
 impl Entry {
     /// What `obj` holds of its own under `name` (`None`: cannot be told here).
+    #[inline(always)]
     fn own<'py>(&self, obj: &Bound<'py, PyAny>, name: Name, layout: sys::OwnLayout) -> Option<Held<'py>> {
         let py = obj.py();
         match sys::own_attributes(obj, layout) {

@@ -621,7 +621,7 @@ pub struct OwnValues<'a> {
 }
 
 /// Where `obj`'s own attributes are, on an interpreter with `layout`.
-#[inline]
+#[inline(always)]
 pub fn own_attributes<'a, 'py>(obj: &'a Bound<'py, PyAny>, layout: OwnLayout) -> Own<'a, 'py> {
     // SAFETY: the GIL is held and `obj` is live, so its type and the words CPython keeps
     // before and after it for a managed-dictionary class are valid to read (the flags say which
