@@ -1188,10 +1188,10 @@ class OwnAttributes(SocketPairs):
             self.line(second, d, m, text)
         self.assertEqual((first.lines, got), ([b"one"], [b"two", b"three"]))
         self.assertEqual(second.lines, [b"two", b"three"])
-        third = Chat(*self.pair()[:1], m)                    # made after the keys grew
-        third.collect_incoming_data(b"x")
-        third.found_terminator()
-        self.assertEqual(third.lines, [b"x"])
+        e, f = self.pair()
+        third = Chat(e, m)                                   # made after the keys grew
+        self.line(third, f, m, b"x")
+        self.assertEqual((third.lines, got), ([b"x"], [b"two", b"three"]))
         del first.found_terminator
         self.line(first, b, m, b"four")
         self.assertEqual(first.lines, [b"one", b"four"])
